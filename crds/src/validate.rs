@@ -1,0 +1,130 @@
+//! Validation of a parsed spec: the one place that decides whether a manifest may run. Pure.
+
+use std::time::Duration;
+
+use crate::duration::parse_duration;
+use crate::spec::{StreamJobSpec, MAX_MAX_PARALLELISM};
+use crate::storage::StorageLocation;
+
+/// One invalid field: its path in the manifest (`spec.job.parallelism`) and what is wrong,
+/// including the allowed values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    /// Path of the field, for example `spec.checkpointing.interval`.
+    pub field: String,
+    /// What is wrong and what would be accepted.
+    pub message: String,
+}
+
+/// Checkpoint settings with durations parsed and the storage location resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointSettings {
+    /// Time between checkpoint triggers.
+    pub interval: Duration,
+    /// A checkpoint older than this is aborted.
+    pub timeout: Duration,
+    /// Least time between the end of a checkpoint and the next trigger.
+    pub min_pause: Duration,
+    /// Newest complete checkpoints kept (at least 1).
+    pub retained: usize,
+    /// Where checkpoints go.
+    pub storage: StorageLocation,
+}
+
+/// A spec that passed validation, with its typed settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedSpec {
+    /// The spec as written, defaults filled in.
+    pub spec: StreamJobSpec,
+    /// Parallelism, at least 1.
+    pub parallelism: u32,
+    /// Max parallelism (number of key groups), between `parallelism` and 32768.
+    pub max_parallelism: u32,
+    /// Parsed checkpoint settings.
+    pub checkpointing: CheckpointSettings,
+}
+
+/// Validates a spec whose structure serde already accepted (known fields, known enum values).
+///
+/// # Errors
+/// Every invalid field at once, each naming its path and the allowed values: parallelism
+/// below 1; max parallelism below parallelism or above 32768; a malformed or zero duration;
+/// `retained` below 1; a storage URI with an unsupported scheme or a relative path; an empty
+/// `job.entry`.
+pub fn validate_spec(spec: &StreamJobSpec) -> Result<ValidatedSpec, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let mut err = |field: &str, message: String| {
+        errors.push(FieldError {
+            field: field.to_string(),
+            message,
+        })
+    };
+    if spec.job.entry.trim().is_empty() {
+        err(
+            "spec.job.entry",
+            "must name a job of the runtime's registry, for example csv-window-aggregate".into(),
+        );
+    }
+    let p = spec.job.parallelism;
+    let mp = spec.job.max_parallelism;
+    if p < 1 {
+        err(
+            "spec.job.parallelism",
+            format!("must be at least 1 (got {p})"),
+        );
+    }
+    if mp < p.max(1) || mp > MAX_MAX_PARALLELISM {
+        err(
+            "spec.job.maxParallelism",
+            format!(
+                "must be between spec.job.parallelism ({p}) and {MAX_MAX_PARALLELISM} (got {mp})"
+            ),
+        );
+    }
+    let c = &spec.checkpointing;
+    let mut duration = |field: &str, text: &str, allow_zero: bool| match parse_duration(text) {
+        Ok(d) if d.is_zero() && !allow_zero => {
+            err(field, format!("must be greater than zero (got `{text}`)"));
+            None
+        }
+        Ok(d) => Some(d),
+        Err(e) => {
+            err(field, e.to_string());
+            None
+        }
+    };
+    let interval = duration("spec.checkpointing.interval", &c.interval, false);
+    let timeout = duration("spec.checkpointing.timeout", &c.timeout, false);
+    let min_pause = duration("spec.checkpointing.minPause", &c.min_pause, true);
+    if c.retained < 1 {
+        err(
+            "spec.checkpointing.retained",
+            format!("must be at least 1 (got {})", c.retained),
+        );
+    }
+    let storage = match StorageLocation::parse(&c.storage) {
+        Ok(s) => Some(s),
+        Err(message) => {
+            err("spec.checkpointing.storage", message);
+            None
+        }
+    };
+    match (interval, timeout, min_pause, storage) {
+        (Some(interval), Some(timeout), Some(min_pause), Some(storage)) if errors.is_empty() => {
+            Ok(ValidatedSpec {
+                spec: spec.clone(),
+                parallelism: p as u32,
+                max_parallelism: mp as u32,
+                checkpointing: CheckpointSettings {
+                    interval,
+                    timeout,
+                    min_pause,
+                    retained: c.retained as usize,
+                    storage,
+                },
+            })
+        }
+        _ => Err(errors),
+    }
+}

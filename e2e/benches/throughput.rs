@@ -1,0 +1,203 @@
+//! Throughput benchmark of `csv-window-aggregate` on the Nexmark-style bid data of
+//! `../shared/bench/gen_bids.py` (regenerated here bit for bit, see [`generate`]): bids
+//! counted per auction per 10-second tumbling event-time window, parallelism 2, exactly-once
+//! checkpoints every 10 s to a local directory, once per state backend.
+//!
+//! Prints records/s over the whole input (process start to finish), peak memory, checkpoint
+//! durations and sizes, and ratios: against Apache Flink 2.3's figures for the same query on
+//! this kind of machine (`../shared/bench/README.md`), and against a baseline measured in the
+//! same run (reading the input files end to end), so a noisy machine shows in both.
+//!
+//! ```text
+//! cargo build --release -p weir-runtime && cargo bench -p weir-e2e --bench throughput
+//! ```
+//! Environment: `WEIR_BENCH_ROWS` (default 10000000), `WEIR_BENCH_DATA` (data directory,
+//! default `<target>/weir-bench/bids-<rows>`).
+
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// Flink 2.3 best-run records/s for the tumbling-window query (heap, RocksDB).
+const FLINK_BEST: [(&str, f64); 2] = [("heap", 268_000.0), ("rocksdb", 104_000.0)];
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E3779B97F4A7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+    z ^ (z >> 31)
+}
+
+/// Writes `rows` bids striped over `files` files exactly as `gen_bids.py` does with its
+/// defaults (seed 42, 1,000,000 auctions, 100,000 bidders, 100,000 events per second).
+fn generate(dir: &Path, rows: u64, files: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let base = chrono::DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z")
+        .unwrap()
+        .timestamp();
+    let seed_off: u64 = 42u64 << 32;
+    let mut outs: Vec<BufWriter<std::fs::File>> = (0..files)
+        .map(|k| {
+            BufWriter::with_capacity(
+                1 << 20,
+                std::fs::File::create(dir.join(format!("part-{k}.csv"))).unwrap(),
+            )
+        })
+        .collect();
+    let mut prefix_cache: (i64, String) = (-1, String::new());
+    for i in 0..rows {
+        let b = i.wrapping_mul(4).wrapping_add(seed_off);
+        let auction = splitmix64(b) % 1_000_000;
+        let bidder = splitmix64(b + 1) % 100_000;
+        let price = 1 + splitmix64(b + 2) % 1_000_000;
+        let jitter = (splitmix64(b + 3) % 2000) as i64;
+        let off = 2000 + (i as i64 * 1000) / 100_000 - jitter;
+        let (sec, ms) = (off / 1000, off % 1000);
+        if prefix_cache.0 != sec {
+            let t = chrono::DateTime::from_timestamp(base + sec, 0).unwrap();
+            prefix_cache = (sec, t.format("%Y-%m-%d %H:%M:%S").to_string());
+        }
+        writeln!(
+            outs[(i % files) as usize],
+            "{auction},{bidder},{price},{}.{ms:03}",
+            prefix_cache.1
+        )
+        .unwrap();
+    }
+    for mut o in outs {
+        o.flush().unwrap();
+    }
+}
+
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .unwrap()
+        .to_path_buf()
+}
+
+fn read_all(dir: &Path) -> (u64, f64) {
+    let start = Instant::now();
+    let mut bytes = 0;
+    let mut buf = vec![0u8; 1 << 20];
+    for k in 0..2 {
+        let mut f = std::fs::File::open(dir.join(format!("part-{k}.csv"))).unwrap();
+        loop {
+            let n = f.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            bytes += n as u64;
+        }
+    }
+    (bytes, start.elapsed().as_secs_f64())
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let rows: u64 = std::env::var("WEIR_BENCH_ROWS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10_000_000);
+    let data = std::env::var("WEIR_BENCH_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| target_dir().join("weir-bench").join(format!("bids-{rows}")));
+    if !data.join("part-1.csv").exists() {
+        eprintln!("generating {rows} bids into {}", data.display());
+        generate(&data, rows, 2);
+    }
+    let bin = weir_e2e::weir_bin();
+    let (bytes, read_s) = read_all(&data);
+    println!(
+        "input: {rows} rows, {:.0} MiB in {}",
+        bytes as f64 / 1048576.0,
+        data.display()
+    );
+    println!(
+        "baseline (same run): reading the input end to end takes {read_s:.2} s ({:.0} MiB/s)",
+        bytes as f64 / 1048576.0 / read_s
+    );
+    println!();
+    println!("| backend | records/s | vs Flink best | wall s | vs read baseline | peak RSS MiB | checkpoints | ckpt mean ms | ckpt max ms | last ckpt MiB |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (backend, flink) in FLINK_BEST {
+        let work = tempfile::tempdir().unwrap();
+        let manifest = work.path().join("bench.yaml");
+        let summary = work.path().join("summary.json");
+        std::fs::write(
+            &manifest,
+            format!(
+                r#"apiVersion: weir.dev/v1alpha1
+kind: StreamJob
+metadata:
+  name: bench-bids-{backend}
+spec:
+  job:
+    entry: csv-window-aggregate
+    parallelism: 2
+    args:
+      input: {input}
+      header: "false"
+      columns: auction,bidder,price,ts
+      timestamp: ts
+      key: auction
+      window: 10s
+      aggregates: count
+      outOfOrderness: 5s
+      output: {out}
+  checkpointing:
+    interval: 10s
+    mode: exactly-once
+    storage: file://{ckpt}
+  stateBackend: {backend}
+"#,
+                input = data.display(),
+                out = work.path().join("out").display(),
+                ckpt = work.path().join("ckpt").display(),
+            ),
+        )
+        .unwrap();
+        let started = Instant::now();
+        let out = Command::new(&bin)
+            .args([
+                "run",
+                "--fresh",
+                "--progress-interval",
+                "0s",
+                "--summary-json",
+            ])
+            .arg(&summary)
+            .arg(&manifest)
+            .output()
+            .unwrap();
+        let wall = started.elapsed().as_secs_f64();
+        assert!(
+            out.status.success(),
+            "{backend}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+        let rps = rows as f64 / wall;
+        assert_eq!(
+            s["recordsIn"].as_u64(),
+            Some(rows),
+            "{backend}: not every row was read"
+        );
+        println!(
+            "| {backend} | {rps:.0} | {:.2}x | {wall:.2} | {:.1}x | {} | {} | {:.0} | {:.0} | {:.1} |",
+            rps / flink,
+            wall / read_s,
+            s["peakRssBytes"].as_u64().unwrap_or(0) / (1 << 20),
+            s["checkpointsCompleted"],
+            s["checkpointDurationMeanMs"].as_f64().unwrap_or(0.0),
+            s["checkpointDurationMaxMs"].as_f64().unwrap_or(0.0),
+            s["lastCheckpointSizeBytes"].as_f64().unwrap_or(0.0) / 1048576.0,
+        );
+    }
+}

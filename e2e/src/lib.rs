@@ -1,0 +1,244 @@
+//! Helpers for the process-level end-to-end tests: find the `weir` binary and the shared
+//! data, write manifests derived from the example, run and kill real `weir` processes, and
+//! read the committed output of a job.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+
+/// The `weir` binary built by the same `cargo test` run (next to the test executable's
+/// `deps/` directory), or `$WEIR_BIN`.
+pub fn weir_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("WEIR_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile directory");
+    let bin = dir.join("weir");
+    assert!(
+        bin.exists(),
+        "{} not found: build it with `cargo build --release -p weir-runtime` or set WEIR_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}
+
+/// The shared retail data file: `$WEIR_RETAIL_CSV`, or `../shared/data/` next to the
+/// repository, or `/work/shared/data/`.
+pub fn retail_data() -> PathBuf {
+    const NAME: &str = "online_retail_uci_2010-2011.csv.gz";
+    if let Ok(p) = std::env::var("WEIR_RETAIL_CSV") {
+        return PathBuf::from(p);
+    }
+    let candidates = [
+        repo_root().join("../shared/data").join(NAME),
+        PathBuf::from("/work/shared/data").join(NAME),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .unwrap_or_else(|| panic!("retail data not found in {candidates:?}; set WEIR_RETAIL_CSV"))
+}
+
+/// A job under test: a temporary directory holding its manifest, checkpoints and output.
+pub struct TestJob {
+    /// The temporary directory (deleted on drop).
+    pub dir: tempfile::TempDir,
+    /// Path of the manifest.
+    pub manifest: PathBuf,
+    /// Output directory of the sink.
+    pub output: PathBuf,
+    /// Checkpoint storage root.
+    pub storage: PathBuf,
+    /// Job name.
+    pub name: String,
+}
+
+/// The example manifest with its input pointed at the shared data and its output and
+/// checkpoints inside a fresh temporary directory; `edit` changes it further.
+pub fn example_job(edit: impl FnOnce(&mut serde_yaml::Value)) -> TestJob {
+    let text = std::fs::read_to_string(repo_root().join("examples/retail-revenue.yaml"))
+        .expect("example manifest");
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("example parses");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = dir.path().join("output");
+    let storage = dir.path().join("checkpoints");
+    doc["spec"]["job"]["args"]["input"] = retail_data().display().to_string().into();
+    doc["spec"]["job"]["args"]["output"] = output.display().to_string().into();
+    doc["spec"]["checkpointing"]["storage"] = format!("file://{}", storage.display()).into();
+    edit(&mut doc);
+    let manifest = dir.path().join("job.yaml");
+    std::fs::write(&manifest, serde_yaml::to_string(&doc).expect("yaml")).expect("write manifest");
+    let name = doc["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    TestJob {
+        dir,
+        manifest,
+        output,
+        storage,
+        name,
+    }
+}
+
+impl TestJob {
+    /// `weir run <manifest> <extra>` to completion.
+    pub fn run(&self, extra: &[&str]) -> Output {
+        Command::new(weir_bin())
+            .arg("run")
+            .arg(&self.manifest)
+            .args(["--progress-interval", "0s"])
+            .args(extra)
+            .output()
+            .expect("spawn weir")
+    }
+
+    /// Starts `weir run` and returns the child and a channel of its stderr lines.
+    pub fn spawn(&self) -> (Child, mpsc::Receiver<String>) {
+        let mut child = Command::new(weir_bin())
+            .arg("run")
+            .arg(&self.manifest)
+            .args(["--progress-interval", "0s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn weir");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        (child, rx)
+    }
+
+    /// Committed output lines (all `part-*` files), sorted.
+    pub fn output_lines(&self) -> Vec<String> {
+        read_output(&self.output)
+    }
+
+    /// Ids of checkpoints with a `_metadata`, ascending.
+    pub fn complete_checkpoints(&self) -> Vec<u64> {
+        let dir = self.storage.join(&self.name).join("checkpoints");
+        let mut ids: Vec<u64> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.path().join("_metadata").exists())
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .strip_prefix("chk-")?
+                            .parse()
+                            .ok()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Directory of checkpoint `id`.
+    pub fn checkpoint_dir(&self, id: u64) -> PathBuf {
+        self.storage
+            .join(&self.name)
+            .join("checkpoints")
+            .join(format!("chk-{id}"))
+    }
+}
+
+/// Committed output lines of a file sink directory, sorted.
+pub fn read_output(dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return lines;
+    };
+    for e in entries.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("part-") {
+            let text = std::fs::read_to_string(e.path()).expect("read part file");
+            lines.extend(text.lines().map(str::to_string));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+/// Asserts a process succeeded, showing its stderr otherwise.
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "weir failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The example's expected output computed directly: per StockCode and UTC hour of
+/// InvoiceDate, the line count and the sum of Quantity * UnitPrice (summed in file order,
+/// printed with two decimals), as `key,start,end,count,sum`, sorted.
+pub fn reference_retail_revenue() -> Vec<String> {
+    use std::collections::HashMap;
+    let file = std::fs::File::open(retail_data()).expect("retail data");
+    let mut reader =
+        csv::Reader::from_reader(flate2::read::MultiGzDecoder::new(BufReader::new(file)));
+    let headers = reader.headers().expect("header").clone();
+    let col = |n: &str| headers.iter().position(|h| h == n).expect("column");
+    let (code, qty, price, date) = (
+        col("StockCode"),
+        col("Quantity"),
+        col("UnitPrice"),
+        col("InvoiceDate"),
+    );
+    let mut groups: HashMap<(String, i64), (u64, f64)> = HashMap::new();
+    for rec in reader.records() {
+        let rec = rec.expect("record");
+        let t = chrono::NaiveDateTime::parse_from_str(&rec[date], "%Y-%m-%d %H:%M:%S")
+            .expect("timestamp")
+            .and_utc()
+            .timestamp_millis();
+        let hour = t - t.rem_euclid(3_600_000);
+        let v: f64 =
+            rec[qty].parse::<f64>().expect("qty") * rec[price].parse::<f64>().expect("price");
+        let g = groups
+            .entry((rec[code].to_string(), hour))
+            .or_insert((0, 0.0));
+        g.0 += 1;
+        g.1 += v;
+    }
+    let fmt = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .expect("time")
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    };
+    let mut lines: Vec<String> = groups
+        .into_iter()
+        .map(|((k, h), (n, s))| {
+            let mut sum = format!("{s:.2}");
+            if sum == "-0.00" {
+                sum = "0.00".into();
+            }
+            format!("{k},{},{},{n},{sum}", fmt(h), fmt(h + 3_600_000))
+        })
+        .collect();
+    lines.sort();
+    lines
+}

@@ -1,0 +1,100 @@
+//! Exactly-once through the public interface: the example job killed with SIGKILL at random
+//! points (several of them right after a checkpoint was triggered) and resumed each time
+//! commits exactly the output of an uninterrupted run, which equals a reference computation.
+
+use std::time::{Duration, Instant};
+
+use weir_e2e::{assert_success, example_job, reference_retail_revenue};
+
+/// Records per second per source subtask: slow enough that kills land mid-run.
+const RATE: &str = "120000";
+
+#[test]
+fn sigkill_at_random_points_then_resume_gives_exactly_once_output() {
+    let reference = reference_retail_revenue();
+    assert!(
+        reference.len() > 100_000,
+        "reference has {} lines",
+        reference.len()
+    );
+
+    let clean = example_job(|d| {
+        d["spec"]["stateBackend"] = "heap".into();
+    });
+    assert_success(&clean.run(&[]));
+    let uninterrupted = clean.output_lines();
+    assert_eq!(
+        uninterrupted, reference,
+        "uninterrupted run differs from the reference"
+    );
+
+    let job = example_job(|d| {
+        d["spec"]["checkpointing"]["interval"] = "300ms".into();
+        d["spec"]["job"]["args"]["maxRecordsPerSecond"] = RATE.into();
+    });
+    let seed = std::env::var("WEIR_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("kill schedule seed: {seed} (set WEIR_TEST_SEED to replay)");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut kills = 0;
+    let mut kills_in_checkpoint = 0;
+    for round in 0..6 {
+        let (mut child, lines) = job.spawn();
+        // Even rounds: kill right after a checkpoint is triggered (barriers in flight, state
+        // files being written). Odd rounds: kill at a random time.
+        let during_checkpoint = round % 2 == 0;
+        let deadline = Instant::now() + Duration::from_millis(rng.u64(300..1500));
+        let mut killed = false;
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            match lines.recv_timeout(Duration::from_millis(5)) {
+                Ok(l)
+                    if during_checkpoint
+                        && l.contains("triggering checkpoint")
+                        && Instant::now() >= deadline =>
+                {
+                    child.kill().expect("SIGKILL");
+                    killed = true;
+                    kills_in_checkpoint += 1;
+                    break;
+                }
+                _ if !during_checkpoint && Instant::now() >= deadline => {
+                    child.kill().expect("SIGKILL");
+                    killed = true;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let _ = child.wait();
+        if killed {
+            kills += 1;
+        }
+    }
+    assert!(
+        kills >= 5,
+        "only {kills} kills landed before the job finished"
+    );
+    assert!(
+        kills_in_checkpoint >= 2,
+        "only {kills_in_checkpoint} kills during a checkpoint"
+    );
+
+    let last = job.run(&[]);
+    assert_success(&last);
+    let stderr = String::from_utf8_lossy(&last.stderr);
+    assert!(
+        stderr.contains("restoring from checkpoint"),
+        "final run did not restore:\n{stderr}"
+    );
+    let resumed = job.output_lines();
+    assert_eq!(resumed.len(), uninterrupted.len(), "line counts differ");
+    assert_eq!(
+        resumed, uninterrupted,
+        "killed-and-resumed output differs from the uninterrupted run"
+    );
+}

@@ -1,0 +1,401 @@
+//! Stream builders: `Stream<T>`, `KeyedStream<K, T>`, `WindowedStream<K, T>` and the finished
+//! `JobGraph`. Building is pure; [`JobGraph`] is instantiated by the runtime into tasks.
+//!
+//! Operators between two `key_by` boundaries are chained into one task per subtask (records
+//! are passed by function call); a `key_by` is a hash shuffle through bounded channels.
+
+use std::sync::Arc;
+
+use weir_crds::CheckpointingMode;
+
+use super::{
+    AggregateFunction, Collector, Key, OperatorStateMap, TaskContext, TaskError, Timestamp,
+};
+use crate::operators::stateless::{Filter, FlatMap, Map};
+use crate::operators::window::WindowOperator;
+use crate::state::KeyGroup;
+use crate::task::exchange::{exchange_channels, Partitioner};
+use crate::task::input::KeyedInputTask;
+use crate::task::source::SourceTask;
+use crate::task::Task;
+
+/// A source of records, read by one reader per subtask.
+pub trait Source<T>: Send + Sync + 'static {
+    /// Opens the reader of subtask `ctx.subtask`, positioned after the restored `positions`
+    /// (the entries this source wrote in [`SourceReader::positions`], every subtask's, since
+    /// positions are union-redistributed).
+    ///
+    /// # Errors
+    /// [`TaskError::Io`] when the input cannot be opened, [`TaskError::Restore`] when a
+    /// position does not fit the input.
+    fn create_reader(
+        &self,
+        ctx: &TaskContext,
+        positions: Vec<serde_json::Value>,
+    ) -> Result<Box<dyn SourceReader<T>>, TaskError>;
+}
+
+/// The reader of one source subtask.
+pub trait SourceReader<T>: Send {
+    /// Appends up to `max` records to `out`; returns false once the input is exhausted.
+    ///
+    /// # Errors
+    /// I/O or malformed data.
+    fn read_batch(&mut self, out: &mut Vec<T>, max: usize) -> Result<bool, TaskError>;
+    /// The reader's position after the records returned so far, as operator state entries.
+    fn positions(&self) -> Vec<serde_json::Value>;
+}
+
+/// A sink: one writer per subtask, which is the last operator of its chain.
+pub trait Sink<T>: Send + Sync + 'static {
+    /// Creates the writer of subtask `ctx.subtask` for the operator `uid`, given the operator
+    /// state restored for it.
+    ///
+    /// # Errors
+    /// [`TaskError::Io`] when the output cannot be prepared or restored.
+    fn create_writer(
+        &self,
+        ctx: &TaskContext,
+        uid: &str,
+        restored: OperatorStateMap,
+    ) -> Result<Box<dyn Collector<T>>, TaskError>;
+}
+
+/// Event-time assignment at the source: a timestamp per record and a bounded
+/// out-of-orderness watermark (`max timestamp seen - out_of_orderness - 1`, as Flink's
+/// `BoundedOutOfOrdernessWatermarks`).
+pub struct WatermarkStrategy<T> {
+    pub(crate) out_of_orderness_ms: i64,
+    pub(crate) timestamp: Arc<dyn Fn(&T) -> Timestamp + Send + Sync>,
+}
+
+impl<T> Clone for WatermarkStrategy<T> {
+    fn clone(&self) -> Self {
+        Self {
+            out_of_orderness_ms: self.out_of_orderness_ms,
+            timestamp: self.timestamp.clone(),
+        }
+    }
+}
+
+impl<T> WatermarkStrategy<T> {
+    /// Watermarks trail the largest timestamp seen by `out_of_orderness_ms`; `timestamp`
+    /// gives a record's event time in ms since the epoch.
+    pub fn bounded_out_of_orderness(
+        out_of_orderness_ms: i64,
+        timestamp: impl Fn(&T) -> Timestamp + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            out_of_orderness_ms: out_of_orderness_ms.max(0),
+            timestamp: Arc::new(timestamp),
+        }
+    }
+}
+
+/// A record of a keyed stream with its key and key group, as it travels a hash shuffle.
+#[derive(Debug, Clone)]
+pub struct KeyedRecord<K, T> {
+    /// Key group of `key`.
+    pub key_group: KeyGroup,
+    /// The key.
+    pub key: K,
+    /// The record.
+    pub value: T,
+}
+
+/// An event-time window `[start, end)` in ms since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TimeWindow {
+    /// First ms of the window, inclusive.
+    pub start: Timestamp,
+    /// End of the window, exclusive.
+    pub end: Timestamp,
+}
+
+/// A fired window's result for one key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowResult<K, O> {
+    /// The key.
+    pub key: K,
+    /// The window.
+    pub window: TimeWindow,
+    /// The aggregate's result.
+    pub value: O,
+}
+
+pub(crate) type BuildFn<T> =
+    Box<dyn FnOnce(&mut Instantiation, Vec<Box<dyn Collector<T>>>) -> Result<(), TaskError>>;
+
+/// One task of an instantiated job.
+pub(crate) struct TaskSpec {
+    pub name: String,
+    pub subtask: u32,
+    pub is_source: bool,
+    pub task: Box<dyn Task>,
+}
+
+/// The runtime's side of instantiation: contexts per subtask and the tasks created so far.
+pub(crate) struct Instantiation {
+    pub contexts: Vec<TaskContext>,
+    pub tasks: Vec<TaskSpec>,
+    pub mode: CheckpointingMode,
+    /// Records per batch on a shuffle.
+    pub batch_size: usize,
+    /// Batches buffered per shuffle channel before the producer blocks.
+    pub channel_capacity: usize,
+}
+
+/// A stream of records of type `T`.
+pub struct Stream<T> {
+    build: BuildFn<T>,
+    uids: Vec<String>,
+}
+
+fn chain<T, U: 'static>(
+    downs: Vec<Box<dyn Collector<U>>>,
+    wrap: impl Fn(Box<dyn Collector<U>>) -> Box<dyn Collector<T>>,
+) -> Vec<Box<dyn Collector<T>>> {
+    downs.into_iter().map(wrap).collect()
+}
+
+impl<T: Send + 'static> Stream<T> {
+    /// A stream read from `source`, with event time assigned by `watermarks`. The source's
+    /// positions are operator state of `uid`.
+    pub fn from_source(
+        uid: &str,
+        source: impl Source<T>,
+        watermarks: WatermarkStrategy<T>,
+    ) -> Self {
+        let uid_owned = uid.to_string();
+        Stream {
+            uids: vec![uid.to_string()],
+            build: Box::new(move |inst, downs| {
+                for (i, down) in downs.into_iter().enumerate() {
+                    let ctx = &inst.contexts[i];
+                    let positions = ctx
+                        .operator_state(&uid_owned)
+                        .remove(crate::task::source::POSITIONS)
+                        .unwrap_or_default();
+                    let reader = source.create_reader(ctx, positions)?;
+                    let task = SourceTask::new(
+                        uid_owned.clone(),
+                        reader,
+                        watermarks.clone(),
+                        down,
+                        ctx.metrics.clone(),
+                        inst.batch_size,
+                    );
+                    inst.tasks.push(TaskSpec {
+                        name: uid_owned.clone(),
+                        subtask: i as u32,
+                        is_source: true,
+                        task: Box::new(task),
+                    });
+                }
+                Ok(())
+            }),
+        }
+    }
+
+    /// Applies `f` to every record.
+    pub fn map<U: Send + 'static>(self, f: impl Fn(T) -> U + Send + Sync + 'static) -> Stream<U> {
+        let f = Arc::new(f);
+        let up = self.build;
+        Stream {
+            uids: self.uids,
+            build: Box::new(move |inst, downs| {
+                up(
+                    inst,
+                    chain(downs, |next| Box::new(Map { f: f.clone(), next })),
+                )
+            }),
+        }
+    }
+
+    /// Keeps the records for which `f` is true.
+    pub fn filter(self, f: impl Fn(&T) -> bool + Send + Sync + 'static) -> Stream<T> {
+        let f = Arc::new(f);
+        let up = self.build;
+        Stream {
+            uids: self.uids,
+            build: Box::new(move |inst, downs| {
+                up(
+                    inst,
+                    chain(downs, |next| Box::new(Filter { f: f.clone(), next })),
+                )
+            }),
+        }
+    }
+
+    /// Replaces every record by the records `f` returns for it.
+    pub fn flat_map<U: Send + 'static, I: IntoIterator<Item = U>>(
+        self,
+        f: impl Fn(T) -> I + Send + Sync + 'static,
+    ) -> Stream<U> {
+        let f = Arc::new(f);
+        let up = self.build;
+        Stream {
+            uids: self.uids,
+            build: Box::new(move |inst, downs| {
+                up(
+                    inst,
+                    chain(downs, |next| Box::new(FlatMap { f: f.clone(), next })),
+                )
+            }),
+        }
+    }
+
+    /// Partitions the stream by the key `selector` returns: records with equal keys meet in
+    /// the same subtask, which owns the key's key group.
+    pub fn key_by<K: Key>(
+        self,
+        selector: impl Fn(&T) -> K + Send + Sync + 'static,
+    ) -> KeyedStream<K, T> {
+        KeyedStream {
+            upstream: self,
+            selector: Arc::new(selector),
+        }
+    }
+
+    /// Ends the stream in `sink`, whose state is operator state of `uid`.
+    ///
+    /// # Errors
+    /// [`TaskError::Graph`] when `uid` is used twice in the job.
+    pub fn sink(self, uid: &str, sink: impl Sink<T>) -> Result<JobGraph, TaskError> {
+        let mut uids = self.uids;
+        add_uid(&mut uids, uid)?;
+        let up = self.build;
+        let uid = uid.to_string();
+        Ok(JobGraph {
+            uids,
+            output: None,
+            build: Box::new(move |inst| {
+                let mut downs = Vec::with_capacity(inst.contexts.len());
+                for ctx in &inst.contexts {
+                    downs.push(sink.create_writer(ctx, &uid, ctx.operator_state(&uid))?);
+                }
+                up(inst, downs)
+            }),
+        })
+    }
+}
+
+fn add_uid(uids: &mut Vec<String>, uid: &str) -> Result<(), TaskError> {
+    if uids.iter().any(|u| u == uid) {
+        return Err(TaskError::Graph(format!(
+            "operator uid `{uid}` is used twice; every stateful operator needs its own uid"
+        )));
+    }
+    uids.push(uid.to_string());
+    Ok(())
+}
+
+/// A stream partitioned by key.
+pub struct KeyedStream<K, T> {
+    upstream: Stream<T>,
+    selector: Arc<dyn Fn(&T) -> K + Send + Sync>,
+}
+
+impl<K: Key, T: Send + 'static> KeyedStream<K, T> {
+    /// Tumbling event-time windows of `size_ms` aligned to the epoch (Flink's
+    /// `TumblingEventTimeWindows.of(size)`).
+    pub fn tumbling_window(self, size_ms: i64) -> WindowedStream<K, T> {
+        WindowedStream {
+            keyed: self,
+            size_ms: size_ms.max(1),
+        }
+    }
+}
+
+/// A keyed stream cut into event-time windows.
+pub struct WindowedStream<K, T> {
+    keyed: KeyedStream<K, T>,
+    size_ms: i64,
+}
+
+impl<K: Key, T: Send + 'static> WindowedStream<K, T> {
+    /// Aggregates each key's records per window with `function`; the accumulator is keyed
+    /// state of `uid`. Emits one [`WindowResult`] per key and window when the watermark passes
+    /// the window's end, with event time `end - 1`.
+    ///
+    /// # Errors
+    /// [`TaskError::Graph`] when `uid` is used twice in the job.
+    pub fn aggregate<A>(
+        self,
+        uid: &str,
+        function: A,
+    ) -> Result<Stream<WindowResult<K, A::Out>>, TaskError>
+    where
+        A: AggregateFunction<In = T>,
+    {
+        let KeyedStream { upstream, selector } = self.keyed;
+        let mut uids = upstream.uids;
+        add_uid(&mut uids, uid)?;
+        let up = upstream.build;
+        let uid = uid.to_string();
+        let function = Arc::new(function);
+        let size = self.size_ms;
+        Ok(Stream {
+            uids,
+            build: Box::new(move |inst, downs| {
+                let p = downs.len();
+                let (senders, receivers) =
+                    exchange_channels::<KeyedRecord<K, T>>(p, p, inst.channel_capacity);
+                for ((j, down), inputs) in downs.into_iter().enumerate().zip(receivers) {
+                    let ctx = &inst.contexts[j];
+                    let store = ctx.keyed_state(&uid)?;
+                    let op = WindowOperator::new(
+                        &uid,
+                        store,
+                        function.clone(),
+                        size,
+                        down,
+                        ctx.metrics.clone(),
+                        j,
+                    )?;
+                    inst.tasks.push(TaskSpec {
+                        name: uid.clone(),
+                        subtask: j as u32,
+                        is_source: false,
+                        task: Box::new(KeyedInputTask::new(inputs, Box::new(op), inst.mode)),
+                    });
+                }
+                let max_p = inst.contexts[0].max_parallelism;
+                let batch = inst.batch_size;
+                let parts = senders
+                    .into_iter()
+                    .map(|s| {
+                        Box::new(Partitioner::new(selector.clone(), s, max_p, batch))
+                            as Box<dyn Collector<T>>
+                    })
+                    .collect();
+                up(inst, parts)
+            }),
+        })
+    }
+}
+
+/// A finished job: what the runtime instantiates.
+pub struct JobGraph {
+    pub(crate) build: Box<dyn FnOnce(&mut Instantiation) -> Result<(), TaskError>>,
+    uids: Vec<String>,
+    output: Option<String>,
+}
+
+impl JobGraph {
+    /// Records where the job's output goes (shown in the run summary).
+    pub fn with_output(mut self, location: impl Into<String>) -> Self {
+        self.output = Some(location.into());
+        self
+    }
+
+    /// Where the job's output goes, if its sink said.
+    pub fn output(&self) -> Option<&str> {
+        self.output.as_deref()
+    }
+
+    /// The operator uids of the job, in pipeline order.
+    pub fn uids(&self) -> &[String] {
+        &self.uids
+    }
+}

@@ -1,0 +1,10 @@
+//! Checkpoints: the `_metadata` format, the coordinator's bookkeeping (pure), finding and
+//! verifying the latest complete checkpoint, and the restore plan that hands each new subtask
+//! its key groups and operator state.
+
+pub mod coordinator;
+pub mod metadata;
+pub mod restore;
+
+pub use metadata::{CheckpointMetadata, KeyedStateFile, OperatorMetadata, SubtaskMetadata};
+pub use restore::{find_latest_checkpoint, LoadedCheckpoint, RestorePlan};

@@ -1,0 +1,223 @@
+//! Finding the checkpoint to restore (I/O through [`CheckpointStorage`]) and planning the
+//! restore of each new subtask (pure).
+//!
+//! A checkpoint is restorable only if its `_metadata` exists and verifies, and every state
+//! file it names exists with the recorded size and CRC-32C. Otherwise the next older one is
+//! tried, and the log says why.
+
+use std::collections::{BTreeMap, HashMap};
+
+use tracing::warn;
+
+use super::metadata::CheckpointMetadata;
+use crate::api::{OperatorStateMap, RedistributionMode};
+use crate::state::snapshot::SnapshotSection;
+use crate::state::{KeyGroupRange, KeyedStateInput};
+use crate::storage::paths::{parse_checkpoint_dir_name, JobPaths};
+use crate::storage::{CheckpointStorage, StorageError};
+
+/// A verified checkpoint with its state files in memory.
+#[derive(Debug, Clone)]
+pub struct LoadedCheckpoint {
+    /// Its metadata.
+    pub metadata: CheckpointMetadata,
+    /// URI of its directory.
+    pub location: String,
+    /// State file contents by file name.
+    pub files: HashMap<String, Vec<u8>>,
+}
+
+/// Ids of all checkpoint directories of the job, complete or not, ascending.
+///
+/// # Errors
+/// [`StorageError`] when the storage cannot be listed.
+pub fn list_checkpoint_ids(
+    storage: &dyn CheckpointStorage,
+    paths: &JobPaths,
+) -> Result<Vec<u64>, StorageError> {
+    let mut ids: Vec<u64> = storage
+        .list(&paths.checkpoints())?
+        .iter()
+        .filter_map(|n| parse_checkpoint_dir_name(n))
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// The newest checkpoint that is complete and intact, loaded; `None` when there is none.
+/// Incomplete (no `_metadata`) and corrupt checkpoints are skipped with a warning naming the
+/// reason, falling back to the previous one.
+///
+/// # Errors
+/// [`StorageError`] when storage cannot be read at all.
+pub fn find_latest_checkpoint(
+    storage: &dyn CheckpointStorage,
+    paths: &JobPaths,
+) -> Result<Option<LoadedCheckpoint>, StorageError> {
+    for id in list_checkpoint_ids(storage, paths)?.into_iter().rev() {
+        match load_checkpoint(storage, paths, id)? {
+            Ok(c) => return Ok(Some(c)),
+            Err(reason) => warn!(
+                checkpoint = id,
+                location = %storage.uri(&paths.checkpoint(id)),
+                "checkpoint {id} is not restorable: {reason}; falling back to an earlier checkpoint"
+            ),
+        }
+    }
+    Ok(None)
+}
+
+/// Loads and verifies checkpoint `id`. The inner `Err` says why it is not restorable.
+fn load_checkpoint(
+    storage: &dyn CheckpointStorage,
+    paths: &JobPaths,
+    id: u64,
+) -> Result<Result<LoadedCheckpoint, String>, StorageError> {
+    let Some(bytes) = storage.read(&paths.metadata(id))? else {
+        return Ok(Err("it has no _metadata (incomplete)".into()));
+    };
+    let metadata = match CheckpointMetadata::decode(&bytes) {
+        Ok(m) => m,
+        Err(e) => return Ok(Err(format!("_metadata is corrupt: {e}"))),
+    };
+    if metadata.checkpoint_id != id {
+        return Ok(Err(format!(
+            "_metadata names checkpoint {} instead",
+            metadata.checkpoint_id
+        )));
+    }
+    let mut files = HashMap::new();
+    for file in metadata
+        .operators
+        .values()
+        .flat_map(|o| &o.subtasks)
+        .filter_map(|s| s.keyed_state.as_ref())
+    {
+        let Some(bytes) = storage.read(&paths.checkpoint_file(id, &file.file))? else {
+            return Ok(Err(format!("state file {} is missing", file.file)));
+        };
+        if bytes.len() as u64 != file.size {
+            return Ok(Err(format!(
+                "state file {} has {} bytes, expected {}",
+                file.file,
+                bytes.len(),
+                file.size
+            )));
+        }
+        let crc = crc32c::crc32c(&bytes);
+        if crc != file.crc32c {
+            return Ok(Err(format!(
+                "state file {} is corrupt: checksum mismatch (expected {:08x}, got {crc:08x})",
+                file.file, file.crc32c
+            )));
+        }
+        files.insert(file.file.clone(), bytes);
+    }
+    Ok(Ok(LoadedCheckpoint {
+        location: storage.uri(&paths.checkpoint(id)),
+        metadata,
+        files,
+    }))
+}
+
+/// How a loaded checkpoint maps onto the subtasks of the job being started.
+#[derive(Debug)]
+pub struct RestorePlan {
+    checkpoint: LoadedCheckpoint,
+}
+
+impl RestorePlan {
+    /// Checks that `checkpoint` can restore a job with operator `uids` and `max_parallelism`.
+    ///
+    /// # Errors
+    /// A message naming the problem: a different max parallelism (both values), or state of
+    /// a uid the job does not have (unless `allow_non_restored_state`).
+    pub fn new(
+        checkpoint: LoadedCheckpoint,
+        uids: &[String],
+        max_parallelism: u32,
+        allow_non_restored_state: bool,
+    ) -> Result<Self, String> {
+        let m = &checkpoint.metadata;
+        if m.max_parallelism != max_parallelism {
+            return Err(format!(
+                "checkpoint {} has max parallelism {} but spec.job.maxParallelism is {}; max parallelism is fixed for the life of the state",
+                m.checkpoint_id, m.max_parallelism, max_parallelism
+            ));
+        }
+        let unknown: Vec<&String> = m.operators.keys().filter(|u| !uids.contains(u)).collect();
+        if !unknown.is_empty() && !allow_non_restored_state {
+            return Err(format!(
+                "checkpoint {} holds state of operator uid(s) {unknown:?} that the job does not have; set spec.job.allowNonRestoredState: true to drop it",
+                m.checkpoint_id
+            ));
+        }
+        Ok(Self { checkpoint })
+    }
+
+    /// The restored checkpoint's id.
+    pub fn checkpoint_id(&self) -> u64 {
+        self.checkpoint.metadata.checkpoint_id
+    }
+
+    /// The restored checkpoint's location.
+    pub fn location(&self) -> &str {
+        &self.checkpoint.location
+    }
+
+    /// The old state files of `uid` whose key groups intersect `range`.
+    pub fn keyed_input(&self, uid: &str, range: KeyGroupRange) -> KeyedStateInput<'_> {
+        let mut sections = Vec::new();
+        if let Some(op) = self.checkpoint.metadata.operators.get(uid) {
+            for f in op.subtasks.iter().filter_map(|s| s.keyed_state.as_ref()) {
+                if f.key_group_range.intersect(&range).is_none() {
+                    continue;
+                }
+                if let Some(bytes) = self.checkpoint.files.get(&f.file) {
+                    sections.push(SnapshotSection {
+                        bytes,
+                        range: f.key_group_range,
+                        key_group_offsets: &f.key_group_offsets,
+                        states: &f.states,
+                    });
+                }
+            }
+        }
+        KeyedStateInput { range, sections }
+    }
+
+    /// Operator state of `uid` for new subtask `subtask` of `parallelism`: unchanged
+    /// parallelism keeps each subtask's lists; otherwise `Split` lists are dealt round-robin
+    /// and `Union` lists go whole to every subtask (Flink's redistribution).
+    pub fn operator_state(&self, uid: &str, subtask: u32, parallelism: u32) -> OperatorStateMap {
+        let mut out: OperatorStateMap = BTreeMap::new();
+        let Some(op) = self.checkpoint.metadata.operators.get(uid) else {
+            return out;
+        };
+        let same = op.parallelism == parallelism;
+        let mut split_index: BTreeMap<&str, usize> = BTreeMap::new();
+        for s in &op.subtasks {
+            for (name, list) in &s.operator_state {
+                let entries = out.entry(name.clone()).or_default();
+                match list.mode {
+                    _ if same => {
+                        if s.subtask == subtask {
+                            entries.extend(list.entries.iter().cloned());
+                        }
+                    }
+                    RedistributionMode::Union => entries.extend(list.entries.iter().cloned()),
+                    RedistributionMode::Split => {
+                        let next = split_index.entry(name.as_str()).or_default();
+                        for e in &list.entries {
+                            if *next % parallelism as usize == subtask as usize {
+                                entries.push(e.clone());
+                            }
+                            *next += 1;
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,168 @@
+//! The `weir` command line: `run`, `validate`, `jobs`.
+//!
+//! Exit codes: 0 success; 1 the job failed (run again to resume from the latest checkpoint);
+//! 2 the manifest or its arguments are invalid (nothing was run or written).
+
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use tracing::error;
+
+use crate::jobs::Registry;
+use crate::runner::{error_chain, run_job, RunOptions, RunSummary};
+
+/// Weir: stateful stream processing with exactly-once checkpoints.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a StreamJob manifest in this process; resumes from the job's latest checkpoint.
+    Run {
+        /// The StreamJob manifest (YAML).
+        manifest: PathBuf,
+        /// Delete the job's checkpoints and start from the beginning of the input.
+        #[arg(long)]
+        fresh: bool,
+        /// Directory for RocksDB working files (default: the system temp directory).
+        #[arg(long)]
+        local_state_dir: Option<PathBuf>,
+        /// Time between progress lines, e.g. 2s; 0s for none.
+        #[arg(long, default_value = "2s")]
+        progress_interval: String,
+        /// Also write the run summary as JSON to this file.
+        #[arg(long)]
+        summary_json: Option<PathBuf>,
+    },
+    /// Check a manifest and its job arguments without running anything.
+    Validate {
+        /// The StreamJob manifest (YAML).
+        manifest: PathBuf,
+    },
+    /// List the jobs this binary can run (`spec.job.entry`).
+    Jobs,
+}
+
+/// Runs the CLI with `registry`'s jobs and returns the process exit code.
+pub fn main(registry: Registry) -> i32 {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match cli.command {
+        Command::Jobs => {
+            for (name, entry) in registry.list() {
+                println!("{name}\t{}", entry.description);
+            }
+            0
+        }
+        Command::Validate { manifest } => match load(&registry, &manifest) {
+            Ok(_) => {
+                println!("{}: valid", manifest.display());
+                0
+            }
+            Err(msg) => {
+                eprintln!("error: {msg}");
+                2
+            }
+        },
+        Command::Run {
+            manifest,
+            fresh,
+            local_state_dir,
+            progress_interval,
+            summary_json,
+        } => {
+            let progress_interval = match weir_crds::parse_duration(&progress_interval) {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("error: --progress-interval: {e}");
+                    return 2;
+                }
+            };
+            let (loaded, graph) = match load(&registry, &manifest) {
+                Ok(x) => x,
+                Err(msg) => {
+                    eprintln!("error: {msg}");
+                    return 2;
+                }
+            };
+            let options = RunOptions {
+                fresh,
+                local_state_dir,
+                progress_interval,
+            };
+            match run_job(&loaded, graph, &options) {
+                Ok(summary) => {
+                    print_summary(&summary);
+                    if let Some(path) = summary_json {
+                        let json = serde_json::to_string_pretty(&summary)
+                            .expect("invariant: summary serializes");
+                        if let Err(e) = std::fs::write(&path, json) {
+                            eprintln!("error: write {}: {e}", path.display());
+                            return 1;
+                        }
+                    }
+                    0
+                }
+                Err(e) => {
+                    error!("job failed: {}", error_chain(&e));
+                    eprintln!("the job stopped; run the same command again to resume from its latest checkpoint");
+                    1
+                }
+            }
+        }
+    }
+}
+
+/// Reads, parses and validates a manifest and builds its job graph.
+fn load(
+    registry: &Registry,
+    path: &Path,
+) -> Result<(weir_crds::LoadedManifest, crate::api::JobGraph), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let loaded = weir_crds::load_manifest(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let entry = registry.get(&loaded.spec.spec.job.entry)?;
+    let graph = (entry.build)(&loaded.spec.spec.job.args).map_err(|e| e.to_string())?;
+    Ok((loaded, graph))
+}
+
+fn print_summary(s: &RunSummary) {
+    println!("job {} finished", s.job);
+    println!(
+        "  restored from:  {}",
+        s.restored_from
+            .map(|c| format!("checkpoint {c}"))
+            .unwrap_or_else(|| "nothing (fresh start)".into())
+    );
+    println!("  records in:     {}", s.records_in);
+    println!("  records out:    {}", s.records_out);
+    println!("  late records:   {}", s.late_records);
+    println!(
+        "  checkpoints:    {} completed, {} failed; mean {:.0} ms, max {:.0} ms; last {} ({} bytes)",
+        s.checkpoints_completed,
+        s.checkpoints_failed,
+        s.checkpoint_duration_mean_ms,
+        s.checkpoint_duration_max_ms,
+        s.last_checkpoint_location.as_deref().unwrap_or("none"),
+        s.last_checkpoint_size_bytes
+    );
+    println!(
+        "  throughput:     {:.0} records/s over {:.2} s; peak memory {} MiB",
+        s.records_per_second,
+        s.elapsed_seconds,
+        s.peak_rss_bytes / (1 << 20)
+    );
+    if let Some(out) = &s.output {
+        println!("  output:         {out}");
+    }
+}

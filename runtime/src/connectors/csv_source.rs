@@ -1,0 +1,251 @@
+//! A replayable CSV source over plain or gzip-compressed files. Files are dealt to subtasks
+//! round-robin (file `f` to subtask `f % parallelism`); each subtask reads its files in order.
+//! Its position per file (bytes of decompressed input consumed) is operator state, union
+//! redistributed, so a restored job resumes each file exactly after the last checkpointed
+//! record: plain files by seeking, gzip files by decompressing and skipping.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{Source, SourceReader, TaskContext, TaskError};
+
+/// Parses one CSV record into a `T`; `Err` is a message naming the field and the problem.
+pub type RecordParser<T> = Arc<dyn Fn(&csv::ByteRecord) -> Result<T, String> + Send + Sync>;
+
+/// Settings of a [`CsvSource`].
+#[derive(Debug, Clone)]
+pub struct CsvSourceConfig {
+    /// Input files, in reading order.
+    pub files: Vec<PathBuf>,
+    /// True when every file starts with a header row (skipped).
+    pub has_header: bool,
+    /// Field delimiter.
+    pub delimiter: u8,
+    /// Upper bound on records per second per subtask (None = unbounded).
+    pub max_records_per_second: Option<u64>,
+}
+
+/// Reads records of type `T` from CSV files.
+pub struct CsvSource<T> {
+    config: CsvSourceConfig,
+    parse: RecordParser<T>,
+}
+
+impl<T> CsvSource<T> {
+    /// A source over `config.files`, parsing each record with `parse`.
+    pub fn new(config: CsvSourceConfig, parse: RecordParser<T>) -> Self {
+        Self { config, parse }
+    }
+}
+
+/// Position in one file, stored in operator state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FilePosition {
+    file: String,
+    /// Bytes of (decompressed) input consumed, header included.
+    offset: u64,
+    /// Data lines consumed.
+    records: u64,
+    done: bool,
+}
+
+/// Opens `path` (gzip when it ends in `.gz`) and returns a reader positioned at `offset`
+/// bytes of decompressed content.
+///
+/// # Errors
+/// [`TaskError::Io`] when the file cannot be opened or is shorter than `offset`.
+pub fn open_at(path: &Path, offset: u64) -> Result<Box<dyn BufRead + Send>, TaskError> {
+    let io = |action| {
+        let path = path.display().to_string();
+        move |source| TaskError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let mut file = File::open(path).map_err(io("open input"))?;
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut r: Box<dyn BufRead + Send> = Box::new(BufReader::with_capacity(
+            1 << 20,
+            flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, file)),
+        ));
+        let skipped = std::io::copy(&mut (&mut r).take(offset), &mut std::io::sink())
+            .map_err(io("skip to position in"))?;
+        if skipped != offset {
+            return Err(TaskError::Restore(format!(
+                "{} is shorter ({skipped} bytes) than its restored position ({offset} bytes); did the input change?",
+                path.display()
+            )));
+        }
+        Ok(r)
+    } else {
+        file.seek(SeekFrom::Start(offset)).map_err(io("seek in"))?;
+        Ok(Box::new(BufReader::with_capacity(1 << 20, file)))
+    }
+}
+
+impl<T: Send + 'static> Source<T> for CsvSource<T> {
+    fn create_reader(
+        &self,
+        ctx: &TaskContext,
+        positions: Vec<serde_json::Value>,
+    ) -> Result<Box<dyn SourceReader<T>>, TaskError> {
+        let restored: Vec<FilePosition> = positions
+            .into_iter()
+            .map(serde_json::from_value)
+            .collect::<Result<_, _>>()
+            .map_err(|e| TaskError::Restore(format!("csv source position: {e}")))?;
+        let files: Vec<FilePosition> = self
+            .config
+            .files
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i as u32 % ctx.parallelism == ctx.subtask)
+            .map(|(_, f)| {
+                let name = f.display().to_string();
+                restored
+                    .iter()
+                    .find(|p| p.file == name)
+                    .cloned()
+                    .unwrap_or(FilePosition {
+                        file: name,
+                        offset: 0,
+                        records: 0,
+                        done: false,
+                    })
+            })
+            .collect();
+        Ok(Box::new(CsvReader {
+            config: self.config.clone(),
+            parse: self.parse.clone(),
+            files,
+            current: 0,
+            open: None,
+            record: csv::ByteRecord::new(),
+            rate_started: Instant::now(),
+            rate_count: 0,
+        }))
+    }
+}
+
+struct OpenFile {
+    reader: csv::Reader<Box<dyn BufRead + Send>>,
+    base_offset: u64,
+}
+
+struct CsvReader<T> {
+    config: CsvSourceConfig,
+    parse: RecordParser<T>,
+    files: Vec<FilePosition>,
+    current: usize,
+    open: Option<OpenFile>,
+    record: csv::ByteRecord,
+    rate_started: Instant,
+    rate_count: u64,
+}
+
+impl<T> CsvReader<T> {
+    fn open_current(&mut self) -> Result<(), TaskError> {
+        let pos = &mut self.files[self.current];
+        let path = PathBuf::from(&pos.file);
+        let inner = open_at(&path, pos.offset)?;
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(self.config.delimiter)
+            .from_reader(inner);
+        let mut base_offset = pos.offset;
+        if self.config.has_header && pos.offset == 0 {
+            let mut header = csv::ByteRecord::new();
+            reader
+                .read_byte_record(&mut header)
+                .map_err(|e| csv_error(&pos.file, e))?;
+            pos.offset = reader.position().byte();
+            base_offset = 0;
+        }
+        self.open = Some(OpenFile {
+            reader,
+            base_offset,
+        });
+        Ok(())
+    }
+
+    fn throttle(&mut self, n: u64) {
+        let Some(rate) = self.config.max_records_per_second else {
+            return;
+        };
+        self.rate_count += n;
+        let due = std::time::Duration::from_secs_f64(self.rate_count as f64 / rate as f64);
+        let elapsed = self.rate_started.elapsed();
+        if due > elapsed {
+            std::thread::sleep(due - elapsed);
+        }
+    }
+}
+
+fn csv_error(file: &str, e: csv::Error) -> TaskError {
+    match e.into_kind() {
+        csv::ErrorKind::Io(source) => TaskError::Io {
+            action: "read input",
+            path: file.to_string(),
+            source,
+        },
+        other => TaskError::Data(format!("{file}: malformed CSV: {other:?}")),
+    }
+}
+
+impl<T: Send> SourceReader<T> for CsvReader<T> {
+    fn read_batch(&mut self, out: &mut Vec<T>, max: usize) -> Result<bool, TaskError> {
+        let start_len = out.len();
+        while out.len() - start_len < max {
+            if self.current >= self.files.len() {
+                self.throttle((out.len() - start_len) as u64);
+                return Ok(false);
+            }
+            if self.files[self.current].done {
+                self.current += 1;
+                continue;
+            }
+            if self.open.is_none() {
+                self.open_current()?;
+            }
+            let open = self.open.as_mut().expect("invariant: opened above");
+            let pos = &mut self.files[self.current];
+            let more = open
+                .reader
+                .read_byte_record(&mut self.record)
+                .map_err(|e| csv_error(&pos.file, e))?;
+            if !more {
+                pos.done = true;
+                self.open = None;
+                self.current += 1;
+                continue;
+            }
+            pos.offset = open.base_offset + open.reader.position().byte();
+            pos.records += 1;
+            let line = self.record.position().map(|p| p.line()).unwrap_or(0);
+            let value = (self.parse)(&self.record).map_err(|msg| {
+                TaskError::Data(format!(
+                    "{} record {} (line {line} after the resume point): {msg}",
+                    pos.file, pos.records
+                ))
+            })?;
+            out.push(value);
+        }
+        self.throttle((out.len() - start_len) as u64);
+        Ok(true)
+    }
+
+    fn positions(&self) -> Vec<serde_json::Value> {
+        self.files
+            .iter()
+            .map(|p| serde_json::to_value(p).expect("invariant: positions serialize"))
+            .collect()
+    }
+}

@@ -1,0 +1,7 @@
+//! Sources and sinks: a replayable CSV file source and an exactly-once file sink.
+
+pub mod csv_source;
+pub mod file_sink;
+
+pub use csv_source::{CsvSource, CsvSourceConfig};
+pub use file_sink::FileSink;

@@ -1,0 +1,87 @@
+//! The registry of named jobs that `job.entry` selects. A user's image registers its own jobs
+//! next to the built-in ones by building a [`Registry`] and calling the runtime's CLI with it.
+
+pub mod csv_window_aggregate;
+
+use std::collections::BTreeMap;
+
+use crate::api::JobGraph;
+
+/// Job arguments (`job.args`).
+pub type JobArgs = BTreeMap<String, String>;
+
+/// An invalid `job.args` entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("spec.job.args.{arg}: {message}")]
+pub struct ArgError {
+    /// The argument's name.
+    pub arg: String,
+    /// What is wrong and what would be accepted.
+    pub message: String,
+}
+
+impl ArgError {
+    /// An error about argument `arg`.
+    pub fn new(arg: &str, message: impl Into<String>) -> Self {
+        Self {
+            arg: arg.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Builds a job graph from its arguments, validating them; must not start any work.
+pub type JobBuilder = fn(&JobArgs) -> Result<JobGraph, ArgError>;
+
+/// A registered job.
+#[derive(Clone)]
+pub struct JobEntry {
+    /// One line on what the job does.
+    pub description: &'static str,
+    /// Its builder.
+    pub build: JobBuilder,
+}
+
+/// Named jobs.
+#[derive(Clone, Default)]
+pub struct Registry {
+    jobs: BTreeMap<String, JobEntry>,
+}
+
+impl Registry {
+    /// The built-in jobs (`csv-window-aggregate`).
+    pub fn builtin() -> Self {
+        let mut r = Self::default();
+        r.register(
+            csv_window_aggregate::ENTRY,
+            JobEntry {
+                description: "event-time tumbling-window aggregates (count, sum, min, max, avg) per key over CSV files",
+                build: csv_window_aggregate::build,
+            },
+        );
+        r
+    }
+
+    /// Adds (or replaces) a job under `name`.
+    pub fn register(&mut self, name: &str, entry: JobEntry) {
+        self.jobs.insert(name.to_string(), entry);
+    }
+
+    /// Looks a job up by name.
+    ///
+    /// # Errors
+    /// A message for `spec.job.entry` listing the known names.
+    pub fn get(&self, name: &str) -> Result<&JobEntry, String> {
+        self.jobs.get(name).ok_or_else(|| {
+            format!(
+                "spec.job.entry: unknown job `{name}`; this binary knows: {}",
+                self.jobs.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+
+    /// Names and descriptions, sorted by name.
+    pub fn list(&self) -> impl Iterator<Item = (&str, &JobEntry)> {
+        self.jobs.iter().map(|(k, v)| (k.as_str(), v))
+    }
+}

@@ -1,0 +1,7 @@
+//! The `weir` binary with the built-in jobs.
+
+fn main() {
+    std::process::exit(weir_runtime::cli::main(
+        weir_runtime::jobs::Registry::builtin(),
+    ));
+}

@@ -1,0 +1,188 @@
+//! Event-time tumbling windows with incremental aggregation (Flink's `WindowOperator` with an
+//! `AggregateFunction`).
+//!
+//! State: one accumulator per (key, window) in aggregating state `window-contents`, namespace
+//! = the window's end (i64 big endian). Timers (one per key and window, at `end - 1`) are not
+//! stored: they are derived from the state's (key, namespace) pairs after a restore.
+//! A record is late when its window already fired (`end - 1 <= watermark`, Flink's default
+//! allowed lateness of 0); late records are dropped and counted.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::api::{
+    AggregateFunction, Collector, Key, KeyedRecord, OperatorSnapshot, TaskError, TimeWindow,
+    Timestamp, WindowResult, MIN_WATERMARK,
+};
+use crate::metrics::JobMetrics;
+use crate::state::typed::AggregatingState;
+use crate::state::{KeyGroup, KeyedStateStore};
+
+/// Name of the accumulator state.
+pub const WINDOW_STATE: &str = "window-contents";
+
+/// The window operator of one subtask.
+pub struct WindowOperator<K, A: AggregateFunction> {
+    uid: String,
+    store: KeyedStateStore,
+    acc: AggregatingState<A>,
+    size_ms: i64,
+    /// Pending timers: window end -> keys (key group, key bytes) with state in that window.
+    timers: BTreeMap<i64, Vec<(KeyGroup, Box<[u8]>)>>,
+    watermark: Timestamp,
+    next: Box<dyn Collector<WindowResult<K, A::Out>>>,
+    metrics: Arc<JobMetrics>,
+    subtask: usize,
+    key_buf: Vec<u8>,
+}
+
+impl<K: Key, A: AggregateFunction> WindowOperator<K, A> {
+    /// Creates the operator over `store` (already restored) and rebuilds its timers.
+    ///
+    /// # Errors
+    /// [`TaskError::State`] when the state cannot be registered or scanned.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        uid: &str,
+        mut store: KeyedStateStore,
+        function: Arc<A>,
+        size_ms: i64,
+        next: Box<dyn Collector<WindowResult<K, A::Out>>>,
+        metrics: Arc<JobMetrics>,
+        subtask: usize,
+    ) -> Result<Self, TaskError> {
+        let err = |source| TaskError::State {
+            uid: uid.to_string(),
+            source,
+        };
+        let acc = store
+            .aggregating_state(WINDOW_STATE, None, function)
+            .map_err(err)?;
+        let mut timers: BTreeMap<i64, Vec<(KeyGroup, Box<[u8]>)>> = BTreeMap::new();
+        let mut bad_namespace = false;
+        store
+            .backend()
+            .for_each_key(acc.id(), &mut |kg, key, ns| match ns.try_into() {
+                Ok(b) => timers
+                    .entry(i64::from_be_bytes(b))
+                    .or_default()
+                    .push((kg, key.into())),
+                Err(_) => bad_namespace = true,
+            })
+            .map_err(err)?;
+        if bad_namespace {
+            return Err(TaskError::Restore(format!(
+                "operator `{uid}`: state `{WINDOW_STATE}` holds a namespace that is not a window end"
+            )));
+        }
+        Ok(Self {
+            uid: uid.to_string(),
+            store,
+            acc,
+            size_ms,
+            timers,
+            watermark: MIN_WATERMARK,
+            next,
+            metrics,
+            subtask,
+            key_buf: Vec::with_capacity(32),
+        })
+    }
+
+    fn state_err(&self, source: crate::state::StateError) -> TaskError {
+        TaskError::State {
+            uid: self.uid.clone(),
+            source,
+        }
+    }
+
+    fn fire(&mut self, end: i64, keys: Vec<(KeyGroup, Box<[u8]>)>) -> Result<(), TaskError> {
+        let ns = end.to_be_bytes();
+        let window = TimeWindow {
+            start: end - self.size_ms,
+            end,
+        };
+        for (kg, key_bytes) in keys {
+            self.store.set_current_key(kg, &key_bytes);
+            let result = self
+                .acc
+                .get(&mut self.store, &ns)
+                .map_err(|e| self.state_err(e))?;
+            self.acc
+                .clear(&mut self.store, &ns)
+                .map_err(|e| self.state_err(e))?;
+            if let Some(value) = result {
+                let key = K::decode(&key_bytes)
+                    .map_err(|e| TaskError::Restore(format!("operator `{}`: {e}", self.uid)))?;
+                self.next
+                    .record(end - 1, WindowResult { key, window, value })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<K: Key, T, A: AggregateFunction<In = T>> Collector<KeyedRecord<K, T>>
+    for WindowOperator<K, A>
+{
+    fn record(&mut self, ts: Timestamp, rec: KeyedRecord<K, T>) -> Result<(), TaskError> {
+        let start = ts - ts.rem_euclid(self.size_ms);
+        let end = start + self.size_ms;
+        if end - 1 <= self.watermark {
+            self.metrics.add_late(1);
+            return Ok(());
+        }
+        self.key_buf.clear();
+        rec.key.encode(&mut self.key_buf);
+        self.store.set_current_key(rec.key_group, &self.key_buf);
+        let created = self
+            .acc
+            .add(&mut self.store, &end.to_be_bytes(), &rec.value)
+            .map_err(|e| self.state_err(e))?;
+        if created {
+            self.timers
+                .entry(end)
+                .or_default()
+                .push((rec.key_group, self.key_buf.as_slice().into()));
+        }
+        Ok(())
+    }
+
+    fn watermark(&mut self, watermark: Timestamp) -> Result<(), TaskError> {
+        if watermark <= self.watermark {
+            return Ok(());
+        }
+        self.watermark = watermark;
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key() - 1 > watermark {
+                break;
+            }
+            let (end, keys) = entry.remove_entry();
+            self.fire(end, keys)?;
+        }
+        self.metrics.set_watermark(self.subtask, watermark);
+        self.next.watermark(watermark)
+    }
+
+    fn checkpoint(&mut self, id: u64, out: &mut Vec<OperatorSnapshot>) -> Result<(), TaskError> {
+        let keyed = self
+            .store
+            .backend()
+            .snapshot()
+            .map_err(|e| self.state_err(e))?;
+        out.push(OperatorSnapshot {
+            uid: self.uid.clone(),
+            keyed: Some(keyed),
+            operator_state: Default::default(),
+        });
+        self.next.checkpoint(id, out)
+    }
+
+    fn checkpoint_complete(&mut self, id: u64) -> Result<(), TaskError> {
+        self.next.checkpoint_complete(id)
+    }
+
+    fn end_of_input(&mut self) -> Result<(), TaskError> {
+        self.next.end_of_input()
+    }
+}

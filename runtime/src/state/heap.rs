@@ -1,0 +1,309 @@
+//! The heap state backend: one hash map per state and key group, holding encoded bytes.
+//! In-memory, no I/O; snapshots copy the maps into the canonical format.
+
+use std::collections::BTreeMap;
+
+use ahash::AHashMap;
+
+use super::snapshot::SnapshotWriter;
+use super::{
+    encode_composite, KeyGroup, KeyGroupRange, KeyRef, KeyedSnapshot, KeyedStateBackend,
+    KeyedStateInput, StateError, StateId, StateInfo,
+};
+
+type Values = AHashMap<Vec<u8>, Vec<u8>>;
+type Maps = AHashMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>;
+
+enum Store {
+    Values(Vec<Values>),
+    Maps(Vec<Maps>),
+}
+
+/// Keyed state in memory, per key group of one subtask's range.
+pub struct HeapBackend {
+    range: KeyGroupRange,
+    states: Vec<StateInfo>,
+    stores: Vec<Store>,
+    scratch: Vec<u8>,
+}
+
+impl HeapBackend {
+    /// An empty backend for the key groups of `range`.
+    pub fn new(range: KeyGroupRange) -> Self {
+        Self {
+            range,
+            states: Vec::new(),
+            stores: Vec::new(),
+            scratch: Vec::with_capacity(64),
+        }
+    }
+
+    fn slot(&self, kg: KeyGroup) -> usize {
+        debug_assert!(
+            self.range.contains(kg),
+            "key group {kg:?} outside {:?}",
+            self.range
+        );
+        (kg.0 - self.range.start) as usize
+    }
+
+    fn composite(&mut self, key: &[u8], ns: &[u8]) {
+        self.scratch.clear();
+        encode_composite(key, ns, &mut self.scratch);
+    }
+
+    fn values(&mut self, state: StateId, kg: KeyGroup) -> &mut Values {
+        let slot = self.slot(kg);
+        match &mut self.stores[state.0] {
+            Store::Values(v) => &mut v[slot],
+            Store::Maps(_) => panic!("invariant: value operation on a map state"),
+        }
+    }
+
+    fn maps(&mut self, state: StateId, kg: KeyGroup) -> &mut Maps {
+        let slot = self.slot(kg);
+        match &mut self.stores[state.0] {
+            Store::Maps(v) => &mut v[slot],
+            Store::Values(_) => panic!("invariant: map operation on a value state"),
+        }
+    }
+}
+
+impl KeyedStateBackend for HeapBackend {
+    fn register(&mut self, info: &StateInfo) -> Result<StateId, StateError> {
+        if let Some(i) = self.states.iter().position(|s| s.name == info.name) {
+            if self.states[i].kind != info.kind {
+                return Err(StateError::KindMismatch {
+                    name: info.name.clone(),
+                    restored: self.states[i].kind,
+                    registered: info.kind,
+                });
+            }
+            return Ok(StateId(i));
+        }
+        let n = self.range.len();
+        self.stores.push(if info.kind.is_map() {
+            Store::Maps((0..n).map(|_| Maps::default()).collect())
+        } else {
+            Store::Values((0..n).map(|_| Values::default()).collect())
+        });
+        self.states.push(info.clone());
+        Ok(StateId(self.states.len() - 1))
+    }
+
+    fn get(
+        &mut self,
+        state: StateId,
+        key: KeyRef<'_>,
+        ns: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<bool, StateError> {
+        self.composite(key.key, ns);
+        let scratch = std::mem::take(&mut self.scratch);
+        let found = match self.values(state, key.key_group).get(scratch.as_slice()) {
+            Some(v) => {
+                out.clear();
+                out.extend_from_slice(v);
+                true
+            }
+            None => false,
+        };
+        self.scratch = scratch;
+        Ok(found)
+    }
+
+    fn put(
+        &mut self,
+        state: StateId,
+        key: KeyRef<'_>,
+        ns: &[u8],
+        value: &[u8],
+    ) -> Result<(), StateError> {
+        self.composite(key.key, ns);
+        let scratch = std::mem::take(&mut self.scratch);
+        let map = self.values(state, key.key_group);
+        match map.get_mut(scratch.as_slice()) {
+            Some(v) => {
+                v.clear();
+                v.extend_from_slice(value);
+            }
+            None => {
+                map.insert(scratch.clone(), value.to_vec());
+            }
+        }
+        self.scratch = scratch;
+        Ok(())
+    }
+
+    fn remove(&mut self, state: StateId, key: KeyRef<'_>, ns: &[u8]) -> Result<(), StateError> {
+        self.composite(key.key, ns);
+        let scratch = std::mem::take(&mut self.scratch);
+        let slot = self.slot(key.key_group);
+        match &mut self.stores[state.0] {
+            Store::Values(v) => {
+                v[slot].remove(scratch.as_slice());
+            }
+            Store::Maps(m) => {
+                m[slot].remove(scratch.as_slice());
+            }
+        }
+        self.scratch = scratch;
+        Ok(())
+    }
+
+    fn map_get(
+        &mut self,
+        state: StateId,
+        key: KeyRef<'_>,
+        ns: &[u8],
+        user_key: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<bool, StateError> {
+        self.composite(key.key, ns);
+        let scratch = std::mem::take(&mut self.scratch);
+        let found = match self
+            .maps(state, key.key_group)
+            .get(scratch.as_slice())
+            .and_then(|m| m.get(user_key))
+        {
+            Some(v) => {
+                out.clear();
+                out.extend_from_slice(v);
+                true
+            }
+            None => false,
+        };
+        self.scratch = scratch;
+        Ok(found)
+    }
+
+    fn map_put(
+        &mut self,
+        state: StateId,
+        key: KeyRef<'_>,
+        ns: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StateError> {
+        self.composite(key.key, ns);
+        let scratch = std::mem::take(&mut self.scratch);
+        let maps = self.maps(state, key.key_group);
+        let m = match maps.get_mut(scratch.as_slice()) {
+            Some(m) => m,
+            None => maps.entry(scratch.clone()).or_default(),
+        };
+        m.insert(user_key.to_vec(), value.to_vec());
+        self.scratch = scratch;
+        Ok(())
+    }
+
+    fn map_remove(
+        &mut self,
+        state: StateId,
+        key: KeyRef<'_>,
+        ns: &[u8],
+        user_key: &[u8],
+    ) -> Result<(), StateError> {
+        self.composite(key.key, ns);
+        let scratch = std::mem::take(&mut self.scratch);
+        let maps = self.maps(state, key.key_group);
+        if let Some(m) = maps.get_mut(scratch.as_slice()) {
+            m.remove(user_key);
+            if m.is_empty() {
+                maps.remove(scratch.as_slice());
+            }
+        }
+        self.scratch = scratch;
+        Ok(())
+    }
+
+    fn map_entries(
+        &mut self,
+        state: StateId,
+        key: KeyRef<'_>,
+        ns: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        self.composite(key.key, ns);
+        let scratch = std::mem::take(&mut self.scratch);
+        let entries = self
+            .maps(state, key.key_group)
+            .get(scratch.as_slice())
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        self.scratch = scratch;
+        Ok(entries)
+    }
+
+    fn for_each_key(
+        &mut self,
+        state: StateId,
+        f: &mut dyn FnMut(KeyGroup, &[u8], &[u8]),
+    ) -> Result<(), StateError> {
+        let start = self.range.start;
+        let mut visit = |slot: usize, composite: &[u8]| {
+            if let Some((k, ns, _)) = super::split_composite(composite) {
+                f(KeyGroup(start + slot as u16), k, ns);
+            }
+        };
+        match &self.stores[state.0] {
+            Store::Values(v) => v
+                .iter()
+                .enumerate()
+                .for_each(|(i, m)| m.keys().for_each(|c| visit(i, c))),
+            Store::Maps(v) => v
+                .iter()
+                .enumerate()
+                .for_each(|(i, m)| m.keys().for_each(|c| visit(i, c))),
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Result<KeyedSnapshot, StateError> {
+        let mut w = SnapshotWriter::new(self.range, self.states.clone());
+        for (slot, kg) in self.range.iter().enumerate() {
+            w.begin_key_group(kg);
+            for (idx, store) in self.stores.iter().enumerate() {
+                match store {
+                    Store::Values(v) => {
+                        for (c, val) in &v[slot] {
+                            w.entry(idx as u16, c, None, val);
+                        }
+                    }
+                    Store::Maps(v) => {
+                        for (c, m) in &v[slot] {
+                            for (uk, val) in m {
+                                w.entry(idx as u16, c, Some(uk), val);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(w.finish())
+    }
+
+    fn restore(&mut self, input: &KeyedStateInput<'_>) -> Result<(), StateError> {
+        input.for_each_entry(&mut |e| {
+            let id = self.register(e.state)?;
+            let slot = self.slot(e.key_group);
+            match (&mut self.stores[id.0], e.user_key) {
+                (Store::Values(v), None) => {
+                    v[slot].insert(e.composite.to_vec(), e.value.to_vec());
+                }
+                (Store::Maps(v), Some(uk)) => {
+                    v[slot]
+                        .entry(e.composite.to_vec())
+                        .or_default()
+                        .insert(uk.to_vec(), e.value.to_vec());
+                }
+                _ => {
+                    return Err(StateError::MalformedSnapshot(format!(
+                        "entry shape does not match kind of state `{}`",
+                        e.state.name
+                    )))
+                }
+            }
+            Ok(())
+        })
+    }
+}

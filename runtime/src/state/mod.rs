@@ -1,0 +1,205 @@
+//! Keyed state: the backend trait (raw bytes, scoped by state, key group, key and
+//! namespace), the typed state handles users program against (value, list, map, reducing),
+//! time-to-live, and the canonical snapshot format both backends write and read.
+//!
+//! Typed handles live in [`typed`]; they encode values with postcard and add TTL stamps, so
+//! backends stay byte stores that know nothing of types or time.
+
+pub mod heap;
+pub mod key_group;
+pub mod rocksdb;
+pub mod snapshot;
+pub mod typed;
+
+use serde::{Deserialize, Serialize};
+
+pub use key_group::{KeyGroup, KeyGroupRange};
+pub use snapshot::{KeyedSnapshot, KeyedStateInput};
+pub use typed::{KeyedStateStore, ListState, MapState, ReducingState, StateTtl, ValueState};
+
+/// Index of a registered state inside one backend (order of registration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StateId(pub usize);
+
+/// The kind of a keyed state; part of the snapshot format and checked on restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateKind {
+    /// One value per key and namespace.
+    Value,
+    /// A list of values per key and namespace.
+    List,
+    /// A map of user keys to values per key and namespace.
+    Map,
+    /// One value per key and namespace, folded with a reduce function.
+    Reducing,
+    /// One accumulator per key and namespace, folded with an aggregate function.
+    Aggregating,
+}
+
+impl StateKind {
+    /// True for kinds stored as one map per key and namespace.
+    pub fn is_map(self) -> bool {
+        matches!(self, StateKind::Map)
+    }
+}
+
+/// Name and kind of a registered state, as recorded in checkpoint metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateInfo {
+    /// State name, unique within its operator.
+    pub name: String,
+    /// State kind.
+    pub kind: StateKind,
+}
+
+/// The current key of a keyed operator: its key group and its encoded bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRef<'a> {
+    /// Key group of the key.
+    pub key_group: KeyGroup,
+    /// Encoded key bytes (see [`crate::api::Key`]).
+    pub key: &'a [u8],
+}
+
+/// Failures of a state backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// RocksDB refused an operation.
+    #[error("rocksdb {action}")]
+    Rocksdb {
+        /// What was attempted.
+        action: &'static str,
+        /// The RocksDB error.
+        #[source]
+        source: ::rocksdb::Error,
+    },
+    /// Local working directory of the RocksDB backend could not be prepared.
+    #[error("prepare local state directory {path}")]
+    LocalDir {
+        /// The directory.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A value in state could not be encoded or decoded.
+    #[error("state `{state}`: value codec")]
+    Codec {
+        /// State name.
+        state: String,
+        /// The codec error.
+        #[source]
+        source: postcard::Error,
+    },
+    /// A snapshot is malformed (truncated section, unknown state index).
+    #[error("malformed state snapshot: {0}")]
+    MalformedSnapshot(String),
+    /// A snapshot holds a state under the same name with a different kind.
+    #[error("state `{name}` was {restored:?} in the snapshot but is registered as {registered:?}")]
+    KindMismatch {
+        /// State name.
+        name: String,
+        /// Kind in the snapshot.
+        restored: StateKind,
+        /// Kind the operator registers now.
+        registered: StateKind,
+    },
+}
+
+/// A keyed state backend: a byte store scoped by (state, key group, key, namespace), with map
+/// states holding an extra user key. Implemented by [`heap::HeapBackend`] and
+/// [`rocksdb::RocksDbBackend`]; both produce the same canonical [`KeyedSnapshot`].
+///
+/// Methods fail only on backend I/O (RocksDB); the heap backend never fails.
+pub trait KeyedStateBackend: Send {
+    /// Registers a state (idempotent by name) and returns its id.
+    ///
+    /// # Errors
+    /// [`StateError::KindMismatch`] if the name was restored or registered with another kind.
+    fn register(&mut self, info: &StateInfo) -> Result<StateId, StateError>;
+    /// Copies the value of (state, key, namespace) into `out`; false when absent.
+    fn get(
+        &mut self,
+        state: StateId,
+        key: KeyRef<'_>,
+        ns: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<bool, StateError>;
+    /// Sets the value of (state, key, namespace).
+    fn put(
+        &mut self,
+        state: StateId,
+        key: KeyRef<'_>,
+        ns: &[u8],
+        value: &[u8],
+    ) -> Result<(), StateError>;
+    /// Removes the value (or, for map states, the whole map) of (state, key, namespace).
+    fn remove(&mut self, state: StateId, key: KeyRef<'_>, ns: &[u8]) -> Result<(), StateError>;
+    /// Copies the value of a map state's user key into `out`; false when absent.
+    fn map_get(
+        &mut self,
+        state: StateId,
+        key: KeyRef<'_>,
+        ns: &[u8],
+        user_key: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<bool, StateError>;
+    /// Sets a map state's user key.
+    fn map_put(
+        &mut self,
+        state: StateId,
+        key: KeyRef<'_>,
+        ns: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StateError>;
+    /// Removes a map state's user key.
+    fn map_remove(
+        &mut self,
+        state: StateId,
+        key: KeyRef<'_>,
+        ns: &[u8],
+        user_key: &[u8],
+    ) -> Result<(), StateError>;
+    /// All (user key, value) pairs of a map state, in user-key byte order.
+    fn map_entries(
+        &mut self,
+        state: StateId,
+        key: KeyRef<'_>,
+        ns: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError>;
+    /// Calls `f(key_group, key, namespace)` for every (key, namespace) holding a value of
+    /// `state`. Used to rebuild derived structures (timers) after a restore.
+    fn for_each_key(
+        &mut self,
+        state: StateId,
+        f: &mut dyn FnMut(KeyGroup, &[u8], &[u8]),
+    ) -> Result<(), StateError>;
+    /// Writes every entry of every state in the canonical format, key group by key group.
+    fn snapshot(&mut self) -> Result<KeyedSnapshot, StateError>;
+    /// Loads the entries of the key groups this backend owns from snapshot sections.
+    ///
+    /// # Errors
+    /// [`StateError::MalformedSnapshot`] or [`StateError::KindMismatch`].
+    fn restore(&mut self, input: &KeyedStateInput<'_>) -> Result<(), StateError>;
+}
+
+/// Encodes (key, namespace) as `u32 BE key length | key | u32 BE namespace length | namespace`:
+/// self-delimiting, so a map user key may follow.
+pub(crate) fn encode_composite(key: &[u8], ns: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&(ns.len() as u32).to_be_bytes());
+    out.extend_from_slice(ns);
+}
+
+/// Splits a composite made by [`encode_composite`] into (key, namespace, rest).
+pub(crate) fn split_composite(bytes: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let klen = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let key = bytes.get(4..4 + klen)?;
+    let rest = &bytes[4 + klen..];
+    let nlen = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let ns = rest.get(4..4 + nlen)?;
+    Some((key, ns, &rest[4 + nlen..]))
+}

@@ -1,0 +1,346 @@
+//! The RocksDB state backend: one RocksDB instance per operator subtask on local disk, one
+//! column family per state. Row key = key group (2 bytes, big endian) + composite
+//! (`u32 key length | key | u32 namespace length | namespace`) [+ map user key], so a key
+//! group is a contiguous key range. Does local disk I/O through RocksDB.
+//!
+//! Durability comes from checkpoints, not from RocksDB: the write-ahead log is off, as in
+//! Flink's RocksDB backend, and the local directory is wiped when the backend opens.
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{
+    BlockBasedOptions, Cache, DBCompressionType, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+};
+
+use super::snapshot::SnapshotWriter;
+use super::{
+    encode_composite, split_composite, KeyGroup, KeyGroupRange, KeyRef, KeyedSnapshot,
+    KeyedStateBackend, KeyedStateInput, StateError, StateId, StateInfo,
+};
+
+/// Keyed state of one subtask in a local RocksDB instance.
+pub struct RocksDbBackend {
+    db: DB,
+    path: PathBuf,
+    range: KeyGroupRange,
+    states: Vec<StateInfo>,
+    cf_opts: Options,
+    write_opts: WriteOptions,
+    scratch: Vec<u8>,
+}
+
+fn rerr(action: &'static str) -> impl FnOnce(rocksdb::Error) -> StateError {
+    move |source| StateError::Rocksdb { action, source }
+}
+
+impl RocksDbBackend {
+    /// Opens a fresh instance in `dir` (anything already there is deleted) for `range`.
+    ///
+    /// # Errors
+    /// [`StateError::LocalDir`] when the directory cannot be prepared,
+    /// [`StateError::Rocksdb`] when RocksDB cannot open it.
+    pub fn open(dir: &Path, range: KeyGroupRange) -> Result<Self, StateError> {
+        let local = |source| StateError::LocalDir {
+            path: dir.display().to_string(),
+            source,
+        };
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(local)?;
+        }
+        std::fs::create_dir_all(dir).map_err(local)?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_max_background_jobs(2);
+        let cf_opts = column_family_options();
+        opts.set_compression_type(DBCompressionType::None);
+        let db = DB::open(&opts, dir).map_err(rerr("open"))?;
+        let mut write_opts = WriteOptions::default();
+        write_opts.disable_wal(true);
+        Ok(Self {
+            db,
+            path: dir.to_path_buf(),
+            range,
+            states: Vec::new(),
+            cf_opts,
+            write_opts,
+            scratch: Vec::with_capacity(64),
+        })
+    }
+
+    fn row_key(&mut self, key: KeyRef<'_>, ns: &[u8], user_key: Option<&[u8]>) {
+        self.scratch.clear();
+        self.scratch
+            .extend_from_slice(&key.key_group.0.to_be_bytes());
+        encode_composite(key.key, ns, &mut self.scratch);
+        if let Some(uk) = user_key {
+            self.scratch.extend_from_slice(uk);
+        }
+    }
+
+    fn cf(&self, state: StateId) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(&self.states[state.0].name)
+            .expect("invariant: registered states have a column family")
+    }
+
+    fn get_row(&mut self, state: StateId, out: &mut Vec<u8>) -> Result<bool, StateError> {
+        let cf = self.cf(state);
+        match self
+            .db
+            .get_pinned_cf(cf, &self.scratch)
+            .map_err(rerr("get"))?
+        {
+            Some(v) => {
+                out.clear();
+                out.extend_from_slice(&v);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn put_row(&mut self, state: StateId, value: &[u8]) -> Result<(), StateError> {
+        let cf = self.cf(state);
+        self.db
+            .put_cf_opt(cf, &self.scratch, value, &self.write_opts)
+            .map_err(rerr("put"))
+    }
+
+    /// All rows starting with `prefix` in `state`, as (row key, value). The iterator is
+    /// bounded above by the prefix's successor, so a seek never walks past the prefix over
+    /// tombstones of deleted rows.
+    fn scan(&self, state: StateId, prefix: &[u8], f: &mut dyn FnMut(&[u8], &[u8])) {
+        let mut opts = ReadOptions::default();
+        if let Some(bound) = prefix_successor(prefix) {
+            opts.set_iterate_upper_bound(bound);
+        }
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(state), opts);
+        it.seek(prefix);
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            f(k, v);
+            it.next();
+        }
+    }
+
+    fn delete_prefix(&mut self, state: StateId, prefix: &[u8]) -> Result<(), StateError> {
+        let mut batch = WriteBatch::default();
+        let cf = self.cf(state);
+        self.scan(state, prefix, &mut |k, _| batch.delete_cf(cf, k));
+        self.db
+            .write_opt(batch, &self.write_opts)
+            .map_err(rerr("delete"))
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`; `None` when there is none
+/// (empty prefix or all bytes 0xFF).
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut s = prefix.to_vec();
+    while let Some(last) = s.pop() {
+        if last < 0xFF {
+            s.push(last + 1);
+            return Some(s);
+        }
+    }
+    None
+}
+
+fn column_family_options() -> Options {
+    let mut opts = Options::default();
+    opts.set_compression_type(DBCompressionType::None);
+    opts.set_write_buffer_size(64 << 20);
+    opts.set_max_write_buffer_number(4);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&Cache::new_lru_cache(64 << 20));
+    table.set_bloom_filter(10.0, false);
+    opts.set_block_based_table_factory(&table);
+    opts
+}
+
+impl Drop for RocksDbBackend {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+impl KeyedStateBackend for RocksDbBackend {
+    fn register(&mut self, info: &StateInfo) -> Result<StateId, StateError> {
+        if let Some(i) = self.states.iter().position(|s| s.name == info.name) {
+            if self.states[i].kind != info.kind {
+                return Err(StateError::KindMismatch {
+                    name: info.name.clone(),
+                    restored: self.states[i].kind,
+                    registered: info.kind,
+                });
+            }
+            return Ok(StateId(i));
+        }
+        self.db
+            .create_cf(&info.name, &self.cf_opts)
+            .map_err(rerr("create column family"))?;
+        self.states.push(info.clone());
+        Ok(StateId(self.states.len() - 1))
+    }
+
+    fn get(
+        &mut self,
+        state: StateId,
+        key: KeyRef<'_>,
+        ns: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<bool, StateError> {
+        self.row_key(key, ns, None);
+        self.get_row(state, out)
+    }
+
+    fn put(
+        &mut self,
+        state: StateId,
+        key: KeyRef<'_>,
+        ns: &[u8],
+        value: &[u8],
+    ) -> Result<(), StateError> {
+        self.row_key(key, ns, None);
+        self.put_row(state, value)
+    }
+
+    fn remove(&mut self, state: StateId, key: KeyRef<'_>, ns: &[u8]) -> Result<(), StateError> {
+        self.row_key(key, ns, None);
+        if self.states[state.0].kind.is_map() {
+            let prefix = self.scratch.clone();
+            return self.delete_prefix(state, &prefix);
+        }
+        let cf = self.cf(state);
+        self.db
+            .delete_cf_opt(cf, &self.scratch, &self.write_opts)
+            .map_err(rerr("delete"))
+    }
+
+    fn map_get(
+        &mut self,
+        state: StateId,
+        key: KeyRef<'_>,
+        ns: &[u8],
+        user_key: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<bool, StateError> {
+        self.row_key(key, ns, Some(user_key));
+        self.get_row(state, out)
+    }
+
+    fn map_put(
+        &mut self,
+        state: StateId,
+        key: KeyRef<'_>,
+        ns: &[u8],
+        user_key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StateError> {
+        self.row_key(key, ns, Some(user_key));
+        self.put_row(state, value)
+    }
+
+    fn map_remove(
+        &mut self,
+        state: StateId,
+        key: KeyRef<'_>,
+        ns: &[u8],
+        user_key: &[u8],
+    ) -> Result<(), StateError> {
+        self.row_key(key, ns, Some(user_key));
+        let cf = self.cf(state);
+        self.db
+            .delete_cf_opt(cf, &self.scratch, &self.write_opts)
+            .map_err(rerr("delete"))
+    }
+
+    fn map_entries(
+        &mut self,
+        state: StateId,
+        key: KeyRef<'_>,
+        ns: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        self.row_key(key, ns, None);
+        let prefix = self.scratch.clone();
+        let mut out = Vec::new();
+        self.scan(state, &prefix, &mut |k, v| {
+            out.push((k[prefix.len()..].to_vec(), v.to_vec()))
+        });
+        Ok(out)
+    }
+
+    fn for_each_key(
+        &mut self,
+        state: StateId,
+        f: &mut dyn FnMut(KeyGroup, &[u8], &[u8]),
+    ) -> Result<(), StateError> {
+        let is_map = self.states[state.0].kind.is_map();
+        let mut last: Vec<u8> = Vec::new();
+        self.scan(state, &[], &mut |k, _| {
+            let kg = KeyGroup(u16::from_be_bytes([k[0], k[1]]));
+            if let Some((key, ns, rest)) = split_composite(&k[2..]) {
+                let composite = &k[..k.len() - rest.len()];
+                // a map state has one row per user key; report each (key, namespace) once
+                if is_map && composite == last.as_slice() {
+                    return;
+                }
+                last.clear();
+                last.extend_from_slice(composite);
+                f(kg, key, ns);
+            }
+        });
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Result<KeyedSnapshot, StateError> {
+        let mut w = SnapshotWriter::new(self.range, self.states.clone());
+        for kg in self.range.iter() {
+            w.begin_key_group(kg);
+            let prefix = kg.0.to_be_bytes();
+            for idx in 0..self.states.len() {
+                let is_map = self.states[idx].kind.is_map();
+                self.scan(StateId(idx), &prefix, &mut |k, v| {
+                    let body = &k[2..];
+                    if is_map {
+                        if let Some((_, _, uk)) = split_composite(body) {
+                            let composite = &body[..body.len() - uk.len()];
+                            w.entry(idx as u16, composite, Some(uk), v);
+                        }
+                    } else {
+                        w.entry(idx as u16, body, None, v);
+                    }
+                });
+            }
+        }
+        Ok(w.finish())
+    }
+
+    fn restore(&mut self, input: &KeyedStateInput<'_>) -> Result<(), StateError> {
+        let mut batch = WriteBatch::default();
+        let mut pending: Vec<(StateId, Vec<u8>, Vec<u8>)> = Vec::new();
+        input.for_each_entry(&mut |e| {
+            let id = self.register(e.state)?;
+            let mut row = Vec::with_capacity(2 + e.composite.len() + 8);
+            row.extend_from_slice(&e.key_group.0.to_be_bytes());
+            row.extend_from_slice(e.composite);
+            if let Some(uk) = e.user_key {
+                row.extend_from_slice(uk);
+            }
+            pending.push((id, row, e.value.to_vec()));
+            Ok(())
+        })?;
+        for (chunk_no, chunk) in pending.chunks(100_000).enumerate() {
+            for (id, k, v) in chunk {
+                batch.put_cf(self.cf(*id), k, v);
+            }
+            self.db
+                .write_opt(std::mem::take(&mut batch), &self.write_opts)
+                .map_err(rerr("restore write"))?;
+            tracing::trace!(chunk_no, "restored rows into rocksdb");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,92 @@
+//! `file://` checkpoint storage on a local or mounted file system. Writes go to a temporary
+//! name, are fsynced, and are renamed into place, so an object is complete or absent.
+
+use std::io::{ErrorKind, Write};
+use std::path::PathBuf;
+
+use super::{CheckpointStorage, StorageError};
+
+/// Checkpoint storage in a directory.
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+impl LocalStorage {
+    /// Storage rooted at `root` (created on first write).
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    fn err(&self, action: &'static str, path: &str) -> impl FnOnce(std::io::Error) -> StorageError {
+        let location = self.uri(path);
+        move |source| StorageError {
+            action,
+            location,
+            source,
+        }
+    }
+}
+
+impl CheckpointStorage for LocalStorage {
+    fn write(&self, path: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        let target = self.root.join(path);
+        let dir = target
+            .parent()
+            .expect("invariant: object paths have a parent");
+        std::fs::create_dir_all(dir).map_err(self.err("write", path))?;
+        let tmp = target.with_extension(format!("tmp-{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &target)?;
+            std::fs::File::open(dir)?.sync_all()
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            self.err("write", path)(e)
+        })
+    }
+
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        match std::fs::read(self.root.join(path)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err("read", path)(e)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let dir = match std::fs::read_dir(self.root.join(prefix)) {
+            Ok(d) => d,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.err("list", prefix)(e)),
+        };
+        let mut names = Vec::new();
+        for entry in dir {
+            let entry = entry.map_err(self.err("list", prefix))?;
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn delete_all(&self, prefix: &str) -> Result<(), StorageError> {
+        let p = self.root.join(prefix);
+        let r = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err("delete", prefix)(e)),
+        }
+    }
+
+    fn uri(&self, path: &str) -> String {
+        format!("file://{}", self.root.join(path).display())
+    }
+}

@@ -1,0 +1,82 @@
+//! Where a job's objects live in checkpoint storage; the only place paths are formatted.
+//!
+//! ```text
+//! <job>/checkpoints/chk-<n>/_metadata        complete iff present; written last
+//! <job>/checkpoints/chk-<n>/<uid>-<subtask>.state
+//! ```
+
+/// Paths of one job's objects.
+#[derive(Debug, Clone)]
+pub struct JobPaths {
+    job: String,
+}
+
+/// Name of the metadata object of a checkpoint.
+pub const METADATA: &str = "_metadata";
+
+impl JobPaths {
+    /// Paths for job `job` (its `metadata.name`).
+    pub fn new(job: &str) -> Self {
+        Self {
+            job: job.to_string(),
+        }
+    }
+
+    /// The job's root: everything it owns is below.
+    pub fn job_root(&self) -> String {
+        self.job.clone()
+    }
+
+    /// The directory holding all checkpoints.
+    pub fn checkpoints(&self) -> String {
+        format!("{}/checkpoints", self.job)
+    }
+
+    /// The directory of checkpoint `id`.
+    pub fn checkpoint(&self, id: u64) -> String {
+        format!("{}/checkpoints/{}", self.job, checkpoint_dir_name(id))
+    }
+
+    /// The `_metadata` object of checkpoint `id`.
+    pub fn metadata(&self, id: u64) -> String {
+        format!("{}/{METADATA}", self.checkpoint(id))
+    }
+
+    /// A file of checkpoint `id`, by its name inside the checkpoint directory.
+    pub fn checkpoint_file(&self, id: u64, name: &str) -> String {
+        format!("{}/{name}", self.checkpoint(id))
+    }
+}
+
+/// `chk-<id>`.
+pub fn checkpoint_dir_name(id: u64) -> String {
+    format!("chk-{id}")
+}
+
+/// The id of a `chk-<id>` directory name.
+pub fn parse_checkpoint_dir_name(name: &str) -> Option<u64> {
+    name.strip_prefix("chk-")?.parse().ok()
+}
+
+/// Name of the keyed state file of operator `uid`, subtask `subtask`.
+pub fn state_file_name(uid: &str, subtask: u32) -> String {
+    format!("{uid}-{subtask}.state")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_names_roundtrip() {
+        assert_eq!(
+            parse_checkpoint_dir_name(&checkpoint_dir_name(42)),
+            Some(42)
+        );
+        assert_eq!(parse_checkpoint_dir_name("chk-x"), None);
+        assert_eq!(
+            JobPaths::new("j").metadata(3),
+            "j/checkpoints/chk-3/_metadata"
+        );
+    }
+}

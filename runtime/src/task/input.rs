@@ -1,0 +1,135 @@
+//! The task after a shuffle: selects over its input channels and its control channel,
+//! aligns checkpoint barriers (exactly-once) and merges watermarks, and drives its chain.
+
+use crossbeam_channel::{Receiver, Select};
+use weir_crds::CheckpointingMode;
+
+use super::barrier::{BarrierAligner, WatermarkValve};
+use super::{Control, Message, Task, TaskEvent, TaskIo};
+use crate::api::{Collector, TaskError};
+
+pub(crate) struct KeyedInputTask<T> {
+    inputs: Vec<Receiver<Message<T>>>,
+    head: Box<dyn Collector<T>>,
+    aligner: BarrierAligner,
+    valve: WatermarkValve,
+    ended: Vec<bool>,
+}
+
+impl<T: Send> KeyedInputTask<T> {
+    pub fn new(
+        inputs: Vec<Receiver<Message<T>>>,
+        head: Box<dyn Collector<T>>,
+        mode: CheckpointingMode,
+    ) -> Self {
+        let n = inputs.len();
+        Self {
+            inputs,
+            head,
+            aligner: BarrierAligner::new(n, mode == CheckpointingMode::ExactlyOnce),
+            valve: WatermarkValve::new(n),
+            ended: vec![false; n],
+        }
+    }
+
+    fn snapshot(&mut self, id: u64, io: &TaskIo) -> Result<(), TaskError> {
+        let mut snapshots = Vec::new();
+        self.head.checkpoint(id, &mut snapshots)?;
+        io.send(TaskEvent::Ack {
+            task: io.index,
+            checkpoint: id,
+            snapshots,
+        });
+        Ok(())
+    }
+
+    fn on_message(&mut self, i: usize, msg: Message<T>, io: &TaskIo) -> Result<(), TaskError> {
+        match msg {
+            Message::Records(batch) => {
+                for (ts, r) in batch {
+                    self.head.record(ts, r)?;
+                }
+            }
+            Message::Watermark(w) => {
+                if let Some(w) = self.valve.update(i, w) {
+                    self.head.watermark(w)?;
+                }
+            }
+            Message::Barrier(id) => {
+                if let Some(id) = self.aligner.on_barrier(i, id) {
+                    self.snapshot(id, io)?;
+                }
+            }
+            Message::EndOfInput => {
+                self.ended[i] = true;
+                if let Some(w) = self.valve.update(i, i64::MAX) {
+                    self.head.watermark(w)?;
+                }
+                if let Some(id) = self.aligner.on_end_of_input(i) {
+                    self.snapshot(id, io)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns true when the task should exit.
+    fn on_control(&mut self, c: Control, finish_requested: &mut bool) -> Result<bool, TaskError> {
+        match c {
+            Control::CheckpointComplete(id) => self.head.checkpoint_complete(id)?,
+            Control::AbortCheckpoint(id) => self.aligner.abort(id),
+            Control::TriggerCheckpoint(_) => {}
+            Control::Finish => *finish_requested = true,
+        }
+        Ok(*finish_requested && self.ended.iter().all(|e| *e))
+    }
+}
+
+impl<T: Send> Task for KeyedInputTask<T> {
+    fn run(mut self: Box<Self>, io: &TaskIo) -> Result<(), TaskError> {
+        let mut finish_requested = false;
+        let mut input_closed = false;
+        loop {
+            let mut sel = Select::new();
+            let ctl = sel.recv(&io.control);
+            let mut map = Vec::with_capacity(self.inputs.len());
+            for (i, r) in self.inputs.iter().enumerate() {
+                if !self.ended[i] && !self.aligner.is_blocked(i) {
+                    map.push((sel.recv(r), i));
+                }
+            }
+            let op = sel.select();
+            let idx = op.index();
+            if idx == ctl {
+                let c = op
+                    .recv(&io.control)
+                    .map_err(|_| TaskError::DownstreamGone)?;
+                if self.on_control(c, &mut finish_requested)? {
+                    break;
+                }
+                continue;
+            }
+            let i = map
+                .iter()
+                .find(|(k, _)| *k == idx)
+                .map(|(_, i)| *i)
+                .expect("invariant: selected operation is an input");
+            match op.recv(&self.inputs[i]) {
+                Ok(msg) => self.on_message(i, msg, io)?,
+                Err(_) => {
+                    // A producer vanished without end of input: it failed.
+                    return Err(TaskError::DownstreamGone);
+                }
+            }
+            if self.ended.iter().all(|e| *e) && !input_closed {
+                input_closed = true;
+                self.head.end_of_input()?;
+                if finish_requested {
+                    break;
+                }
+            }
+        }
+        io.send(TaskEvent::Finished);
+        Ok(())
+    }
+}

@@ -1,0 +1,73 @@
+//! Tasks: the threads that run chains of operators. A source task polls its reader; a keyed
+//! input task selects over its shuffle inputs with barrier alignment. Both obey control
+//! messages from the checkpoint coordinator and report to it.
+
+pub mod barrier;
+pub mod exchange;
+pub mod input;
+pub mod source;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::api::{OperatorSnapshot, TaskError, Timestamp};
+
+/// What travels on a shuffle channel, in stream order.
+pub(crate) enum Message<T> {
+    /// A batch of records with their event times.
+    Records(Vec<(Timestamp, T)>),
+    /// The sender's watermark.
+    Watermark(Timestamp),
+    /// Checkpoint barrier.
+    Barrier(u64),
+    /// The sender has no more input.
+    EndOfInput,
+}
+
+/// Commands from the coordinator to a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Control {
+    /// Sources only: inject barrier `id` now.
+    TriggerCheckpoint(u64),
+    /// Checkpoint `id` completed: commit.
+    CheckpointComplete(u64),
+    /// Checkpoint `id` was aborted: stop aligning for it.
+    AbortCheckpoint(u64),
+    /// The final checkpoint completed: end input and exit.
+    Finish,
+}
+
+/// Reports from a task to the coordinator.
+pub(crate) enum TaskEvent {
+    /// The task snapshotted checkpoint `checkpoint`.
+    Ack {
+        task: usize,
+        checkpoint: u64,
+        snapshots: Vec<OperatorSnapshot>,
+    },
+    /// A source read all its input.
+    SourceExhausted,
+    /// The task ended normally.
+    Finished,
+    /// The task failed.
+    Failed { task: usize, error: TaskError },
+}
+
+/// A task's connection to the coordinator.
+pub(crate) struct TaskIo {
+    pub index: usize,
+    pub control: Receiver<Control>,
+    pub events: Sender<TaskEvent>,
+}
+
+impl TaskIo {
+    pub fn send(&self, event: TaskEvent) {
+        // The coordinator outlives every task; a send can only fail while the process exits.
+        let _ = self.events.send(event);
+    }
+}
+
+/// A runnable task.
+pub(crate) trait Task: Send {
+    /// Runs until the coordinator says `Finish` and the input has ended.
+    fn run(self: Box<Self>, io: &TaskIo) -> Result<(), TaskError>;
+}

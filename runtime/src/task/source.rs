@@ -1,0 +1,119 @@
+//! The source task: reads batches from its reader, assigns event time, emits watermarks
+//! after every batch, and injects checkpoint barriers between batches when told to.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{Control, Task, TaskEvent, TaskIo};
+use crate::api::{
+    Collector, OperatorListState, OperatorSnapshot, RedistributionMode, SourceReader, TaskError,
+    WatermarkStrategy, MAX_WATERMARK, MIN_WATERMARK,
+};
+use crate::metrics::JobMetrics;
+
+/// Name of the operator state list holding a source's positions.
+pub(crate) const POSITIONS: &str = "positions";
+
+pub(crate) struct SourceTask<T> {
+    uid: String,
+    reader: Box<dyn SourceReader<T>>,
+    watermarks: WatermarkStrategy<T>,
+    chain: Box<dyn Collector<T>>,
+    metrics: Arc<JobMetrics>,
+    batch_size: usize,
+    max_ts: i64,
+    last_watermark: i64,
+}
+
+impl<T: Send> SourceTask<T> {
+    pub fn new(
+        uid: String,
+        reader: Box<dyn SourceReader<T>>,
+        watermarks: WatermarkStrategy<T>,
+        chain: Box<dyn Collector<T>>,
+        metrics: Arc<JobMetrics>,
+        batch_size: usize,
+    ) -> Self {
+        Self {
+            uid,
+            reader,
+            watermarks,
+            chain,
+            metrics,
+            batch_size,
+            max_ts: MIN_WATERMARK,
+            last_watermark: MIN_WATERMARK,
+        }
+    }
+
+    fn checkpoint(&mut self, id: u64, io: &TaskIo) -> Result<(), TaskError> {
+        let mut operator_state = BTreeMap::new();
+        operator_state.insert(
+            POSITIONS.to_string(),
+            OperatorListState {
+                mode: RedistributionMode::Union,
+                entries: self.reader.positions(),
+            },
+        );
+        let mut snapshots = vec![OperatorSnapshot {
+            uid: self.uid.clone(),
+            keyed: None,
+            operator_state,
+        }];
+        self.chain.checkpoint(id, &mut snapshots)?;
+        io.send(TaskEvent::Ack {
+            task: io.index,
+            checkpoint: id,
+            snapshots,
+        });
+        Ok(())
+    }
+}
+
+impl<T: Send> Task for SourceTask<T> {
+    fn run(mut self: Box<Self>, io: &TaskIo) -> Result<(), TaskError> {
+        let mut exhausted = false;
+        let mut batch = Vec::with_capacity(self.batch_size);
+        loop {
+            let control = if exhausted {
+                Some(io.control.recv().map_err(|_| TaskError::DownstreamGone)?)
+            } else {
+                io.control.try_recv().ok()
+            };
+            if let Some(c) = control {
+                match c {
+                    Control::TriggerCheckpoint(id) => self.checkpoint(id, io)?,
+                    Control::CheckpointComplete(id) => self.chain.checkpoint_complete(id)?,
+                    Control::AbortCheckpoint(_) => {}
+                    Control::Finish => {
+                        self.chain.end_of_input()?;
+                        break;
+                    }
+                }
+                continue;
+            }
+            let more = self.reader.read_batch(&mut batch, self.batch_size)?;
+            self.metrics.add_in(batch.len() as u64);
+            for r in batch.drain(..) {
+                let ts = (self.watermarks.timestamp)(&r);
+                self.max_ts = self.max_ts.max(ts);
+                self.chain.record(ts, r)?;
+            }
+            let wm = self
+                .max_ts
+                .saturating_sub(self.watermarks.out_of_orderness_ms)
+                .saturating_sub(1);
+            if wm > self.last_watermark {
+                self.last_watermark = wm;
+                self.chain.watermark(wm)?;
+            }
+            if !more {
+                self.chain.watermark(MAX_WATERMARK)?;
+                exhausted = true;
+                io.send(TaskEvent::SourceExhausted);
+            }
+        }
+        io.send(TaskEvent::Finished);
+        Ok(())
+    }
+}
