@@ -75,6 +75,7 @@ fn sigkill_at_random_points_then_resume_gives_exactly_once_output() {
             kills += 1;
         }
     }
+    eprintln!("{kills} kills, {kills_in_checkpoint} right after a checkpoint trigger");
     assert!(
         kills >= 5,
         "only {kills} kills landed before the job finished"

@@ -42,6 +42,23 @@ pub enum RunError {
     /// Checkpoint storage failed before the job could start.
     #[error("checkpoint storage")]
     Storage(#[from] StorageError),
+    /// The local working directory cannot be prepared.
+    #[error("prepare local state directory {path}")]
+    LocalDir {
+        /// The directory or lock file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another run of the same job on the same storage holds the lock.
+    #[error("another `weir run` of job {job} with checkpoint storage {storage} is running")]
+    AlreadyRunning {
+        /// Job name.
+        job: String,
+        /// Storage URI of the job.
+        storage: String,
+    },
     /// The latest checkpoint cannot restore this job.
     #[error("cannot restore: {0}")]
     Incompatible(String),
@@ -118,6 +135,7 @@ pub fn run_job(
     let settings = &spec.checkpointing;
     let storage = open_storage(&settings.storage);
     let paths = JobPaths::new(&manifest.name);
+    let (local_dir, _lock) = lock_local_dir(options, &manifest.name, &storage.uri(&paths.job_root()))?;
     if options.fresh {
         info!(location = %storage.uri(&paths.job_root()), "--fresh: deleting the job's checkpoints");
         storage.delete_all(&paths.job_root())?;
@@ -161,13 +179,6 @@ pub fn run_job(
         + 1;
     let p = spec.parallelism;
     let metrics = Arc::new(JobMetrics::new(p as usize));
-    let local_dir = options
-        .local_state_dir
-        .clone()
-        .unwrap_or_else(std::env::temp_dir)
-        .join(format!("weir-{}", manifest.name));
-    // Working files of an earlier run of this job (killed before it could clean up).
-    let _ = std::fs::remove_dir_all(&local_dir);
     let contexts = (0..p)
         .map(|i| TaskContext {
             job_name: manifest.name.clone(),
@@ -529,6 +540,31 @@ impl Coordinator<'_> {
             }
         }
     }
+}
+
+/// The local working directory of this job and storage, `<dir>/weir-<job>-<hash of the
+/// storage URI>`, emptied, with an exclusive lock held on `<that>.lock` for the run so that
+/// two runs of the same job on the same storage cannot interleave.
+fn lock_local_dir(options: &RunOptions, job: &str, storage_uri: &str) -> Result<(PathBuf, std::fs::File), RunError> {
+    let base = options.local_state_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let tag = xxhash_rust::xxh3::xxh3_64(storage_uri.as_bytes()) as u32;
+    let dir = base.join(format!("weir-{job}-{tag:08x}"));
+    let lock_path = dir.with_extension("lock");
+    let io = |source| RunError::LocalDir {
+        path: lock_path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&base).map_err(io)?;
+    let lock = std::fs::File::create(&lock_path).map_err(io)?;
+    if lock.try_lock().is_err() {
+        return Err(RunError::AlreadyRunning {
+            job: job.to_string(),
+            storage: storage_uri.to_string(),
+        });
+    }
+    // Working files of an earlier run of this job (killed before it could clean up).
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((dir, lock))
 }
 
 /// An error with its sources, `a: b: c`.
