@@ -148,13 +148,16 @@ fn print_summary(s: &RunSummary) {
     println!("  records out:    {}", s.records_out);
     println!("  late records:   {}", s.late_records);
     println!(
-        "  checkpoints:    {} completed, {} failed; mean {:.0} ms, max {:.0} ms; last {} ({} bytes)",
+        "  checkpoints:    {} completed, {} failed; mean {:.0} ms, max {:.0} ms, largest {} bytes",
         s.checkpoints_completed,
         s.checkpoints_failed,
         s.checkpoint_duration_mean_ms,
         s.checkpoint_duration_max_ms,
-        s.last_checkpoint_location.as_deref().unwrap_or("none"),
-        s.last_checkpoint_size_bytes
+        s.checkpoint_size_max_bytes
+    );
+    println!(
+        "  last checkpoint: {}",
+        s.last_checkpoint_location.as_deref().unwrap_or("none")
     );
     println!(
         "  throughput:     {:.0} records/s over {:.2} s; peak memory {} MiB",

@@ -103,6 +103,8 @@ pub struct RunSummary {
     pub checkpoint_duration_max_ms: f64,
     /// Size of the last completed checkpoint's state files, bytes.
     pub last_checkpoint_size_bytes: u64,
+    /// Size of the largest checkpoint of the run, bytes.
+    pub checkpoint_size_max_bytes: u64,
     /// Wall time of the run, seconds.
     pub elapsed_seconds: f64,
     /// `records_in / elapsed_seconds`.
@@ -135,7 +137,8 @@ pub fn run_job(
     let settings = &spec.checkpointing;
     let storage = open_storage(&settings.storage);
     let paths = JobPaths::new(&manifest.name);
-    let (local_dir, _lock) = lock_local_dir(options, &manifest.name, &storage.uri(&paths.job_root()))?;
+    let (local_dir, _lock) =
+        lock_local_dir(options, &manifest.name, &storage.uri(&paths.job_root()))?;
     if options.fresh {
         info!(location = %storage.uri(&paths.job_root()), "--fresh: deleting the job's checkpoints");
         storage.delete_all(&paths.job_root())?;
@@ -263,6 +266,7 @@ pub fn run_job(
         completed: 0,
         failed: 0,
         durations_ms: Vec::new(),
+        max_size: 0,
         last: None,
     };
     let mut exhausted = 0usize;
@@ -394,6 +398,7 @@ pub fn run_job(
         },
         checkpoint_duration_max_ms: durations.iter().copied().fold(0.0, f64::max),
         last_checkpoint_size_bytes: coord.last.as_ref().map(|(_, s)| *s).unwrap_or(0),
+        checkpoint_size_max_bytes: coord.max_size,
         elapsed_seconds: elapsed,
         records_per_second: metrics.records_in() as f64 / elapsed.max(1e-9),
         peak_rss_bytes: peak_rss_bytes(),
@@ -415,6 +420,8 @@ struct Coordinator<'a> {
     completed: u64,
     failed: u64,
     durations_ms: Vec<f64>,
+    /// Largest checkpoint, bytes.
+    max_size: u64,
     /// Last completed checkpoint: (id, state bytes).
     last: Option<(u64, u64)>,
 }
@@ -497,6 +504,7 @@ impl Coordinator<'_> {
         self.completed += 1;
         self.durations_ms.push(duration_ms);
         self.last = Some((id, size));
+        self.max_size = self.max_size.max(size);
         info!(
             checkpoint = id,
             duration_ms = duration_ms as u64,
@@ -545,8 +553,15 @@ impl Coordinator<'_> {
 /// The local working directory of this job and storage, `<dir>/weir-<job>-<hash of the
 /// storage URI>`, emptied, with an exclusive lock held on `<that>.lock` for the run so that
 /// two runs of the same job on the same storage cannot interleave.
-fn lock_local_dir(options: &RunOptions, job: &str, storage_uri: &str) -> Result<(PathBuf, std::fs::File), RunError> {
-    let base = options.local_state_dir.clone().unwrap_or_else(std::env::temp_dir);
+fn lock_local_dir(
+    options: &RunOptions,
+    job: &str,
+    storage_uri: &str,
+) -> Result<(PathBuf, std::fs::File), RunError> {
+    let base = options
+        .local_state_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir);
     let tag = xxhash_rust::xxh3::xxh3_64(storage_uri.as_bytes()) as u32;
     let dir = base.join(format!("weir-{job}-{tag:08x}"));
     let lock_path = dir.with_extension("lock");

@@ -123,6 +123,8 @@ pub struct WindowResult<K, O> {
     pub value: O,
 }
 
+pub(crate) type GraphBuildFn = Box<dyn FnOnce(&mut Instantiation) -> Result<(), TaskError>>;
+
 pub(crate) type BuildFn<T> =
     Box<dyn FnOnce(&mut Instantiation, Vec<Box<dyn Collector<T>>>) -> Result<(), TaskError>>;
 
@@ -377,7 +379,7 @@ impl<K: Key, T: Send + 'static> WindowedStream<K, T> {
 
 /// A finished job: what the runtime instantiates.
 pub struct JobGraph {
-    pub(crate) build: Box<dyn FnOnce(&mut Instantiation) -> Result<(), TaskError>>,
+    pub(crate) build: GraphBuildFn,
     uids: Vec<String>,
     output: Option<String>,
 }

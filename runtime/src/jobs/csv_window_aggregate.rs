@@ -28,6 +28,7 @@
 //! aggregates in the order given. Empty values count as rows for `count` and are ignored by
 //! the others (SQL semantics); an aggregate over no values is an empty field.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -315,12 +316,14 @@ pub fn parse_args(args: &JobArgs) -> Result<Args, ArgError> {
         Some("epoch-ms") => TimestampFormat::EpochMillis,
         Some("epoch-s") => TimestampFormat::EpochSeconds,
         Some(f) if f.contains('%') => TimestampFormat::Strftime(f.to_string()),
-        Some(f) => return Err(ArgError::new(
-            "timestampFormat",
-            format!(
+        Some(f) => {
+            return Err(ArgError::new(
+                "timestampFormat",
+                format!(
                 "`{f}` is not a strftime format (such as %d/%m/%Y %H:%M) nor epoch-ms / epoch-s"
             ),
-        )),
+            ))
+        }
     };
     let key = required(args, "key")?
         .split(',')
@@ -537,14 +540,35 @@ pub fn parse_row(args: &Args, rec: &csv::ByteRecord) -> Result<Row, String> {
     Ok(Row { key, ts, value })
 }
 
-/// Formats a window bound as `YYYY-MM-DD HH:MM:SS[.mmm]` UTC.
-pub fn format_time(ms: i64, with_millis: bool) -> String {
-    let t = chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
+/// Appends a window bound as `YYYY-MM-DD HH:MM:SS[.mmm]` UTC.
+pub fn push_time(out: &mut Vec<u8>, ms: i64, with_millis: bool) {
+    let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let (y, m, d) = civil_from_days(days);
+    let s = ms_of_day / 1000;
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    );
     if with_millis {
-        t.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
-    } else {
-        t.format("%Y-%m-%d %H:%M:%S").to_string()
+        let _ = write!(out, ".{:03}", ms_of_day % 1000);
     }
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719468;
+    let era = if z >= 0 { z } else { z - 146096 } / 146097;
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + (m <= 2) as i64, m, d)
 }
 
 fn push_csv_field(out: &mut Vec<u8>, field: &[u8]) {
@@ -588,9 +612,9 @@ pub fn encode_result(args: &Args, r: &WindowResult<Vec<u8>, Acc>, out: &mut Vec<
         out.push(b',');
     }
     let millis = args.window_ms % 1000 != 0;
-    out.extend_from_slice(format_time(r.window.start, millis).as_bytes());
+    push_time(out, r.window.start, millis);
     out.push(b',');
-    out.extend_from_slice(format_time(r.window.end, millis).as_bytes());
+    push_time(out, r.window.end, millis);
     let a = &r.value;
     for agg in &args.aggregates {
         out.push(b',');
@@ -686,6 +710,25 @@ mod tests {
             Ok(1291191960000)
         );
         assert!(parse_timestamp(&TimestampFormat::Default, b"yesterday").is_err());
+    }
+
+    #[test]
+    fn times_format_like_chrono() {
+        for ms in [
+            0i64,
+            1291191960000,
+            1704067202123,
+            -86_400_001,
+            951_782_400_000,
+        ] {
+            let mut out = Vec::new();
+            push_time(&mut out, ms, true);
+            let expected = chrono::DateTime::from_timestamp_millis(ms)
+                .unwrap()
+                .format("%Y-%m-%d %H:%M:%S%.3f")
+                .to_string();
+            assert_eq!(String::from_utf8(out).unwrap(), expected);
+        }
     }
 
     #[test]

@@ -7,8 +7,8 @@ use ahash::AHashMap;
 
 use super::snapshot::SnapshotWriter;
 use super::{
-    encode_composite, KeyGroup, KeyGroupRange, KeyRef, KeyedSnapshot, KeyedStateBackend,
-    KeyedStateInput, StateError, StateId, StateInfo,
+    encode_composite, KeyGroup, KeyGroupRange, KeyRef, KeyVisitor, KeyedSnapshot,
+    KeyedStateBackend, KeyedStateInput, MapEntries, StateError, StateId, StateInfo,
 };
 
 type Values = AHashMap<Vec<u8>, Vec<u8>>;
@@ -222,7 +222,7 @@ impl KeyedStateBackend for HeapBackend {
         state: StateId,
         key: KeyRef<'_>,
         ns: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    ) -> Result<MapEntries, StateError> {
         self.composite(key.key, ns);
         let scratch = std::mem::take(&mut self.scratch);
         let entries = self
@@ -234,11 +234,7 @@ impl KeyedStateBackend for HeapBackend {
         Ok(entries)
     }
 
-    fn for_each_key(
-        &mut self,
-        state: StateId,
-        f: &mut dyn FnMut(KeyGroup, &[u8], &[u8]),
-    ) -> Result<(), StateError> {
+    fn for_each_key(&mut self, state: StateId, f: KeyVisitor<'_>) -> Result<(), StateError> {
         let start = self.range.start;
         let mut visit = |slot: usize, composite: &[u8]| {
             if let Some((k, ns, _)) = super::split_composite(composite) {

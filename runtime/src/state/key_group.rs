@@ -69,7 +69,7 @@ pub fn subtask_for_key_group(kg: KeyGroup, max_parallelism: u32, parallelism: u3
 /// `parallelism` subtasks. Requires `subtask < parallelism <= max_parallelism`.
 pub fn key_group_range(subtask: u32, max_parallelism: u32, parallelism: u32) -> KeyGroupRange {
     let (i, m, p) = (subtask as u64, max_parallelism as u64, parallelism as u64);
-    let start = (i * m + p - 1) / p;
+    let start = (i * m).div_ceil(p); // Flink: (i * M + P - 1) / P
     let end = ((i + 1) * m - 1) / p;
     KeyGroupRange {
         start: start as u16,

@@ -53,6 +53,12 @@ pub struct StateInfo {
     pub kind: StateKind,
 }
 
+/// (user key, value) pairs of one map state entry.
+pub type MapEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A callback receiving (key group, key, namespace).
+pub type KeyVisitor<'a> = &'a mut dyn FnMut(KeyGroup, &[u8], &[u8]);
+
 /// The current key of a keyed operator: its key group and its encoded bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyRef<'a> {
@@ -168,14 +174,10 @@ pub trait KeyedStateBackend: Send {
         state: StateId,
         key: KeyRef<'_>,
         ns: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError>;
+    ) -> Result<MapEntries, StateError>;
     /// Calls `f(key_group, key, namespace)` for every (key, namespace) holding a value of
     /// `state`. Used to rebuild derived structures (timers) after a restore.
-    fn for_each_key(
-        &mut self,
-        state: StateId,
-        f: &mut dyn FnMut(KeyGroup, &[u8], &[u8]),
-    ) -> Result<(), StateError>;
+    fn for_each_key(&mut self, state: StateId, f: KeyVisitor<'_>) -> Result<(), StateError>;
     /// Writes every entry of every state in the canonical format, key group by key group.
     fn snapshot(&mut self) -> Result<KeyedSnapshot, StateError>;
     /// Loads the entries of the key groups this backend owns from snapshot sections.

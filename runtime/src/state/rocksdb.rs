@@ -14,14 +14,15 @@ use rocksdb::{
 
 use super::snapshot::SnapshotWriter;
 use super::{
-    encode_composite, split_composite, KeyGroup, KeyGroupRange, KeyRef, KeyedSnapshot,
-    KeyedStateBackend, KeyedStateInput, StateError, StateId, StateInfo,
+    encode_composite, split_composite, KeyGroup, KeyGroupRange, KeyRef, KeyVisitor, KeyedSnapshot,
+    KeyedStateBackend, KeyedStateInput, MapEntries, StateError, StateId, StateInfo,
 };
 
 /// Keyed state of one subtask in a local RocksDB instance.
 pub struct RocksDbBackend {
+    // Fields drop in declaration order: the database closes before its directory goes.
     db: DB,
-    path: PathBuf,
+    _dir: RemoveOnDrop,
     range: KeyGroupRange,
     states: Vec<StateInfo>,
     cf_opts: Options,
@@ -58,7 +59,7 @@ impl RocksDbBackend {
         write_opts.disable_wal(true);
         Ok(Self {
             db,
-            path: dir.to_path_buf(),
+            _dir: RemoveOnDrop(dir.to_path_buf()),
             range,
             states: Vec::new(),
             cf_opts,
@@ -151,7 +152,7 @@ fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 fn column_family_options() -> Options {
     let mut opts = Options::default();
     opts.set_compression_type(DBCompressionType::None);
-    opts.set_write_buffer_size(64 << 20);
+    opts.set_write_buffer_size(128 << 20);
     opts.set_max_write_buffer_number(4);
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(&Cache::new_lru_cache(64 << 20));
@@ -160,9 +161,12 @@ fn column_family_options() -> Options {
     opts
 }
 
-impl Drop for RocksDbBackend {
+/// Deletes the backend's working directory when dropped (after the database closed).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -262,7 +266,7 @@ impl KeyedStateBackend for RocksDbBackend {
         state: StateId,
         key: KeyRef<'_>,
         ns: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    ) -> Result<MapEntries, StateError> {
         self.row_key(key, ns, None);
         let prefix = self.scratch.clone();
         let mut out = Vec::new();
@@ -272,11 +276,7 @@ impl KeyedStateBackend for RocksDbBackend {
         Ok(out)
     }
 
-    fn for_each_key(
-        &mut self,
-        state: StateId,
-        f: &mut dyn FnMut(KeyGroup, &[u8], &[u8]),
-    ) -> Result<(), StateError> {
+    fn for_each_key(&mut self, state: StateId, f: KeyVisitor<'_>) -> Result<(), StateError> {
         let is_map = self.states[state.0].kind.is_map();
         let mut last: Vec<u8> = Vec::new();
         self.scan(state, &[], &mut |k, _| {
@@ -296,15 +296,29 @@ impl KeyedStateBackend for RocksDbBackend {
     }
 
     fn snapshot(&mut self) -> Result<KeyedSnapshot, StateError> {
+        // One forward pass per column family: rows are ordered by key group, so the
+        // iterators advance in lockstep, key group by key group, without seeks.
         let mut w = SnapshotWriter::new(self.range, self.states.clone());
+        let mut iters: Vec<_> = (0..self.states.len())
+            .map(|i| {
+                let mut it = self.db.raw_iterator_cf(self.cf(StateId(i)));
+                it.seek_to_first();
+                it
+            })
+            .collect();
         for kg in self.range.iter() {
             w.begin_key_group(kg);
-            let prefix = kg.0.to_be_bytes();
-            for idx in 0..self.states.len() {
+            for (idx, it) in iters.iter_mut().enumerate() {
                 let is_map = self.states[idx].kind.is_map();
-                self.scan(StateId(idx), &prefix, &mut |k, v| {
+                while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                    let row_kg = u16::from_be_bytes([k[0], k[1]]);
+                    if row_kg > kg.0 {
+                        break;
+                    }
                     let body = &k[2..];
-                    if is_map {
+                    if row_kg < kg.0 {
+                        // outside the range: cannot happen, rows are written for owned groups
+                    } else if is_map {
                         if let Some((_, _, uk)) = split_composite(body) {
                             let composite = &body[..body.len() - uk.len()];
                             w.entry(idx as u16, composite, Some(uk), v);
@@ -312,7 +326,9 @@ impl KeyedStateBackend for RocksDbBackend {
                     } else {
                         w.entry(idx as u16, body, None, v);
                     }
-                });
+                    it.next();
+                }
+                it.status().map_err(rerr("snapshot iterate"))?;
             }
         }
         Ok(w.finish())

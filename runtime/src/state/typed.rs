@@ -528,6 +528,22 @@ impl<A: AggregateFunction> AggregatingState<A> {
         Ok(created)
     }
 
+    /// Creates the current key's accumulator in `ns` from `input` without reading the
+    /// backend: for callers that know no accumulator exists (it would be overwritten).
+    ///
+    /// # Errors
+    /// Backend or codec failures.
+    pub fn add_to_new(
+        &self,
+        s: &mut KeyedStateStore,
+        ns: &[u8],
+        input: &A::In,
+    ) -> Result<(), StateError> {
+        let mut acc = self.function.create_accumulator();
+        self.function.add(input, &mut acc);
+        self.cell.put(s, ns, &acc)
+    }
+
     /// The current key's result in `ns`, if it has an accumulator.
     ///
     /// # Errors

@@ -1,0 +1,261 @@
+//! Keyed state through its public interface, on both backends: value, list, map, reducing
+//! and aggregating state, TTL, and snapshots that restore across backends and key-group
+//! ranges.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use weir_runtime::api::AggregateFunction;
+use weir_runtime::state::heap::HeapBackend;
+use weir_runtime::state::key_group::{key_group_for_bytes, key_group_range};
+use weir_runtime::state::rocksdb::RocksDbBackend;
+use weir_runtime::state::snapshot::SnapshotSection;
+use weir_runtime::state::{
+    KeyGroupRange, KeyedSnapshot, KeyedStateBackend, KeyedStateInput, KeyedStateStore, StateTtl,
+};
+
+const M: u32 = 16;
+
+struct Backends {
+    _dir: tempfile::TempDir,
+    list: Vec<(&'static str, Box<dyn KeyedStateBackend>)>,
+}
+
+fn backends(range: KeyGroupRange) -> Backends {
+    let dir = tempfile::tempdir().unwrap();
+    let rocks = RocksDbBackend::open(&dir.path().join("db"), range).unwrap();
+    Backends {
+        list: vec![
+            ("heap", Box::new(HeapBackend::new(range))),
+            ("rocksdb", Box::new(rocks)),
+        ],
+        _dir: dir,
+    }
+}
+
+fn full() -> KeyGroupRange {
+    KeyGroupRange {
+        start: 0,
+        end: (M - 1) as u16,
+    }
+}
+
+fn manual_clock() -> (Arc<AtomicI64>, weir_runtime::state::typed::Clock) {
+    let now = Arc::new(AtomicI64::new(1_000));
+    let n = now.clone();
+    (now, Arc::new(move || n.load(Ordering::SeqCst)))
+}
+
+fn set_key(store: &mut KeyedStateStore, key: &str) {
+    store.set_current_key(key_group_for_bytes(key.as_bytes(), M), key.as_bytes());
+}
+
+#[test]
+fn value_list_map_and_reducing_state_behave_the_same_on_both_backends() {
+    for (name, backend) in backends(full()).list {
+        let (_now, clock) = manual_clock();
+        let mut s = KeyedStateStore::new(backend, clock);
+        let value = s.value_state::<u64>("v", None).unwrap();
+        let list = s.list_state::<String>("l", None).unwrap();
+        let map = s.map_state::<String, i32>("m", None).unwrap();
+        let sum = s.reducing_state::<i64>("r", None, |a, b| a + b).unwrap();
+        for key in ["a", "b"] {
+            set_key(&mut s, key);
+            assert_eq!(value.get(&mut s, b"").unwrap(), None, "{name}");
+            value.update(&mut s, b"", &7).unwrap();
+            value.update(&mut s, b"ns2", &9).unwrap();
+            list.add(&mut s, b"", &format!("{key}1")).unwrap();
+            list.add(&mut s, b"", &format!("{key}2")).unwrap();
+            map.put(&mut s, b"", &"x".to_string(), &1).unwrap();
+            map.put(&mut s, b"", &"y".to_string(), &2).unwrap();
+            map.remove(&mut s, b"", &"x".to_string()).unwrap();
+            sum.add(&mut s, b"", 5).unwrap();
+            sum.add(&mut s, b"", 6).unwrap();
+        }
+        set_key(&mut s, "a");
+        assert_eq!(value.get(&mut s, b"").unwrap(), Some(7), "{name}");
+        assert_eq!(value.get(&mut s, b"ns2").unwrap(), Some(9), "{name}");
+        assert_eq!(list.get(&mut s, b"").unwrap(), vec!["a1", "a2"], "{name}");
+        assert_eq!(
+            map.entries(&mut s, b"").unwrap(),
+            vec![("y".to_string(), 2)],
+            "{name}"
+        );
+        assert_eq!(
+            map.get(&mut s, b"", &"x".to_string()).unwrap(),
+            None,
+            "{name}"
+        );
+        assert_eq!(sum.get(&mut s, b"").unwrap(), Some(11), "{name}");
+        value.clear(&mut s, b"").unwrap();
+        map.clear(&mut s, b"").unwrap();
+        list.clear(&mut s, b"").unwrap();
+        assert_eq!(value.get(&mut s, b"").unwrap(), None, "{name}");
+        assert!(map.entries(&mut s, b"").unwrap().is_empty(), "{name}");
+        assert!(list.get(&mut s, b"").unwrap().is_empty(), "{name}");
+        set_key(&mut s, "b");
+        assert_eq!(
+            list.get(&mut s, b"").unwrap(),
+            vec!["b1", "b2"],
+            "{name}: other keys untouched"
+        );
+    }
+}
+
+#[test]
+fn ttl_never_returns_expired_values_and_writes_restart_it() {
+    for (name, backend) in backends(full()).list {
+        let (now, clock) = manual_clock();
+        let mut s = KeyedStateStore::new(backend, clock);
+        let ttl = Some(StateTtl { ttl_ms: 100 });
+        let value = s.value_state::<u64>("v", ttl).unwrap();
+        let list = s.list_state::<u64>("l", ttl).unwrap();
+        let map = s.map_state::<u64, u64>("m", ttl).unwrap();
+        set_key(&mut s, "k");
+        value.update(&mut s, b"", &1).unwrap();
+        list.add(&mut s, b"", &1).unwrap();
+        map.put(&mut s, b"", &1, &1).unwrap();
+        now.store(1_050, Ordering::SeqCst);
+        list.add(&mut s, b"", &2).unwrap();
+        value.update(&mut s, b"", &2).unwrap();
+        now.store(1_120, Ordering::SeqCst);
+        assert_eq!(
+            value.get(&mut s, b"").unwrap(),
+            Some(2),
+            "{name}: write restarted the ttl"
+        );
+        assert_eq!(
+            list.get(&mut s, b"").unwrap(),
+            vec![2],
+            "{name}: first element expired"
+        );
+        assert_eq!(
+            map.get(&mut s, b"", &1).unwrap(),
+            None,
+            "{name}: map value expired"
+        );
+        now.store(1_200, Ordering::SeqCst);
+        assert_eq!(value.get(&mut s, b"").unwrap(), None, "{name}");
+    }
+}
+
+struct Count;
+impl AggregateFunction for Count {
+    type In = u32;
+    type Acc = u64;
+    type Out = u64;
+    fn create_accumulator(&self) -> u64 {
+        0
+    }
+    fn add(&self, _: &u32, acc: &mut u64) {
+        *acc += 1;
+    }
+    fn get_result(&self, acc: &u64) -> u64 {
+        *acc
+    }
+}
+
+fn fill(backend: Box<dyn KeyedStateBackend>, keys: &[String]) -> KeyedSnapshot {
+    let (_now, clock) = manual_clock();
+    let mut s = KeyedStateStore::new(backend, clock);
+    let agg = s.aggregating_state("agg", None, Arc::new(Count)).unwrap();
+    let map = s.map_state::<String, String>("m", None).unwrap();
+    for (i, k) in keys.iter().enumerate() {
+        set_key(&mut s, k);
+        for _ in 0..=(i % 3) {
+            agg.add(&mut s, b"w", &0).unwrap();
+        }
+        map.put(&mut s, b"", &"k".to_string(), k).unwrap();
+    }
+    s.backend().snapshot().unwrap()
+}
+
+fn section(s: &KeyedSnapshot) -> SnapshotSection<'_> {
+    SnapshotSection {
+        bytes: &s.bytes,
+        range: s.range,
+        key_group_offsets: &s.key_group_offsets,
+        states: &s.states,
+    }
+}
+
+#[test]
+fn snapshots_are_canonical_and_restore_across_backends_and_ranges() {
+    let keys: Vec<String> = (0..200).map(|i| format!("key-{i}")).collect();
+    let snaps: Vec<KeyedSnapshot> = backends(full())
+        .list
+        .into_iter()
+        .map(|(_, b)| fill(b, &keys))
+        .collect();
+    // Same entries, possibly in another order within a key group: compare entry sets.
+    assert_eq!(snaps[0].entries, snaps[1].entries);
+    assert_eq!(snaps[0].bytes.len(), snaps[1].bytes.len());
+    assert_eq!(
+        snaps[0].key_group_offsets, snaps[1].key_group_offsets,
+        "same bytes per key group"
+    );
+
+    // Rescale: restore each snapshot into 3 subtasks of either backend; every key is found
+    // exactly in the subtask that owns its key group.
+    for snap in &snaps {
+        for sub in 0..3 {
+            let range = key_group_range(sub, M, 3);
+            for (name, mut backend) in backends(range).list {
+                backend
+                    .restore(&KeyedStateInput {
+                        range,
+                        sections: vec![section(snap)],
+                    })
+                    .unwrap();
+                let (_now, clock) = manual_clock();
+                let mut s = KeyedStateStore::new(backend, clock);
+                let agg = s.aggregating_state("agg", None, Arc::new(Count)).unwrap();
+                let map = s.map_state::<String, String>("m", None).unwrap();
+                for (i, k) in keys.iter().enumerate() {
+                    if !range.contains(key_group_for_bytes(k.as_bytes(), M)) {
+                        continue;
+                    }
+                    set_key(&mut s, k);
+                    assert_eq!(
+                        agg.get(&mut s, b"w").unwrap(),
+                        Some((i % 3) as u64 + 1),
+                        "{name} {k}"
+                    );
+                    assert_eq!(
+                        map.get(&mut s, b"", &"k".to_string()).unwrap().as_deref(),
+                        Some(k.as_str())
+                    );
+                }
+                let restored = s.backend().snapshot().unwrap();
+                let owned = keys
+                    .iter()
+                    .filter(|k| range.contains(key_group_for_bytes(k.as_bytes(), M)))
+                    .count();
+                assert_eq!(
+                    restored.entries,
+                    2 * owned as u64,
+                    "{name}: only owned key groups restored"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_state_restored_with_another_kind_is_refused() {
+    let snap = fill(Box::new(HeapBackend::new(full())), &["a".to_string()]);
+    let mut backend = HeapBackend::new(full());
+    backend
+        .restore(&KeyedStateInput {
+            range: full(),
+            sections: vec![section(&snap)],
+        })
+        .unwrap();
+    let (_now, clock) = manual_clock();
+    let mut s = KeyedStateStore::new(Box::new(backend), clock);
+    let err = s
+        .value_state::<u64>("agg", None)
+        .err()
+        .expect("kind mismatch");
+    assert!(err.to_string().contains("agg"), "{err}");
+}
