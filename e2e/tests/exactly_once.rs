@@ -99,3 +99,40 @@ fn sigkill_at_random_points_then_resume_gives_exactly_once_output() {
         "killed-and-resumed output differs from the uninterrupted run"
     );
 }
+
+#[test]
+fn resuming_with_another_parallelism_redistributes_key_groups() {
+    let job = example_job(|d| {
+        d["spec"]["checkpointing"]["interval"] = "200ms".into();
+        d["spec"]["job"]["args"]["maxRecordsPerSecond"] = "100000".into();
+    });
+    let set_parallelism = |p: i64| {
+        let mut doc: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&job.manifest).unwrap()).unwrap();
+        doc["spec"]["job"]["parallelism"] = p.into();
+        std::fs::write(&job.manifest, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    };
+    // 2 subtasks, killed; then 3 (not a multiple), killed; then 1 to the end.
+    for p in [2, 3] {
+        set_parallelism(p);
+        let before = job.complete_checkpoints().last().copied();
+        let (mut child, _lines) = job.spawn();
+        let start = Instant::now();
+        while job.complete_checkpoints().last().copied() <= before.map(|b| b + 1)
+            && start.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        assert!(
+            job.complete_checkpoints().last().copied() > before,
+            "parallelism {p}: no checkpoint completed"
+        );
+    }
+    set_parallelism(1);
+    let out = job.run(&[]);
+    assert_success(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("restoring from checkpoint"));
+    assert_eq!(job.output_lines(), reference_retail_revenue());
+}

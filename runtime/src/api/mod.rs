@@ -14,7 +14,7 @@ pub use context::{OperatorStateMap, TaskContext};
 pub use error::TaskError;
 pub use functions::AggregateFunction;
 pub use key::{Key, KeyDecodeError};
-pub(crate) use stream::Instantiation;
+pub(crate) use stream::{Instantiation, TaskSpec};
 pub use stream::{
     JobGraph, KeyedRecord, KeyedStream, Sink, Source, SourceReader, Stream, TimeWindow,
     WatermarkStrategy, WindowResult, WindowedStream,

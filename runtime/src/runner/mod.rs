@@ -1,0 +1,231 @@
+//! `weir run`: runs a job in this process. One thread per task; the calling thread is the
+//! checkpoint coordinator ([`coordinator`]) and prints progress.
+//!
+//! The run: lock the job's local directory, prepare checkpoint storage (`--fresh`, remove
+//! incomplete checkpoints, find the latest restorable one and check it fits the job),
+//! instantiate the job graph with its restore plan, start the tasks, coordinate checkpoints
+//! until the input ends, and report a [`RunSummary`].
+
+mod coordinator;
+mod local_dir;
+mod summary;
+mod tasks;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+use weir_crds::{LoadedManifest, StorageLocation};
+
+use crate::api::{Instantiation, JobGraph, TaskContext, TaskError};
+use crate::checkpoint::restore::list_checkpoint_ids;
+use crate::checkpoint::{find_latest_checkpoint, RestorePlan};
+use crate::metrics::JobMetrics;
+use crate::state::key_group::key_group_range;
+use crate::state::typed::system_clock;
+use crate::storage::paths::JobPaths;
+use crate::storage::{CheckpointStorage, LocalStorage, StorageError};
+use coordinator::{CheckpointStats, Coordinator};
+pub use summary::{peak_rss_bytes, RunSummary};
+use tasks::RunningTasks;
+
+/// Options of a local run besides the manifest.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Discard the job's checkpoints and start from the beginning of the input.
+    pub fresh: bool,
+    /// Directory for RocksDB working files (default: the system temp directory); the run
+    /// uses `<dir>/weir-<job>/` and deletes it at start and end.
+    pub local_state_dir: Option<PathBuf>,
+    /// Seconds between progress lines (0 = none).
+    pub progress_interval: Duration,
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Checkpoint storage failed before the job could start.
+    #[error("checkpoint storage")]
+    Storage(#[from] StorageError),
+    /// The local working directory cannot be prepared.
+    #[error("prepare local state directory {path}")]
+    LocalDir {
+        /// The directory or lock file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another run of the same job on the same storage holds the lock.
+    #[error("another `weir run` of job {job} with checkpoint storage {storage} is running")]
+    AlreadyRunning {
+        /// Job name.
+        job: String,
+        /// Storage URI of the job.
+        storage: String,
+    },
+    /// The latest checkpoint cannot restore this job.
+    #[error("cannot restore: {0}")]
+    Incompatible(String),
+    /// A task failed; the job stopped. Run again to resume from the latest checkpoint.
+    #[error("task {task} failed ({category})")]
+    Task {
+        /// `uid#subtask` of the failed task.
+        task: String,
+        /// Bounded category of the error.
+        category: &'static str,
+        /// The task's error.
+        #[source]
+        source: TaskError,
+    },
+}
+
+/// Opens the checkpoint storage a manifest names.
+pub fn open_storage(location: &StorageLocation) -> Arc<dyn CheckpointStorage> {
+    match location {
+        StorageLocation::Local(root) => Arc::new(LocalStorage::new(root.clone())),
+    }
+}
+
+/// Runs `graph` as described by `manifest` until its input ends (or a task fails).
+///
+/// # Errors
+/// [`RunError`] when storage is unreachable, another run of the job holds its lock, the
+/// latest checkpoint cannot restore the job, or a task fails.
+pub fn run_job(
+    manifest: &LoadedManifest,
+    graph: JobGraph,
+    options: &RunOptions,
+) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let spec = &manifest.spec;
+    let storage = open_storage(&spec.checkpointing.storage);
+    let paths = JobPaths::new(&manifest.name);
+    let (local_dir, _lock) =
+        local_dir::lock_local_dir(options, &manifest.name, &storage.uri(&paths.job_root()))?;
+    let restore = prepare_storage(storage.as_ref(), &paths, options.fresh)?
+        .map(|loaded| {
+            RestorePlan::new(
+                loaded,
+                graph.uids(),
+                spec.max_parallelism,
+                spec.spec.job.allow_non_restored_state,
+            )
+            .map(Arc::new)
+            .map_err(RunError::Incompatible)
+        })
+        .transpose()?;
+    match &restore {
+        Some(plan) => info!(
+            checkpoint = plan.checkpoint_id(),
+            location = plan.location(),
+            "restoring from checkpoint {}",
+            plan.checkpoint_id()
+        ),
+        None => info!("no checkpoint to restore; starting from the beginning of the input"),
+    }
+    let restored_from = restore.as_ref().map(|r| r.checkpoint_id());
+    let next_id = list_checkpoint_ids(storage.as_ref(), &paths)?
+        .last()
+        .copied()
+        .unwrap_or(0)
+        + 1;
+
+    let p = spec.parallelism;
+    let metrics = Arc::new(JobMetrics::new(p as usize));
+    let output = graph.output().map(str::to_string);
+    let mut inst = Instantiation {
+        contexts: (0..p)
+            .map(|i| TaskContext {
+                job_name: manifest.name.clone(),
+                subtask: i,
+                parallelism: p,
+                max_parallelism: spec.max_parallelism,
+                key_group_range: key_group_range(i, spec.max_parallelism, p),
+                metrics: metrics.clone(),
+                state_backend: spec.spec.state_backend,
+                local_dir: local_dir.clone(),
+                restore: restore.clone(),
+                clock: system_clock(),
+            })
+            .collect(),
+        tasks: Vec::new(),
+        mode: spec.spec.checkpointing.mode,
+        batch_size: 1024,
+        channel_capacity: 16,
+    };
+    (graph.build)(&mut inst).map_err(|source| RunError::Task {
+        task: "(instantiation)".into(),
+        category: source.category(),
+        source,
+    })?;
+    // The restored state now lives in the operators: release the loaded checkpoint.
+    drop(inst.contexts);
+    let tasks = RunningTasks::spawn(inst.tasks);
+
+    let mut coordinator = Coordinator {
+        storage: storage.as_ref(),
+        paths: &paths,
+        job: &manifest.name,
+        settings: &spec.checkpointing,
+        max_parallelism: spec.max_parallelism,
+        parallelism: p,
+        next_id,
+        task_subtasks: tasks.subtasks.clone(),
+        pending: None,
+        stats: CheckpointStats::default(),
+    };
+    let result = coordinator.run(&tasks, &metrics, options.progress_interval);
+    if result.is_ok() {
+        tasks.join();
+    }
+    let _ = std::fs::remove_dir_all(&local_dir);
+    result?;
+    let stats = coordinator.stats;
+    Ok(RunSummary::new(
+        &manifest.name,
+        restored_from,
+        &metrics,
+        &stats,
+        stats.last.map(|(id, _)| storage.uri(&paths.checkpoint(id))),
+        started.elapsed(),
+        output,
+    ))
+}
+
+/// Prepares checkpoint storage for a run: `--fresh` deletes the job's checkpoints; incomplete
+/// checkpoints (no `_metadata`), which can never complete, are deleted; returns the newest
+/// restorable checkpoint.
+fn prepare_storage(
+    storage: &dyn CheckpointStorage,
+    paths: &JobPaths,
+    fresh: bool,
+) -> Result<Option<crate::checkpoint::LoadedCheckpoint>, RunError> {
+    if fresh {
+        info!(location = %storage.uri(&paths.job_root()), "--fresh: deleting the job's checkpoints");
+        storage.delete_all(&paths.job_root())?;
+    }
+    for id in list_checkpoint_ids(storage, paths)? {
+        if storage.read(&paths.metadata(id))?.is_none() {
+            warn!(
+                checkpoint = id,
+                "checkpoint {id} has no _metadata (incomplete); it is never restored, deleting it"
+            );
+            storage.delete_all(&paths.checkpoint(id))?;
+        }
+    }
+    Ok(find_latest_checkpoint(storage, paths)?)
+}
+
+/// An error with its sources, `a: b: c`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,112 @@
+//! What a finished run reports, and the figures it is built from.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::coordinator::CheckpointStats;
+use crate::metrics::JobMetrics;
+
+/// What a finished run reports.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    /// Job name.
+    pub job: String,
+    /// Checkpoint the run restored from, if any.
+    pub restored_from: Option<u64>,
+    /// Records read by sources in this run.
+    pub records_in: u64,
+    /// Records written by sinks in this run.
+    pub records_out: u64,
+    /// Records dropped as late.
+    pub late_records: u64,
+    /// Checkpoints completed in this run.
+    pub checkpoints_completed: u64,
+    /// Checkpoints aborted (timeout, failed write) in this run.
+    pub checkpoints_failed: u64,
+    /// Id of the last completed checkpoint.
+    pub last_checkpoint: Option<u64>,
+    /// Location of the last completed checkpoint.
+    pub last_checkpoint_location: Option<String>,
+    /// Mean checkpoint duration (trigger to `_metadata`), ms.
+    pub checkpoint_duration_mean_ms: f64,
+    /// Longest checkpoint duration, ms.
+    pub checkpoint_duration_max_ms: f64,
+    /// Size of the last completed checkpoint's state files, bytes.
+    pub last_checkpoint_size_bytes: u64,
+    /// Size of the largest checkpoint of the run, bytes.
+    pub checkpoint_size_max_bytes: u64,
+    /// Wall time of the run, seconds.
+    pub elapsed_seconds: f64,
+    /// `records_in / elapsed_seconds`.
+    pub records_per_second: f64,
+    /// Peak resident memory of the process, bytes (Linux; 0 elsewhere).
+    pub peak_rss_bytes: u64,
+    /// Where the job's output went, if its sink said.
+    pub output: Option<String>,
+}
+
+impl RunSummary {
+    /// The summary of a finished run from its counters and checkpoint figures.
+    pub(super) fn new(
+        job: &str,
+        restored_from: Option<u64>,
+        metrics: &JobMetrics,
+        stats: &CheckpointStats,
+        last_checkpoint_location: Option<String>,
+        elapsed: Duration,
+        output: Option<String>,
+    ) -> Self {
+        let elapsed = elapsed.as_secs_f64();
+        let d = &stats.durations_ms;
+        RunSummary {
+            job: job.to_string(),
+            restored_from,
+            records_in: metrics.records_in(),
+            records_out: metrics.records_out(),
+            late_records: metrics.late_records(),
+            checkpoints_completed: stats.completed,
+            checkpoints_failed: stats.failed,
+            last_checkpoint: stats.last.map(|(id, _)| id),
+            last_checkpoint_location,
+            checkpoint_duration_mean_ms: if d.is_empty() {
+                0.0
+            } else {
+                d.iter().sum::<f64>() / d.len() as f64
+            },
+            checkpoint_duration_max_ms: d.iter().copied().fold(0.0, f64::max),
+            last_checkpoint_size_bytes: stats.last.map(|(_, s)| s).unwrap_or(0),
+            checkpoint_size_max_bytes: stats.max_size,
+            elapsed_seconds: elapsed,
+            records_per_second: metrics.records_in() as f64 / elapsed.max(1e-9),
+            peak_rss_bytes: peak_rss_bytes(),
+            output,
+        }
+    }
+}
+
+/// Formats a watermark (ms since the epoch) for the progress line.
+pub(super) fn format_watermark(w: i64) -> String {
+    match w {
+        i64::MIN => "none".into(),
+        i64::MAX => "end of input".into(),
+        w => chrono::DateTime::from_timestamp_millis(w)
+            .map(|d| d.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+            .unwrap_or_else(|| w.to_string()),
+    }
+}
+
+/// Peak resident set size of this process in bytes, from `/proc/self/status` (`VmHWM`).
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
