@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use weir_e2e::{assert_success, example_job, reference_retail_revenue};
 
 /// Records per second per source subtask: slow enough that kills land mid-run.
-const RATE: &str = "120000";
+const RATE: &str = "60000";
 
 #[test]
 fn sigkill_at_random_points_then_resume_gives_exactly_once_output() {

@@ -153,13 +153,6 @@ pub struct Stream<T> {
     uids: Vec<String>,
 }
 
-fn chain<T, U: 'static>(
-    downs: Vec<Box<dyn Collector<U>>>,
-    wrap: impl Fn(Box<dyn Collector<U>>) -> Box<dyn Collector<T>>,
-) -> Vec<Box<dyn Collector<T>>> {
-    downs.into_iter().map(wrap).collect()
-}
-
 impl<T: Send + 'static> Stream<T> {
     /// A stream read from `source`, with event time assigned by `watermarks`. The source's
     /// positions are operator state of `uid`.
@@ -199,34 +192,29 @@ impl<T: Send + 'static> Stream<T> {
         }
     }
 
-    /// Applies `f` to every record.
-    pub fn map<U: Send + 'static>(self, f: impl Fn(T) -> U + Send + Sync + 'static) -> Stream<U> {
-        let f = Arc::new(f);
+    /// Appends a chained operator: `wrap` puts it in front of the next operator of each
+    /// subtask.
+    fn chain<U: 'static>(
+        self,
+        wrap: impl Fn(Box<dyn Collector<U>>) -> Box<dyn Collector<T>> + 'static,
+    ) -> Stream<U> {
         let up = self.build;
         Stream {
             uids: self.uids,
-            build: Box::new(move |inst, downs| {
-                up(
-                    inst,
-                    chain(downs, |next| Box::new(Map { f: f.clone(), next })),
-                )
-            }),
+            build: Box::new(move |inst, downs| up(inst, downs.into_iter().map(&wrap).collect())),
         }
+    }
+
+    /// Applies `f` to every record.
+    pub fn map<U: Send + 'static>(self, f: impl Fn(T) -> U + Send + Sync + 'static) -> Stream<U> {
+        let f = Arc::new(f);
+        self.chain(move |next| Box::new(Map { f: f.clone(), next }))
     }
 
     /// Keeps the records for which `f` is true.
     pub fn filter(self, f: impl Fn(&T) -> bool + Send + Sync + 'static) -> Stream<T> {
         let f = Arc::new(f);
-        let up = self.build;
-        Stream {
-            uids: self.uids,
-            build: Box::new(move |inst, downs| {
-                up(
-                    inst,
-                    chain(downs, |next| Box::new(Filter { f: f.clone(), next })),
-                )
-            }),
-        }
+        self.chain(move |next| Box::new(Filter { f: f.clone(), next }))
     }
 
     /// Replaces every record by the records `f` returns for it.
@@ -235,16 +223,7 @@ impl<T: Send + 'static> Stream<T> {
         f: impl Fn(T) -> I + Send + Sync + 'static,
     ) -> Stream<U> {
         let f = Arc::new(f);
-        let up = self.build;
-        Stream {
-            uids: self.uids,
-            build: Box::new(move |inst, downs| {
-                up(
-                    inst,
-                    chain(downs, |next| Box::new(FlatMap { f: f.clone(), next })),
-                )
-            }),
-        }
+        self.chain(move |next| Box::new(FlatMap { f: f.clone(), next }))
     }
 
     /// Partitions the stream by the key `selector` returns: records with equal keys meet in

@@ -7,7 +7,7 @@ use ahash::AHashMap;
 
 use super::snapshot::SnapshotWriter;
 use super::{
-    encode_composite, KeyGroup, KeyGroupRange, KeyRef, KeyVisitor, KeyedSnapshot,
+    encode_composite, find_registered, KeyGroup, KeyGroupRange, KeyRef, KeyVisitor, KeyedSnapshot,
     KeyedStateBackend, KeyedStateInput, MapEntries, StateError, StateId, StateInfo,
 };
 
@@ -47,39 +47,45 @@ impl HeapBackend {
         (kg.0 - self.range.start) as usize
     }
 
-    fn composite(&mut self, key: &[u8], ns: &[u8]) {
+    /// The value map of `state` for `key`'s key group, and `key`'s composite with `ns`.
+    fn values(&mut self, state: StateId, key: KeyRef<'_>, ns: &[u8]) -> (&mut Values, &[u8]) {
+        let slot = self.slot(key.key_group);
         self.scratch.clear();
-        encode_composite(key, ns, &mut self.scratch);
-    }
-
-    fn values(&mut self, state: StateId, kg: KeyGroup) -> &mut Values {
-        let slot = self.slot(kg);
+        encode_composite(key.key, ns, &mut self.scratch);
         match &mut self.stores[state.0] {
-            Store::Values(v) => &mut v[slot],
+            Store::Values(v) => (&mut v[slot], &self.scratch),
             Store::Maps(_) => panic!("invariant: value operation on a map state"),
         }
     }
 
-    fn maps(&mut self, state: StateId, kg: KeyGroup) -> &mut Maps {
-        let slot = self.slot(kg);
+    /// The map-state map of `state` for `key`'s key group, and `key`'s composite with `ns`.
+    fn maps(&mut self, state: StateId, key: KeyRef<'_>, ns: &[u8]) -> (&mut Maps, &[u8]) {
+        let slot = self.slot(key.key_group);
+        self.scratch.clear();
+        encode_composite(key.key, ns, &mut self.scratch);
         match &mut self.stores[state.0] {
-            Store::Maps(v) => &mut v[slot],
+            Store::Maps(v) => (&mut v[slot], &self.scratch),
             Store::Values(_) => panic!("invariant: map operation on a value state"),
         }
     }
 }
 
+/// Copies `value` into `out`; false when there is none.
+fn copy_out(value: Option<&Vec<u8>>, out: &mut Vec<u8>) -> bool {
+    match value {
+        Some(v) => {
+            out.clear();
+            out.extend_from_slice(v);
+            true
+        }
+        None => false,
+    }
+}
+
 impl KeyedStateBackend for HeapBackend {
     fn register(&mut self, info: &StateInfo) -> Result<StateId, StateError> {
-        if let Some(i) = self.states.iter().position(|s| s.name == info.name) {
-            if self.states[i].kind != info.kind {
-                return Err(StateError::KindMismatch {
-                    name: info.name.clone(),
-                    restored: self.states[i].kind,
-                    registered: info.kind,
-                });
-            }
-            return Ok(StateId(i));
+        if let Some(id) = find_registered(&self.states, info)? {
+            return Ok(id);
         }
         let n = self.range.len();
         self.stores.push(if info.kind.is_map() {
@@ -98,18 +104,8 @@ impl KeyedStateBackend for HeapBackend {
         ns: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<bool, StateError> {
-        self.composite(key.key, ns);
-        let scratch = std::mem::take(&mut self.scratch);
-        let found = match self.values(state, key.key_group).get(scratch.as_slice()) {
-            Some(v) => {
-                out.clear();
-                out.extend_from_slice(v);
-                true
-            }
-            None => false,
-        };
-        self.scratch = scratch;
-        Ok(found)
+        let (map, c) = self.values(state, key, ns);
+        Ok(copy_out(map.get(c), out))
     }
 
     fn put(
@@ -119,35 +115,27 @@ impl KeyedStateBackend for HeapBackend {
         ns: &[u8],
         value: &[u8],
     ) -> Result<(), StateError> {
-        self.composite(key.key, ns);
-        let scratch = std::mem::take(&mut self.scratch);
-        let map = self.values(state, key.key_group);
-        match map.get_mut(scratch.as_slice()) {
+        let (map, c) = self.values(state, key, ns);
+        match map.get_mut(c) {
             Some(v) => {
                 v.clear();
                 v.extend_from_slice(value);
             }
             None => {
-                map.insert(scratch.clone(), value.to_vec());
+                map.insert(c.to_vec(), value.to_vec());
             }
         }
-        self.scratch = scratch;
         Ok(())
     }
 
     fn remove(&mut self, state: StateId, key: KeyRef<'_>, ns: &[u8]) -> Result<(), StateError> {
-        self.composite(key.key, ns);
-        let scratch = std::mem::take(&mut self.scratch);
-        let slot = self.slot(key.key_group);
-        match &mut self.stores[state.0] {
-            Store::Values(v) => {
-                v[slot].remove(scratch.as_slice());
-            }
-            Store::Maps(m) => {
-                m[slot].remove(scratch.as_slice());
-            }
+        if self.states[state.0].kind.is_map() {
+            let (maps, c) = self.maps(state, key, ns);
+            maps.remove(c);
+        } else {
+            let (map, c) = self.values(state, key, ns);
+            map.remove(c);
         }
-        self.scratch = scratch;
         Ok(())
     }
 
@@ -159,22 +147,8 @@ impl KeyedStateBackend for HeapBackend {
         user_key: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<bool, StateError> {
-        self.composite(key.key, ns);
-        let scratch = std::mem::take(&mut self.scratch);
-        let found = match self
-            .maps(state, key.key_group)
-            .get(scratch.as_slice())
-            .and_then(|m| m.get(user_key))
-        {
-            Some(v) => {
-                out.clear();
-                out.extend_from_slice(v);
-                true
-            }
-            None => false,
-        };
-        self.scratch = scratch;
-        Ok(found)
+        let (maps, c) = self.maps(state, key, ns);
+        Ok(copy_out(maps.get(c).and_then(|m| m.get(user_key)), out))
     }
 
     fn map_put(
@@ -185,15 +159,12 @@ impl KeyedStateBackend for HeapBackend {
         user_key: &[u8],
         value: &[u8],
     ) -> Result<(), StateError> {
-        self.composite(key.key, ns);
-        let scratch = std::mem::take(&mut self.scratch);
-        let maps = self.maps(state, key.key_group);
-        let m = match maps.get_mut(scratch.as_slice()) {
+        let (maps, c) = self.maps(state, key, ns);
+        let m = match maps.get_mut(c) {
             Some(m) => m,
-            None => maps.entry(scratch.clone()).or_default(),
+            None => maps.entry(c.to_vec()).or_default(),
         };
         m.insert(user_key.to_vec(), value.to_vec());
-        self.scratch = scratch;
         Ok(())
     }
 
@@ -204,16 +175,13 @@ impl KeyedStateBackend for HeapBackend {
         ns: &[u8],
         user_key: &[u8],
     ) -> Result<(), StateError> {
-        self.composite(key.key, ns);
-        let scratch = std::mem::take(&mut self.scratch);
-        let maps = self.maps(state, key.key_group);
-        if let Some(m) = maps.get_mut(scratch.as_slice()) {
+        let (maps, c) = self.maps(state, key, ns);
+        if let Some(m) = maps.get_mut(c) {
             m.remove(user_key);
             if m.is_empty() {
-                maps.remove(scratch.as_slice());
+                maps.remove(c);
             }
         }
-        self.scratch = scratch;
         Ok(())
     }
 
@@ -223,15 +191,11 @@ impl KeyedStateBackend for HeapBackend {
         key: KeyRef<'_>,
         ns: &[u8],
     ) -> Result<MapEntries, StateError> {
-        self.composite(key.key, ns);
-        let scratch = std::mem::take(&mut self.scratch);
-        let entries = self
-            .maps(state, key.key_group)
-            .get(scratch.as_slice())
+        let (maps, c) = self.maps(state, key, ns);
+        Ok(maps
+            .get(c)
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
-        self.scratch = scratch;
-        Ok(entries)
+            .unwrap_or_default())
     }
 
     fn for_each_key(&mut self, state: StateId, f: KeyVisitor<'_>) -> Result<(), StateError> {

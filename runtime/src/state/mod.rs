@@ -187,6 +187,25 @@ pub trait KeyedStateBackend: Send {
     fn restore(&mut self, input: &KeyedStateInput<'_>) -> Result<(), StateError>;
 }
 
+/// The id of an already registered state named like `info`, if any.
+///
+/// # Errors
+/// [`StateError::KindMismatch`] when it was registered (or restored) with another kind.
+pub(crate) fn find_registered(
+    states: &[StateInfo],
+    info: &StateInfo,
+) -> Result<Option<StateId>, StateError> {
+    match states.iter().position(|s| s.name == info.name) {
+        Some(i) if states[i].kind != info.kind => Err(StateError::KindMismatch {
+            name: info.name.clone(),
+            restored: states[i].kind,
+            registered: info.kind,
+        }),
+        Some(i) => Ok(Some(StateId(i))),
+        None => Ok(None),
+    }
+}
+
 /// Encodes (key, namespace) as `u32 BE key length | key | u32 BE namespace length | namespace`:
 /// self-delimiting, so a map user key may follow.
 pub(crate) fn encode_composite(key: &[u8], ns: &[u8], out: &mut Vec<u8>) {

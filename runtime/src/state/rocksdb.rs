@@ -14,8 +14,9 @@ use rocksdb::{
 
 use super::snapshot::SnapshotWriter;
 use super::{
-    encode_composite, split_composite, KeyGroup, KeyGroupRange, KeyRef, KeyVisitor, KeyedSnapshot,
-    KeyedStateBackend, KeyedStateInput, MapEntries, StateError, StateId, StateInfo,
+    encode_composite, find_registered, split_composite, KeyGroup, KeyGroupRange, KeyRef,
+    KeyVisitor, KeyedSnapshot, KeyedStateBackend, KeyedStateInput, MapEntries, StateError, StateId,
+    StateInfo,
 };
 
 /// Keyed state of one subtask in a local RocksDB instance.
@@ -172,15 +173,8 @@ impl Drop for RemoveOnDrop {
 
 impl KeyedStateBackend for RocksDbBackend {
     fn register(&mut self, info: &StateInfo) -> Result<StateId, StateError> {
-        if let Some(i) = self.states.iter().position(|s| s.name == info.name) {
-            if self.states[i].kind != info.kind {
-                return Err(StateError::KindMismatch {
-                    name: info.name.clone(),
-                    restored: self.states[i].kind,
-                    registered: info.kind,
-                });
-            }
-            return Ok(StateId(i));
+        if let Some(id) = find_registered(&self.states, info)? {
+            return Ok(id);
         }
         self.db
             .create_cf(&info.name, &self.cf_opts)
