@@ -15,11 +15,12 @@ mod validate;
 pub use duration::{parse_duration, DurationError};
 pub use load::{load_manifest, LoadedManifest, ManifestError};
 pub use spec::{
-    CheckpointingMode, CheckpointingSpec, ImagePullPolicy, JobSpec, JobState, StateBackend,
-    StreamJob, StreamJobSpec, UpgradeMode, DEFAULT_MAX_PARALLELISM, MAX_MAX_PARALLELISM,
+    CheckpointingMode, CheckpointingSpec, ImagePullPolicy, JobSpec, JobState, S3Spec,
+    SecretCredentials, StateBackend, StreamJob, StreamJobSpec, UpgradeMode,
+    DEFAULT_MAX_PARALLELISM, MAX_MAX_PARALLELISM,
 };
 pub use status::{CheckpointInfo, JobStatus, LifecycleState, StreamJobStatus};
-pub use storage::{StorageLocation, SUPPORTED_STORAGE_SCHEMES};
+pub use storage::{S3Location, StorageLocation, SUPPORTED_STORAGE_SCHEMES};
 pub use validate::{validate_spec, CheckpointSettings, FieldError, ValidatedSpec};
 
 /// The generated CustomResourceDefinition as YAML, exactly as `crdgen` prints it and as

@@ -161,9 +161,57 @@ pub struct CheckpointingSpec {
     /// Number of newest complete checkpoints kept; older ones are deleted. At least 1.
     #[serde(default = "default_retained")]
     pub retained: i32,
-    /// Where checkpoints are written: `file:///absolute/dir`. The job's files go under
-    /// `<storage>/<job name>/`.
+    /// Where checkpoints are written: `s3://bucket/prefix` or `file:///absolute/dir`. The
+    /// job's files go under `<storage>/<job name>/`.
     pub storage: String,
+    /// Settings of `s3://` storage (endpoint, region, addressing, credentials).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Spec>,
+}
+
+/// Settings of `s3://` checkpoint storage.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct S3Spec {
+    /// Endpoint URL of an S3-compatible store (MinIO, Garage, Ceph), for example
+    /// `http://minio.storage:9000`. Omit for AWS S3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Region, for example `eu-west-1`. Default: the environment's (`AWS_REGION`), else
+    /// `us-east-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Path-style addressing (`<endpoint>/<bucket>/<key>`), which most S3-compatible stores
+    /// need. Default false (virtual-hosted style, as AWS S3).
+    #[serde(default)]
+    pub path_style: bool,
+    /// Credentials from a Secret in the job's namespace, handed to the job's pods as
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`. Without it the standard AWS chain
+    /// applies: environment, profile, web identity (IRSA), instance metadata. `weir run`
+    /// always uses the standard chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<SecretCredentials>,
+}
+
+/// A Secret holding S3 credentials.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretCredentials {
+    /// Name of the Secret.
+    pub name: String,
+    /// Key of the access key id in the Secret.
+    #[serde(default = "default_access_key_id_key")]
+    pub access_key_id_key: String,
+    /// Key of the secret access key in the Secret.
+    #[serde(default = "default_secret_access_key_key")]
+    pub secret_access_key_key: String,
+}
+
+fn default_access_key_id_key() -> String {
+    "AWS_ACCESS_KEY_ID".into()
+}
+fn default_secret_access_key_key() -> String {
+    "AWS_SECRET_ACCESS_KEY".into()
 }
 
 /// Checkpointing guarantee.

@@ -103,7 +103,13 @@ pub fn validate_spec(spec: &StreamJobSpec) -> Result<ValidatedSpec, Vec<FieldErr
             format!("must be at least 1 (got {})", c.retained),
         );
     }
-    let storage = match StorageLocation::parse(&c.storage) {
+    if c.s3.is_some() && !c.storage.starts_with("s3://") {
+        err(
+            "spec.checkpointing.s3",
+            "only applies to s3:// storage; remove it or use an s3:// storage URI".into(),
+        );
+    }
+    let storage = match StorageLocation::parse_with(&c.storage, c.s3.as_ref()) {
         Ok(s) => Some(s),
         Err(message) => {
             err("spec.checkpointing.storage", message);

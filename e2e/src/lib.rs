@@ -2,10 +2,13 @@
 //! data, write manifests derived from the example, run and kill real `weir` processes, and
 //! read the committed output of a job.
 
+pub mod s3;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 /// The `weir` binary built by the same `cargo test` run (next to the test executable's
 /// `deps/` directory), or `$WEIR_BIN`.
@@ -65,6 +68,8 @@ pub struct TestJob {
     pub storage: PathBuf,
     /// Job name.
     pub name: String,
+    /// Extra environment of the `weir` processes (S3 credentials).
+    pub env: Vec<(String, String)>,
 }
 
 /// The example manifest with its input pointed at the shared data and its output and
@@ -92,7 +97,70 @@ pub fn example_job(edit: impl FnOnce(&mut serde_yaml::Value)) -> TestJob {
         output,
         storage,
         name,
+        env: Vec::new(),
     }
+}
+
+/// [`example_job`] with its checkpoints in `server`'s bucket under the job's own prefix.
+pub fn example_job_on_s3(
+    server: &s3::S3Server,
+    prefix: &str,
+    edit: impl FnOnce(&mut serde_yaml::Value),
+) -> TestJob {
+    let endpoint = server.endpoint();
+    let storage = format!("s3://{}/{prefix}", server.bucket);
+    let mut job = example_job(|d| {
+        d["spec"]["checkpointing"]["storage"] = storage.into();
+        let mut s3 = serde_yaml::Mapping::new();
+        s3.insert("endpoint".into(), endpoint.into());
+        s3.insert("pathStyle".into(), true.into());
+        d["spec"]["checkpointing"]["s3"] = s3.into();
+        edit(d);
+    });
+    job.storage = server.root.path().join(&server.bucket).join(prefix);
+    job.env = server.env();
+    job
+}
+
+/// How a series of killed runs went.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Kills {
+    /// Runs killed with SIGKILL.
+    pub total: usize,
+    /// Of those, killed right after a checkpoint was triggered.
+    pub during_checkpoint: usize,
+}
+
+/// Runs `job` `rounds` times, killing each run with SIGKILL: even rounds right after a
+/// checkpoint trigger at least 300 ms into the run, odd rounds at a random time between
+/// 300 ms and 1.5 s. The schedule derives from `seed`.
+pub fn kill_at_random_points(job: &TestJob, rounds: usize, seed: u64) -> Kills {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut kills = Kills::default();
+    for round in 0..rounds {
+        let (mut child, lines) = job.spawn();
+        let during_checkpoint = round % 2 == 0;
+        let deadline = Instant::now() + Duration::from_millis(rng.u64(300..1500));
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            let line = lines.recv_timeout(Duration::from_millis(5));
+            let due = Instant::now() >= deadline;
+            let hit = match line {
+                Ok(l) => during_checkpoint && due && l.contains("triggering checkpoint"),
+                Err(_) => !during_checkpoint && due,
+            } || (!during_checkpoint && due);
+            if hit {
+                child.kill().expect("SIGKILL");
+                kills.total += 1;
+                kills.during_checkpoint += during_checkpoint as usize;
+                break;
+            }
+        }
+        let _ = child.wait();
+    }
+    kills
 }
 
 impl TestJob {
@@ -103,6 +171,7 @@ impl TestJob {
             .arg(&self.manifest)
             .args(["--progress-interval", "0s"])
             .args(extra)
+            .envs(self.env.iter().cloned())
             .output()
             .expect("spawn weir")
     }
@@ -113,6 +182,7 @@ impl TestJob {
             .arg("run")
             .arg(&self.manifest)
             .args(["--progress-interval", "0s"])
+            .envs(self.env.iter().cloned())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

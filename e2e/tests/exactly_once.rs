@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use weir_e2e::{assert_success, example_job, reference_retail_revenue};
+use weir_e2e::{assert_success, example_job, kill_at_random_points, reference_retail_revenue};
 
 /// Records per second per source subtask: slow enough that kills land mid-run.
 const RATE: &str = "60000";
@@ -37,52 +37,17 @@ fn sigkill_at_random_points_then_resume_gives_exactly_once_output() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| fastrand::u64(..));
     eprintln!("kill schedule seed: {seed} (set WEIR_TEST_SEED to replay)");
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let mut kills = 0;
-    let mut kills_in_checkpoint = 0;
-    for round in 0..6 {
-        let (mut child, lines) = job.spawn();
-        // Even rounds: kill right after a checkpoint is triggered (barriers in flight, state
-        // files being written). Odd rounds: kill at a random time.
-        let during_checkpoint = round % 2 == 0;
-        let deadline = Instant::now() + Duration::from_millis(rng.u64(300..1500));
-        let mut killed = false;
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            match lines.recv_timeout(Duration::from_millis(5)) {
-                Ok(l)
-                    if during_checkpoint
-                        && l.contains("triggering checkpoint")
-                        && Instant::now() >= deadline =>
-                {
-                    child.kill().expect("SIGKILL");
-                    killed = true;
-                    kills_in_checkpoint += 1;
-                    break;
-                }
-                _ if !during_checkpoint && Instant::now() >= deadline => {
-                    child.kill().expect("SIGKILL");
-                    killed = true;
-                    break;
-                }
-                _ => {}
-            }
-        }
-        let _ = child.wait();
-        if killed {
-            kills += 1;
-        }
-    }
-    eprintln!("{kills} kills, {kills_in_checkpoint} right after a checkpoint trigger");
+    let kills = kill_at_random_points(&job, 6, seed);
+    eprintln!("{kills:?}");
     assert!(
-        kills >= 5,
-        "only {kills} kills landed before the job finished"
+        kills.total >= 5,
+        "only {} kills landed before the job finished",
+        kills.total
     );
     assert!(
-        kills_in_checkpoint >= 2,
-        "only {kills_in_checkpoint} kills during a checkpoint"
+        kills.during_checkpoint >= 2,
+        "only {} kills during a checkpoint",
+        kills.during_checkpoint
     );
 
     let last = job.run(&[]);

@@ -160,6 +160,14 @@ fn print_summary(s: &RunSummary) {
         s.last_checkpoint_location.as_deref().unwrap_or("none")
     );
     println!(
+        "  storage:        {} requests, {} bytes written, {} bytes read; last checkpoint {} requests, {} bytes written",
+        s.storage.requests,
+        s.storage.bytes_written,
+        s.storage.bytes_read,
+        s.last_checkpoint_storage.requests,
+        s.last_checkpoint_storage.bytes_written
+    );
+    println!(
         "  throughput:     {:.0} records/s over {:.2} s; peak memory {} MiB",
         s.records_per_second,
         s.elapsed_seconds,

@@ -18,7 +18,7 @@ use crate::checkpoint::metadata::{KeyedStateFile, SubtaskMetadata};
 use crate::checkpoint::restore::list_checkpoint_ids;
 use crate::metrics::JobMetrics;
 use crate::storage::paths::{state_file_name, JobPaths};
-use crate::storage::CheckpointStorage;
+use crate::storage::{CheckpointStorage, StorageStats};
 use crate::task::{Control, TaskEvent};
 
 /// Figures of the checkpoints of one run.
@@ -31,6 +31,9 @@ pub(super) struct CheckpointStats {
     pub max_size: u64,
     /// Last completed checkpoint: (id, state bytes).
     pub last: Option<(u64, u64)>,
+    /// Storage requests and bytes of the last completed checkpoint (trigger to `_metadata`,
+    /// retention included).
+    pub last_storage: StorageStats,
 }
 
 /// The coordinator of one run.
@@ -47,6 +50,8 @@ pub(super) struct Coordinator<'a> {
     pub task_subtasks: Vec<u32>,
     pub pending: Option<PendingCheckpoint>,
     pub stats: CheckpointStats,
+    /// Storage counters when the pending checkpoint was triggered.
+    pub storage_at_trigger: StorageStats,
 }
 
 impl Coordinator<'_> {
@@ -164,6 +169,7 @@ impl Coordinator<'_> {
             "triggering checkpoint {id}"
         );
         self.pending = Some(PendingCheckpoint::new(id, tasks.len(), now, is_final));
+        self.storage_at_trigger = self.storage.stats();
         tasks.broadcast(Control::TriggerCheckpoint(id), true);
     }
 
@@ -245,13 +251,17 @@ impl Coordinator<'_> {
         self.stats.durations_ms.push(duration_ms);
         self.stats.last = Some((id, size));
         self.stats.max_size = self.stats.max_size.max(size);
+        self.retain();
+        let io = self.storage.stats().since(&self.storage_at_trigger);
+        self.stats.last_storage = io;
         info!(
             checkpoint = id,
             duration_ms = duration_ms as u64,
             size_bytes = size,
+            storage_requests = io.requests,
+            storage_bytes_written = io.bytes_written,
             "checkpoint {id} complete"
         );
-        self.retain();
         Some(Ok(is_final))
     }
 

@@ -25,7 +25,7 @@ use crate::metrics::JobMetrics;
 use crate::state::key_group::key_group_range;
 use crate::state::typed::system_clock;
 use crate::storage::paths::JobPaths;
-use crate::storage::{CheckpointStorage, LocalStorage, StorageError};
+use crate::storage::{CheckpointStorage, LocalStorage, S3Storage, StorageError};
 use coordinator::{CheckpointStats, Coordinator};
 pub use summary::{peak_rss_bytes, RunSummary};
 use tasks::RunningTasks;
@@ -82,10 +82,16 @@ pub enum RunError {
 }
 
 /// Opens the checkpoint storage a manifest names.
-pub fn open_storage(location: &StorageLocation) -> Arc<dyn CheckpointStorage> {
-    match location {
+///
+/// # Errors
+/// [`StorageError`] when an S3 client cannot be set up.
+pub fn open_storage(
+    location: &StorageLocation,
+) -> Result<Arc<dyn CheckpointStorage>, StorageError> {
+    Ok(match location {
         StorageLocation::Local(root) => Arc::new(LocalStorage::new(root.clone())),
-    }
+        StorageLocation::S3(s3) => Arc::new(S3Storage::open(s3)?),
+    })
 }
 
 /// Runs `graph` as described by `manifest` until its input ends (or a task fails).
@@ -100,7 +106,7 @@ pub fn run_job(
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let spec = &manifest.spec;
-    let storage = open_storage(&spec.checkpointing.storage);
+    let storage = open_storage(&spec.checkpointing.storage)?;
     let paths = JobPaths::new(&manifest.name);
     let (local_dir, _lock) =
         local_dir::lock_local_dir(options, &manifest.name, &storage.uri(&paths.job_root()))?;
@@ -175,6 +181,7 @@ pub fn run_job(
         task_subtasks: tasks.subtasks.clone(),
         pending: None,
         stats: CheckpointStats::default(),
+        storage_at_trigger: Default::default(),
     };
     let result = coordinator.run(&tasks, &metrics, options.progress_interval);
     if result.is_ok() {
@@ -189,6 +196,7 @@ pub fn run_job(
         &metrics,
         &stats,
         stats.last.map(|(id, _)| storage.uri(&paths.checkpoint(id))),
+        storage.stats(),
         started.elapsed(),
         output,
     ))

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::coordinator::CheckpointStats;
 use crate::metrics::JobMetrics;
+use crate::storage::StorageStats;
 
 /// What a finished run reports.
 #[derive(Debug, Clone, Serialize)]
@@ -45,16 +46,22 @@ pub struct RunSummary {
     pub peak_rss_bytes: u64,
     /// Where the job's output went, if its sink said.
     pub output: Option<String>,
+    /// Checkpoint storage requests and bytes of the whole run.
+    pub storage: StorageStats,
+    /// Checkpoint storage requests and bytes of the last completed checkpoint.
+    pub last_checkpoint_storage: StorageStats,
 }
 
 impl RunSummary {
     /// The summary of a finished run from its counters and checkpoint figures.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         job: &str,
         restored_from: Option<u64>,
         metrics: &JobMetrics,
         stats: &CheckpointStats,
         last_checkpoint_location: Option<String>,
+        storage: StorageStats,
         elapsed: Duration,
         output: Option<String>,
     ) -> Self {
@@ -82,6 +89,8 @@ impl RunSummary {
             records_per_second: metrics.records_in() as f64 / elapsed.max(1e-9),
             peak_rss_bytes: peak_rss_bytes(),
             output,
+            storage,
+            last_checkpoint_storage: stats.last_storage,
         }
     }
 }

@@ -4,18 +4,22 @@
 use std::io::{ErrorKind, Write};
 use std::path::PathBuf;
 
-use super::{CheckpointStorage, StorageError};
+use super::{CheckpointStorage, StatsCounter, StorageError, StorageStats};
 
 /// Checkpoint storage in a directory.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LocalStorage {
     root: PathBuf,
+    stats: StatsCounter,
 }
 
 impl LocalStorage {
     /// Storage rooted at `root` (created on first write).
     pub fn new(root: PathBuf) -> Self {
-        Self { root }
+        Self {
+            root,
+            stats: StatsCounter::default(),
+        }
     }
 
     fn err(&self, action: &'static str, path: &str) -> impl FnOnce(std::io::Error) -> StorageError {
@@ -23,13 +27,14 @@ impl LocalStorage {
         move |source| StorageError {
             action,
             location,
-            source,
+            source: Box::new(source),
         }
     }
 }
 
 impl CheckpointStorage for LocalStorage {
     fn write(&self, path: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        self.stats.request(bytes.len(), 0);
         let target = self.root.join(path);
         let dir = target
             .parent()
@@ -51,7 +56,10 @@ impl CheckpointStorage for LocalStorage {
 
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, StorageError> {
         match std::fs::read(self.root.join(path)) {
-            Ok(b) => Ok(Some(b)),
+            Ok(b) => {
+                self.stats.request(0, b.len());
+                Ok(Some(b))
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.err("read", path)(e)),
         }
@@ -88,5 +96,9 @@ impl CheckpointStorage for LocalStorage {
 
     fn uri(&self, path: &str) -> String {
         format!("file://{}", self.root.join(path).display())
+    }
+
+    fn stats(&self) -> StorageStats {
+        self.stats.get()
     }
 }

@@ -3,8 +3,12 @@
 
 pub mod local;
 pub mod paths;
+pub mod s3;
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 pub use local::LocalStorage;
+pub use s3::S3Storage;
 
 /// A storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -14,9 +18,57 @@ pub struct StorageError {
     pub action: &'static str,
     /// The object or prefix, as a URI.
     pub location: String,
-    /// The I/O error.
+    /// The underlying error (I/O, or the S3 client's after its retries).
     #[source]
-    pub source: std::io::Error,
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// Requests and bytes a storage has served since it was opened; the coordinator reports the
+/// difference per checkpoint.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageStats {
+    /// Requests sent (S3 API calls; file operations for local storage).
+    pub requests: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Bytes read.
+    pub bytes_read: u64,
+}
+
+impl StorageStats {
+    /// The counts since `earlier`.
+    pub fn since(&self, earlier: &StorageStats) -> StorageStats {
+        StorageStats {
+            requests: self.requests - earlier.requests,
+            bytes_written: self.bytes_written - earlier.bytes_written,
+            bytes_read: self.bytes_read - earlier.bytes_read,
+        }
+    }
+}
+
+/// Thread-safe counters behind [`StorageStats`].
+#[derive(Debug, Default)]
+pub(crate) struct StatsCounter {
+    requests: AtomicU64,
+    bytes_written: AtomicU64,
+    bytes_read: AtomicU64,
+}
+
+impl StatsCounter {
+    pub fn request(&self, written: usize, read: usize) {
+        self.requests.fetch_add(1, Relaxed);
+        self.bytes_written.fetch_add(written as u64, Relaxed);
+        self.bytes_read.fetch_add(read as u64, Relaxed);
+    }
+
+    pub fn get(&self) -> StorageStats {
+        StorageStats {
+            requests: self.requests.load(Relaxed),
+            bytes_written: self.bytes_written.load(Relaxed),
+            bytes_read: self.bytes_read.load(Relaxed),
+        }
+    }
 }
 
 /// Object storage for checkpoints. Paths are `/`-separated and relative to the storage root.
@@ -43,4 +95,6 @@ pub trait CheckpointStorage: Send + Sync {
     fn delete_all(&self, prefix: &str) -> Result<(), StorageError>;
     /// The URI of `path`, for logs and summaries.
     fn uri(&self, path: &str) -> String;
+    /// Requests and bytes served so far.
+    fn stats(&self) -> StorageStats;
 }

@@ -1,0 +1,108 @@
+//! Checkpoints on a real S3-compatible server (s3s-fs, started by the test): exactly-once
+//! under SIGKILL, and a server that dies in the middle of a checkpoint and comes back.
+
+use std::time::{Duration, Instant};
+
+use weir_e2e::s3::S3Server;
+use weir_e2e::{
+    assert_success, example_job_on_s3, kill_at_random_points, reference_retail_revenue,
+};
+
+#[test]
+fn sigkill_at_random_points_with_checkpoints_on_s3_gives_exactly_once_output() {
+    let server = S3Server::start();
+    let job = example_job_on_s3(&server, "eo", |d| {
+        d["spec"]["checkpointing"]["interval"] = "300ms".into();
+        d["spec"]["job"]["args"]["maxRecordsPerSecond"] = "60000".into();
+    });
+    let seed = fastrand::u64(..);
+    eprintln!("kill schedule seed: {seed}");
+    let kills = kill_at_random_points(&job, 5, seed);
+    assert!(kills.total >= 5, "{kills:?}");
+    let out = job.run(&[]);
+    assert_success(&out);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("restoring from checkpoint"), "{log}");
+    assert!(
+        !server.objects("eo/retail-revenue/checkpoints").is_empty(),
+        "checkpoints are in the bucket"
+    );
+    assert_eq!(job.output_lines(), reference_retail_revenue());
+}
+
+#[test]
+fn a_checkpoint_whose_upload_fails_is_aborted_and_the_job_goes_on() {
+    let mut server = S3Server::start();
+    let job = example_job_on_s3(&server, "faults", |d| {
+        d["spec"]["checkpointing"]["interval"] = "300ms".into();
+        d["spec"]["job"]["args"]["maxRecordsPerSecond"] = "60000".into();
+    });
+    let (mut child, lines) = job.spawn();
+    let mut log = Vec::new();
+    // Stop the server the moment a checkpoint is triggered after two completed ones.
+    let start = Instant::now();
+    loop {
+        let l = lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("weir log");
+        let trigger = l.contains("triggering checkpoint");
+        log.push(l);
+        if trigger && job.complete_checkpoints().len() >= 2 {
+            server.stop();
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no checkpoints");
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    server.restart();
+    log.extend(lines.iter());
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "the job must survive a failed checkpoint:\n{}",
+        log.join("\n")
+    );
+
+    let failed: Vec<u64> = log
+        .iter()
+        .filter(|l| l.contains("aborting it, the job continues"))
+        .filter_map(|l| {
+            l.split("checkpoint ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        !failed.is_empty(),
+        "no checkpoint failed:\n{}",
+        log.join("\n")
+    );
+    let completed: Vec<u64> = log
+        .iter()
+        .filter(|l| l.contains("complete checkpoint="))
+        .filter_map(|l| {
+            l.split("checkpoint ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        completed.iter().max() > failed.iter().max(),
+        "no checkpoint completed after the outage:\n{}",
+        log.join("\n")
+    );
+    for id in failed {
+        let left = server.objects(&format!("faults/retail-revenue/checkpoints/chk-{id}"));
+        assert!(
+            left.is_empty(),
+            "objects of failed checkpoint {id} remain: {left:?}"
+        );
+    }
+    assert_eq!(job.output_lines(), reference_retail_revenue());
+}

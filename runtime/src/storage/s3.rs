@@ -1,0 +1,307 @@
+//! `s3://bucket/prefix` checkpoint storage with aws-sdk-s3 (the only module that talks to S3).
+//!
+//! Credentials come from the standard AWS chain (environment, profile, web identity,
+//! instance metadata). Requests retry with exponential backoff and jitter (the SDK's standard
+//! retry mode, 5 attempts). Objects above 16 MiB go up as multipart uploads of 8 MiB parts;
+//! a failed multipart upload is aborted. Checksums are sent only where the API requires them,
+//! which keeps S3-compatible stores (Garage) that reject unexpected part checksums working.
+//! The client is async; this storage is blocking and runs it on its own small runtime.
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use weir_crds::S3Location;
+
+use super::{CheckpointStorage, StatsCounter, StorageError, StorageStats};
+
+/// Objects larger than this are uploaded in parts.
+pub const MULTIPART_THRESHOLD: usize = 16 << 20;
+/// Size of each part of a multipart upload (the last may be smaller).
+pub const PART_SIZE: usize = 8 << 20;
+
+/// Checkpoint storage in an S3 bucket under a key prefix.
+pub struct S3Storage {
+    client: Client,
+    bucket: String,
+    prefix: String,
+    rt: tokio::runtime::Runtime,
+    stats: StatsCounter,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl S3Storage {
+    /// A client for `location`; no request is sent until the first operation.
+    ///
+    /// # Errors
+    /// [`StorageError`] when the async runtime cannot start.
+    pub fn open(location: &S3Location) -> Result<Self, StorageError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("weir-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| StorageError {
+                action: "start S3 client for",
+                location: format!("s3://{}", location.bucket),
+                source: Box::new(e),
+            })?;
+        let shared = rt.block_on(aws_config::defaults(BehaviorVersion::latest()).load());
+        let mut config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(location.path_style)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(5)
+                    .with_initial_backoff(Duration::from_millis(100)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_attempt_timeout(Duration::from_secs(60))
+                    .build(),
+            )
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if let Some(endpoint) = &location.endpoint {
+            config = config.endpoint_url(endpoint);
+        }
+        match (&location.region, shared.region()) {
+            (Some(r), _) => config = config.region(Region::new(r.clone())),
+            (None, None) => config = config.region(Region::new("us-east-1")),
+            (None, Some(_)) => {}
+        }
+        Ok(Self {
+            client: Client::from_conf(config.build()),
+            bucket: location.bucket.clone(),
+            prefix: location.prefix.clone(),
+            rt,
+            stats: StatsCounter::default(),
+        })
+    }
+
+    fn key(&self, path: &str) -> String {
+        if self.prefix.is_empty() {
+            path.to_string()
+        } else {
+            format!("{}/{path}", self.prefix)
+        }
+    }
+
+    fn err(&self, action: &'static str, path: &str) -> impl FnOnce(BoxError) -> StorageError {
+        let location = self.uri(path);
+        move |source| StorageError {
+            action,
+            location,
+            source,
+        }
+    }
+
+    async fn put(&self, key: &str, bytes: &[u8]) -> Result<(), BoxError> {
+        self.stats.request(bytes.len(), 0);
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(bytes.to_vec()))
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    async fn put_multipart(&self, key: &str, bytes: &[u8]) -> Result<(), BoxError> {
+        self.stats.request(0, 0);
+        let upload = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await?;
+        let upload_id = upload
+            .upload_id()
+            .ok_or("S3 returned no upload id")?
+            .to_string();
+        let parts = async {
+            let mut parts = Vec::new();
+            for (i, chunk) in bytes.chunks(PART_SIZE).enumerate() {
+                let number = i as i32 + 1;
+                self.stats.request(chunk.len(), 0);
+                let part = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .body(ByteStream::from(chunk.to_vec()))
+                    .send()
+                    .await?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(part.e_tag().map(str::to_string))
+                        .build(),
+                );
+            }
+            self.stats.request(0, 0);
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await?;
+            Ok::<(), BoxError>(())
+        }
+        .await;
+        if parts.is_err() {
+            self.stats.request(0, 0);
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        parts
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BoxError> {
+        let resp = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                self.stats.request(0, 0);
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let bytes = resp.body.collect().await?.into_bytes().to_vec();
+        self.stats.request(0, bytes.len());
+        Ok(Some(bytes))
+    }
+
+    /// Keys (with `delimiter`: also common prefixes) under `prefix`, all pages.
+    async fn list_keys(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+    ) -> Result<(Vec<String>, Vec<String>), BoxError> {
+        let (mut keys, mut prefixes) = (Vec::new(), Vec::new());
+        let mut token = None;
+        loop {
+            self.stats.request(0, 0);
+            let resp = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_delimiter(delimiter.map(str::to_string))
+                .set_continuation_token(token)
+                .send()
+                .await?;
+            keys.extend(
+                resp.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+            prefixes.extend(
+                resp.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().map(str::to_string)),
+            );
+            token = resp.next_continuation_token().map(str::to_string);
+            if token.is_none() {
+                return Ok((keys, prefixes));
+            }
+        }
+    }
+
+    async fn delete_keys(&self, keys: &[String]) -> Result<(), BoxError> {
+        for key in keys {
+            self.stats.request(0, 0);
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl CheckpointStorage for S3Storage {
+    fn write(&self, path: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        let key = self.key(path);
+        let result = if bytes.len() > MULTIPART_THRESHOLD {
+            self.rt.block_on(self.put_multipart(&key, bytes))
+        } else {
+            self.rt.block_on(self.put(&key, bytes))
+        };
+        result.map_err(self.err("write", path))
+    }
+
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.rt
+            .block_on(self.get(&self.key(path)))
+            .map_err(self.err("read", path))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let dir = format!("{}/", self.key(prefix));
+        let (keys, prefixes) = self
+            .rt
+            .block_on(self.list_keys(&dir, Some("/")))
+            .map_err(self.err("list", prefix))?;
+        let mut names: Vec<String> = keys
+            .iter()
+            .chain(&prefixes)
+            .filter_map(|k| k.strip_prefix(&dir))
+            .map(|n| n.trim_end_matches('/').to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    fn delete_all(&self, prefix: &str) -> Result<(), StorageError> {
+        let key = self.key(prefix);
+        self.rt
+            .block_on(async {
+                let (mut keys, _) = self.list_keys(&format!("{key}/"), None).await?;
+                let (exact, _) = self.list_keys(&key, None).await?;
+                keys.extend(exact.into_iter().filter(|k| *k == key));
+                self.delete_keys(&keys).await
+            })
+            .map_err(self.err("delete", prefix))
+    }
+
+    fn uri(&self, path: &str) -> String {
+        format!("s3://{}/{}", self.bucket, self.key(path))
+    }
+
+    fn stats(&self) -> StorageStats {
+        self.stats.get()
+    }
+}
