@@ -199,6 +199,46 @@ impl TestJob {
         (child, rx)
     }
 
+    /// `weir savepoint create <manifest> [--dir <dir>]` against the running job; returns the
+    /// savepoint's location.
+    pub fn savepoint(&self, dir: Option<&str>) -> String {
+        let mut cmd = Command::new(weir_bin());
+        cmd.args(["savepoint", "create"])
+            .arg(&self.manifest)
+            .envs(self.env.iter().cloned());
+        if let Some(d) = dir {
+            cmd.args(["--dir", d]);
+        }
+        let out = cmd.output().expect("spawn weir savepoint create");
+        assert_success(&out);
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_string()
+    }
+
+    /// Changes the manifest with `edit`.
+    pub fn edit(&self, edit: impl FnOnce(&mut serde_yaml::Value)) {
+        let mut doc: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&self.manifest).expect("manifest"))
+                .expect("yaml");
+        edit(&mut doc);
+        std::fs::write(&self.manifest, serde_yaml::to_string(&doc).expect("yaml"))
+            .expect("write manifest");
+    }
+
+    /// Waits until at least `n` checkpoints are complete (at most 30 s).
+    pub fn wait_for_checkpoints(&self, n: usize) {
+        let start = Instant::now();
+        while self.complete_checkpoints().len() < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "fewer than {n} checkpoints completed"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Committed output lines (all `part-*` files), sorted.
     pub fn output_lines(&self) -> Vec<String> {
         read_output(&self.output)
@@ -231,6 +271,22 @@ impl TestJob {
             .join(&self.name)
             .join("checkpoints")
             .join(format!("chk-{id}"))
+    }
+}
+
+/// Copies the directory tree `from` to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create target");
+    for e in std::fs::read_dir(from)
+        .expect("read source")
+        .filter_map(|e| e.ok())
+    {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).expect("copy file");
+        }
     }
 }
 

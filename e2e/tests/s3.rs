@@ -106,3 +106,37 @@ fn a_checkpoint_whose_upload_fails_is_aborted_and_the_job_goes_on() {
     }
     assert_eq!(job.output_lines(), reference_retail_revenue());
 }
+
+#[test]
+fn a_savepoint_copied_to_another_bucket_restores() {
+    let server = S3Server::start();
+    let job = example_job_on_s3(&server, "src", |d| {
+        d["spec"]["checkpointing"]["interval"] = "300ms".into();
+        d["spec"]["job"]["args"]["maxRecordsPerSecond"] = "60000".into();
+    });
+    let (mut child, _lines) = job.spawn();
+    job.wait_for_checkpoints(1);
+    let sp = job.savepoint(Some(&format!("s3://{}/savepoints", server.bucket)));
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let key = sp
+        .strip_prefix(&format!("s3://{}/", server.bucket))
+        .expect("savepoint in the bucket")
+        .to_string();
+    assert!(
+        !server.objects(&key).is_empty(),
+        "savepoint objects in the bucket"
+    );
+
+    // Move it: another bucket, another prefix.
+    let bucket_dir = server.root.path().join(&server.bucket);
+    let moved_dir = server.root.path().join("archive").join("moved/sp");
+    weir_e2e::copy_dir(&bucket_dir.join(&key), &moved_dir);
+
+    let restored = example_job_on_s3(&server, "dst", |_| {});
+    weir_e2e::copy_dir(&job.output, &restored.output);
+    let out = restored.run(&["--from-savepoint", "s3://archive/moved/sp"]);
+    assert_success(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("restoring from savepoint"));
+    assert_eq!(restored.output_lines(), reference_retail_revenue());
+}

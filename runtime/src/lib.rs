@@ -11,6 +11,7 @@
 //! std::process::exit(weir_runtime::cli::main(registry));
 //! ```
 
+pub mod admin;
 pub mod api;
 pub mod checkpoint;
 pub mod cli;

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::metadata::{CheckpointMetadata, OperatorMetadata, SubtaskMetadata, FORMAT_VERSION};
+use super::metadata::{
+    CheckpointMetadata, OperatorMetadata, SnapshotKind, SubtaskMetadata, FORMAT_VERSION,
+};
 
 /// A checkpoint whose barriers are in flight.
 #[derive(Debug)]
@@ -70,6 +72,7 @@ impl PendingCheckpoint {
     pub fn into_metadata(
         mut self,
         job: &str,
+        kind: SnapshotKind,
         max_parallelism: u32,
         timestamp_ms: i64,
     ) -> CheckpointMetadata {
@@ -80,6 +83,7 @@ impl PendingCheckpoint {
             format_version: FORMAT_VERSION,
             job: job.to_string(),
             checkpoint_id: self.id,
+            kind,
             timestamp_ms,
             max_parallelism,
             operators: self.operators,

@@ -27,12 +27,27 @@ pub struct CheckpointMetadata {
     pub job: String,
     /// Checkpoint id.
     pub checkpoint_id: u64,
+    /// Checkpoint (retained by count, restored automatically) or savepoint (kept until a
+    /// user deletes it, restored on request).
+    #[serde(default)]
+    pub kind: SnapshotKind,
     /// Completion time, ms since the epoch.
     pub timestamp_ms: i64,
     /// Number of key groups; fixed for the life of the state.
     pub max_parallelism: u32,
     /// Per operator uid.
     pub operators: BTreeMap<String, OperatorMetadata>,
+}
+
+/// What a snapshot is for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SnapshotKind {
+    /// A periodic checkpoint.
+    #[default]
+    Checkpoint,
+    /// A savepoint.
+    Savepoint,
 }
 
 /// State of one operator.
@@ -169,6 +184,7 @@ mod tests {
             format_version: FORMAT_VERSION,
             job: "j".into(),
             checkpoint_id: 3,
+            kind: SnapshotKind::Checkpoint,
             timestamp_ms: 1,
             max_parallelism: 128,
             operators: BTreeMap::new(),

@@ -6,5 +6,7 @@ pub mod coordinator;
 pub mod metadata;
 pub mod restore;
 
-pub use metadata::{CheckpointMetadata, KeyedStateFile, OperatorMetadata, SubtaskMetadata};
-pub use restore::{find_latest_checkpoint, LoadedCheckpoint, RestorePlan};
+pub use metadata::{
+    CheckpointMetadata, KeyedStateFile, OperatorMetadata, SnapshotKind, SubtaskMetadata,
+};
+pub use restore::{find_latest_checkpoint, load_snapshot, LoadedCheckpoint, RestorePlan};

@@ -13,7 +13,7 @@ use super::metadata::CheckpointMetadata;
 use crate::api::{OperatorStateMap, RedistributionMode};
 use crate::state::snapshot::SnapshotSection;
 use crate::state::{KeyGroupRange, KeyedStateInput};
-use crate::storage::paths::{parse_checkpoint_dir_name, JobPaths};
+use crate::storage::paths::{join, parse_checkpoint_dir_name, JobPaths, METADATA};
 use crate::storage::{CheckpointStorage, StorageError};
 
 /// A verified checkpoint with its state files in memory.
@@ -55,7 +55,7 @@ pub fn find_latest_checkpoint(
     paths: &JobPaths,
 ) -> Result<Option<LoadedCheckpoint>, StorageError> {
     for id in list_checkpoint_ids(storage, paths)?.into_iter().rev() {
-        match load_checkpoint(storage, paths, id)? {
+        match load_snapshot(storage, &paths.checkpoint(id))? {
             Ok(c) => return Ok(Some(c)),
             Err(reason) => warn!(
                 checkpoint = id,
@@ -67,25 +67,22 @@ pub fn find_latest_checkpoint(
     Ok(None)
 }
 
-/// Loads and verifies checkpoint `id`. The inner `Err` says why it is not restorable.
-fn load_checkpoint(
+/// Loads and verifies the checkpoint or savepoint in directory `dir` of `storage` (`""` = the
+/// storage root). The inner `Err` says why it is not restorable.
+///
+/// # Errors
+/// [`StorageError`] when storage cannot be read.
+pub fn load_snapshot(
     storage: &dyn CheckpointStorage,
-    paths: &JobPaths,
-    id: u64,
+    dir: &str,
 ) -> Result<Result<LoadedCheckpoint, String>, StorageError> {
-    let Some(bytes) = storage.read(&paths.metadata(id))? else {
+    let Some(bytes) = storage.read(&join(dir, METADATA))? else {
         return Ok(Err("it has no _metadata (incomplete)".into()));
     };
     let metadata = match CheckpointMetadata::decode(&bytes) {
         Ok(m) => m,
         Err(e) => return Ok(Err(format!("_metadata is corrupt: {e}"))),
     };
-    if metadata.checkpoint_id != id {
-        return Ok(Err(format!(
-            "_metadata names checkpoint {} instead",
-            metadata.checkpoint_id
-        )));
-    }
     let mut files = HashMap::new();
     for file in metadata
         .operators
@@ -93,7 +90,7 @@ fn load_checkpoint(
         .flat_map(|o| &o.subtasks)
         .filter_map(|s| s.keyed_state.as_ref())
     {
-        let Some(bytes) = storage.read(&paths.checkpoint_file(id, &file.file))? else {
+        let Some(bytes) = storage.read(&join(dir, &file.file))? else {
             return Ok(Err(format!("state file {} is missing", file.file)));
         };
         if bytes.len() as u64 != file.size {
@@ -114,7 +111,7 @@ fn load_checkpoint(
         files.insert(file.file.clone(), bytes);
     }
     Ok(Ok(LoadedCheckpoint {
-        location: storage.uri(&paths.checkpoint(id)),
+        location: storage.uri(dir),
         metadata,
         files,
     }))
@@ -158,6 +155,11 @@ impl RestorePlan {
     /// The restored checkpoint's id.
     pub fn checkpoint_id(&self) -> u64 {
         self.checkpoint.metadata.checkpoint_id
+    }
+
+    /// Checkpoint or savepoint.
+    pub fn kind(&self) -> crate::checkpoint::SnapshotKind {
+        self.checkpoint.metadata.kind
     }
 
     /// The restored checkpoint's location.
@@ -219,5 +221,56 @@ impl RestorePlan {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::metadata::{OperatorMetadata, SnapshotKind, FORMAT_VERSION};
+
+    fn loaded(uids: &[&str]) -> LoadedCheckpoint {
+        LoadedCheckpoint {
+            metadata: CheckpointMetadata {
+                format_version: FORMAT_VERSION,
+                job: "j".into(),
+                checkpoint_id: 4,
+                kind: SnapshotKind::Savepoint,
+                timestamp_ms: 0,
+                max_parallelism: 128,
+                operators: uids
+                    .iter()
+                    .map(|u| {
+                        (
+                            u.to_string(),
+                            OperatorMetadata {
+                                parallelism: 1,
+                                subtasks: vec![],
+                            },
+                        )
+                    })
+                    .collect(),
+            },
+            location: "file:///x".into(),
+            files: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn state_of_a_missing_uid_is_refused_unless_allowed() {
+        let job = vec!["source".to_string()];
+        let err = RestorePlan::new(loaded(&["source", "gone"]), &job, 128, false).unwrap_err();
+        assert!(
+            err.contains("gone") && err.contains("allowNonRestoredState"),
+            "{err}"
+        );
+        assert!(RestorePlan::new(loaded(&["source", "gone"]), &job, 128, true).is_ok());
+    }
+
+    #[test]
+    fn another_max_parallelism_is_refused_naming_both() {
+        let err =
+            RestorePlan::new(loaded(&["source"]), &["source".to_string()], 256, false).unwrap_err();
+        assert!(err.contains("128") && err.contains("256"), "{err}");
     }
 }

@@ -1,23 +1,30 @@
-//! The checkpoint coordinator of a local run: triggers checkpoints at the sources, collects
-//! acknowledgements, writes state files and `_metadata` (last), applies retention, tells the
-//! tasks the outcome, aborts on timeout or failed writes, and prints progress. Its decisions
-//! about one checkpoint are the pure [`PendingCheckpoint`]; this is the I/O around it.
+//! The checkpoint coordinator of a local run: triggers checkpoints and savepoints at the
+//! sources, collects acknowledgements, writes state files and `_metadata` (last), applies
+//! retention to checkpoints, tells the tasks the outcome, aborts on timeout or failed writes,
+//! answers the admin API and prints progress. Its decisions about one checkpoint are the pure
+//! [`PendingCheckpoint`]; this is the I/O around it.
 
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::RecvTimeoutError;
+use crossbeam_channel::{select, Receiver};
 use tracing::{error, info, warn};
-use weir_crds::CheckpointSettings;
+use weir_crds::{CheckpointSettings, S3Spec, StorageLocation};
 
 use super::summary::format_watermark;
 use super::tasks::RunningTasks;
-use super::{error_chain, RunError};
+use super::{error_chain, open_storage, RunError};
+use crate::admin::{
+    AdminRequest, ApiError, CheckpointInfo, CheckpointsInfo, JobInfo, SavepointState,
+    SavepointStatus,
+};
 use crate::api::OperatorSnapshot;
 use crate::checkpoint::coordinator::{checkpoints_to_delete, PendingCheckpoint};
-use crate::checkpoint::metadata::{KeyedStateFile, SubtaskMetadata};
+use crate::checkpoint::metadata::{KeyedStateFile, SnapshotKind, SubtaskMetadata};
 use crate::checkpoint::restore::list_checkpoint_ids;
 use crate::metrics::JobMetrics;
-use crate::storage::paths::{state_file_name, JobPaths};
+use crate::storage::paths::{join, savepoint_dir_name, state_file_name, JobPaths, METADATA};
 use crate::storage::{CheckpointStorage, StorageStats};
 use crate::task::{Control, TaskEvent};
 
@@ -34,28 +41,92 @@ pub(super) struct CheckpointStats {
     /// Storage requests and bytes of the last completed checkpoint (trigger to `_metadata`,
     /// retention included).
     pub last_storage: StorageStats,
+    /// Last completed checkpoint's details, for the admin API.
+    pub last_info: Option<CheckpointInfo>,
+}
+
+/// Where a snapshot goes.
+#[derive(Clone)]
+struct Target {
+    storage: Arc<dyn CheckpointStorage>,
+    /// Directory of the snapshot (for savepoints in the queue: the parent directory).
+    dir: String,
+    kind: SnapshotKind,
+    /// The admin trigger of a savepoint.
+    trigger: Option<String>,
+}
+
+struct Pending {
+    checkpoint: PendingCheckpoint,
+    target: Target,
+}
+
+/// Fixed facts about the run, for the admin API.
+pub(super) struct RunInfo {
+    pub start_time: String,
+    pub restored_from: Option<String>,
 }
 
 /// The coordinator of one run.
 pub(super) struct Coordinator<'a> {
-    pub storage: &'a dyn CheckpointStorage,
-    pub paths: &'a JobPaths,
-    pub job: &'a str,
-    pub settings: &'a CheckpointSettings,
-    pub max_parallelism: u32,
-    pub parallelism: u32,
-    /// Id of the next checkpoint (above every id in storage).
-    pub next_id: u64,
-    /// Subtask index of each task.
-    pub task_subtasks: Vec<u32>,
-    pub pending: Option<PendingCheckpoint>,
-    pub stats: CheckpointStats,
+    storage: Arc<dyn CheckpointStorage>,
+    paths: &'a JobPaths,
+    job: &'a str,
+    settings: &'a CheckpointSettings,
+    s3: Option<&'a S3Spec>,
+    max_parallelism: u32,
+    parallelism: u32,
+    next_id: u64,
+    task_subtasks: Vec<u32>,
+    info: RunInfo,
+    pending: Option<Pending>,
+    queued_savepoints: VecDeque<Target>,
+    savepoints: BTreeMap<String, SavepointStatus>,
+    recent_failures: VecDeque<(u64, String)>,
+    finishing: bool,
     /// Storage counters when the pending checkpoint was triggered.
-    pub storage_at_trigger: StorageStats,
+    storage_at_trigger: StorageStats,
+    pub stats: CheckpointStats,
 }
 
-impl Coordinator<'_> {
-    /// Runs until every task finished (after the final checkpoint) or one failed.
+impl<'a> Coordinator<'a> {
+    /// A coordinator writing checkpoints to `storage` from id `next_id` on.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        storage: Arc<dyn CheckpointStorage>,
+        paths: &'a JobPaths,
+        job: &'a str,
+        settings: &'a CheckpointSettings,
+        s3: Option<&'a S3Spec>,
+        max_parallelism: u32,
+        parallelism: u32,
+        next_id: u64,
+        task_subtasks: Vec<u32>,
+        info: RunInfo,
+    ) -> Self {
+        Self {
+            storage,
+            paths,
+            job,
+            settings,
+            s3,
+            max_parallelism,
+            parallelism,
+            next_id,
+            task_subtasks,
+            info,
+            pending: None,
+            queued_savepoints: VecDeque::new(),
+            savepoints: BTreeMap::new(),
+            recent_failures: VecDeque::new(),
+            finishing: false,
+            storage_at_trigger: StorageStats::default(),
+            stats: CheckpointStats::default(),
+        }
+    }
+
+    /// Runs until every task finished (after the final checkpoint) or one failed, answering
+    /// `admin` requests meanwhile.
     ///
     /// # Errors
     /// [`RunError::Task`] with the first task failure.
@@ -64,6 +135,7 @@ impl Coordinator<'_> {
         tasks: &RunningTasks,
         metrics: &JobMetrics,
         progress_interval: Duration,
+        admin: &Receiver<AdminRequest>,
     ) -> Result<(), RunError> {
         let mut exhausted = 0usize;
         let mut finished = 0usize;
@@ -76,22 +148,39 @@ impl Coordinator<'_> {
         loop {
             let now = Instant::now();
             let all_exhausted = exhausted == tasks.sources();
+            self.finishing = all_exhausted;
             if self.pending.is_none() && !final_done {
-                let due = now.duration_since(last_trigger) >= self.settings.interval
-                    && now.duration_since(last_end) >= self.settings.min_pause;
-                if all_exhausted || due {
-                    last_trigger = now;
-                    self.trigger(tasks, now, all_exhausted);
+                if all_exhausted {
+                    for t in std::mem::take(&mut self.queued_savepoints) {
+                        self.fail_trigger(
+                            &t,
+                            "the input ended before the savepoint could be taken".into(),
+                        );
+                    }
+                }
+                if let Some(target) = self.queued_savepoints.pop_front() {
+                    self.trigger(tasks, now, target, false);
+                } else {
+                    let due = now.duration_since(last_trigger) >= self.settings.interval
+                        && now.duration_since(last_end) >= self.settings.min_pause;
+                    if all_exhausted || due {
+                        last_trigger = now;
+                        let target = Target {
+                            storage: self.storage.clone(),
+                            dir: String::new(),
+                            kind: SnapshotKind::Checkpoint,
+                            trigger: None,
+                        };
+                        self.trigger(tasks, now, target, all_exhausted);
+                    }
                 }
             }
-            if let Some(pending) = &self.pending {
-                if pending.is_expired(now, self.settings.timeout) {
-                    let id = pending.id;
-                    warn!(
-                        checkpoint = id,
-                        "checkpoint {id} expired after {:?}; aborting it", self.settings.timeout
-                    );
-                    self.abort(id);
+            if let Some(p) = &self.pending {
+                if p.checkpoint.is_expired(now, self.settings.timeout) {
+                    let id = p.checkpoint.id;
+                    let cause = format!("expired after {:?}", self.settings.timeout);
+                    warn!(checkpoint = id, "checkpoint {id} {cause}; aborting it");
+                    self.abort(id, cause);
                     tasks.broadcast(Control::AbortCheckpoint(id), false);
                     last_end = now;
                 }
@@ -114,10 +203,18 @@ impl Coordinator<'_> {
                 );
                 last_progress = (now, n);
             }
-            let event = match tasks.events.recv_timeout(Duration::from_millis(50)) {
-                Ok(e) => e,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            let event = select! {
+                recv(tasks.events) -> e => match e {
+                    Ok(e) => e,
+                    Err(_) => return Ok(()),
+                },
+                recv(admin) -> r => {
+                    if let Ok(r) = r {
+                        self.answer(r, metrics);
+                    }
+                    continue;
+                }
+                default(Duration::from_millis(50)) => continue,
             };
             match event {
                 TaskEvent::Ack {
@@ -159,21 +256,38 @@ impl Coordinator<'_> {
         }
     }
 
-    /// Starts checkpoint `next_id`: the sources inject its barrier.
-    fn trigger(&mut self, tasks: &RunningTasks, now: Instant, is_final: bool) {
+    /// Starts snapshot `next_id` into `target`: the sources inject its barrier.
+    fn trigger(&mut self, tasks: &RunningTasks, now: Instant, mut target: Target, is_final: bool) {
         let id = self.next_id;
         self.next_id += 1;
-        info!(
-            checkpoint = id,
-            final_checkpoint = is_final,
-            "triggering checkpoint {id}"
-        );
-        self.pending = Some(PendingCheckpoint::new(id, tasks.len(), now, is_final));
-        self.storage_at_trigger = self.storage.stats();
+        target.dir = match target.kind {
+            SnapshotKind::Checkpoint => self.paths.checkpoint(id),
+            SnapshotKind::Savepoint => join(
+                &target.dir,
+                &savepoint_dir_name(id, chrono::Utc::now().timestamp_millis()),
+            ),
+        };
+        match target.kind {
+            SnapshotKind::Checkpoint => {
+                info!(
+                    checkpoint = id,
+                    final_checkpoint = is_final,
+                    "triggering checkpoint {id}"
+                )
+            }
+            SnapshotKind::Savepoint => {
+                info!(checkpoint = id, location = %target.storage.uri(&target.dir), "triggering savepoint {id}")
+            }
+        }
+        self.storage_at_trigger = target.storage.stats();
+        self.pending = Some(Pending {
+            checkpoint: PendingCheckpoint::new(id, tasks.len(), now, is_final),
+            target,
+        });
         tasks.broadcast(Control::TriggerCheckpoint(id), true);
     }
 
-    /// Handles an acknowledgement. Returns `Some(Ok(is_final))` when the checkpoint completed,
+    /// Handles an acknowledgement. Returns `Some(Ok(is_final))` when the snapshot completed,
     /// `Some(Err(()))` when it failed and was aborted, `None` while it is still pending (or
     /// the ack is stale).
     fn acknowledge(
@@ -182,25 +296,23 @@ impl Coordinator<'_> {
         id: u64,
         snapshots: Vec<OperatorSnapshot>,
     ) -> Option<Result<bool, ()>> {
-        if self.pending.as_ref().map(|p| p.id) != Some(id) {
-            return None;
-        }
+        let target = match &self.pending {
+            Some(p) if p.checkpoint.id == id => p.target.clone(),
+            _ => return None,
+        };
         let subtask = self.task_subtasks[task];
         let mut metas = Vec::new();
         for s in snapshots {
             let keyed_state = match s.keyed {
                 Some(k) => {
                     let name = state_file_name(&s.uid, subtask);
-                    if let Err(e) = self
-                        .storage
-                        .write(&self.paths.checkpoint_file(id, &name), &k.bytes)
-                    {
+                    if let Err(e) = target.storage.write(&join(&target.dir, &name), &k.bytes) {
+                        let cause = error_chain(&e);
                         warn!(
                             checkpoint = id,
-                            "checkpoint {id} failed: {}; aborting it, the job continues",
-                            error_chain(&e)
+                            "checkpoint {id} failed: {cause}; aborting it, the job continues"
                         );
-                        self.abort(id);
+                        self.abort(id, cause);
                         return Some(Err(()));
                     }
                     Some(KeyedStateFile {
@@ -225,34 +337,59 @@ impl Coordinator<'_> {
             ));
         }
         let pending = self.pending.as_mut().expect("invariant: checked above");
-        if !pending.acknowledge(task, self.parallelism, metas) {
+        if !pending
+            .checkpoint
+            .acknowledge(task, self.parallelism, metas)
+        {
             return None;
         }
-        let pending = self.pending.take().expect("invariant: checked above");
-        let duration_ms = pending.started.elapsed().as_secs_f64() * 1000.0;
-        let is_final = pending.is_final;
+        let Pending { checkpoint, target } = self.pending.take().expect("invariant: checked above");
+        let duration_ms = checkpoint.started.elapsed().as_secs_f64() * 1000.0;
+        let is_final = checkpoint.is_final;
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let metadata = pending.into_metadata(self.job, self.max_parallelism, now_ms);
-        if let Err(e) = self
+        let metadata =
+            checkpoint.into_metadata(self.job, target.kind, self.max_parallelism, now_ms);
+        if let Err(e) = target
             .storage
-            .write(&self.paths.metadata(id), &metadata.encode())
+            .write(&join(&target.dir, METADATA), &metadata.encode())
         {
+            let cause = format!("writing _metadata: {}", error_chain(&e));
             warn!(
                 checkpoint = id,
-                "checkpoint {id} failed writing _metadata: {}; aborting it",
-                error_chain(&e)
+                "checkpoint {id} failed {cause}; aborting it, the job continues"
             );
-            self.stats.failed += 1;
-            let _ = self.storage.delete_all(&self.paths.checkpoint(id));
+            self.abort_target(id, &target, cause);
             return Some(Err(()));
         }
         let size = metadata.state_size();
+        let location = target.storage.uri(&target.dir);
+        if target.kind == SnapshotKind::Savepoint {
+            info!(checkpoint = id, duration_ms = duration_ms as u64, size_bytes = size, %location, "savepoint {id} complete");
+            if let Some(t) = &target.trigger {
+                self.savepoints.insert(
+                    t.clone(),
+                    SavepointStatus {
+                        trigger_id: t.clone(),
+                        status: SavepointState::Completed,
+                        location: Some(location),
+                        failure: None,
+                    },
+                );
+            }
+            return Some(Ok(false));
+        }
         self.stats.completed += 1;
         self.stats.durations_ms.push(duration_ms);
         self.stats.last = Some((id, size));
         self.stats.max_size = self.stats.max_size.max(size);
+        self.stats.last_info = Some(CheckpointInfo {
+            id,
+            location,
+            size_bytes: size,
+            duration_ms: duration_ms as u64,
+        });
         self.retain();
-        let io = self.storage.stats().since(&self.storage_at_trigger);
+        let io = target.storage.stats().since(&self.storage_at_trigger);
         self.stats.last_storage = io;
         info!(
             checkpoint = id,
@@ -265,37 +402,145 @@ impl Coordinator<'_> {
         Some(Ok(is_final))
     }
 
-    fn abort(&mut self, id: u64) {
-        if self.pending.as_ref().map(|p| p.id) == Some(id) {
-            self.pending = None;
+    /// Aborts the pending snapshot `id`: deletes what it wrote and records why.
+    fn abort(&mut self, id: u64, cause: String) {
+        if let Some(Pending { target, .. }) = self.pending.take_if(|p| p.checkpoint.id == id) {
+            self.abort_target(id, &target, cause);
         }
+    }
+
+    fn abort_target(&mut self, id: u64, target: &Target, cause: String) {
         self.stats.failed += 1;
-        if let Err(e) = self.storage.delete_all(&self.paths.checkpoint(id)) {
+        self.recent_failures.push_back((id, cause.clone()));
+        if self.recent_failures.len() > 10 {
+            self.recent_failures.pop_front();
+        }
+        if let Err(e) = target.storage.delete_all(&target.dir) {
             warn!(
                 checkpoint = id,
-                "could not delete aborted checkpoint {id}: {}",
+                "could not delete aborted checkpoint {id} (retention will): {}",
                 error_chain(&e)
+            );
+        }
+        self.fail_trigger(target, cause);
+    }
+
+    fn fail_trigger(&mut self, target: &Target, cause: String) {
+        if let Some(t) = &target.trigger {
+            self.savepoints.insert(
+                t.clone(),
+                SavepointStatus {
+                    trigger_id: t.clone(),
+                    status: SavepointState::Failed,
+                    location: None,
+                    failure: Some(cause),
+                },
             );
         }
     }
 
     fn retain(&mut self) {
-        let ids = match list_checkpoint_ids(self.storage, self.paths) {
+        let storage = self.storage.as_ref();
+        let ids = match list_checkpoint_ids(storage, self.paths) {
             Ok(ids) => ids,
             Err(e) => return warn!("retention: {}", error_chain(&e)),
         };
-        let pending = self.pending.as_ref().map(|p| p.id);
         let (mut complete, mut incomplete) = (Vec::new(), Vec::new());
-        for id in ids.into_iter().filter(|i| Some(*i) != pending) {
-            match self.storage.read(&self.paths.metadata(id)) {
+        for id in ids {
+            match storage.read(&self.paths.metadata(id)) {
                 Ok(Some(_)) => complete.push(id),
                 _ => incomplete.push(id),
             }
         }
         for id in checkpoints_to_delete(&complete, &incomplete, self.settings.retained) {
-            if let Err(e) = self.storage.delete_all(&self.paths.checkpoint(id)) {
+            if let Err(e) = storage.delete_all(&self.paths.checkpoint(id)) {
                 warn!(checkpoint = id, "retention: {}", error_chain(&e));
             }
         }
+    }
+
+    /// Answers an admin request.
+    fn answer(&mut self, request: AdminRequest, metrics: &JobMetrics) {
+        // A requester that went away needs no answer.
+        match request {
+            AdminRequest::Job(reply) => {
+                let watermark = metrics.watermark();
+                let _ = reply.send(JobInfo {
+                    name: self.job.to_string(),
+                    state: if self.finishing {
+                        "FINISHING"
+                    } else {
+                        "RUNNING"
+                    }
+                    .into(),
+                    parallelism: self.parallelism,
+                    max_parallelism: self.max_parallelism,
+                    start_time: self.info.start_time.clone(),
+                    restored_from: self.info.restored_from.clone(),
+                    records_in: metrics.records_in(),
+                    records_out: metrics.records_out(),
+                    watermark: (watermark != i64::MIN).then_some(watermark),
+                });
+            }
+            AdminRequest::Checkpoints(reply) => {
+                let _ = reply.send(CheckpointsInfo {
+                    latest: self.stats.last_info.clone(),
+                    in_progress: self.pending.as_ref().map(|p| p.checkpoint.id),
+                    completed: self.stats.completed,
+                    failed: self.stats.failed,
+                    recent_failures: self.recent_failures.iter().cloned().collect(),
+                });
+            }
+            AdminRequest::TriggerSavepoint { directory, reply } => {
+                let _ = reply.send(self.queue_savepoint(directory));
+            }
+            AdminRequest::Savepoint { trigger_id, reply } => {
+                let _ = reply.send(self.savepoints.get(&trigger_id).cloned());
+            }
+        }
+    }
+
+    fn queue_savepoint(&mut self, directory: Option<String>) -> Result<String, ApiError> {
+        if self.finishing {
+            return Err(ApiError::new(
+                409,
+                "job_finishing",
+                "the input has ended; the job takes its final checkpoint",
+            ));
+        }
+        let (storage, dir) = match directory {
+            None => (self.storage.clone(), self.paths.savepoints()),
+            Some(uri) => {
+                let location = StorageLocation::parse_with(&uri, self.s3).map_err(|m| {
+                    ApiError::new(400, "invalid_directory", format!("directory: {m}"))
+                })?;
+                let storage = open_storage(&location).map_err(|e| {
+                    ApiError::new(
+                        400,
+                        "invalid_directory",
+                        format!("directory: {}", error_chain(&e)),
+                    )
+                })?;
+                (storage, String::new())
+            }
+        };
+        let trigger = format!("{:x}-{}", std::process::id(), self.savepoints.len() + 1);
+        self.savepoints.insert(
+            trigger.clone(),
+            SavepointStatus {
+                trigger_id: trigger.clone(),
+                status: SavepointState::InProgress,
+                location: None,
+                failure: None,
+            },
+        );
+        self.queued_savepoints.push_back(Target {
+            storage,
+            dir,
+            kind: SnapshotKind::Savepoint,
+            trigger: Some(trigger.clone()),
+        });
+        info!(trigger = %trigger, "savepoint requested");
+        Ok(trigger)
     }
 }

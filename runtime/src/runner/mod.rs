@@ -8,6 +8,8 @@
 
 mod coordinator;
 mod local_dir;
+
+pub use local_dir::local_dir_path;
 mod summary;
 mod tasks;
 
@@ -20,13 +22,15 @@ use weir_crds::{LoadedManifest, StorageLocation};
 
 use crate::api::{Instantiation, JobGraph, TaskContext, TaskError};
 use crate::checkpoint::restore::list_checkpoint_ids;
-use crate::checkpoint::{find_latest_checkpoint, RestorePlan};
+use crate::checkpoint::{
+    find_latest_checkpoint, load_snapshot, LoadedCheckpoint, RestorePlan, SnapshotKind,
+};
 use crate::metrics::JobMetrics;
 use crate::state::key_group::key_group_range;
 use crate::state::typed::system_clock;
 use crate::storage::paths::JobPaths;
 use crate::storage::{CheckpointStorage, LocalStorage, S3Storage, StorageError};
-use coordinator::{CheckpointStats, Coordinator};
+use coordinator::{Coordinator, RunInfo};
 pub use summary::{peak_rss_bytes, RunSummary};
 use tasks::RunningTasks;
 
@@ -38,8 +42,12 @@ pub struct RunOptions {
     /// Directory for RocksDB working files (default: the system temp directory); the run
     /// uses `<dir>/weir-<job>/` and deletes it at start and end.
     pub local_state_dir: Option<PathBuf>,
-    /// Seconds between progress lines (0 = none).
+    /// Time between progress lines (zero = none).
     pub progress_interval: Duration,
+    /// Restore from this savepoint (a directory URI) instead of the latest checkpoint.
+    pub from_savepoint: Option<String>,
+    /// Port of the admin API on 127.0.0.1 (0 = any free port).
+    pub admin_port: u16,
 }
 
 /// Why a run failed.
@@ -64,6 +72,14 @@ pub enum RunError {
         job: String,
         /// Storage URI of the job.
         storage: String,
+    },
+    /// The savepoint to restore cannot be used.
+    #[error("savepoint {uri}: {reason}")]
+    Savepoint {
+        /// The savepoint URI.
+        uri: String,
+        /// Why not.
+        reason: String,
     },
     /// The latest checkpoint cannot restore this job.
     #[error("cannot restore: {0}")]
@@ -110,7 +126,28 @@ pub fn run_job(
     let paths = JobPaths::new(&manifest.name);
     let (local_dir, _lock) =
         local_dir::lock_local_dir(options, &manifest.name, &storage.uri(&paths.job_root()))?;
-    let restore = prepare_storage(storage.as_ref(), &paths, options.fresh)?
+    let (admin_tx, admin_rx) = crossbeam_channel::unbounded();
+    let _admin =
+        crate::admin::serve(options.admin_port, &local_dir, admin_tx).map_err(|source| {
+            RunError::LocalDir {
+                path: crate::admin::discovery_file(&local_dir)
+                    .display()
+                    .to_string(),
+                source,
+            }
+        })?;
+    let restore = prepare_storage(storage.as_ref(), &paths, options.fresh)?;
+    let restore = match (
+        &options.from_savepoint,
+        restore,
+        &spec.spec.job.initial_savepoint_path,
+    ) {
+        (Some(uri), _, _) => Some(load_savepoint(uri, spec.spec.checkpointing.s3.as_ref())?),
+        (None, Some(checkpoint), _) => Some(checkpoint),
+        (None, None, Some(uri)) => Some(load_savepoint(uri, spec.spec.checkpointing.s3.as_ref())?),
+        (None, None, None) => None,
+    };
+    let restore = restore
         .map(|loaded| {
             RestorePlan::new(
                 loaded,
@@ -126,12 +163,20 @@ pub fn run_job(
         Some(plan) => info!(
             checkpoint = plan.checkpoint_id(),
             location = plan.location(),
-            "restoring from checkpoint {}",
+            "restoring from {} {}",
+            match plan.kind() {
+                SnapshotKind::Checkpoint => "checkpoint",
+                SnapshotKind::Savepoint => "savepoint",
+            },
             plan.checkpoint_id()
         ),
         None => info!("no checkpoint to restore; starting from the beginning of the input"),
     }
     let restored_from = restore.as_ref().map(|r| r.checkpoint_id());
+    let info = RunInfo {
+        start_time: chrono::Utc::now().to_rfc3339(),
+        restored_from: restore.as_ref().map(|r| r.location().to_string()),
+    };
     let next_id = list_checkpoint_ids(storage.as_ref(), &paths)?
         .last()
         .copied()
@@ -170,20 +215,19 @@ pub fn run_job(
     drop(inst.contexts);
     let tasks = RunningTasks::spawn(inst.tasks);
 
-    let mut coordinator = Coordinator {
-        storage: storage.as_ref(),
-        paths: &paths,
-        job: &manifest.name,
-        settings: &spec.checkpointing,
-        max_parallelism: spec.max_parallelism,
-        parallelism: p,
+    let mut coordinator = Coordinator::new(
+        storage.clone(),
+        &paths,
+        &manifest.name,
+        &spec.checkpointing,
+        spec.spec.checkpointing.s3.as_ref(),
+        spec.max_parallelism,
+        p,
         next_id,
-        task_subtasks: tasks.subtasks.clone(),
-        pending: None,
-        stats: CheckpointStats::default(),
-        storage_at_trigger: Default::default(),
-    };
-    let result = coordinator.run(&tasks, &metrics, options.progress_interval);
+        tasks.subtasks.clone(),
+        info,
+    );
+    let result = coordinator.run(&tasks, &metrics, options.progress_interval, &admin_rx);
     if result.is_ok() {
         tasks.join();
     }
@@ -209,10 +253,10 @@ fn prepare_storage(
     storage: &dyn CheckpointStorage,
     paths: &JobPaths,
     fresh: bool,
-) -> Result<Option<crate::checkpoint::LoadedCheckpoint>, RunError> {
+) -> Result<Option<LoadedCheckpoint>, RunError> {
     if fresh {
-        info!(location = %storage.uri(&paths.job_root()), "--fresh: deleting the job's checkpoints");
-        storage.delete_all(&paths.job_root())?;
+        info!(location = %storage.uri(&paths.checkpoints()), "--fresh: deleting the job's checkpoints (savepoints are kept)");
+        storage.delete_all(&paths.checkpoints())?;
     }
     for id in list_checkpoint_ids(storage, paths)? {
         if storage.read(&paths.metadata(id))?.is_none() {
@@ -224,6 +268,25 @@ fn prepare_storage(
         }
     }
     Ok(find_latest_checkpoint(storage, paths)?)
+}
+
+/// Loads the savepoint (or retained checkpoint) in directory `uri`; `s3` settings apply to an
+/// `s3://` URI.
+///
+/// # Errors
+/// [`RunError::Savepoint`] when the URI is malformed or the snapshot is missing or damaged
+/// (no fallback: the user named this one).
+pub fn load_savepoint(
+    uri: &str,
+    s3: Option<&weir_crds::S3Spec>,
+) -> Result<LoadedCheckpoint, RunError> {
+    let bad = |reason: String| RunError::Savepoint {
+        uri: uri.to_string(),
+        reason,
+    };
+    let location = StorageLocation::parse_with(uri, s3).map_err(bad)?;
+    let storage = open_storage(&location)?;
+    load_snapshot(storage.as_ref(), "")?.map_err(bad)
 }
 
 /// An error with its sources, `a: b: c`.

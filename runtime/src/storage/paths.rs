@@ -3,6 +3,7 @@
 //! ```text
 //! <job>/checkpoints/chk-<n>/_metadata        complete iff present; written last
 //! <job>/checkpoints/chk-<n>/<uid>-<subtask>.state
+//! <job>/savepoints/savepoint-<n>-<ms>/_metadata   (and its state files)
 //! ```
 
 /// Paths of one job's objects.
@@ -42,10 +43,29 @@ impl JobPaths {
         format!("{}/{METADATA}", self.checkpoint(id))
     }
 
+    /// The directory holding the job's savepoints (by default).
+    pub fn savepoints(&self) -> String {
+        format!("{}/savepoints", self.job)
+    }
+
     /// A file of checkpoint `id`, by its name inside the checkpoint directory.
     pub fn checkpoint_file(&self, id: u64, name: &str) -> String {
         format!("{}/{name}", self.checkpoint(id))
     }
+}
+
+/// `dir/name`, or `name` when `dir` is the root (`""`).
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// `savepoint-<id>-<time ms>`: unique per job, ordered by checkpoint id.
+pub fn savepoint_dir_name(id: u64, time_ms: i64) -> String {
+    format!("savepoint-{id}-{time_ms}")
 }
 
 /// `chk-<id>`.

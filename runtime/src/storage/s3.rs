@@ -86,10 +86,20 @@ impl S3Storage {
     }
 
     fn key(&self, path: &str) -> String {
-        if self.prefix.is_empty() {
-            path.to_string()
+        match (self.prefix.is_empty(), path.is_empty()) {
+            (true, _) => path.to_string(),
+            (false, true) => self.prefix.clone(),
+            (false, false) => format!("{}/{path}", self.prefix),
+        }
+    }
+
+    /// The key prefix of the objects below `path` (`""` for the bucket root).
+    fn dir_key(&self, path: &str) -> String {
+        let k = self.key(path);
+        if k.is_empty() {
+            k
         } else {
-            format!("{}/{path}", self.prefix)
+            format!("{k}/")
         }
     }
 
@@ -268,7 +278,7 @@ impl CheckpointStorage for S3Storage {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
-        let dir = format!("{}/", self.key(prefix));
+        let dir = self.dir_key(prefix);
         let (keys, prefixes) = self
             .rt
             .block_on(self.list_keys(&dir, Some("/")))
@@ -289,7 +299,7 @@ impl CheckpointStorage for S3Storage {
         let key = self.key(prefix);
         self.rt
             .block_on(async {
-                let (mut keys, _) = self.list_keys(&format!("{key}/"), None).await?;
+                let (mut keys, _) = self.list_keys(&self.dir_key(prefix), None).await?;
                 let (exact, _) = self.list_keys(&key, None).await?;
                 keys.extend(exact.into_iter().filter(|k| *k == key));
                 self.delete_keys(&keys).await

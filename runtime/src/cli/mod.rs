@@ -1,7 +1,9 @@
-//! The `weir` command line: `run`, `validate`, `jobs`.
+//! The `weir` command line: `run`, `validate`, `jobs`, `savepoint create|inspect|list`.
 //!
 //! Exit codes: 0 success; 1 the job failed (run again to resume from the latest checkpoint);
 //! 2 the manifest or its arguments are invalid (nothing was run or written).
+
+mod savepoint;
 
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -36,7 +38,18 @@ enum Command {
         /// Also write the run summary as JSON to this file.
         #[arg(long)]
         summary_json: Option<PathBuf>,
+        /// Restore from this savepoint directory (file:// or s3:// URI) instead of the
+        /// latest checkpoint.
+        #[arg(long)]
+        from_savepoint: Option<String>,
+        /// Port of the admin API on 127.0.0.1 (default: any free port, published next to
+        /// the local state directory for `weir savepoint create`).
+        #[arg(long, default_value_t = 0)]
+        admin_port: u16,
     },
+    /// Savepoints: take one of a running job, inspect one, list a directory of them.
+    #[command(subcommand)]
+    Savepoint(savepoint::SavepointCommand),
     /// Check a manifest and its job arguments without running anything.
     Validate {
         /// The StreamJob manifest (YAML).
@@ -58,6 +71,7 @@ pub fn main(registry: Registry) -> i32 {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
+        Command::Savepoint(cmd) => savepoint::run(cmd),
         Command::Jobs => {
             for (name, entry) in registry.list() {
                 println!("{name}\t{}", entry.description);
@@ -80,6 +94,8 @@ pub fn main(registry: Registry) -> i32 {
             local_state_dir,
             progress_interval,
             summary_json,
+            from_savepoint,
+            admin_port,
         } => {
             let progress_interval = match weir_crds::parse_duration(&progress_interval) {
                 Ok(d) => d,
@@ -99,6 +115,8 @@ pub fn main(registry: Registry) -> i32 {
                 fresh,
                 local_state_dir,
                 progress_interval,
+                from_savepoint,
+                admin_port,
             };
             match run_job(&loaded, graph, &options) {
                 Ok(summary) => {

@@ -1,0 +1,21 @@
+//! The admin API of a running job: versioned HTTP/JSON on 127.0.0.1, the only way into a job
+//! from outside (`weir savepoint create`, later the operator). Handlers turn requests into
+//! [`AdminRequest`]s for the coordinator thread and return its answers; errors are JSON with a
+//! stable code and a message.
+//!
+//! | method and path | answer |
+//! | --- | --- |
+//! | `GET /healthz` | `ok` |
+//! | `GET /v1/job` | [`JobInfo`] |
+//! | `GET /v1/checkpoints` | [`CheckpointsInfo`] |
+//! | `POST /v1/savepoints` `{"directory": "<uri>"?}` | 202 `{"triggerId": "..."}` |
+//! | `GET /v1/savepoints/{triggerId}` | [`SavepointStatus`] |
+
+mod server;
+pub mod types;
+
+pub use server::{discovery_file, serve, AdminServer};
+pub use types::{
+    AdminRequest, ApiError, CheckpointInfo, CheckpointsInfo, JobInfo, SavepointState,
+    SavepointStatus, TriggerResponse,
+};

@@ -1,0 +1,140 @@
+//! Admin API messages: what handlers ask the coordinator, and the JSON bodies. Pure data.
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+/// A question or command for the coordinator, with the channel for its answer.
+#[derive(Debug)]
+pub enum AdminRequest {
+    /// The job's status.
+    Job(oneshot::Sender<JobInfo>),
+    /// The job's checkpoints.
+    Checkpoints(oneshot::Sender<CheckpointsInfo>),
+    /// Take a savepoint into `directory` (a storage URI; default: the job's savepoint
+    /// directory); answers the trigger id.
+    TriggerSavepoint {
+        /// Target directory URI.
+        directory: Option<String>,
+        /// The answer.
+        reply: oneshot::Sender<Result<String, ApiError>>,
+    },
+    /// The status of a savepoint trigger; `None` for an unknown id.
+    Savepoint {
+        /// The trigger id.
+        trigger_id: String,
+        /// The answer.
+        reply: oneshot::Sender<Option<SavepointStatus>>,
+    },
+}
+
+/// `GET /v1/job`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobInfo {
+    /// Job name.
+    pub name: String,
+    /// `RUNNING`, or `FINISHING` once the input is exhausted.
+    pub state: String,
+    /// Subtasks per operator.
+    pub parallelism: u32,
+    /// Key groups.
+    pub max_parallelism: u32,
+    /// Start of this run, RFC 3339.
+    pub start_time: String,
+    /// Checkpoint or savepoint the run restored from.
+    pub restored_from: Option<String>,
+    /// Records read so far.
+    pub records_in: u64,
+    /// Records written so far.
+    pub records_out: u64,
+    /// Event-time watermark (ms since the epoch), if any.
+    pub watermark: Option<i64>,
+}
+
+/// A completed checkpoint or savepoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointInfo {
+    /// Checkpoint id.
+    pub id: u64,
+    /// Location of its directory.
+    pub location: String,
+    /// State bytes.
+    pub size_bytes: u64,
+    /// Trigger to `_metadata`, ms.
+    pub duration_ms: u64,
+}
+
+/// `GET /v1/checkpoints`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointsInfo {
+    /// Latest completed checkpoint of this run.
+    pub latest: Option<CheckpointInfo>,
+    /// Id of the checkpoint or savepoint in progress.
+    pub in_progress: Option<u64>,
+    /// Completed in this run.
+    pub completed: u64,
+    /// Failed in this run.
+    pub failed: u64,
+    /// The most recent failures: (id, cause), newest last, at most 10.
+    pub recent_failures: Vec<(u64, String)>,
+}
+
+/// `POST /v1/savepoints` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerResponse {
+    /// Poll `GET /v1/savepoints/{triggerId}`.
+    pub trigger_id: String,
+}
+
+/// Where a savepoint trigger stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SavepointState {
+    /// Queued or running.
+    InProgress,
+    /// Written; `location` says where.
+    Completed,
+    /// Failed; `failure` says why.
+    Failed,
+}
+
+/// `GET /v1/savepoints/{triggerId}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SavepointStatus {
+    /// The trigger id.
+    pub trigger_id: String,
+    /// Where it stands.
+    pub status: SavepointState,
+    /// Location of the savepoint directory, once completed.
+    pub location: Option<String>,
+    /// Why it failed.
+    pub failure: Option<String>,
+}
+
+/// An error answer: HTTP status, stable code, message.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    /// HTTP status.
+    #[serde(skip)]
+    pub status: u16,
+    /// Stable machine-readable code, e.g. `invalid_directory`.
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `status`, `code` and `message`.
+    pub fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+}
