@@ -5,7 +5,18 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{TaskError, Timestamp};
+use crate::checkpoint::SnapshotKind;
 use crate::state::KeyedSnapshot;
+
+/// A checkpoint barrier: which snapshot, and of which kind (a checkpoint may use a backend's
+/// native incremental format; a savepoint is always canonical).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointBarrier {
+    /// Checkpoint id.
+    pub id: u64,
+    /// Checkpoint or savepoint.
+    pub kind: SnapshotKind,
+}
 
 /// The input side of a chained operator: records, watermarks, checkpoint barriers and the
 /// end of input arrive here in stream order, from one thread. Each operator handles an event
@@ -18,8 +29,12 @@ pub trait Collector<T>: Send {
     fn record(&mut self, ts: Timestamp, value: T) -> Result<(), TaskError>;
     /// Event time has advanced to `watermark` (ms): no record with `ts <= watermark` follows.
     fn watermark(&mut self, watermark: Timestamp) -> Result<(), TaskError>;
-    /// Checkpoint barrier `id`: snapshot state into `out`, then forward the barrier.
-    fn checkpoint(&mut self, id: u64, out: &mut Vec<OperatorSnapshot>) -> Result<(), TaskError>;
+    /// Checkpoint barrier: snapshot state into `out`, then forward the barrier.
+    fn checkpoint(
+        &mut self,
+        barrier: CheckpointBarrier,
+        out: &mut Vec<OperatorSnapshot>,
+    ) -> Result<(), TaskError>;
     /// Checkpoint `id` is complete (its `_metadata` is written): commit side effects.
     fn checkpoint_complete(&mut self, id: u64) -> Result<(), TaskError>;
     /// No more input will come.

@@ -9,7 +9,9 @@ mod functions;
 mod key;
 mod stream;
 
-pub use collector::{Collector, OperatorListState, OperatorSnapshot, RedistributionMode};
+pub use collector::{
+    CheckpointBarrier, Collector, OperatorListState, OperatorSnapshot, RedistributionMode,
+};
 pub use context::{OperatorStateMap, TaskContext};
 pub use error::TaskError;
 pub use functions::AggregateFunction;

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
 use crate::api::{
-    Collector, OperatorListState, OperatorSnapshot, OperatorStateMap, RedistributionMode, Sink,
-    TaskContext, TaskError, Timestamp,
+    CheckpointBarrier, Collector, OperatorListState, OperatorSnapshot, OperatorStateMap,
+    RedistributionMode, Sink, TaskContext, TaskError, Timestamp,
 };
 use crate::metrics::JobMetrics;
 
@@ -216,7 +216,12 @@ impl<T: Send> Collector<T> for FileWriter<T> {
         Ok(())
     }
 
-    fn checkpoint(&mut self, id: u64, out: &mut Vec<OperatorSnapshot>) -> Result<(), TaskError> {
+    fn checkpoint(
+        &mut self,
+        barrier: CheckpointBarrier,
+        out: &mut Vec<OperatorSnapshot>,
+    ) -> Result<(), TaskError> {
+        let id = barrier.id;
         if let Some((seq, w, _)) = self.current.take() {
             let path = self.dir.join(in_progress_name(self.subtask, seq));
             let f = w

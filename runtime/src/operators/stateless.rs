@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::api::{Collector, OperatorSnapshot, TaskError, Timestamp};
+use crate::api::{CheckpointBarrier, Collector, OperatorSnapshot, TaskError, Timestamp};
 
 macro_rules! forward_control {
     () => {
@@ -11,10 +11,10 @@ macro_rules! forward_control {
         }
         fn checkpoint(
             &mut self,
-            id: u64,
+            barrier: CheckpointBarrier,
             out: &mut Vec<OperatorSnapshot>,
         ) -> Result<(), TaskError> {
-            self.next.checkpoint(id, out)
+            self.next.checkpoint(barrier, out)
         }
         fn checkpoint_complete(&mut self, id: u64) -> Result<(), TaskError> {
             self.next.checkpoint_complete(id)

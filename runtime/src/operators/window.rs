@@ -15,8 +15,8 @@ use std::sync::Arc;
 use ahash::AHashSet;
 
 use crate::api::{
-    AggregateFunction, Collector, Key, KeyedRecord, OperatorSnapshot, TaskError, TimeWindow,
-    Timestamp, WindowResult, MIN_WATERMARK,
+    AggregateFunction, CheckpointBarrier, Collector, Key, KeyedRecord, OperatorSnapshot, TaskError,
+    TimeWindow, Timestamp, WindowResult, MIN_WATERMARK,
 };
 use crate::metrics::JobMetrics;
 use crate::state::typed::AggregatingState;
@@ -180,7 +180,11 @@ impl<K: Key, T, A: AggregateFunction<In = T>> Collector<KeyedRecord<K, T>>
         self.next.watermark(watermark)
     }
 
-    fn checkpoint(&mut self, id: u64, out: &mut Vec<OperatorSnapshot>) -> Result<(), TaskError> {
+    fn checkpoint(
+        &mut self,
+        barrier: CheckpointBarrier,
+        out: &mut Vec<OperatorSnapshot>,
+    ) -> Result<(), TaskError> {
         let keyed = self
             .store
             .backend()
@@ -191,7 +195,7 @@ impl<K: Key, T, A: AggregateFunction<In = T>> Collector<KeyedRecord<K, T>>
             keyed: Some(keyed),
             operator_state: Default::default(),
         });
-        self.next.checkpoint(id, out)
+        self.next.checkpoint(barrier, out)
     }
 
     fn checkpoint_complete(&mut self, id: u64) -> Result<(), TaskError> {

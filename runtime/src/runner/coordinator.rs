@@ -19,7 +19,7 @@ use crate::admin::{
     AdminRequest, ApiError, CheckpointInfo, CheckpointsInfo, JobInfo, SavepointState,
     SavepointStatus,
 };
-use crate::api::OperatorSnapshot;
+use crate::api::{CheckpointBarrier, OperatorSnapshot};
 use crate::checkpoint::coordinator::{checkpoints_to_delete, PendingCheckpoint};
 use crate::checkpoint::metadata::{KeyedStateFile, SnapshotKind, SubtaskMetadata};
 use crate::checkpoint::restore::list_checkpoint_ids;
@@ -280,11 +280,15 @@ impl<'a> Coordinator<'a> {
             }
         }
         self.storage_at_trigger = target.storage.stats();
+        let kind = target.kind;
         self.pending = Some(Pending {
             checkpoint: PendingCheckpoint::new(id, tasks.len(), now, is_final),
             target,
         });
-        tasks.broadcast(Control::TriggerCheckpoint(id), true);
+        tasks.broadcast(
+            Control::TriggerCheckpoint(CheckpointBarrier { id, kind }),
+            true,
+        );
     }
 
     /// Handles an acknowledgement. Returns `Some(Ok(is_final))` when the snapshot completed,

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::Message;
-use crate::api::{Collector, Key, KeyedRecord, OperatorSnapshot, TaskError, Timestamp};
+use crate::api::{
+    CheckpointBarrier, Collector, Key, KeyedRecord, OperatorSnapshot, TaskError, Timestamp,
+};
 use crate::state::key_group::{key_group_for_bytes, subtask_for_key_group};
 
 /// Channels of a shuffle from `producers` to `consumers` subtasks: `senders[i][j]` and
@@ -119,8 +121,12 @@ impl<K: Key, T: Send> Collector<T> for Partitioner<K, T> {
         self.broadcast(|| Message::Watermark(watermark))
     }
 
-    fn checkpoint(&mut self, id: u64, _out: &mut Vec<OperatorSnapshot>) -> Result<(), TaskError> {
-        self.broadcast(|| Message::Barrier(id))
+    fn checkpoint(
+        &mut self,
+        barrier: CheckpointBarrier,
+        _out: &mut Vec<OperatorSnapshot>,
+    ) -> Result<(), TaskError> {
+        self.broadcast(|| Message::Barrier(barrier))
     }
 
     fn checkpoint_complete(&mut self, _id: u64) -> Result<(), TaskError> {

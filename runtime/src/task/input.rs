@@ -6,7 +6,7 @@ use weir_crds::CheckpointingMode;
 
 use super::barrier::{BarrierAligner, WatermarkValve};
 use super::{Control, Message, Task, TaskEvent, TaskIo};
-use crate::api::{Collector, TaskError};
+use crate::api::{CheckpointBarrier, Collector, TaskError};
 
 pub(crate) struct KeyedInputTask<T> {
     inputs: Vec<Receiver<Message<T>>>,
@@ -14,6 +14,8 @@ pub(crate) struct KeyedInputTask<T> {
     aligner: BarrierAligner,
     valve: WatermarkValve,
     ended: Vec<bool>,
+    /// The newest barrier seen.
+    barrier: Option<CheckpointBarrier>,
 }
 
 impl<T: Send> KeyedInputTask<T> {
@@ -29,12 +31,17 @@ impl<T: Send> KeyedInputTask<T> {
             aligner: BarrierAligner::new(n, mode == CheckpointingMode::ExactlyOnce),
             valve: WatermarkValve::new(n),
             ended: vec![false; n],
+            barrier: None,
         }
     }
 
     fn snapshot(&mut self, id: u64, io: &TaskIo) -> Result<(), TaskError> {
+        let barrier = match self.barrier {
+            Some(b) if b.id == id => b,
+            _ => unreachable!("invariant: the aligner completes only barriers it was given"),
+        };
         let mut snapshots = Vec::new();
-        self.head.checkpoint(id, &mut snapshots)?;
+        self.head.checkpoint(barrier, &mut snapshots)?;
         io.send(TaskEvent::Ack {
             task: io.index,
             checkpoint: id,
@@ -55,8 +62,11 @@ impl<T: Send> KeyedInputTask<T> {
                     self.head.watermark(w)?;
                 }
             }
-            Message::Barrier(id) => {
-                if let Some(id) = self.aligner.on_barrier(i, id) {
+            Message::Barrier(barrier) => {
+                if self.barrier.is_none_or(|b| b.id < barrier.id) {
+                    self.barrier = Some(barrier);
+                }
+                if let Some(id) = self.aligner.on_barrier(i, barrier.id) {
                     self.snapshot(id, io)?;
                 }
             }

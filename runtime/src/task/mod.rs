@@ -9,7 +9,7 @@ pub mod source;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::api::{OperatorSnapshot, TaskError, Timestamp};
+use crate::api::{CheckpointBarrier, OperatorSnapshot, TaskError, Timestamp};
 
 /// What travels on a shuffle channel, in stream order.
 pub(crate) enum Message<T> {
@@ -18,7 +18,7 @@ pub(crate) enum Message<T> {
     /// The sender's watermark.
     Watermark(Timestamp),
     /// Checkpoint barrier.
-    Barrier(u64),
+    Barrier(CheckpointBarrier),
     /// The sender has no more input.
     EndOfInput,
 }
@@ -26,8 +26,8 @@ pub(crate) enum Message<T> {
 /// Commands from the coordinator to a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Control {
-    /// Sources only: inject barrier `id` now.
-    TriggerCheckpoint(u64),
+    /// Sources only: inject this barrier now.
+    TriggerCheckpoint(CheckpointBarrier),
     /// Checkpoint `id` completed: commit.
     CheckpointComplete(u64),
     /// Checkpoint `id` was aborted: stop aligning for it.

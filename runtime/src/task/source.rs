@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::{Control, Task, TaskEvent, TaskIo};
 use crate::api::{
-    Collector, OperatorListState, OperatorSnapshot, RedistributionMode, SourceReader, TaskError,
-    WatermarkStrategy, MAX_WATERMARK, MIN_WATERMARK,
+    CheckpointBarrier, Collector, OperatorListState, OperatorSnapshot, RedistributionMode,
+    SourceReader, TaskError, WatermarkStrategy, MAX_WATERMARK, MIN_WATERMARK,
 };
 use crate::metrics::JobMetrics;
 
@@ -46,7 +46,7 @@ impl<T: Send> SourceTask<T> {
         }
     }
 
-    fn checkpoint(&mut self, id: u64, io: &TaskIo) -> Result<(), TaskError> {
+    fn checkpoint(&mut self, barrier: CheckpointBarrier, io: &TaskIo) -> Result<(), TaskError> {
         let mut operator_state = BTreeMap::new();
         operator_state.insert(
             POSITIONS.to_string(),
@@ -60,10 +60,10 @@ impl<T: Send> SourceTask<T> {
             keyed: None,
             operator_state,
         }];
-        self.chain.checkpoint(id, &mut snapshots)?;
+        self.chain.checkpoint(barrier, &mut snapshots)?;
         io.send(TaskEvent::Ack {
             task: io.index,
-            checkpoint: id,
+            checkpoint: barrier.id,
             snapshots,
         });
         Ok(())
@@ -82,7 +82,7 @@ impl<T: Send> Task for SourceTask<T> {
             };
             if let Some(c) = control {
                 match c {
-                    Control::TriggerCheckpoint(id) => self.checkpoint(id, io)?,
+                    Control::TriggerCheckpoint(barrier) => self.checkpoint(barrier, io)?,
                     Control::CheckpointComplete(id) => self.chain.checkpoint_complete(id)?,
                     Control::AbortCheckpoint(_) => {}
                     Control::Finish => {
