@@ -158,6 +158,11 @@ pub struct CheckpointingSpec {
     /// `0s`.
     #[serde(default = "default_min_pause")]
     pub min_pause: String,
+    /// Incremental checkpoints (RocksDB only): each checkpoint uploads only the RocksDB files
+    /// the previous ones did not, into `<job>/shared/`; a shared file is deleted when no
+    /// retained checkpoint references it. Savepoints are always full and self-contained.
+    #[serde(default)]
+    pub incremental: bool,
     /// Number of newest complete checkpoints kept; older ones are deleted. At least 1.
     #[serde(default = "default_retained")]
     pub retained: i32,

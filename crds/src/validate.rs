@@ -28,6 +28,8 @@ pub struct CheckpointSettings {
     pub min_pause: Duration,
     /// Newest complete checkpoints kept (at least 1).
     pub retained: usize,
+    /// Incremental RocksDB checkpoints.
+    pub incremental: bool,
     /// Where checkpoints go.
     pub storage: StorageLocation,
 }
@@ -97,6 +99,12 @@ pub fn validate_spec(spec: &StreamJobSpec) -> Result<ValidatedSpec, Vec<FieldErr
     let interval = duration("spec.checkpointing.interval", &c.interval, false);
     let timeout = duration("spec.checkpointing.timeout", &c.timeout, false);
     let min_pause = duration("spec.checkpointing.minPause", &c.min_pause, true);
+    if c.incremental && spec.state_backend != crate::spec::StateBackend::Rocksdb {
+        err(
+            "spec.checkpointing.incremental",
+            "requires stateBackend: rocksdb (heap state is checkpointed in full)".into(),
+        );
+    }
     if c.retained < 1 {
         err(
             "spec.checkpointing.retained",
@@ -127,6 +135,7 @@ pub fn validate_spec(spec: &StreamJobSpec) -> Result<ValidatedSpec, Vec<FieldErr
                     timeout,
                     min_pause,
                     retained: c.retained as usize,
+                    incremental: c.incremental,
                     storage,
                 },
             })

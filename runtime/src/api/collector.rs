@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{TaskError, Timestamp};
 use crate::checkpoint::SnapshotKind;
-use crate::state::KeyedSnapshot;
+use crate::state::KeyedSnapshotData;
 
 /// A checkpoint barrier: which snapshot, and of which kind (a checkpoint may use a backend's
 /// native incremental format; a savepoint is always canonical).
@@ -66,8 +66,8 @@ pub struct OperatorListState {
 pub struct OperatorSnapshot {
     /// The operator's uid.
     pub uid: String,
-    /// Keyed state in the canonical format, for keyed operators.
-    pub keyed: Option<KeyedSnapshot>,
+    /// Keyed state, for keyed operators.
+    pub keyed: Option<KeyedSnapshotData>,
     /// Named lists of operator state.
     pub operator_state: BTreeMap<String, OperatorListState>,
 }

@@ -12,8 +12,9 @@ use crate::checkpoint::RestorePlan;
 use crate::metrics::JobMetrics;
 use crate::state::heap::HeapBackend;
 use crate::state::rocksdb::RocksDbBackend;
+use crate::state::snapshot::SnapshotSection;
 use crate::state::typed::Clock;
-use crate::state::{KeyGroupRange, KeyedStateBackend, KeyedStateStore};
+use crate::state::{KeyGroupRange, KeyedStateBackend, KeyedStateInput, KeyedStateStore};
 
 /// Named lists of operator state entries restored for one subtask.
 pub type OperatorStateMap = BTreeMap<String, Vec<serde_json::Value>>;
@@ -37,6 +38,8 @@ pub struct TaskContext {
     pub(crate) local_dir: PathBuf,
     pub(crate) restore: Option<Arc<RestorePlan>>,
     pub(crate) clock: Clock,
+    /// Checkpoints in the backend's native format (incremental RocksDB checkpoints).
+    pub(crate) incremental: bool,
 }
 
 impl TaskContext {
@@ -55,18 +58,87 @@ impl TaskContext {
             uid: uid.to_string(),
             source,
         };
-        let mut backend: Box<dyn KeyedStateBackend> = match self.state_backend {
-            StateBackend::Heap => Box::new(HeapBackend::new(self.key_group_range)),
-            StateBackend::Rocksdb => {
-                let dir = self.local_dir.join(format!("{uid}-{}", self.subtask));
-                Box::new(RocksDbBackend::open(&dir, self.key_group_range).map_err(state_err)?)
-            }
-        };
+        let range = self.key_group_range;
+        let dir = self.local_dir.join(format!("{uid}-{}", self.subtask));
+        let mut canonical = Vec::new();
+        let mut natives = Vec::new();
         if let Some(plan) = &self.restore {
-            let input = plan.keyed_input(uid, self.key_group_range);
-            backend.restore(&input).map_err(state_err)?;
+            canonical = plan.keyed_input(uid, range).sections;
+            natives = plan.native_sources(uid, range);
         }
-        Ok(KeyedStateStore::new(backend, self.clock.clone()))
+        let reopen = self.state_backend == StateBackend::Rocksdb
+            && canonical.is_empty()
+            && natives.len() == 1
+            && natives[0].range == range;
+        let backend: Box<dyn KeyedStateBackend> = if reopen {
+            // The same key groups in the same format: open the restored files as they are.
+            natives[0].materialize(&dir).map_err(state_err)?;
+            Box::new(
+                RocksDbBackend::open_restored(&dir, range, natives[0].states).map_err(state_err)?,
+            )
+        } else {
+            let mut backend: Box<dyn KeyedStateBackend> = match self.state_backend {
+                StateBackend::Heap => Box::new(HeapBackend::new(range)),
+                StateBackend::Rocksdb => {
+                    Box::new(RocksDbBackend::open(&dir, range).map_err(state_err)?)
+                }
+            };
+            // Native files of other ranges (or into heap): read exactly the key groups owned.
+            let scratch = self
+                .local_dir
+                .join(format!("{uid}-{}-restore", self.subtask));
+            let converted = natives
+                .iter()
+                .map(|n| {
+                    let common = n
+                        .range
+                        .intersect(&range)
+                        .expect("invariant: sources intersect the range");
+                    n.to_canonical(common, &scratch)
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(state_err)?;
+            canonical.extend(converted.iter().map(|k| SnapshotSection {
+                bytes: &k.bytes,
+                range: k.range,
+                key_group_offsets: &k.key_group_offsets,
+                states: &k.states,
+            }));
+            if !canonical.is_empty() {
+                backend
+                    .restore(&KeyedStateInput {
+                        range,
+                        sections: canonical,
+                    })
+                    .map_err(state_err)?;
+            }
+            backend
+        };
+        let store = KeyedStateStore::new(backend, self.clock.clone());
+        Ok(
+            if self.incremental && self.state_backend == StateBackend::Rocksdb {
+                store.with_native_snapshots(
+                    self.local_dir
+                        .join("native")
+                        .join(format!("{uid}-{}", self.subtask)),
+                )
+            } else {
+                store
+            },
+        )
+    }
+
+    /// True when subtask `subtask` of `uid` reopens the restored native files as they are
+    /// (see [`TaskContext::keyed_state`]); the coordinator then reuses their shared files.
+    pub(crate) fn reopens_native(
+        plan: &RestorePlan,
+        backend: StateBackend,
+        uid: &str,
+        range: KeyGroupRange,
+    ) -> bool {
+        backend == StateBackend::Rocksdb
+            && plan.keyed_input(uid, range).sections.is_empty()
+            && matches!(plan.native_sources(uid, range).as_slice(), [n] if n.range == range)
     }
 
     /// The operator state of `uid` restored for this subtask, redistributed per list mode;

@@ -72,6 +72,38 @@ pub struct SubtaskMetadata {
     /// Named lists of operator state.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub operator_state: BTreeMap<String, OperatorListState>,
+    /// Keyed state as RocksDB files (incremental checkpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_state: Option<NativeState>,
+}
+
+/// Keyed state of one subtask as a RocksDB checkpoint (incremental checkpoints).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NativeState {
+    /// Key groups the files hold.
+    pub key_group_range: KeyGroupRange,
+    /// States (column families).
+    pub states: Vec<StateInfo>,
+    /// The files of the RocksDB checkpoint.
+    pub files: Vec<NativeFile>,
+}
+
+/// One file of a RocksDB checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NativeFile {
+    /// File name inside the RocksDB directory.
+    pub name: String,
+    /// Object path: relative to the job root for shared files (`shared/...`), else relative
+    /// to the checkpoint directory.
+    pub path: String,
+    /// True for SST files in `<job>/shared/`, which later checkpoints may reference.
+    pub shared: bool,
+    /// Size in bytes.
+    pub size: u64,
+    /// CRC-32C of the file.
+    pub crc32c: u32,
 }
 
 /// A keyed state file in the canonical format.
@@ -164,14 +196,24 @@ impl CheckpointMetadata {
         serde_json::from_slice(body).map_err(MetadataError::Json)
     }
 
-    /// Total size of the checkpoint's state files in bytes.
+    /// Total size of the checkpoint's state files in bytes (shared files included).
     pub fn state_size(&self) -> u64 {
+        let subtasks = self.operators.values().flat_map(|o| &o.subtasks);
+        subtasks
+            .clone()
+            .filter_map(|s| s.keyed_state.as_ref())
+            .map(|f| f.size)
+            .chain(self.native_files().map(|f| f.size))
+            .sum()
+    }
+
+    /// Every native (RocksDB) file the checkpoint references.
+    pub fn native_files(&self) -> impl Iterator<Item = &NativeFile> {
         self.operators
             .values()
             .flat_map(|o| &o.subtasks)
-            .filter_map(|s| s.keyed_state.as_ref())
-            .map(|f| f.size)
-            .sum()
+            .filter_map(|s| s.native_state.as_ref())
+            .flat_map(|n| &n.files)
     }
 }
 

@@ -3,10 +3,12 @@
 //! its key groups and operator state.
 
 pub mod coordinator;
+pub mod gc;
 pub mod metadata;
 pub mod restore;
 
 pub use metadata::{
-    CheckpointMetadata, KeyedStateFile, OperatorMetadata, SnapshotKind, SubtaskMetadata,
+    CheckpointMetadata, KeyedStateFile, NativeFile, NativeState, OperatorMetadata, SnapshotKind,
+    SubtaskMetadata,
 };
 pub use restore::{find_latest_checkpoint, load_snapshot, LoadedCheckpoint, RestorePlan};

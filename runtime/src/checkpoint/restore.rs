@@ -12,7 +12,7 @@ use tracing::warn;
 use super::metadata::CheckpointMetadata;
 use crate::api::{OperatorStateMap, RedistributionMode};
 use crate::state::snapshot::SnapshotSection;
-use crate::state::{KeyGroupRange, KeyedStateInput};
+use crate::state::{KeyGroupRange, KeyedStateInput, NativeSource};
 use crate::storage::paths::{join, parse_checkpoint_dir_name, JobPaths, METADATA};
 use crate::storage::{CheckpointStorage, StorageError};
 
@@ -110,11 +110,45 @@ pub fn load_snapshot(
         }
         files.insert(file.file.clone(), bytes);
     }
+    let shared_root = checkpoint_job_root(dir);
+    for file in metadata.native_files() {
+        let object = match (file.shared, shared_root) {
+            (false, _) => join(dir, &file.path),
+            (true, Some(root)) => join(root, &file.path),
+            (true, None) => {
+                return Ok(Err(format!(
+                    "{} references shared file {} but is not in a job's checkpoints directory",
+                    dir, file.path
+                )))
+            }
+        };
+        let Some(bytes) = storage.read(&object)? else {
+            return Ok(Err(format!("state file {} is missing", file.path)));
+        };
+        let crc = crc32c::crc32c(&bytes);
+        if bytes.len() as u64 != file.size || crc != file.crc32c {
+            return Ok(Err(format!(
+                "state file {} is corrupt: checksum mismatch (expected {:08x}, got {crc:08x})",
+                file.path, file.crc32c
+            )));
+        }
+        files.insert(file.path.clone(), bytes);
+    }
     Ok(Ok(LoadedCheckpoint {
         location: storage.uri(dir),
         metadata,
         files,
     }))
+}
+
+/// The job root of a checkpoint directory `<root>/checkpoints/chk-<n>`, where its shared
+/// files live (`<root>/shared/`).
+pub fn checkpoint_job_root(dir: &str) -> Option<&str> {
+    let (parent, name) = dir.rsplit_once('/')?;
+    parse_checkpoint_dir_name(name)?;
+    parent
+        .strip_suffix("/checkpoints")
+        .or((parent == "checkpoints").then_some(""))
 }
 
 /// How a loaded checkpoint maps onto the subtasks of the job being started.
@@ -186,6 +220,48 @@ impl RestorePlan {
             }
         }
         KeyedStateInput { range, sections }
+    }
+
+    /// The native (RocksDB) state of `uid`'s old subtasks whose key groups intersect `range`.
+    pub fn native_sources(&self, uid: &str, range: KeyGroupRange) -> Vec<NativeSource<'_>> {
+        let Some(op) = self.checkpoint.metadata.operators.get(uid) else {
+            return Vec::new();
+        };
+        op.subtasks
+            .iter()
+            .filter_map(|s| s.native_state.as_ref())
+            .filter(|n| n.key_group_range.intersect(&range).is_some())
+            .map(|n| NativeSource {
+                range: n.key_group_range,
+                states: &n.states,
+                files: n
+                    .files
+                    .iter()
+                    .filter_map(|f| {
+                        Some((
+                            f.name.as_str(),
+                            self.checkpoint.files.get(&f.path)?.as_slice(),
+                        ))
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Shared files of every subtask of the restored checkpoint: (uid, old subtask, key-group
+    /// range, files), for the coordinator to reuse instead of uploading again.
+    pub fn native_states(
+        &self,
+    ) -> impl Iterator<Item = (&str, u32, &crate::checkpoint::NativeState)> {
+        self.checkpoint
+            .metadata
+            .operators
+            .iter()
+            .flat_map(|(uid, op)| {
+                op.subtasks
+                    .iter()
+                    .filter_map(move |s| Some((uid.as_str(), s.subtask, s.native_state.as_ref()?)))
+            })
     }
 
     /// Operator state of `uid` for new subtask `subtask` of `parallelism`: unchanged

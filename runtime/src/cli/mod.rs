@@ -50,6 +50,9 @@ enum Command {
     /// Savepoints: take one of a running job, inspect one, list a directory of them.
     #[command(subcommand)]
     Savepoint(savepoint::SavepointCommand),
+    /// Checkpoint storage maintenance.
+    #[command(subcommand)]
+    Checkpoints(CheckpointsCommand),
     /// Check a manifest and its job arguments without running anything.
     Validate {
         /// The StreamJob manifest (YAML).
@@ -57,6 +60,51 @@ enum Command {
     },
     /// List the jobs this binary can run (`spec.job.entry`).
     Jobs,
+}
+
+#[derive(Debug, Subcommand)]
+enum CheckpointsCommand {
+    /// List the objects under a job's root (`<storage>/<job>`) that no complete checkpoint or
+    /// savepoint references, with their total size. Nothing is deleted: running jobs delete
+    /// their own garbage.
+    Gc {
+        /// Only report (required: this command never deletes).
+        #[arg(long, required = true)]
+        dry_run: bool,
+        /// The job's root URI, e.g. s3://bucket/prefix/my-job or file:///var/weir/my-job.
+        uri: String,
+        /// Take S3 settings (endpoint, region, addressing) from this manifest.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+    },
+}
+
+fn checkpoints_gc(uri: &str, manifest: Option<&Path>) -> Result<(), String> {
+    let s3 = match manifest {
+        Some(m) => {
+            let text = std::fs::read_to_string(m)
+                .map_err(|e| format!("cannot read {}: {e}", m.display()))?;
+            weir_crds::load_manifest(&text)
+                .map_err(|e| format!("{}: {e}", m.display()))?
+                .spec
+                .spec
+                .checkpointing
+                .s3
+        }
+        None => None,
+    };
+    let location = weir_crds::StorageLocation::parse_with(uri, s3.as_ref())?;
+    let storage = crate::runner::open_storage(&location).map_err(|e| error_chain(&e))?;
+    let orphans = crate::checkpoint::gc::scan_job(storage.as_ref()).map_err(|e| error_chain(&e))?;
+    let total: u64 = orphans.iter().map(|o| o.size).sum();
+    for o in &orphans {
+        println!("{}\t{} bytes\t{}", storage.uri(&o.path), o.size, o.reason);
+    }
+    println!(
+        "{} orphaned objects, {total} bytes (dry run: nothing deleted)",
+        orphans.len()
+    );
+    Ok(())
 }
 
 /// Runs the CLI with `registry`'s jobs and returns the process exit code.
@@ -72,6 +120,15 @@ pub fn main(registry: Registry) -> i32 {
         .init();
     match cli.command {
         Command::Savepoint(cmd) => savepoint::run(cmd),
+        Command::Checkpoints(CheckpointsCommand::Gc { uri, manifest, .. }) => {
+            match checkpoints_gc(&uri, manifest.as_deref()) {
+                Ok(()) => 0,
+                Err(msg) => {
+                    eprintln!("error: {msg}");
+                    1
+                }
+            }
+        }
         Command::Jobs => {
             for (name, entry) in registry.list() {
                 println!("{name}\t{}", entry.description);

@@ -18,6 +18,7 @@ use crate::api::{
     AggregateFunction, CheckpointBarrier, Collector, Key, KeyedRecord, OperatorSnapshot, TaskError,
     TimeWindow, Timestamp, WindowResult, MIN_WATERMARK,
 };
+use crate::checkpoint::SnapshotKind;
 use crate::metrics::JobMetrics;
 use crate::state::typed::AggregatingState;
 use crate::state::{KeyGroup, KeyedStateStore};
@@ -187,8 +188,7 @@ impl<K: Key, T, A: AggregateFunction<In = T>> Collector<KeyedRecord<K, T>>
     ) -> Result<(), TaskError> {
         let keyed = self
             .store
-            .backend()
-            .snapshot()
+            .snapshot(barrier.id, barrier.kind == SnapshotKind::Checkpoint)
             .map_err(|e| self.state_err(e))?;
         out.push(OperatorSnapshot {
             uid: self.uid.clone(),

@@ -4,7 +4,7 @@
 //! answers the admin API and prints progress. Its decisions about one checkpoint are the pure
 //! [`PendingCheckpoint`]; this is the I/O around it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,9 +21,12 @@ use crate::admin::{
 };
 use crate::api::{CheckpointBarrier, OperatorSnapshot};
 use crate::checkpoint::coordinator::{checkpoints_to_delete, PendingCheckpoint};
-use crate::checkpoint::metadata::{KeyedStateFile, SnapshotKind, SubtaskMetadata};
+use crate::checkpoint::metadata::{
+    KeyedStateFile, NativeFile, NativeState, SnapshotKind, SubtaskMetadata,
+};
 use crate::checkpoint::restore::list_checkpoint_ids;
 use crate::metrics::JobMetrics;
+use crate::state::{KeyedSnapshotData, NativeSnapshot};
 use crate::storage::paths::{join, savepoint_dir_name, state_file_name, JobPaths, METADATA};
 use crate::storage::{CheckpointStorage, StorageStats};
 use crate::task::{Control, TaskEvent};
@@ -86,6 +89,14 @@ pub(super) struct Coordinator<'a> {
     finishing: bool,
     /// Storage counters when the pending checkpoint was triggered.
     storage_at_trigger: StorageStats,
+    /// Shared files uploaded before, per (operator uid, subtask): RocksDB file name -> file.
+    shared: HashMap<(String, u32), HashMap<String, NativeFile>>,
+    /// Shared files the pending checkpoint uploaded.
+    pending_shared: Vec<String>,
+    /// Shared files each complete checkpoint in storage references.
+    retained_shared: BTreeMap<u64, Vec<String>>,
+    /// Distinguishes this run's shared file names from earlier runs'.
+    run_tag: String,
     pub stats: CheckpointStats,
 }
 
@@ -121,8 +132,26 @@ impl<'a> Coordinator<'a> {
             recent_failures: VecDeque::new(),
             finishing: false,
             storage_at_trigger: StorageStats::default(),
+            shared: HashMap::new(),
+            pending_shared: Vec::new(),
+            retained_shared: BTreeMap::new(),
+            run_tag: format!("{:x}", chrono::Utc::now().timestamp_millis()),
             stats: CheckpointStats::default(),
         }
+    }
+
+    /// Reuses the shared files of a restored checkpoint for the subtasks that reopened them
+    /// as they are (same key-group range): their RocksDB file names continue from there.
+    pub fn seed_shared(&mut self, uid: &str, subtask: u32, state: &NativeState) {
+        self.shared.insert(
+            (uid.to_string(), subtask),
+            state
+                .files
+                .iter()
+                .filter(|f| f.shared)
+                .map(|f| (f.name.clone(), f.clone()))
+                .collect(),
+        );
     }
 
     /// Runs until every task finished (after the final checkpoint) or one failed, answering
@@ -145,6 +174,7 @@ impl<'a> Coordinator<'a> {
             .unwrap_or_else(Instant::now);
         let mut final_done = false;
         let mut last_progress = (Instant::now(), 0u64);
+        self.load_retained_shared();
         loop {
             let now = Instant::now();
             let all_exhausted = exhausted == tasks.sources();
@@ -307,11 +337,11 @@ impl<'a> Coordinator<'a> {
         let subtask = self.task_subtasks[task];
         let mut metas = Vec::new();
         for s in snapshots {
-            let keyed_state = match s.keyed {
-                Some(k) => {
-                    let name = state_file_name(&s.uid, subtask);
-                    if let Err(e) = target.storage.write(&join(&target.dir, &name), &k.bytes) {
-                        let cause = error_chain(&e);
+            let (keyed_state, native_state) = match s.keyed {
+                None => (None, None),
+                Some(data) => match self.write_keyed(&target, &s.uid, subtask, data) {
+                    Ok(written) => written,
+                    Err(cause) => {
                         warn!(
                             checkpoint = id,
                             "checkpoint {id} failed: {cause}; aborting it, the job continues"
@@ -319,17 +349,7 @@ impl<'a> Coordinator<'a> {
                         self.abort(id, cause);
                         return Some(Err(()));
                     }
-                    Some(KeyedStateFile {
-                        file: name,
-                        size: k.bytes.len() as u64,
-                        crc32c: crc32c::crc32c(&k.bytes),
-                        key_group_range: k.range,
-                        key_group_offsets: k.key_group_offsets,
-                        states: k.states,
-                        entries: k.entries,
-                    })
-                }
-                None => None,
+                },
             };
             metas.push((
                 s.uid,
@@ -337,6 +357,7 @@ impl<'a> Coordinator<'a> {
                     subtask,
                     keyed_state,
                     operator_state: s.operator_state,
+                    native_state,
                 },
             ));
         }
@@ -392,7 +413,31 @@ impl<'a> Coordinator<'a> {
             size_bytes: size,
             duration_ms: duration_ms as u64,
         });
+        for op in metadata.operators.iter() {
+            for st in &op.1.subtasks {
+                if let Some(n) = &st.native_state {
+                    self.shared.insert(
+                        (op.0.clone(), st.subtask),
+                        n.files
+                            .iter()
+                            .filter(|f| f.shared)
+                            .map(|f| (f.name.clone(), f.clone()))
+                            .collect(),
+                    );
+                }
+            }
+        }
+        self.pending_shared.clear();
+        self.retained_shared.insert(
+            id,
+            metadata
+                .native_files()
+                .filter(|f| f.shared)
+                .map(|f| f.path.clone())
+                .collect(),
+        );
         self.retain();
+        self.collect_shared_garbage();
         let io = target.storage.stats().since(&self.storage_at_trigger);
         self.stats.last_storage = io;
         info!(
@@ -457,10 +502,144 @@ impl<'a> Coordinator<'a> {
             }
         }
         for id in checkpoints_to_delete(&complete, &incomplete, self.settings.retained) {
-            if let Err(e) = storage.delete_all(&self.paths.checkpoint(id)) {
-                warn!(checkpoint = id, "retention: {}", error_chain(&e));
+            match storage.delete_all(&self.paths.checkpoint(id)) {
+                Ok(()) => {
+                    self.retained_shared.remove(&id);
+                }
+                Err(e) => warn!(checkpoint = id, "retention: {}", error_chain(&e)),
             }
         }
+    }
+
+    /// Reads which shared files the complete checkpoints in storage reference (after a
+    /// restart the reference counts are rebuilt from the `_metadata` files).
+    fn load_retained_shared(&mut self) {
+        let storage = self.storage.clone();
+        let Ok(ids) = list_checkpoint_ids(storage.as_ref(), self.paths) else {
+            return;
+        };
+        for id in ids {
+            if let Ok(Some(bytes)) = storage.read(&self.paths.metadata(id)) {
+                if let Ok(m) = crate::checkpoint::CheckpointMetadata::decode(&bytes) {
+                    self.retained_shared.insert(
+                        id,
+                        m.native_files()
+                            .filter(|f| f.shared)
+                            .map(|f| f.path.clone())
+                            .collect(),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Deletes every object in `<job>/shared/` that no retained checkpoint references.
+    fn collect_shared_garbage(&mut self) {
+        let referenced: std::collections::HashSet<&String> =
+            self.retained_shared.values().flatten().collect();
+        let dir = self.paths.shared();
+        let names = match self.storage.list(&dir) {
+            Ok(n) => n,
+            Err(e) => return warn!("shared-file collection: {}", error_chain(&e)),
+        };
+        for name in names {
+            let path = format!("shared/{name}");
+            if !referenced.contains(&path) {
+                if let Err(e) = self
+                    .storage
+                    .delete_all(&join(&self.paths.job_root(), &path))
+                {
+                    warn!("shared-file collection: {}", error_chain(&e));
+                }
+            }
+        }
+    }
+
+    /// Writes one operator subtask's keyed state: a canonical file into the snapshot's
+    /// directory, or a native RocksDB checkpoint whose SST files not uploaded before go to
+    /// `<job>/shared/` (reused by later checkpoints) and whose other files go into the
+    /// checkpoint's directory. The local native directory is deleted afterwards.
+    fn write_keyed(
+        &mut self,
+        target: &Target,
+        uid: &str,
+        subtask: u32,
+        data: KeyedSnapshotData,
+    ) -> Result<(Option<KeyedStateFile>, Option<NativeState>), String> {
+        let k = match data {
+            KeyedSnapshotData::Canonical(k) => k,
+            KeyedSnapshotData::Native(n) => {
+                let result = self.upload_native(target, uid, subtask, &n);
+                let _ = std::fs::remove_dir_all(&n.dir);
+                return result.map(|native| (None, Some(native)));
+            }
+        };
+        let name = state_file_name(uid, subtask);
+        target
+            .storage
+            .write(&join(&target.dir, &name), &k.bytes)
+            .map_err(|e| error_chain(&e))?;
+        Ok((
+            Some(KeyedStateFile {
+                file: name,
+                size: k.bytes.len() as u64,
+                crc32c: crc32c::crc32c(&k.bytes),
+                key_group_range: k.range,
+                key_group_offsets: k.key_group_offsets,
+                states: k.states,
+                entries: k.entries,
+            }),
+            None,
+        ))
+    }
+
+    fn upload_native(
+        &mut self,
+        target: &Target,
+        uid: &str,
+        subtask: u32,
+        n: &NativeSnapshot,
+    ) -> Result<NativeState, String> {
+        let known = self.shared.get(&(uid.to_string(), subtask));
+        let mut files = Vec::with_capacity(n.files.len());
+        for name in &n.files {
+            if let Some(f) = known.and_then(|k| k.get(name)) {
+                files.push(f.clone());
+                continue;
+            }
+            let path = n.dir.join(name);
+            let bytes =
+                std::fs::read(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+            let shared = name.ends_with(".sst");
+            let (object_path, object) = if shared {
+                let p = format!("shared/{uid}-{subtask}-{}-{name}", self.run_tag);
+                let object = join(&self.paths.job_root(), &p);
+                (p, object)
+            } else {
+                let p = format!("{uid}-{subtask}-{name}");
+                let object = join(&target.dir, &p);
+                (p, object)
+            };
+            target
+                .storage
+                .write(&object, &bytes)
+                .map_err(|e| error_chain(&e))?;
+            if shared {
+                self.pending_shared.push(object_path.clone());
+            }
+            files.push(NativeFile {
+                name: name.clone(),
+                path: object_path,
+                shared,
+                size: bytes.len() as u64,
+                crc32c: crc32c::crc32c(&bytes),
+            });
+        }
+        Ok(NativeState {
+            key_group_range: n.range,
+            states: n.states.clone(),
+            files,
+        })
     }
 
     /// Answers an admin request.

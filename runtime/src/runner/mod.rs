@@ -199,6 +199,7 @@ pub fn run_job(
                 local_dir: local_dir.clone(),
                 restore: restore.clone(),
                 clock: system_clock(),
+                incremental: spec.checkpointing.incremental,
             })
             .collect(),
         tasks: Vec::new(),
@@ -227,6 +228,17 @@ pub fn run_job(
         tasks.subtasks.clone(),
         info,
     );
+    if let Some(plan) = &restore {
+        for (uid, subtask, state) in plan.native_states() {
+            let range = key_group_range(subtask, spec.max_parallelism, p);
+            if subtask < p && TaskContext::reopens_native(plan, spec.spec.state_backend, uid, range)
+            {
+                coordinator.seed_shared(uid, subtask, state);
+            }
+        }
+    }
+    // The restored state now lives in the operators: release the loaded checkpoint.
+    drop(restore);
     let result = coordinator.run(&tasks, &metrics, options.progress_interval, &admin_rx);
     if result.is_ok() {
         tasks.join();

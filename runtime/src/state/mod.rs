@@ -7,6 +7,7 @@
 
 pub mod heap;
 pub mod key_group;
+pub mod native;
 pub mod rocksdb;
 pub mod snapshot;
 pub mod typed;
@@ -14,6 +15,7 @@ pub mod typed;
 use serde::{Deserialize, Serialize};
 
 pub use key_group::{KeyGroup, KeyGroupRange};
+pub use native::{KeyedSnapshotData, NativeSnapshot, NativeSource};
 pub use snapshot::{KeyedSnapshot, KeyedStateInput};
 pub use typed::{KeyedStateStore, ListState, MapState, ReducingState, StateTtl, ValueState};
 
@@ -180,6 +182,18 @@ pub trait KeyedStateBackend: Send {
     fn for_each_key(&mut self, state: StateId, f: KeyVisitor<'_>) -> Result<(), StateError>;
     /// Writes every entry of every state in the canonical format, key group by key group.
     fn snapshot(&mut self) -> Result<KeyedSnapshot, StateError>;
+    /// Takes a native (RocksDB) checkpoint into the new directory `dir`, for incremental
+    /// checkpoints; `None` for backends without one (heap).
+    ///
+    /// # Errors
+    /// [`StateError::Rocksdb`] when RocksDB cannot create the checkpoint.
+    fn native_snapshot(
+        &mut self,
+        dir: &std::path::Path,
+    ) -> Result<Option<NativeSnapshot>, StateError> {
+        let _ = dir;
+        Ok(None)
+    }
     /// Loads the entries of the key groups this backend owns from snapshot sections.
     ///
     /// # Errors

@@ -12,6 +12,7 @@ use rocksdb::{
     BlockBasedOptions, Cache, DBCompressionType, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
 
+use super::native::NativeSnapshot;
 use super::snapshot::SnapshotWriter;
 use super::{
     encode_composite, find_registered, split_composite, KeyGroup, KeyGroupRange, KeyRef,
@@ -50,11 +51,8 @@ impl RocksDbBackend {
             std::fs::remove_dir_all(dir).map_err(local)?;
         }
         std::fs::create_dir_all(dir).map_err(local)?;
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.set_max_background_jobs(2);
+        let opts = db_options();
         let cf_opts = column_family_options();
-        opts.set_compression_type(DBCompressionType::None);
         let db = DB::open(&opts, dir).map_err(rerr("open"))?;
         let mut write_opts = WriteOptions::default();
         write_opts.disable_wal(true);
@@ -63,6 +61,36 @@ impl RocksDbBackend {
             _dir: RemoveOnDrop(dir.to_path_buf()),
             range,
             states: Vec::new(),
+            cf_opts,
+            write_opts,
+            scratch: Vec::with_capacity(64),
+        })
+    }
+
+    /// Opens the RocksDB checkpoint restored into `dir` (the files of one old subtask with the
+    /// same key-group range) as this subtask's working instance.
+    ///
+    /// # Errors
+    /// [`StateError::Rocksdb`] when the files do not open as a RocksDB database with `states`.
+    pub fn open_restored(
+        dir: &Path,
+        range: KeyGroupRange,
+        states: &[StateInfo],
+    ) -> Result<Self, StateError> {
+        let mut opts = db_options();
+        opts.create_missing_column_families(true);
+        let cf_opts = column_family_options();
+        let descriptors = std::iter::once("default")
+            .chain(states.iter().map(|s| s.name.as_str()))
+            .map(|n| rocksdb::ColumnFamilyDescriptor::new(n, cf_opts.clone()));
+        let db = DB::open_cf_descriptors(&opts, dir, descriptors).map_err(rerr("open restored"))?;
+        let mut write_opts = WriteOptions::default();
+        write_opts.disable_wal(true);
+        Ok(Self {
+            db,
+            _dir: RemoveOnDrop(dir.to_path_buf()),
+            range,
+            states: states.to_vec(),
             cf_opts,
             write_opts,
             scratch: Vec::with_capacity(64),
@@ -150,6 +178,14 @@ fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+fn db_options() -> Options {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.set_max_background_jobs(2);
+    opts.set_compression_type(DBCompressionType::None);
+    opts
+}
+
 fn column_family_options() -> Options {
     let mut opts = Options::default();
     opts.set_compression_type(DBCompressionType::None);
@@ -172,6 +208,34 @@ impl Drop for RemoveOnDrop {
 }
 
 impl KeyedStateBackend for RocksDbBackend {
+    fn native_snapshot(&mut self, dir: &Path) -> Result<Option<NativeSnapshot>, StateError> {
+        let local = |source| StateError::LocalDir {
+            path: dir.display().to_string(),
+            source,
+        };
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(local)?;
+        }
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent).map_err(local)?;
+        }
+        // Flushes the memtables and hard-links every live file into `dir`.
+        rocksdb::checkpoint::Checkpoint::new(&self.db)
+            .and_then(|c| c.create_checkpoint(dir))
+            .map_err(rerr("create checkpoint"))?;
+        let mut files = Vec::new();
+        for e in std::fs::read_dir(dir).map_err(local)? {
+            files.push(e.map_err(local)?.file_name().to_string_lossy().into_owned());
+        }
+        files.sort();
+        Ok(Some(NativeSnapshot {
+            dir: dir.to_path_buf(),
+            files,
+            range: self.range,
+            states: self.states.clone(),
+        }))
+    }
+
     fn register(&mut self, info: &StateInfo) -> Result<StateId, StateError> {
         if let Some(id) = find_registered(&self.states, info)? {
             return Ok(id);

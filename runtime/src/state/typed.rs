@@ -12,7 +12,10 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{KeyGroup, KeyRef, KeyedStateBackend, StateError, StateId, StateInfo, StateKind};
+use super::{
+    KeyGroup, KeyRef, KeyedSnapshotData, KeyedStateBackend, StateError, StateId, StateInfo,
+    StateKind,
+};
 use crate::api::AggregateFunction;
 
 /// Time-to-live of a state's values.
@@ -43,6 +46,7 @@ pub struct KeyedStateStore {
     clock: Clock,
     raw: Vec<u8>,
     enc: Vec<u8>,
+    native_dir: Option<std::path::PathBuf>,
 }
 
 impl KeyedStateStore {
@@ -55,7 +59,32 @@ impl KeyedStateStore {
             clock,
             raw: Vec::with_capacity(64),
             enc: Vec::with_capacity(64),
+            native_dir: None,
         }
+    }
+
+    /// Takes checkpoints (not savepoints) in the backend's native format under `dir`, when
+    /// the backend has one (incremental RocksDB checkpoints).
+    pub fn with_native_snapshots(mut self, dir: std::path::PathBuf) -> Self {
+        self.native_dir = Some(dir);
+        self
+    }
+
+    /// Snapshots the state for checkpoint `id`: natively when enabled and `native` (a
+    /// checkpoint, not a savepoint), otherwise in the canonical format.
+    ///
+    /// # Errors
+    /// Backend failures.
+    pub fn snapshot(&mut self, id: u64, native: bool) -> Result<KeyedSnapshotData, StateError> {
+        if let (true, Some(base)) = (native, &self.native_dir) {
+            if let Some(n) = self
+                .backend
+                .native_snapshot(&base.join(format!("chk-{id}")))?
+            {
+                return Ok(KeyedSnapshotData::Native(n));
+            }
+        }
+        Ok(KeyedSnapshotData::Canonical(self.backend.snapshot()?))
     }
 
     /// Sets the key that subsequent state accesses apply to.

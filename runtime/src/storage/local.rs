@@ -80,6 +80,34 @@ impl CheckpointStorage for LocalStorage {
         Ok(names)
     }
 
+    fn list_objects(&self, prefix: &str) -> Result<Vec<(String, u64)>, StorageError> {
+        fn walk(
+            dir: &std::path::Path,
+            root: &std::path::Path,
+            out: &mut Vec<(String, u64)>,
+        ) -> std::io::Result<()> {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            for e in entries {
+                let e = e?;
+                let meta = e.metadata()?;
+                if meta.is_dir() {
+                    walk(&e.path(), root, out)?;
+                } else if let Ok(rel) = e.path().strip_prefix(root) {
+                    out.push((rel.to_string_lossy().into_owned(), meta.len()));
+                }
+            }
+            Ok(())
+        }
+        let mut out = Vec::new();
+        walk(&self.root.join(prefix), &self.root, &mut out).map_err(self.err("list", prefix))?;
+        out.sort();
+        Ok(out)
+    }
+
     fn delete_all(&self, prefix: &str) -> Result<(), StorageError> {
         let p = self.root.join(prefix);
         let r = if p.is_dir() {

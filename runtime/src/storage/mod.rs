@@ -88,6 +88,12 @@ pub trait CheckpointStorage: Send + Sync {
     /// # Errors
     /// [`StorageError`] on I/O failure.
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
+    /// Every object below `prefix`, recursively: (path relative to the storage root, size in
+    /// bytes), sorted by path.
+    ///
+    /// # Errors
+    /// [`StorageError`] on I/O failure.
+    fn list_objects(&self, prefix: &str) -> Result<Vec<(String, u64)>, StorageError>;
     /// Deletes `prefix` and everything under it (nothing when absent).
     ///
     /// # Errors

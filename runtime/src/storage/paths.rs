@@ -43,6 +43,11 @@ impl JobPaths {
         format!("{}/{METADATA}", self.checkpoint(id))
     }
 
+    /// The directory of files shared by incremental checkpoints.
+    pub fn shared(&self) -> String {
+        format!("{}/shared", self.job)
+    }
+
     /// The directory holding the job's savepoints (by default).
     pub fn savepoints(&self) -> String {
         format!("{}/savepoints", self.job)

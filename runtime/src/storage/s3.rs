@@ -216,6 +216,17 @@ impl S3Storage {
         prefix: &str,
         delimiter: Option<&str>,
     ) -> Result<(Vec<String>, Vec<String>), BoxError> {
+        let (keys, prefixes) = self.list_sized(prefix, delimiter).await?;
+        Ok((keys.into_iter().map(|(k, _)| k).collect(), prefixes))
+    }
+
+    /// Keys with their sizes in bytes (with `delimiter`: also common prefixes) under `prefix`.
+    #[allow(clippy::type_complexity)]
+    async fn list_sized(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+    ) -> Result<(Vec<(String, u64)>, Vec<String>), BoxError> {
         let (mut keys, mut prefixes) = (Vec::new(), Vec::new());
         let mut token = None;
         loop {
@@ -230,9 +241,9 @@ impl S3Storage {
                 .send()
                 .await?;
             keys.extend(
-                resp.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_string)),
+                resp.contents().iter().filter_map(|o| {
+                    Some((o.key()?.to_string(), o.size().unwrap_or(0).max(0) as u64))
+                }),
             );
             prefixes.extend(
                 resp.common_prefixes()
@@ -293,6 +304,20 @@ impl CheckpointStorage for S3Storage {
         names.sort();
         names.dedup();
         Ok(names)
+    }
+
+    fn list_objects(&self, prefix: &str) -> Result<Vec<(String, u64)>, StorageError> {
+        let root = self.dir_key("");
+        let (objects, _) = self
+            .rt
+            .block_on(self.list_sized(&self.dir_key(prefix), None))
+            .map_err(self.err("list", prefix))?;
+        let mut out: Vec<(String, u64)> = objects
+            .into_iter()
+            .filter_map(|(k, size)| Some((k.strip_prefix(&root)?.to_string(), size)))
+            .collect();
+        out.sort();
+        Ok(out)
     }
 
     fn delete_all(&self, prefix: &str) -> Result<(), StorageError> {
