@@ -4,6 +4,7 @@
 
 pub mod coordinator;
 pub mod gc;
+pub mod incremental;
 pub mod metadata;
 pub mod restore;
 

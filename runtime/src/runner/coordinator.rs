@@ -21,9 +21,8 @@ use crate::admin::{
 };
 use crate::api::{CheckpointBarrier, OperatorSnapshot};
 use crate::checkpoint::coordinator::{checkpoints_to_delete, PendingCheckpoint};
-use crate::checkpoint::metadata::{
-    KeyedStateFile, NativeFile, NativeState, SnapshotKind, SubtaskMetadata,
-};
+use crate::checkpoint::incremental::{known_files, upload_native, KnownFiles, UploadTarget};
+use crate::checkpoint::metadata::{KeyedStateFile, NativeState, SnapshotKind, SubtaskMetadata};
 use crate::checkpoint::restore::list_checkpoint_ids;
 use crate::metrics::JobMetrics;
 use crate::state::{KeyedSnapshotData, NativeSnapshot};
@@ -90,7 +89,7 @@ pub(super) struct Coordinator<'a> {
     /// Storage counters when the pending checkpoint was triggered.
     storage_at_trigger: StorageStats,
     /// Shared files uploaded before, per (operator uid, subtask): RocksDB file name -> file.
-    shared: HashMap<(String, u32), HashMap<String, NativeFile>>,
+    shared: HashMap<(String, u32), KnownFiles>,
     /// Shared files the pending checkpoint uploaded.
     pending_shared: Vec<String>,
     /// Shared files each complete checkpoint in storage references.
@@ -143,15 +142,8 @@ impl<'a> Coordinator<'a> {
     /// Reuses the shared files of a restored checkpoint for the subtasks that reopened them
     /// as they are (same key-group range): their RocksDB file names continue from there.
     pub fn seed_shared(&mut self, uid: &str, subtask: u32, state: &NativeState) {
-        self.shared.insert(
-            (uid.to_string(), subtask),
-            state
-                .files
-                .iter()
-                .filter(|f| f.shared)
-                .map(|f| (f.name.clone(), f.clone()))
-                .collect(),
-        );
+        self.shared
+            .insert((uid.to_string(), subtask), known_files(state));
     }
 
     /// Runs until every task finished (after the final checkpoint) or one failed, answering
@@ -416,14 +408,8 @@ impl<'a> Coordinator<'a> {
         for op in metadata.operators.iter() {
             for st in &op.1.subtasks {
                 if let Some(n) = &st.native_state {
-                    self.shared.insert(
-                        (op.0.clone(), st.subtask),
-                        n.files
-                            .iter()
-                            .filter(|f| f.shared)
-                            .map(|f| (f.name.clone(), f.clone()))
-                            .collect(),
-                    );
+                    self.shared
+                        .insert((op.0.clone(), st.subtask), known_files(n));
                 }
             }
         }
@@ -600,46 +586,19 @@ impl<'a> Coordinator<'a> {
         subtask: u32,
         n: &NativeSnapshot,
     ) -> Result<NativeState, String> {
+        let job_root = self.paths.job_root();
+        let upload = UploadTarget {
+            job_root: &job_root,
+            checkpoint_dir: &target.dir,
+            uid,
+            subtask,
+            run_tag: &self.run_tag,
+        };
         let known = self.shared.get(&(uid.to_string(), subtask));
-        let mut files = Vec::with_capacity(n.files.len());
-        for name in &n.files {
-            if let Some(f) = known.and_then(|k| k.get(name)) {
-                files.push(f.clone());
-                continue;
-            }
-            let path = n.dir.join(name);
-            let bytes =
-                std::fs::read(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
-            let shared = name.ends_with(".sst");
-            let (object_path, object) = if shared {
-                let p = format!("shared/{uid}-{subtask}-{}-{name}", self.run_tag);
-                let object = join(&self.paths.job_root(), &p);
-                (p, object)
-            } else {
-                let p = format!("{uid}-{subtask}-{name}");
-                let object = join(&target.dir, &p);
-                (p, object)
-            };
-            target
-                .storage
-                .write(&object, &bytes)
-                .map_err(|e| error_chain(&e))?;
-            if shared {
-                self.pending_shared.push(object_path.clone());
-            }
-            files.push(NativeFile {
-                name: name.clone(),
-                path: object_path,
-                shared,
-                size: bytes.len() as u64,
-                crc32c: crc32c::crc32c(&bytes),
-            });
-        }
-        Ok(NativeState {
-            key_group_range: n.range,
-            states: n.states.clone(),
-            files,
-        })
+        let (state, uploaded) = upload_native(target.storage.as_ref(), upload, n, known)
+            .map_err(|e| error_chain(&e))?;
+        self.pending_shared.extend(uploaded);
+        Ok(state)
     }
 
     /// Answers an admin request.
