@@ -30,6 +30,21 @@ fn sigkill_at_random_points_with_checkpoints_on_s3_gives_exactly_once_output() {
     assert_eq!(job.output_lines(), reference_retail_revenue());
 }
 
+/// Ids of the checkpoints named by the log lines that contain `marker`.
+fn checkpoint_ids(log: &[String], marker: &str) -> Vec<u64> {
+    log.iter()
+        .filter(|l| l.contains(marker))
+        .filter_map(|l| {
+            l.split("checkpoint ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
 #[test]
 fn a_checkpoint_whose_upload_fails_is_aborted_and_the_job_goes_on() {
     let mut server = S3Server::start();
@@ -63,35 +78,13 @@ fn a_checkpoint_whose_upload_fails_is_aborted_and_the_job_goes_on() {
         log.join("\n")
     );
 
-    let failed: Vec<u64> = log
-        .iter()
-        .filter(|l| l.contains("aborting it, the job continues"))
-        .filter_map(|l| {
-            l.split("checkpoint ")
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect();
+    let failed = checkpoint_ids(&log, "aborting it, the job continues");
     assert!(
         !failed.is_empty(),
         "no checkpoint failed:\n{}",
         log.join("\n")
     );
-    let completed: Vec<u64> = log
-        .iter()
-        .filter(|l| l.contains("complete checkpoint="))
-        .filter_map(|l| {
-            l.split("checkpoint ")
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect();
+    let completed = checkpoint_ids(&log, "complete checkpoint=");
     assert!(
         completed.iter().max() > failed.iter().max(),
         "no checkpoint completed after the outage:\n{}",

@@ -104,8 +104,8 @@ fn savepoints_restore_at_other_parallelism_across_backends_and_after_moving() {
     run_restored(&d, &args);
 }
 
-#[test]
-fn inspect_and_list_describe_savepoints() {
+/// A throttled example job that took a savepoint after its first checkpoint and was killed.
+fn job_with_savepoint() -> (TestJob, String) {
     let job = example_job(|d| {
         d["spec"]["checkpointing"]["interval"] = "300ms".into();
         d["spec"]["job"]["args"]["maxRecordsPerSecond"] = "60000".into();
@@ -115,6 +115,12 @@ fn inspect_and_list_describe_savepoints() {
     let sp = job.savepoint(None);
     child.kill().expect("SIGKILL");
     let _ = child.wait();
+    (job, sp)
+}
+
+#[test]
+fn inspect_and_list_describe_savepoints() {
+    let (_job, sp) = job_with_savepoint();
     let weir = |args: &[&str]| {
         let out = std::process::Command::new(weir_e2e::weir_bin())
             .args(args)
@@ -146,15 +152,7 @@ fn inspect_and_list_describe_savepoints() {
 
 #[test]
 fn a_savepoint_with_another_max_parallelism_is_refused_before_anything_runs() {
-    let job = example_job(|d| {
-        d["spec"]["checkpointing"]["interval"] = "300ms".into();
-        d["spec"]["job"]["args"]["maxRecordsPerSecond"] = "60000".into();
-    });
-    let (mut child, _lines) = job.spawn();
-    job.wait_for_checkpoints(1);
-    let sp = job.savepoint(None);
-    child.kill().expect("SIGKILL");
-    let _ = child.wait();
+    let (_job, sp) = job_with_savepoint();
     let other = example_job(|d| d["spec"]["job"]["maxParallelism"] = 256.into());
     let out = other.run(&["--from-savepoint", &sp]);
     assert_eq!(out.status.code(), Some(1));

@@ -136,6 +136,13 @@ impl RocksDbBackend {
             .map_err(rerr("put"))
     }
 
+    fn delete_row(&mut self, state: StateId) -> Result<(), StateError> {
+        let cf = self.cf(state);
+        self.db
+            .delete_cf_opt(cf, &self.scratch, &self.write_opts)
+            .map_err(rerr("delete"))
+    }
+
     /// All rows starting with `prefix` in `state`, as (row key, value). The iterator is
     /// bounded above by the prefix's successor, so a seek never walks past the prefix over
     /// tombstones of deleted rows.
@@ -275,10 +282,7 @@ impl KeyedStateBackend for RocksDbBackend {
             let prefix = self.scratch.clone();
             return self.delete_prefix(state, &prefix);
         }
-        let cf = self.cf(state);
-        self.db
-            .delete_cf_opt(cf, &self.scratch, &self.write_opts)
-            .map_err(rerr("delete"))
+        self.delete_row(state)
     }
 
     fn map_get(
@@ -313,10 +317,7 @@ impl KeyedStateBackend for RocksDbBackend {
         user_key: &[u8],
     ) -> Result<(), StateError> {
         self.row_key(key, ns, Some(user_key));
-        let cf = self.cf(state);
-        self.db
-            .delete_cf_opt(cf, &self.scratch, &self.write_opts)
-            .map_err(rerr("delete"))
+        self.delete_row(state)
     }
 
     fn map_entries(
