@@ -2,6 +2,7 @@
 //! data, write manifests derived from the example, run and kill real `weir` processes, and
 //! read the committed output of a job.
 
+pub mod garage;
 pub mod s3;
 
 use std::io::{BufRead, BufReader};
@@ -107,8 +108,27 @@ pub fn example_job_on_s3(
     prefix: &str,
     edit: impl FnOnce(&mut serde_yaml::Value),
 ) -> TestJob {
-    let endpoint = server.endpoint();
-    let storage = format!("s3://{}/{prefix}", server.bucket);
+    let mut job = example_job_on_endpoint(
+        &server.endpoint(),
+        &server.bucket,
+        prefix,
+        server.env(),
+        edit,
+    );
+    job.storage = server.root.path().join(&server.bucket).join(prefix);
+    job
+}
+
+/// [`example_job`] with its checkpoints at `s3://<bucket>/<prefix>` on the S3-compatible
+/// store at `endpoint` (path-style), reached with the credentials in `env`.
+pub fn example_job_on_endpoint(
+    endpoint: &str,
+    bucket: &str,
+    prefix: &str,
+    env: Vec<(String, String)>,
+    edit: impl FnOnce(&mut serde_yaml::Value),
+) -> TestJob {
+    let storage = format!("s3://{bucket}/{prefix}");
     let mut job = example_job(|d| {
         d["spec"]["checkpointing"]["storage"] = storage.into();
         let mut s3 = serde_yaml::Mapping::new();
@@ -117,8 +137,7 @@ pub fn example_job_on_s3(
         d["spec"]["checkpointing"]["s3"] = s3.into();
         edit(d);
     });
-    job.storage = server.root.path().join(&server.bucket).join(prefix);
-    job.env = server.env();
+    job.env = env;
     job
 }
 
