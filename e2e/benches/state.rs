@@ -272,6 +272,7 @@ fn main() {
                 bytes: &k.bytes,
                 range: k.range,
                 key_group_offsets: &k.key_group_offsets,
+                key_group_crc32c: &k.key_group_crc32c,
                 states: &k.states,
             })
             .collect();

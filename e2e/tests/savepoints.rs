@@ -163,3 +163,42 @@ fn a_savepoint_with_another_max_parallelism_is_refused_before_anything_runs() {
     );
     assert!(!other.output.exists(), "nothing may be written");
 }
+
+#[test]
+fn a_resume_after_a_savepoint_restore_never_picks_up_the_old_runs_checkpoints() {
+    // Checkpoints of the old run exist next to the savepoint; the run from the savepoint is
+    // killed before it completes a checkpoint of its own; a plain resume must not restore the
+    // old run's newer checkpoint (whose output the savepoint restore rolled back).
+    let (job, sp) = job_with_savepoint();
+    let (mut child, _lines) = job.spawn();
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    assert!(
+        !job.complete_checkpoints().is_empty(),
+        "the old run left checkpoints"
+    );
+    let mut cmd = std::process::Command::new(weir_e2e::weir_bin());
+    cmd.arg("run")
+        .arg(&job.manifest)
+        .args(["--from-savepoint", &sp, "--progress-interval", "0s"]);
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    // Tasks run (the sink has rolled its output back to the savepoint) once the first
+    // checkpoint is triggered; kill it then, before that checkpoint completes.
+    for line in lines.by_ref() {
+        if line.unwrap().contains("triggering checkpoint") {
+            break;
+        }
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let out = job.run(&[]);
+    assert_success(&out);
+    assert_eq!(job.output_lines(), reference_retail_revenue());
+}

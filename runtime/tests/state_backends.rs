@@ -175,6 +175,7 @@ fn section(s: &KeyedSnapshot) -> SnapshotSection<'_> {
         bytes: &s.bytes,
         range: s.range,
         key_group_offsets: &s.key_group_offsets,
+        key_group_crc32c: &s.key_group_crc32c,
         states: &s.states,
     }
 }
@@ -258,4 +259,33 @@ fn a_state_restored_with_another_kind_is_refused() {
         .err()
         .expect("kind mismatch");
     assert!(err.to_string().contains("agg"), "{err}");
+}
+
+#[test]
+fn a_damaged_key_group_section_is_refused() {
+    let keys: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
+    let mut snap = fill(Box::new(HeapBackend::new(full())), &keys);
+    let start = snap.key_group_offsets[3] as usize;
+    let end = snap.key_group_offsets[4] as usize;
+    assert!(end > start, "key group 3 holds entries");
+    snap.bytes[(start + end) / 2] ^= 0x10;
+    let mut backend = HeapBackend::new(full());
+    let err = backend
+        .restore(&KeyedStateInput {
+            range: full(),
+            sections: vec![section(&snap)],
+        })
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("key group 3: checksum mismatch"),
+        "{err}"
+    );
+    // A subtask that does not own key group 3 never reads it, and restores fine.
+    let mut other = HeapBackend::new(KeyGroupRange { start: 8, end: 15 });
+    other
+        .restore(&KeyedStateInput {
+            range: KeyGroupRange { start: 8, end: 15 },
+            sections: vec![section(&snap)],
+        })
+        .unwrap();
 }

@@ -102,6 +102,7 @@ impl TaskContext {
                 bytes: &k.bytes,
                 range: k.range,
                 key_group_offsets: &k.key_group_offsets,
+                key_group_crc32c: &k.key_group_crc32c,
                 states: &k.states,
             }));
             if !canonical.is_empty() {

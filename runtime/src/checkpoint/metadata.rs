@@ -120,6 +120,9 @@ pub struct KeyedStateFile {
     pub key_group_range: KeyGroupRange,
     /// Byte offset of each key group's section; the last element is the file size.
     pub key_group_offsets: Vec<u64>,
+    /// CRC-32C of each key group's section.
+    #[serde(default)]
+    pub key_group_crc32c: Vec<u32>,
     /// State table referenced by the file's entries.
     pub states: Vec<StateInfo>,
     /// Number of entries.

@@ -214,6 +214,7 @@ impl RestorePlan {
                         bytes,
                         range: f.key_group_range,
                         key_group_offsets: &f.key_group_offsets,
+                        key_group_crc32c: &f.key_group_crc32c,
                         states: &f.states,
                     });
                 }

@@ -572,6 +572,7 @@ impl<'a> Coordinator<'a> {
                 crc32c: crc32c::crc32c(&k.bytes),
                 key_group_range: k.range,
                 key_group_offsets: k.key_group_offsets,
+                key_group_crc32c: k.key_group_crc32c,
                 states: k.states,
                 entries: k.entries,
             }),

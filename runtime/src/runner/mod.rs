@@ -136,16 +136,16 @@ pub fn run_job(
                 source,
             }
         })?;
-    let restore = prepare_storage(storage.as_ref(), &paths, options.fresh)?;
-    let restore = match (
-        &options.from_savepoint,
-        restore,
-        &spec.spec.job.initial_savepoint_path,
-    ) {
-        (Some(uri), _, _) => Some(load_savepoint(uri, spec.spec.checkpointing.s3.as_ref())?),
-        (None, Some(checkpoint), _) => Some(checkpoint),
-        (None, None, Some(uri)) => Some(load_savepoint(uri, spec.spec.checkpointing.s3.as_ref())?),
-        (None, None, None) => None,
+    let s3 = spec.spec.checkpointing.s3.as_ref();
+    let restore = match &options.from_savepoint {
+        Some(uri) => Some(load_savepoint(uri, s3)?),
+        None => match prepare_storage(storage.as_ref(), &paths, options.fresh)? {
+            Some(checkpoint) => Some(checkpoint),
+            None => match &spec.spec.job.initial_savepoint_path {
+                Some(uri) => Some(load_savepoint(uri, s3)?),
+                None => None,
+            },
+        },
     };
     let restore = restore
         .map(|loaded| {
@@ -173,15 +173,27 @@ pub fn run_job(
         None => info!("no checkpoint to restore; starting from the beginning of the input"),
     }
     let restored_from = restore.as_ref().map(|r| r.checkpoint_id());
+    let existing = list_checkpoint_ids(storage.as_ref(), &paths)?;
+    let next_id = existing
+        .last()
+        .copied()
+        .unwrap_or(0)
+        .max(restored_from.unwrap_or(0))
+        + 1;
+    if options.from_savepoint.is_some() && !existing.is_empty() {
+        // The savepoint starts a new lineage: a later resume must never pick up a checkpoint
+        // of the old one (it would restore state from before the savepoint's restore).
+        warn!(
+            count = existing.len(),
+            "restoring from a savepoint: deleting the job's {} checkpoints of the previous run",
+            existing.len()
+        );
+        storage.delete_all(&paths.checkpoints())?;
+    }
     let info = RunInfo {
         start_time: chrono::Utc::now().to_rfc3339(),
         restored_from: restore.as_ref().map(|r| r.location().to_string()),
     };
-    let next_id = list_checkpoint_ids(storage.as_ref(), &paths)?
-        .last()
-        .copied()
-        .unwrap_or(0)
-        + 1;
 
     let p = spec.parallelism;
     let metrics = Arc::new(JobMetrics::new(p as usize));

@@ -9,7 +9,8 @@
 //! `u16 state index | u8 flags (1 = has user key) | u32 composite length | composite |
 //! [u32 user key length | user key] | u32 value length | value`, integers big endian,
 //! composite = `u32 key length | key | u32 namespace length | namespace`.
-//! The state index refers to the `states` table recorded in the checkpoint metadata.
+//! The state index refers to the `states` table recorded in the checkpoint metadata. Each
+//! section has its own CRC-32C in the metadata, verified by whoever reads the section.
 
 use super::{KeyGroup, KeyGroupRange, StateError, StateInfo};
 
@@ -25,6 +26,9 @@ pub struct KeyedSnapshot {
     pub range: KeyGroupRange,
     /// Byte offset of each key group's section; `range.len() + 1` elements, last = length.
     pub key_group_offsets: Vec<u64>,
+    /// CRC-32C of each key group's section, so a reader of some sections verifies exactly
+    /// what it read.
+    pub key_group_crc32c: Vec<u32>,
     /// States by index, as referenced by entries.
     pub states: Vec<StateInfo>,
     /// Number of entries written.
@@ -48,6 +52,7 @@ impl SnapshotWriter {
                 bytes,
                 range,
                 key_group_offsets: Vec::with_capacity(range.len() + 1),
+                key_group_crc32c: Vec::with_capacity(range.len()),
                 states,
                 entries: 0,
             },
@@ -89,6 +94,11 @@ impl SnapshotWriter {
         self.snap
             .key_group_offsets
             .push(self.snap.bytes.len() as u64);
+        let (o, b) = (&self.snap.key_group_offsets, &self.snap.bytes);
+        self.snap.key_group_crc32c = o
+            .windows(2)
+            .map(|w| crc32c::crc32c(&b[w[0] as usize..w[1] as usize]))
+            .collect();
         self.snap
     }
 }
@@ -102,6 +112,8 @@ pub struct SnapshotSection<'a> {
     pub range: KeyGroupRange,
     /// Section offsets, as in [`KeyedSnapshot::key_group_offsets`].
     pub key_group_offsets: &'a [u64],
+    /// Section checksums, as in [`KeyedSnapshot::key_group_crc32c`] (empty: not checked).
+    pub key_group_crc32c: &'a [u32],
     /// The file's state table.
     pub states: &'a [StateInfo],
 }
@@ -162,6 +174,15 @@ impl KeyedStateInput<'_> {
                         kg.0
                     ))
                 })?;
+                if let Some(expected) = s.key_group_crc32c.get(i) {
+                    let actual = crc32c::crc32c(section);
+                    if actual != *expected {
+                        return Err(StateError::MalformedSnapshot(format!(
+                            "key group {}: checksum mismatch (expected {expected:08x}, got {actual:08x})",
+                            kg.0
+                        )));
+                    }
+                }
                 parse_section(section, s.states, kg, f)?;
             }
         }
