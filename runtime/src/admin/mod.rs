@@ -10,12 +10,19 @@
 //! | `GET /v1/checkpoints` | [`CheckpointsInfo`] |
 //! | `POST /v1/savepoints` `{"directory": "<uri>"?}` | 202 `{"triggerId": "..."}` |
 //! | `GET /v1/savepoints/{triggerId}` | [`SavepointStatus`] |
+//! | `POST /v1/job/stop` `{"withSavepoint": true, "directory": "<uri>"?, "drain": false}` | 202 [`StopResponse`] |
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /readyz` | 200 once the tasks run, else 503 |
+//!
+//! The body types live in the `weir-api-types` crate; `runtime/admin-api.yaml` is the
+//! OpenAPI description.
 
+mod request;
 mod server;
-pub mod types;
 
+pub use request::AdminRequest;
 pub use server::{discovery_file, serve, AdminServer};
-pub use types::{
-    AdminRequest, ApiError, CheckpointInfo, CheckpointsInfo, JobInfo, SavepointState,
-    SavepointStatus, TriggerResponse,
+pub use weir_api_types::{
+    ApiError, CheckpointInfo, CheckpointsInfo, JobInfo, SavepointState, SavepointStatus,
+    StopRequest, StopResponse, TriggerRequest, TriggerResponse,
 };

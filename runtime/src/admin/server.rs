@@ -2,23 +2,34 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use axum::extract::{Path as UrlPath, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use crossbeam_channel::Sender;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
-use super::types::{AdminRequest, ApiError, TriggerResponse};
+use super::request::AdminRequest;
+use weir_api_types::{ApiError, StopRequest, StopResponse, TriggerRequest, TriggerResponse};
 
 /// A running admin server.
 pub struct AdminServer {
     /// Its address.
     pub addr: SocketAddr,
     discovery: PathBuf,
+    ready: Arc<AtomicBool>,
+}
+
+impl AdminServer {
+    /// Marks the job ready (`/readyz` answers 200): its tasks run.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Drop for AdminServer {
@@ -32,10 +43,19 @@ pub fn discovery_file(local_dir: &Path) -> PathBuf {
     local_dir.with_extension("admin")
 }
 
-impl IntoResponse for ApiError {
+#[derive(Clone)]
+struct AppState {
+    requests: Sender<AdminRequest>,
+    ready: Arc<AtomicBool>,
+}
+
+struct Error(ApiError);
+
+impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(self)).into_response()
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.0)).into_response()
     }
 }
 
@@ -54,14 +74,27 @@ pub fn serve(
         .build()?;
     let listener = rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))?;
     let addr = listener.local_addr()?;
+    let ready = Arc::new(AtomicBool::new(false));
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/v1/job", get(job))
+        .route("/v1/job/stop", post(stop))
         .route("/v1/checkpoints", get(checkpoints))
         .route("/v1/savepoints", post(trigger_savepoint))
         .route("/v1/savepoints/{trigger_id}", get(savepoint))
-        .fallback(|| async { ApiError::new(404, "not_found", "no such endpoint; see GET /v1/job") })
-        .with_state(requests);
+        .fallback(|| async {
+            Error(ApiError::new(
+                404,
+                "not_found",
+                "no such endpoint; see runtime/admin-api.yaml",
+            ))
+        })
+        .with_state(AppState {
+            requests,
+            ready: ready.clone(),
+        });
     std::thread::Builder::new()
         .name("weir-admin".into())
         .spawn(move || {
@@ -72,86 +105,109 @@ pub fn serve(
     let discovery = discovery_file(local_dir);
     std::fs::write(&discovery, format!("http://{addr}\n"))?;
     tracing::info!(%addr, "admin API on http://{addr}");
-    Ok(AdminServer { addr, discovery })
+    Ok(AdminServer {
+        addr,
+        discovery,
+        ready,
+    })
 }
 
 /// Sends a request to the coordinator and waits for its answer.
 async fn ask<T>(
-    requests: &Sender<AdminRequest>,
+    state: &AppState,
     make: impl FnOnce(oneshot::Sender<T>) -> AdminRequest,
-) -> Result<T, ApiError> {
+) -> Result<T, Error> {
     let (tx, rx) = oneshot::channel();
-    let gone = || ApiError::new(503, "job_stopped", "the job is stopping");
-    requests.send(make(tx)).map_err(|_| gone())?;
+    let gone = || Error(ApiError::new(503, "job_stopped", "the job is not running"));
+    state.requests.send(make(tx)).map_err(|_| gone())?;
     rx.await.map_err(|_| gone())
 }
 
-async fn job(State(requests): State<Sender<AdminRequest>>) -> Response {
-    match ask(&requests, AdminRequest::Job).await {
-        Ok(info) => Json(info).into_response(),
-        Err(e) => e.into_response(),
+/// An optional JSON body: empty means the type's default; malformed is a 400 naming why.
+fn body<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, Error> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        Error(ApiError::new(
+            400,
+            "malformed_request",
+            format!("body: {e}"),
+        ))
+    })
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        Error(ApiError::new(
+            503,
+            "starting",
+            "the job is restoring or starting its tasks",
+        ))
+        .into_response()
     }
 }
 
-async fn checkpoints(State(requests): State<Sender<AdminRequest>>) -> Response {
-    match ask(&requests, AdminRequest::Checkpoints).await {
-        Ok(info) => Json(info).into_response(),
-        Err(e) => e.into_response(),
-    }
+async fn metrics(State(state): State<AppState>) -> Result<Response, Error> {
+    let text = ask(&state, AdminRequest::Metrics).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct TriggerBody {
-    directory: Option<String>,
+async fn job(State(state): State<AppState>) -> Result<Response, Error> {
+    Ok(Json(ask(&state, AdminRequest::Job).await?).into_response())
+}
+
+async fn checkpoints(State(state): State<AppState>) -> Result<Response, Error> {
+    Ok(Json(ask(&state, AdminRequest::Checkpoints).await?).into_response())
 }
 
 async fn trigger_savepoint(
-    State(requests): State<Sender<AdminRequest>>,
-    body: axum::body::Bytes,
-) -> Response {
-    let body: TriggerBody = if body.is_empty() {
-        TriggerBody::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(e) => {
-                return ApiError::new(400, "malformed_request", format!("body: {e}"))
-                    .into_response()
-            }
-        }
-    };
-    let answer = ask(&requests, |reply| AdminRequest::TriggerSavepoint {
-        directory: body.directory,
+    State(state): State<AppState>,
+    bytes: axum::body::Bytes,
+) -> Result<Response, Error> {
+    let request: TriggerRequest = body(&bytes)?;
+    let trigger_id = ask(&state, |reply| AdminRequest::TriggerSavepoint {
+        directory: request.directory,
         reply,
     })
-    .await;
-    match answer.and_then(|r| r) {
-        Ok(trigger_id) => {
-            (StatusCode::ACCEPTED, Json(TriggerResponse { trigger_id })).into_response()
-        }
-        Err(e) => e.into_response(),
-    }
+    .await?
+    .map_err(Error)?;
+    Ok((StatusCode::ACCEPTED, Json(TriggerResponse { trigger_id })).into_response())
+}
+
+async fn stop(State(state): State<AppState>, bytes: axum::body::Bytes) -> Result<Response, Error> {
+    let request: StopRequest = body(&bytes)?;
+    let trigger_id = ask(&state, |reply| AdminRequest::Stop { request, reply })
+        .await?
+        .map_err(Error)?;
+    Ok((StatusCode::ACCEPTED, Json(StopResponse { trigger_id })).into_response())
 }
 
 async fn savepoint(
-    State(requests): State<Sender<AdminRequest>>,
+    State(state): State<AppState>,
     UrlPath(trigger_id): UrlPath<String>,
-) -> Response {
+) -> Result<Response, Error> {
     let id = trigger_id.clone();
-    match ask(&requests, |reply| AdminRequest::Savepoint {
+    match ask(&state, |reply| AdminRequest::Savepoint {
         trigger_id: id,
         reply,
     })
-    .await
+    .await?
     {
-        Ok(Some(status)) => Json(status).into_response(),
-        Ok(None) => ApiError::new(
+        Some(status) => Ok(Json(status).into_response()),
+        None => Err(Error(ApiError::new(
             404,
             "unknown_trigger",
             format!("no savepoint trigger `{trigger_id}`"),
-        )
-        .into_response(),
-        Err(e) => e.into_response(),
+        ))),
     }
 }

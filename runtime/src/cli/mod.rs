@@ -212,7 +212,13 @@ fn load(
 }
 
 fn print_summary(s: &RunSummary) {
-    println!("job {} finished", s.job);
+    match &s.end {
+        crate::runner::RunEnd::Finished => println!("job {} finished", s.job),
+        crate::runner::RunEnd::Stopped { savepoint } => {
+            println!("job {} stopped with savepoint {savepoint}", s.job)
+        }
+        crate::runner::RunEnd::Cancelled => println!("job {} cancelled", s.job),
+    }
     println!(
         "  restored from:  {}",
         s.restored_from

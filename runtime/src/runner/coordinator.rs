@@ -14,10 +14,10 @@ use weir_crds::{CheckpointSettings, S3Spec, StorageLocation};
 
 use super::summary::format_watermark;
 use super::tasks::RunningTasks;
-use super::{error_chain, open_storage, RunError};
+use super::{error_chain, open_storage, RunEnd, RunError};
 use crate::admin::{
     AdminRequest, ApiError, CheckpointInfo, CheckpointsInfo, JobInfo, SavepointState,
-    SavepointStatus,
+    SavepointStatus, StopRequest,
 };
 use crate::api::{CheckpointBarrier, OperatorSnapshot};
 use crate::checkpoint::coordinator::{checkpoints_to_delete, PendingCheckpoint};
@@ -63,6 +63,14 @@ struct Pending {
     target: Target,
 }
 
+/// A stop with savepoint in progress.
+struct Stop {
+    trigger: String,
+    drain: bool,
+    /// With drain: the savepoint target, taken as the final snapshot once the sources drained.
+    drain_target: Option<Target>,
+}
+
 /// Fixed facts about the run, for the admin API.
 pub(super) struct RunInfo {
     pub start_time: String,
@@ -86,6 +94,12 @@ pub(super) struct Coordinator<'a> {
     savepoints: BTreeMap<String, SavepointStatus>,
     recent_failures: VecDeque<(u64, String)>,
     finishing: bool,
+    /// A stop with savepoint in progress.
+    stop: Option<Stop>,
+    /// Location of the stop's completed savepoint.
+    stopped_at: Option<String>,
+    /// Cancel requested.
+    cancelled: bool,
     /// Storage counters when the pending checkpoint was triggered.
     storage_at_trigger: StorageStats,
     /// Shared files uploaded before, per (operator uid, subtask): RocksDB file name -> file.
@@ -130,6 +144,9 @@ impl<'a> Coordinator<'a> {
             savepoints: BTreeMap::new(),
             recent_failures: VecDeque::new(),
             finishing: false,
+            stop: None,
+            stopped_at: None,
+            cancelled: false,
             storage_at_trigger: StorageStats::default(),
             shared: HashMap::new(),
             pending_shared: Vec::new(),
@@ -157,7 +174,7 @@ impl<'a> Coordinator<'a> {
         metrics: &JobMetrics,
         progress_interval: Duration,
         admin: &Receiver<AdminRequest>,
-    ) -> Result<(), RunError> {
+    ) -> Result<RunEnd, RunError> {
         let mut exhausted = 0usize;
         let mut finished = 0usize;
         let mut last_trigger = Instant::now();
@@ -180,7 +197,11 @@ impl<'a> Coordinator<'a> {
                         );
                     }
                 }
-                if let Some(target) = self.queued_savepoints.pop_front() {
+                let drain_target = self.stop.as_mut().and_then(|s| s.drain_target.take());
+                if let (true, Some(target)) = (all_exhausted, drain_target) {
+                    // Stop with drain: the drained job's final snapshot is the savepoint.
+                    self.trigger(tasks, now, target, true);
+                } else if let Some(target) = self.queued_savepoints.pop_front() {
                     self.trigger(tasks, now, target, false);
                 } else {
                     let due = now.duration_since(last_trigger) >= self.settings.interval
@@ -228,11 +249,15 @@ impl<'a> Coordinator<'a> {
             let event = select! {
                 recv(tasks.events) -> e => match e {
                     Ok(e) => e,
-                    Err(_) => return Ok(()),
+                    Err(_) => return Ok(self.end()),
                 },
                 recv(admin) -> r => {
                     if let Ok(r) = r {
-                        self.answer(r, metrics);
+                        self.answer(r, tasks, metrics);
+                    }
+                    if self.cancelled {
+                        warn!("cancelled through the admin API");
+                        return Ok(RunEnd::Cancelled);
                     }
                     continue;
                 }
@@ -246,6 +271,16 @@ impl<'a> Coordinator<'a> {
                 } => {
                     if let Some(done) = self.acknowledge(task, checkpoint, snapshots) {
                         last_end = Instant::now();
+                        if let Some(location) = self.stopped_at.clone() {
+                            if !self.stop.as_ref().is_some_and(|s| s.drain) {
+                                // Stop without drain: the savepoint is the job's last state.
+                                tasks.broadcast(Control::CheckpointComplete(checkpoint), false);
+                                info!(%location, "stopped with savepoint");
+                                return Ok(RunEnd::Stopped {
+                                    savepoint: location,
+                                });
+                            }
+                        }
                         match done {
                             Ok(is_final) => {
                                 tasks.broadcast(Control::CheckpointComplete(checkpoint), false);
@@ -262,7 +297,7 @@ impl<'a> Coordinator<'a> {
                 TaskEvent::Finished => {
                     finished += 1;
                     if finished == tasks.len() {
-                        return Ok(());
+                        return Ok(self.end());
                     }
                 }
                 TaskEvent::Failed { task, error } => {
@@ -383,6 +418,9 @@ impl<'a> Coordinator<'a> {
         if target.kind == SnapshotKind::Savepoint {
             info!(checkpoint = id, duration_ms = duration_ms as u64, size_bytes = size, %location, "savepoint {id} complete");
             if let Some(t) = &target.trigger {
+                if self.stop.as_ref().is_some_and(|s| s.trigger == *t) {
+                    self.stopped_at = Some(location.clone());
+                }
                 self.savepoints.insert(
                     t.clone(),
                     SavepointStatus {
@@ -393,7 +431,7 @@ impl<'a> Coordinator<'a> {
                     },
                 );
             }
-            return Some(Ok(false));
+            return Some(Ok(is_final));
         }
         self.stats.completed += 1;
         self.stats.durations_ms.push(duration_ms);
@@ -462,6 +500,10 @@ impl<'a> Coordinator<'a> {
 
     fn fail_trigger(&mut self, target: &Target, cause: String) {
         if let Some(t) = &target.trigger {
+            if self.stop.as_ref().is_some_and(|s| s.trigger == *t) {
+                warn!("stop with savepoint failed: {cause}; the job keeps running");
+                self.stop = None;
+            }
             self.savepoints.insert(
                 t.clone(),
                 SavepointStatus {
@@ -603,7 +645,7 @@ impl<'a> Coordinator<'a> {
     }
 
     /// Answers an admin request.
-    fn answer(&mut self, request: AdminRequest, metrics: &JobMetrics) {
+    fn answer(&mut self, request: AdminRequest, tasks: &RunningTasks, metrics: &JobMetrics) {
         // A requester that went away needs no answer.
         match request {
             AdminRequest::Job(reply) => {
@@ -637,36 +679,56 @@ impl<'a> Coordinator<'a> {
             AdminRequest::TriggerSavepoint { directory, reply } => {
                 let _ = reply.send(self.queue_savepoint(directory));
             }
+            AdminRequest::Stop { request, reply } => {
+                let _ = reply.send(self.request_stop(request, tasks));
+            }
+            AdminRequest::Metrics(reply) => {
+                let _ = reply.send(self.render_metrics(metrics));
+            }
             AdminRequest::Savepoint { trigger_id, reply } => {
                 let _ = reply.send(self.savepoints.get(&trigger_id).cloned());
             }
         }
     }
 
-    fn queue_savepoint(&mut self, directory: Option<String>) -> Result<String, ApiError> {
-        if self.finishing {
-            return Err(ApiError::new(
-                409,
-                "job_finishing",
-                "the input has ended; the job takes its final checkpoint",
-            ));
-        }
+    /// The target of a savepoint into `directory` (default: the job's savepoint directory),
+    /// checked writable by writing and deleting a probe object.
+    fn savepoint_target(&self, directory: Option<String>) -> Result<Target, ApiError> {
+        let invalid =
+            |m: String| ApiError::new(400, "invalid_directory", format!("directory: {m}"));
         let (storage, dir) = match directory {
             None => (self.storage.clone(), self.paths.savepoints()),
             Some(uri) => {
-                let location = StorageLocation::parse_with(&uri, self.s3).map_err(|m| {
-                    ApiError::new(400, "invalid_directory", format!("directory: {m}"))
-                })?;
-                let storage = open_storage(&location).map_err(|e| {
-                    ApiError::new(
-                        400,
-                        "invalid_directory",
-                        format!("directory: {}", error_chain(&e)),
-                    )
-                })?;
+                let location = StorageLocation::parse_with(&uri, self.s3).map_err(invalid)?;
+                let storage = open_storage(&location).map_err(|e| invalid(error_chain(&e)))?;
                 (storage, String::new())
             }
         };
+        let probe = join(&dir, ".weir-write-probe");
+        storage
+            .write(&probe, b"probe")
+            .and_then(|()| storage.delete_all(&probe))
+            .map_err(|e| {
+                ApiError::new(
+                    400,
+                    "unwritable_directory",
+                    format!(
+                        "cannot write savepoints to {}: {}",
+                        storage.uri(&dir),
+                        error_chain(&e)
+                    ),
+                )
+            })?;
+        Ok(Target {
+            storage,
+            dir,
+            kind: SnapshotKind::Savepoint,
+            trigger: None,
+        })
+    }
+
+    /// Registers a new savepoint trigger as in progress.
+    fn new_trigger(&mut self) -> String {
         let trigger = format!("{:x}-{}", std::process::id(), self.savepoints.len() + 1);
         self.savepoints.insert(
             trigger.clone(),
@@ -677,13 +739,152 @@ impl<'a> Coordinator<'a> {
                 failure: None,
             },
         );
-        self.queued_savepoints.push_back(Target {
-            storage,
-            dir,
-            kind: SnapshotKind::Savepoint,
-            trigger: Some(trigger.clone()),
-        });
+        trigger
+    }
+
+    fn refuse_when_finishing(&self) -> Result<(), ApiError> {
+        if self.finishing {
+            return Err(ApiError::new(
+                409,
+                "job_finishing",
+                "the input has ended; the job takes its final checkpoint",
+            ));
+        }
+        Ok(())
+    }
+
+    fn queue_savepoint(&mut self, directory: Option<String>) -> Result<String, ApiError> {
+        self.refuse_when_finishing()?;
+        let mut target = self.savepoint_target(directory)?;
+        let trigger = self.new_trigger();
+        target.trigger = Some(trigger.clone());
+        self.queued_savepoints.push_back(target);
         info!(trigger = %trigger, "savepoint requested");
         Ok(trigger)
+    }
+
+    fn request_stop(
+        &mut self,
+        request: StopRequest,
+        tasks: &RunningTasks,
+    ) -> Result<Option<String>, ApiError> {
+        if self.stop.is_some() || self.cancelled {
+            return Err(ApiError::new(
+                409,
+                "stop_in_progress",
+                "the job is already stopping",
+            ));
+        }
+        self.refuse_when_finishing()?;
+        if !request.with_savepoint {
+            self.cancelled = true;
+            return Ok(None);
+        }
+        let mut target = self.savepoint_target(request.directory)?;
+        let trigger = self.new_trigger();
+        target.trigger = Some(trigger.clone());
+        info!(trigger = %trigger, drain = request.drain, "stop with savepoint requested");
+        if request.drain {
+            tasks.broadcast(Control::Drain, true);
+            self.stop = Some(Stop {
+                trigger: trigger.clone(),
+                drain: true,
+                drain_target: Some(target),
+            });
+        } else {
+            self.queued_savepoints.push_front(target);
+            self.stop = Some(Stop {
+                trigger: trigger.clone(),
+                drain: false,
+                drain_target: None,
+            });
+        }
+        Ok(Some(trigger))
+    }
+
+    /// How the run ends once every task finished.
+    fn end(&self) -> RunEnd {
+        match &self.stopped_at {
+            Some(savepoint) => RunEnd::Stopped {
+                savepoint: savepoint.clone(),
+            },
+            None => RunEnd::Finished,
+        }
+    }
+
+    /// The job's metrics in the Prometheus text format.
+    fn render_metrics(&self, metrics: &JobMetrics) -> String {
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let mut r = prometheus_client::registry::Registry::with_prefix("weir");
+        let io = self.storage.stats();
+        r.register(
+            "records_in",
+            "Records read by sources",
+            ConstCounter::new(metrics.records_in()),
+        );
+        r.register(
+            "records_out",
+            "Records written by sinks",
+            ConstCounter::new(metrics.records_out()),
+        );
+        r.register(
+            "late_records",
+            "Records dropped as late",
+            ConstCounter::new(metrics.late_records()),
+        );
+        r.register(
+            "checkpoints_completed",
+            "Checkpoints completed",
+            ConstCounter::new(self.stats.completed),
+        );
+        r.register(
+            "checkpoints_failed",
+            "Checkpoints aborted",
+            ConstCounter::new(self.stats.failed),
+        );
+        let (duration, size) = self
+            .stats
+            .last_info
+            .as_ref()
+            .map(|c| (c.duration_ms as f64 / 1000.0, c.size_bytes as i64))
+            .unwrap_or((0.0, 0));
+        r.register(
+            "last_checkpoint_duration_seconds",
+            "Duration of the last completed checkpoint",
+            ConstGauge::new(duration),
+        );
+        r.register(
+            "last_checkpoint_size_bytes",
+            "State bytes of the last completed checkpoint",
+            ConstGauge::new(size),
+        );
+        r.register(
+            "storage_requests",
+            "Checkpoint storage requests",
+            ConstCounter::new(io.requests),
+        );
+        r.register(
+            "storage_written_bytes",
+            "Bytes written to checkpoint storage",
+            ConstCounter::new(io.bytes_written),
+        );
+        r.register(
+            "storage_read_bytes",
+            "Bytes read from checkpoint storage",
+            ConstCounter::new(io.bytes_read),
+        );
+        let watermark = metrics.watermark();
+        if watermark != i64::MIN && watermark != i64::MAX {
+            r.register(
+                "watermark_milliseconds",
+                "Event-time watermark (ms since the epoch)",
+                ConstGauge::new(watermark),
+            );
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &r)
+            .expect("invariant: writing to a String cannot fail");
+        out
     }
 }

@@ -97,6 +97,21 @@ pub enum RunError {
     },
 }
 
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "state")]
+pub enum RunEnd {
+    /// The input ended and the final checkpoint completed.
+    Finished,
+    /// Stopped through the admin API after taking this savepoint.
+    Stopped {
+        /// Location of the savepoint.
+        savepoint: String,
+    },
+    /// Cancelled through the admin API (no savepoint).
+    Cancelled,
+}
+
 /// Opens the checkpoint storage a manifest names.
 ///
 /// # Errors
@@ -127,7 +142,7 @@ pub fn run_job(
     let (local_dir, _lock) =
         local_dir::lock_local_dir(options, &manifest.name, &storage.uri(&paths.job_root()))?;
     let (admin_tx, admin_rx) = crossbeam_channel::unbounded();
-    let _admin =
+    let admin =
         crate::admin::serve(options.admin_port, &local_dir, admin_tx).map_err(|source| {
             RunError::LocalDir {
                 path: crate::admin::discovery_file(&local_dir)
@@ -251,12 +266,13 @@ pub fn run_job(
     }
     // The restored state now lives in the operators: release the loaded checkpoint.
     drop(restore);
+    admin.set_ready();
     let result = coordinator.run(&tasks, &metrics, options.progress_interval, &admin_rx);
-    if result.is_ok() {
+    if result.as_ref().is_ok_and(|end| *end == RunEnd::Finished) {
         tasks.join();
     }
     let _ = std::fs::remove_dir_all(&local_dir);
-    result?;
+    let end = result?;
     let stats = coordinator.stats;
     Ok(RunSummary::new(
         &manifest.name,
@@ -267,6 +283,7 @@ pub fn run_job(
         storage.stats(),
         started.elapsed(),
         output,
+        end,
     ))
 }
 

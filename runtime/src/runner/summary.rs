@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::coordinator::CheckpointStats;
+use super::RunEnd;
 use crate::metrics::JobMetrics;
 use crate::storage::StorageStats;
 
@@ -50,6 +51,8 @@ pub struct RunSummary {
     pub storage: StorageStats,
     /// Checkpoint storage requests and bytes of the last completed checkpoint.
     pub last_checkpoint_storage: StorageStats,
+    /// How the run ended.
+    pub end: RunEnd,
 }
 
 impl RunSummary {
@@ -64,6 +67,7 @@ impl RunSummary {
         storage: StorageStats,
         elapsed: Duration,
         output: Option<String>,
+        end: RunEnd,
     ) -> Self {
         let elapsed = elapsed.as_secs_f64();
         let d = &stats.durations_ms;
@@ -91,6 +95,7 @@ impl RunSummary {
             output,
             storage,
             last_checkpoint_storage: stats.last_storage,
+            end,
         }
     }
 }

@@ -88,7 +88,7 @@ impl<T: Send> KeyedInputTask<T> {
         match c {
             Control::CheckpointComplete(id) => self.head.checkpoint_complete(id)?,
             Control::AbortCheckpoint(id) => self.aligner.abort(id),
-            Control::TriggerCheckpoint(_) => {}
+            Control::TriggerCheckpoint(_) | Control::Drain => {}
             Control::Finish => *finish_requested = true,
         }
         Ok(*finish_requested && self.ended.iter().all(|e| *e))

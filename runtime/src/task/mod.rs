@@ -34,6 +34,9 @@ pub(crate) enum Control {
     AbortCheckpoint(u64),
     /// The final checkpoint completed: end input and exit.
     Finish,
+    /// Sources only: stop reading, move event time to its end (every window fires) and
+    /// report the input exhausted (stop with drain).
+    Drain,
 }
 
 /// Reports from a task to the coordinator.

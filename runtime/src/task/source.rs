@@ -85,6 +85,12 @@ impl<T: Send> Task for SourceTask<T> {
                     Control::TriggerCheckpoint(barrier) => self.checkpoint(barrier, io)?,
                     Control::CheckpointComplete(id) => self.chain.checkpoint_complete(id)?,
                     Control::AbortCheckpoint(_) => {}
+                    Control::Drain if !exhausted => {
+                        self.chain.watermark(MAX_WATERMARK)?;
+                        exhausted = true;
+                        io.send(TaskEvent::SourceExhausted);
+                    }
+                    Control::Drain => {}
                     Control::Finish => {
                         self.chain.end_of_input()?;
                         break;

@@ -1,31 +1,8 @@
-//! Admin API messages: what handlers ask the coordinator, and the JSON bodies. Pure data.
+//! The JSON bodies of the Weir admin API (`/v1/...`), shared by the runtime that serves it and
+//! the operator that calls it. Serde only; the API itself is described in
+//! `runtime/admin-api.yaml` (OpenAPI 3).
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
-
-/// A question or command for the coordinator, with the channel for its answer.
-#[derive(Debug)]
-pub enum AdminRequest {
-    /// The job's status.
-    Job(oneshot::Sender<JobInfo>),
-    /// The job's checkpoints.
-    Checkpoints(oneshot::Sender<CheckpointsInfo>),
-    /// Take a savepoint into `directory` (a storage URI; default: the job's savepoint
-    /// directory); answers the trigger id.
-    TriggerSavepoint {
-        /// Target directory URI.
-        directory: Option<String>,
-        /// The answer.
-        reply: oneshot::Sender<Result<String, ApiError>>,
-    },
-    /// The status of a savepoint trigger; `None` for an unknown id.
-    Savepoint {
-        /// The trigger id.
-        trigger_id: String,
-        /// The answer.
-        reply: oneshot::Sender<Option<SavepointStatus>>,
-    },
-}
 
 /// `GET /v1/job`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,6 +56,54 @@ pub struct CheckpointsInfo {
     pub failed: u64,
     /// The most recent failures: (id, cause), newest last, at most 10.
     pub recent_failures: Vec<(u64, String)>,
+}
+
+/// `POST /v1/savepoints` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TriggerRequest {
+    /// Directory URI for the savepoint (default: the job's savepoint directory).
+    #[serde(default)]
+    pub directory: Option<String>,
+}
+
+/// `POST /v1/job/stop` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StopRequest {
+    /// Take a savepoint before stopping (default true); false cancels.
+    #[serde(default = "yes")]
+    pub with_savepoint: bool,
+    /// Directory URI for the savepoint.
+    #[serde(default)]
+    pub directory: Option<String>,
+    /// End the input first (sources stop reading, event time jumps to the end, every window
+    /// fires), then take the savepoint (Flink's `--drain`).
+    #[serde(default)]
+    pub drain: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for StopRequest {
+    fn default() -> Self {
+        Self {
+            with_savepoint: true,
+            directory: None,
+            drain: false,
+        }
+    }
+}
+
+/// `POST /v1/job/stop` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StopResponse {
+    /// The savepoint trigger, when stopping with a savepoint: poll
+    /// `GET /v1/savepoints/{triggerId}`.
+    pub trigger_id: Option<String>,
 }
 
 /// `POST /v1/savepoints` answer.

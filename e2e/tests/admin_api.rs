@@ -1,0 +1,215 @@
+//! The admin API of a running job: bad input gets a 4xx JSON error with a stable code while
+//! the job keeps running; a second concurrent stop is refused; stop with savepoint ends the
+//! run with a savepoint that restores exactly once; metrics are in the Prometheus format;
+//! cancel ends the run without a savepoint.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use weir_e2e::{assert_success, example_job, reference_retail_revenue, TestJob};
+
+fn admin_url(job: &TestJob) -> String {
+    let uri = format!("file://{}/{}", job.storage.display(), job.name);
+    let file = weir_runtime::admin::discovery_file(&weir_runtime::runner::local_dir_path(
+        None, &job.name, &uri,
+    ));
+    let start = Instant::now();
+    loop {
+        if let Ok(url) = std::fs::read_to_string(&file) {
+            let url = url.trim().to_string();
+            if ureq::get(&format!("{url}/readyz")).call().is_ok() {
+                return url;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "job not ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// (status, body) of a request, whatever the status.
+fn call(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = match (method, body) {
+        ("GET", _) => agent.get(url).call(),
+        (_, Some(b)) => agent
+            .post(url)
+            .header("content-type", "application/json")
+            .send(b),
+        (_, None) => agent.post(url).send_empty(),
+    }
+    .expect("request");
+    let mut text = String::new();
+    resp.body_mut()
+        .as_reader()
+        .read_to_string(&mut text)
+        .unwrap();
+    (resp.status().as_u16(), text)
+}
+
+fn code(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body).expect("JSON error body")["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn throttled() -> TestJob {
+    example_job(|d| {
+        d["spec"]["checkpointing"]["interval"] = "300ms".into();
+        d["spec"]["job"]["args"]["maxRecordsPerSecond"] = "60000".into();
+    })
+}
+
+#[test]
+fn bad_requests_are_refused_and_stop_with_savepoint_restores_exactly_once() {
+    let job = throttled();
+    let mut child = std::process::Command::new(weir_e2e::weir_bin())
+        .arg("run")
+        .arg(&job.manifest)
+        .args(["--progress-interval", "0s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = admin_url(&job);
+
+    let cases = [
+        (
+            "POST",
+            "/v1/savepoints",
+            Some("{not json"),
+            400,
+            "malformed_request",
+        ),
+        (
+            "POST",
+            "/v1/savepoints",
+            Some(r#"{"directory": "gs://bucket/x"}"#),
+            400,
+            "invalid_directory",
+        ),
+        (
+            "POST",
+            "/v1/savepoints",
+            Some(r#"{"directory": "file:///proc/weir/savepoints"}"#),
+            400,
+            "unwritable_directory",
+        ),
+        (
+            "POST",
+            "/v1/savepoints",
+            Some(r#"{"dir": "x"}"#),
+            400,
+            "malformed_request",
+        ),
+        (
+            "GET",
+            "/v1/savepoints/no-such-trigger",
+            None,
+            404,
+            "unknown_trigger",
+        ),
+        ("GET", "/v1/no-such-endpoint", None, 404, "not_found"),
+        (
+            "POST",
+            "/v1/job/stop",
+            Some(r#"{"withSavepoint": "yes"}"#),
+            400,
+            "malformed_request",
+        ),
+    ];
+    for (method, path, body, status, expected) in cases {
+        let (s, b) = call(method, &format!("{url}{path}"), body);
+        assert_eq!(s, status, "{method} {path}: {b}");
+        assert_eq!(code(&b), expected, "{method} {path}: {b}");
+    }
+    let (s, b) = call("GET", &format!("{url}/v1/job"), None);
+    assert_eq!(s, 200);
+    let info: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(
+        info["state"], "RUNNING",
+        "the job keeps running after bad requests: {b}"
+    );
+    let (s, metrics) = call("GET", &format!("{url}/metrics"), None);
+    assert_eq!(s, 200);
+    assert!(
+        metrics.contains("weir_records_in_total")
+            && metrics.contains("weir_storage_requests_total"),
+        "{metrics}"
+    );
+
+    // Two stops back to back: the second is refused while the first is in progress.
+    let (s1, b1) = call("POST", &format!("{url}/v1/job/stop"), Some("{}"));
+    let (s2, b2) = call("POST", &format!("{url}/v1/job/stop"), Some("{}"));
+    assert_eq!(s1, 202, "{b1}");
+    assert_eq!(
+        (s2, code(&b2)),
+        (409, "stop_in_progress".to_string()),
+        "{b2}"
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let savepoint = stdout
+        .lines()
+        .find_map(|l| l.split("stopped with savepoint ").nth(1))
+        .unwrap_or_else(|| panic!("no savepoint in the summary:\n{stdout}"))
+        .trim()
+        .to_string();
+
+    let out = job.run(&["--from-savepoint", &savepoint]);
+    assert_success(&out);
+    assert_eq!(job.output_lines(), reference_retail_revenue());
+}
+
+#[test]
+fn stop_with_drain_and_cancel() {
+    // Drain: event time jumps to the end, every window fires, then the savepoint.
+    let job = throttled();
+    let (mut child, _lines) = job.spawn();
+    let url = admin_url(&job);
+    let (s, b) = call(
+        "POST",
+        &format!("{url}/v1/job/stop"),
+        Some(r#"{"drain": true}"#),
+    );
+    assert_eq!(s, 202, "{b}");
+    assert!(child.wait().unwrap().success());
+    let drained = job.output_lines();
+    assert!(!drained.is_empty() && drained.len() < reference_retail_revenue().len());
+
+    // Cancel: no savepoint, the run just ends.
+    let job = throttled();
+    let mut child = std::process::Command::new(weir_e2e::weir_bin())
+        .arg("run")
+        .arg(&job.manifest)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = admin_url(&job);
+    let (s, b) = call(
+        "POST",
+        &format!("{url}/v1/job/stop"),
+        Some(r#"{"withSavepoint": false}"#),
+    );
+    assert_eq!(s, 202, "{b}");
+    assert!(child.wait().unwrap().success());
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(stdout.contains("cancelled"), "{stdout}");
+}
