@@ -268,8 +268,9 @@ pub fn run_job(
     drop(restore);
     admin.set_ready();
     let result = coordinator.run(&tasks, &metrics, options.progress_interval, &admin_rx);
-    if result.as_ref().is_ok_and(|end| *end == RunEnd::Finished) {
-        tasks.join();
+    match &result {
+        Ok(RunEnd::Finished) => tasks.join(),
+        _ => tasks.cancel(Duration::from_secs(10)),
     }
     let _ = std::fs::remove_dir_all(&local_dir);
     let end = result?;

@@ -84,6 +84,20 @@ impl RunningTasks {
         }
     }
 
+    /// Tells every task to stop now and waits for them, at most `timeout`, so that their
+    /// state backends close before the process exits.
+    pub fn cancel(self, timeout: std::time::Duration) {
+        self.broadcast(Control::Cancel, false);
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            self.join();
+            let _ = done_tx.send(());
+        });
+        if done.recv_timeout(timeout).is_err() {
+            tracing::warn!("tasks did not stop within {timeout:?}; exiting anyway");
+        }
+    }
+
     /// Waits for every thread to end (after all reported `Finished`).
     pub fn join(self) {
         for h in self.handles {

@@ -89,6 +89,7 @@ impl<T: Send> KeyedInputTask<T> {
             Control::CheckpointComplete(id) => self.head.checkpoint_complete(id)?,
             Control::AbortCheckpoint(id) => self.aligner.abort(id),
             Control::TriggerCheckpoint(_) | Control::Drain => {}
+            Control::Cancel => return Ok(true),
             Control::Finish => *finish_requested = true,
         }
         Ok(*finish_requested && self.ended.iter().all(|e| *e))

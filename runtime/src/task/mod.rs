@@ -34,6 +34,9 @@ pub(crate) enum Control {
     AbortCheckpoint(u64),
     /// The final checkpoint completed: end input and exit.
     Finish,
+    /// Stop now, without ending the input or committing anything (cancel, or after a stop's
+    /// savepoint): the task returns and drops its state cleanly.
+    Cancel,
     /// Sources only: stop reading, move event time to its end (every window fires) and
     /// report the input exhausted (stop with drain).
     Drain,

@@ -91,6 +91,7 @@ impl<T: Send> Task for SourceTask<T> {
                         io.send(TaskEvent::SourceExhausted);
                     }
                     Control::Drain => {}
+                    Control::Cancel => return Ok(()),
                     Control::Finish => {
                         self.chain.end_of_input()?;
                         break;
