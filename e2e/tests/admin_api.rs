@@ -56,6 +56,18 @@ fn code(body: &str) -> String {
         .to_string()
 }
 
+/// `weir run` of `job` with its stdout (the summary) piped.
+fn spawn_with_stdout(job: &TestJob) -> std::process::Child {
+    std::process::Command::new(weir_e2e::weir_bin())
+        .arg("run")
+        .arg(&job.manifest)
+        .args(["--progress-interval", "0s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn throttled() -> TestJob {
     example_job(|d| {
         d["spec"]["checkpointing"]["interval"] = "300ms".into();
@@ -66,14 +78,7 @@ fn throttled() -> TestJob {
 #[test]
 fn bad_requests_are_refused_and_stop_with_savepoint_restores_exactly_once() {
     let job = throttled();
-    let mut child = std::process::Command::new(weir_e2e::weir_bin())
-        .arg("run")
-        .arg(&job.manifest)
-        .args(["--progress-interval", "0s"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_with_stdout(&job);
     let url = admin_url(&job);
 
     let cases = [
@@ -189,13 +194,7 @@ fn stop_with_drain_and_cancel() {
 
     // Cancel: no savepoint, the run just ends.
     let job = throttled();
-    let mut child = std::process::Command::new(weir_e2e::weir_bin())
-        .arg("run")
-        .arg(&job.manifest)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_with_stdout(&job);
     let url = admin_url(&job);
     let (s, b) = call(
         "POST",

@@ -54,17 +54,27 @@ impl RocksDbBackend {
         let opts = db_options();
         let cf_opts = column_family_options();
         let db = DB::open(&opts, dir).map_err(rerr("open"))?;
+        Ok(Self::with_db(db, dir, range, Vec::new(), cf_opts))
+    }
+
+    fn with_db(
+        db: DB,
+        dir: &Path,
+        range: KeyGroupRange,
+        states: Vec<StateInfo>,
+        cf_opts: Options,
+    ) -> Self {
         let mut write_opts = WriteOptions::default();
         write_opts.disable_wal(true);
-        Ok(Self {
+        Self {
             db,
             _dir: RemoveOnDrop(dir.to_path_buf()),
             range,
-            states: Vec::new(),
+            states,
             cf_opts,
             write_opts,
             scratch: Vec::with_capacity(64),
-        })
+        }
     }
 
     /// Opens the RocksDB checkpoint restored into `dir` (the files of one old subtask with the
@@ -84,17 +94,7 @@ impl RocksDbBackend {
             .chain(states.iter().map(|s| s.name.as_str()))
             .map(|n| rocksdb::ColumnFamilyDescriptor::new(n, cf_opts.clone()));
         let db = DB::open_cf_descriptors(&opts, dir, descriptors).map_err(rerr("open restored"))?;
-        let mut write_opts = WriteOptions::default();
-        write_opts.disable_wal(true);
-        Ok(Self {
-            db,
-            _dir: RemoveOnDrop(dir.to_path_buf()),
-            range,
-            states: states.to_vec(),
-            cf_opts,
-            write_opts,
-            scratch: Vec::with_capacity(64),
-        })
+        Ok(Self::with_db(db, dir, range, states.to_vec(), cf_opts))
     }
 
     fn row_key(&mut self, key: KeyRef<'_>, ns: &[u8], user_key: Option<&[u8]>) {
