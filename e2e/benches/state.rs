@@ -46,6 +46,23 @@ fn value(i: u64, round: u64) -> Vec<u8> {
     v
 }
 
+/// Writes key `i` with its value of `round` into the subtask owning its key group.
+fn put(backends: &mut [(RocksDbBackend, StateId)], i: u64, round: u64) {
+    let k = key(i);
+    let kg = key_group_for_bytes(&k, MAX_PARALLELISM);
+    let (b, id) = &mut backends[(kg.0 as u32 * 2 / MAX_PARALLELISM) as usize];
+    b.put(
+        *id,
+        KeyRef {
+            key_group: kg,
+            key: &k,
+        },
+        b"",
+        &value(i, round),
+    )
+    .unwrap();
+}
+
 fn mib(b: u64) -> f64 {
     b as f64 / 1048576.0
 }
@@ -92,19 +109,7 @@ fn main() {
         })
         .collect();
     for i in 0..keys {
-        let k = key(i);
-        let kg = key_group_for_bytes(&k, MAX_PARALLELISM);
-        let (b, id) = &mut backends[(kg.0 as u32 * 2 / MAX_PARALLELISM) as usize];
-        b.put(
-            *id,
-            KeyRef {
-                key_group: kg,
-                key: &k,
-            },
-            b"",
-            &value(i, 0),
-        )
-        .unwrap();
+        put(&mut backends, i, 0);
     }
     println!("fill: {:.1} s", t.elapsed().as_secs_f64());
 
@@ -178,20 +183,7 @@ fn main() {
     let (first, first_s, first_bytes) = incremental(&mut backends, 1, &[None, None]);
     let changed = keys / 100;
     for j in 0..changed {
-        let i = j * 100;
-        let k = key(i);
-        let kg = key_group_for_bytes(&k, MAX_PARALLELISM);
-        let (b, id) = &mut backends[(kg.0 as u32 * 2 / MAX_PARALLELISM) as usize];
-        b.put(
-            *id,
-            KeyRef {
-                key_group: kg,
-                key: &k,
-            },
-            b"",
-            &value(i, 1),
-        )
-        .unwrap();
+        put(&mut backends, j * 100, 1);
     }
     let known: Vec<Option<NativeState>> = first.into_iter().map(Some).collect();
     let (_, inc_s, inc_bytes) = incremental(&mut backends, 2, &known);

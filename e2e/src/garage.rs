@@ -154,12 +154,7 @@ impl Garage {
 
     /// Environment for a `weir` process that uses this store.
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![
-            ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY.into()),
-            ("AWS_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()),
-            ("AWS_REGION".into(), "garage".into()),
-            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-        ]
+        crate::aws_env(ACCESS_KEY, SECRET_KEY, "garage")
     }
 }
 

@@ -141,6 +141,17 @@ pub fn example_job_on_endpoint(
     job
 }
 
+/// The environment a `weir` process needs to reach an S3-compatible store through the
+/// standard AWS chain with these credentials (instance metadata lookups off).
+pub fn aws_env(access_key: &str, secret_key: &str, region: &str) -> Vec<(String, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID".into(), access_key.into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), secret_key.into()),
+        ("AWS_REGION".into(), region.into()),
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+    ]
+}
+
 /// How a series of killed runs went.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Kills {

@@ -74,12 +74,7 @@ impl S3Server {
 
     /// Environment for a `weir` process that uses this server (the standard AWS chain).
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![
-            ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY.into()),
-            ("AWS_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()),
-            ("AWS_REGION".into(), REGION.into()),
-            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-        ]
+        crate::aws_env(ACCESS_KEY, SECRET_KEY, REGION)
     }
 
     /// Kills the server (SIGKILL), as a crash or network loss would look to clients.

@@ -14,7 +14,9 @@ use crate::state::heap::HeapBackend;
 use crate::state::rocksdb::RocksDbBackend;
 use crate::state::snapshot::SnapshotSection;
 use crate::state::typed::Clock;
-use crate::state::{KeyGroupRange, KeyedStateBackend, KeyedStateInput, KeyedStateStore};
+use crate::state::{
+    KeyGroupRange, KeyedStateBackend, KeyedStateInput, KeyedStateStore, NativeSource,
+};
 
 /// Named lists of operator state entries restored for one subtask.
 pub type OperatorStateMap = BTreeMap<String, Vec<serde_json::Value>>;
@@ -66,10 +68,7 @@ impl TaskContext {
             canonical = plan.keyed_input(uid, range).sections;
             natives = plan.native_sources(uid, range);
         }
-        let reopen = self.state_backend == StateBackend::Rocksdb
-            && canonical.is_empty()
-            && natives.len() == 1
-            && natives[0].range == range;
+        let reopen = reopens(self.state_backend, &canonical, &natives, range);
         let backend: Box<dyn KeyedStateBackend> = if reopen {
             // The same key groups in the same format: open the restored files as they are.
             natives[0].materialize(&dir).map_err(state_err)?;
@@ -137,9 +136,12 @@ impl TaskContext {
         uid: &str,
         range: KeyGroupRange,
     ) -> bool {
-        backend == StateBackend::Rocksdb
-            && plan.keyed_input(uid, range).sections.is_empty()
-            && matches!(plan.native_sources(uid, range).as_slice(), [n] if n.range == range)
+        reopens(
+            backend,
+            &plan.keyed_input(uid, range).sections,
+            &plan.native_sources(uid, range),
+            range,
+        )
     }
 
     /// The operator state of `uid` restored for this subtask, redistributed per list mode;
@@ -150,4 +152,17 @@ impl TaskContext {
             None => OperatorStateMap::new(),
         }
     }
+}
+
+/// True when restored state is one old subtask's native files with exactly the new key-group
+/// range, on RocksDB: then the files are opened as they are instead of being re-read.
+fn reopens(
+    backend: StateBackend,
+    canonical: &[SnapshotSection<'_>],
+    natives: &[NativeSource<'_>],
+    range: KeyGroupRange,
+) -> bool {
+    backend == StateBackend::Rocksdb
+        && canonical.is_empty()
+        && matches!(natives, [n] if n.range == range)
 }

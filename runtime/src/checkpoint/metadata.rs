@@ -210,6 +210,14 @@ impl CheckpointMetadata {
             .sum()
     }
 
+    /// Object paths (relative to the job root) of the shared files the checkpoint references.
+    pub fn shared_paths(&self) -> Vec<String> {
+        self.native_files()
+            .filter(|f| f.shared)
+            .map(|f| f.path.clone())
+            .collect()
+    }
+
     /// Every native (RocksDB) file the checkpoint references.
     pub fn native_files(&self) -> impl Iterator<Item = &NativeFile> {
         self.operators

@@ -106,8 +106,8 @@ pub(super) struct Coordinator<'a> {
     shared: HashMap<(String, u32), KnownFiles>,
     /// Shared files the pending checkpoint uploaded.
     pending_shared: Vec<String>,
-    /// Shared files each complete checkpoint in storage references.
-    retained_shared: BTreeMap<u64, Vec<String>>,
+    /// The complete checkpoints in storage, with the shared files each references.
+    complete: BTreeMap<u64, Vec<String>>,
     /// Distinguishes this run's shared file names from earlier runs'.
     run_tag: String,
     pub stats: CheckpointStats,
@@ -150,7 +150,7 @@ impl<'a> Coordinator<'a> {
             storage_at_trigger: StorageStats::default(),
             shared: HashMap::new(),
             pending_shared: Vec::new(),
-            retained_shared: BTreeMap::new(),
+            complete: BTreeMap::new(),
             run_tag: format!("{:x}", chrono::Utc::now().timestamp_millis()),
             stats: CheckpointStats::default(),
         }
@@ -183,7 +183,7 @@ impl<'a> Coordinator<'a> {
             .unwrap_or_else(Instant::now);
         let mut final_done = false;
         let mut last_progress = (Instant::now(), 0u64);
-        self.load_retained_shared();
+        self.load_complete();
         loop {
             let now = Instant::now();
             let all_exhausted = exhausted == tasks.sources();
@@ -452,14 +452,7 @@ impl<'a> Coordinator<'a> {
             }
         }
         self.pending_shared.clear();
-        self.retained_shared.insert(
-            id,
-            metadata
-                .native_files()
-                .filter(|f| f.shared)
-                .map(|f| f.path.clone())
-                .collect(),
-        );
+        self.complete.insert(id, metadata.shared_paths());
         self.retain();
         self.collect_shared_garbage();
         let io = target.storage.stats().since(&self.storage_at_trigger);
@@ -516,47 +509,42 @@ impl<'a> Coordinator<'a> {
         }
     }
 
+    /// Deletes the checkpoints retention drops: all but the newest `retained` complete ones,
+    /// and incomplete ones older than the newest complete one. Which checkpoints are complete
+    /// is known from [`Coordinator::complete`]; only the listing is read.
     fn retain(&mut self) {
-        let storage = self.storage.as_ref();
-        let ids = match list_checkpoint_ids(storage, self.paths) {
+        let storage = self.storage.clone();
+        let ids = match list_checkpoint_ids(storage.as_ref(), self.paths) {
             Ok(ids) => ids,
             Err(e) => return warn!("retention: {}", error_chain(&e)),
         };
-        let (mut complete, mut incomplete) = (Vec::new(), Vec::new());
-        for id in ids {
-            match storage.read(&self.paths.metadata(id)) {
-                Ok(Some(_)) => complete.push(id),
-                _ => incomplete.push(id),
-            }
-        }
+        let (complete, incomplete): (Vec<u64>, Vec<u64>) = ids
+            .into_iter()
+            .partition(|id| self.complete.contains_key(id));
         for id in checkpoints_to_delete(&complete, &incomplete, self.settings.retained) {
             match storage.delete_all(&self.paths.checkpoint(id)) {
                 Ok(()) => {
-                    self.retained_shared.remove(&id);
+                    self.complete.remove(&id);
                 }
                 Err(e) => warn!(checkpoint = id, "retention: {}", error_chain(&e)),
             }
         }
     }
 
-    /// Reads which shared files the complete checkpoints in storage reference (after a
-    /// restart the reference counts are rebuilt from the `_metadata` files).
-    fn load_retained_shared(&mut self) {
+    /// Reads the complete checkpoints in storage and the shared files each references (after
+    /// a restart the reference counts are rebuilt from the `_metadata` files). A `_metadata`
+    /// that does not decode still marks its checkpoint complete, referencing nothing.
+    fn load_complete(&mut self) {
         let storage = self.storage.clone();
         let Ok(ids) = list_checkpoint_ids(storage.as_ref(), self.paths) else {
             return;
         };
         for id in ids {
             if let Ok(Some(bytes)) = storage.read(&self.paths.metadata(id)) {
-                if let Ok(m) = crate::checkpoint::CheckpointMetadata::decode(&bytes) {
-                    self.retained_shared.insert(
-                        id,
-                        m.native_files()
-                            .filter(|f| f.shared)
-                            .map(|f| f.path.clone())
-                            .collect(),
-                    );
-                }
+                let shared = crate::checkpoint::CheckpointMetadata::decode(&bytes)
+                    .map(|m| m.shared_paths())
+                    .unwrap_or_default();
+                self.complete.insert(id, shared);
             }
         }
     }
@@ -564,7 +552,7 @@ impl<'a> Coordinator<'a> {
     /// Deletes every object in `<job>/shared/` that no retained checkpoint references.
     fn collect_shared_garbage(&mut self) {
         let referenced: std::collections::HashSet<&String> =
-            self.retained_shared.values().flatten().collect();
+            self.complete.values().flatten().collect();
         let dir = self.paths.shared();
         let names = match self.storage.list(&dir) {
             Ok(n) => n,
