@@ -10,8 +10,18 @@ use serde::{Deserialize, Serialize};
 pub struct JobInfo {
     /// Job name.
     pub name: String,
-    /// `RUNNING`, or `FINISHING` once the input is exhausted.
+    /// Job id: 32 hex digits, fixed for the life of the coordinator process (or local run).
+    pub id: String,
+    /// `CREATED` (waiting for workers), `RUNNING`, `FINISHING` (input exhausted, final
+    /// checkpoint), `RESTARTING` (after a failure, waiting for the backoff and workers), or
+    /// `FAILED` (the restart strategy is exhausted; see `failure`).
     pub state: String,
+    /// Restarts after failures since the coordinator started.
+    #[serde(default)]
+    pub restarts: u32,
+    /// The cause of the last failure, if any.
+    #[serde(default)]
+    pub failure: Option<String>,
     /// Subtasks per operator.
     pub parallelism: u32,
     /// Key groups.

@@ -7,6 +7,7 @@
 //! | --- | --- |
 //! | `GET /healthz` | `ok` |
 //! | `GET /v1/job` | [`JobInfo`] |
+//! | `GET /v1/jobs/{id}` | [`JobInfo`] when `id` is this job's, else 404 `unknown_job` |
 //! | `GET /v1/checkpoints` | [`CheckpointsInfo`] |
 //! | `POST /v1/savepoints` `{"directory": "<uri>"?}` | 202 `{"triggerId": "..."}` |
 //! | `GET /v1/savepoints/{triggerId}` | [`SavepointStatus`] |

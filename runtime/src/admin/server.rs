@@ -21,7 +21,7 @@ use weir_api_types::{ApiError, StopRequest, StopResponse, TriggerRequest, Trigge
 pub struct AdminServer {
     /// Its address.
     pub addr: SocketAddr,
-    discovery: PathBuf,
+    discovery: Option<PathBuf>,
     ready: Arc<AtomicBool>,
 }
 
@@ -34,7 +34,9 @@ impl AdminServer {
 
 impl Drop for AdminServer {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.discovery);
+        if let Some(d) = &self.discovery {
+            let _ = std::fs::remove_file(d);
+        }
     }
 }
 
@@ -59,20 +61,20 @@ impl IntoResponse for Error {
     }
 }
 
-/// Starts the server on `127.0.0.1:port` (0 = any free port) and writes its URL to the
-/// discovery file of `local_dir`.
+/// Starts the server on `bind` (port 0 = any free port) and, given `local_dir`, writes its
+/// URL to the discovery file of `local_dir`.
 ///
 /// # Errors
-/// I/O errors binding the port or writing the discovery file.
+/// I/O errors binding the address or writing the discovery file.
 pub fn serve(
-    port: u16,
-    local_dir: &Path,
+    bind: SocketAddr,
+    local_dir: Option<&Path>,
     requests: Sender<AdminRequest>,
 ) -> std::io::Result<AdminServer> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let listener = rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))?;
+    let listener = rt.block_on(tokio::net::TcpListener::bind(bind))?;
     let addr = listener.local_addr()?;
     let ready = Arc::new(AtomicBool::new(false));
     let app = Router::new()
@@ -80,6 +82,7 @@ pub fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/job", get(job))
+        .route("/v1/jobs/{job_id}", get(job_by_id))
         .route("/v1/job/stop", post(stop))
         .route("/v1/checkpoints", get(checkpoints))
         .route("/v1/savepoints", post(trigger_savepoint))
@@ -102,8 +105,10 @@ pub fn serve(
                 tracing::error!("admin API stopped: {e}");
             }
         })?;
-    let discovery = discovery_file(local_dir);
-    std::fs::write(&discovery, format!("http://{addr}\n"))?;
+    let discovery = local_dir.map(discovery_file);
+    if let Some(d) = &discovery {
+        std::fs::write(d, format!("http://{addr}\n"))?;
+    }
     tracing::info!(%addr, "admin API on http://{addr}");
     Ok(AdminServer {
         addr,
@@ -164,6 +169,24 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, Error> {
 
 async fn job(State(state): State<AppState>) -> Result<Response, Error> {
     Ok(Json(ask(&state, AdminRequest::Job).await?).into_response())
+}
+
+async fn job_by_id(
+    State(state): State<AppState>,
+    UrlPath(job_id): UrlPath<String>,
+) -> Result<Response, Error> {
+    let info = ask(&state, AdminRequest::Job).await?;
+    if info.id != job_id {
+        return Err(Error(ApiError::new(
+            404,
+            "unknown_job",
+            format!(
+                "no job with id `{job_id}` here; this coordinator runs job `{}` ({})",
+                info.id, info.name
+            ),
+        )));
+    }
+    Ok(Json(info).into_response())
 }
 
 async fn checkpoints(State(state): State<AppState>) -> Result<Response, Error> {

@@ -6,17 +6,21 @@
 
 use std::sync::Arc;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use weir_crds::CheckpointingMode;
 
 use super::{
     AggregateFunction, Collector, Key, OperatorStateMap, TaskContext, TaskError, Timestamp,
 };
+use crate::net::NetworkContext;
 use crate::operators::stateless::{Filter, FlatMap, Map};
 use crate::operators::window::WindowOperator;
 use crate::state::KeyGroup;
-use crate::task::exchange::{exchange_channels, Partitioner};
+use crate::task::exchange::{build_exchange, Codec, Partitioner};
 use crate::task::input::KeyedInputTask;
 use crate::task::source::SourceTask;
+use crate::task::wire::{decode_keyed, encode_keyed};
 use crate::task::Task;
 
 /// A source of records, read by one reader per subtask.
@@ -136,9 +140,16 @@ pub(crate) struct TaskSpec {
     pub task: Box<dyn Task>,
 }
 
-/// The runtime's side of instantiation: contexts per subtask and the tasks created so far.
+/// The runtime's side of instantiation: the contexts of the subtasks this process runs (all
+/// of them in a local run, a worker's share in distributed mode) and the tasks created so far.
 pub(crate) struct Instantiation {
     pub contexts: Vec<TaskContext>,
+    /// Subtasks per operator in the whole job.
+    pub parallelism: u32,
+    /// Exchanges built so far (numbers them in build order, the same in every process).
+    pub exchanges: u32,
+    /// Channels to other workers; `None` in a local run.
+    pub network: Option<NetworkContext>,
     pub tasks: Vec<TaskSpec>,
     pub mode: CheckpointingMode,
     /// Records per batch on a shuffle.
@@ -151,6 +162,8 @@ pub(crate) struct Instantiation {
 pub struct Stream<T> {
     build: BuildFn<T>,
     uids: Vec<String>,
+    /// Uid of the first operator of each chain (task), sources first.
+    chains: Vec<String>,
 }
 
 impl<T: Send + 'static> Stream<T> {
@@ -164,6 +177,7 @@ impl<T: Send + 'static> Stream<T> {
         let uid_owned = uid.to_string();
         Stream {
             uids: vec![uid.to_string()],
+            chains: vec![uid.to_string()],
             build: Box::new(move |inst, downs| {
                 for (i, down) in downs.into_iter().enumerate() {
                     let ctx = &inst.contexts[i];
@@ -178,11 +192,12 @@ impl<T: Send + 'static> Stream<T> {
                         watermarks.clone(),
                         down,
                         ctx.metrics.clone(),
+                        ctx.subtask,
                         inst.batch_size,
                     );
                     inst.tasks.push(TaskSpec {
                         name: uid_owned.clone(),
-                        subtask: i as u32,
+                        subtask: ctx.subtask,
                         is_source: true,
                         task: Box::new(task),
                     });
@@ -201,6 +216,7 @@ impl<T: Send + 'static> Stream<T> {
         let up = self.build;
         Stream {
             uids: self.uids,
+            chains: self.chains,
             build: Box::new(move |inst, downs| up(inst, downs.into_iter().map(&wrap).collect())),
         }
     }
@@ -249,6 +265,7 @@ impl<T: Send + 'static> Stream<T> {
         let uid = uid.to_string();
         Ok(JobGraph {
             uids,
+            chains: self.chains,
             output: None,
             build: Box::new(move |inst| {
                 let mut downs = Vec::with_capacity(inst.contexts.len());
@@ -308,20 +325,35 @@ impl<K: Key, T: Send + 'static> WindowedStream<K, T> {
     ) -> Result<Stream<WindowResult<K, A::Out>>, TaskError>
     where
         A: AggregateFunction<In = T>,
+        T: Serialize + DeserializeOwned,
     {
         let KeyedStream { upstream, selector } = self.keyed;
         let mut uids = upstream.uids;
         add_uid(&mut uids, uid)?;
+        let mut chains = upstream.chains;
+        chains.push(uid.to_string());
         let up = upstream.build;
         let uid = uid.to_string();
         let function = Arc::new(function);
         let size = self.size_ms;
         Ok(Stream {
             uids,
+            chains,
             build: Box::new(move |inst, downs| {
-                let p = downs.len();
-                let (senders, receivers) =
-                    exchange_channels::<KeyedRecord<K, T>>(p, p, inst.channel_capacity);
+                let local: Vec<u32> = inst.contexts.iter().map(|c| c.subtask).collect();
+                let exchange = inst.exchanges;
+                inst.exchanges += 1;
+                let (senders, receivers) = build_exchange::<KeyedRecord<K, T>>(
+                    exchange,
+                    &local,
+                    inst.parallelism,
+                    inst.channel_capacity,
+                    inst.network.as_ref(),
+                    Codec {
+                        encode: encode_keyed::<K, T>,
+                        decode: decode_keyed::<K, T>,
+                    },
+                )?;
                 for ((j, down), inputs) in downs.into_iter().enumerate().zip(receivers) {
                     let ctx = &inst.contexts[j];
                     let store = ctx.keyed_state(&uid)?;
@@ -332,22 +364,28 @@ impl<K: Key, T: Send + 'static> WindowedStream<K, T> {
                         size,
                         down,
                         ctx.metrics.clone(),
-                        j,
+                        ctx.subtask as usize,
                     )?;
                     inst.tasks.push(TaskSpec {
                         name: uid.clone(),
-                        subtask: j as u32,
+                        subtask: ctx.subtask,
                         is_source: false,
                         task: Box::new(KeyedInputTask::new(inputs, Box::new(op), inst.mode)),
                     });
                 }
-                let max_p = inst.contexts[0].max_parallelism;
                 let batch = inst.batch_size;
                 let parts = senders
                     .into_iter()
-                    .map(|s| {
-                        Box::new(Partitioner::new(selector.clone(), s, max_p, batch))
-                            as Box<dyn Collector<T>>
+                    .zip(&inst.contexts)
+                    .map(|(s, ctx)| {
+                        Box::new(Partitioner::new(
+                            selector.clone(),
+                            s,
+                            ctx.max_parallelism,
+                            batch,
+                            ctx.metrics.clone(),
+                            ctx.subtask,
+                        )) as Box<dyn Collector<T>>
                     })
                     .collect();
                 up(inst, parts)
@@ -360,6 +398,7 @@ impl<K: Key, T: Send + 'static> WindowedStream<K, T> {
 pub struct JobGraph {
     pub(crate) build: GraphBuildFn,
     uids: Vec<String>,
+    chains: Vec<String>,
     output: Option<String>,
 }
 
@@ -373,6 +412,12 @@ impl JobGraph {
     /// Where the job's output goes, if its sink said.
     pub fn output(&self) -> Option<&str> {
         self.output.as_deref()
+    }
+
+    /// The tasks of each subtask, named by the uid of their first operator, the source's
+    /// first: operators between two shuffles are chained into one task.
+    pub fn chains(&self) -> &[String] {
+        &self.chains
     }
 
     /// The operator uids of the job, in pipeline order.

@@ -7,6 +7,7 @@ pub mod gc;
 pub mod incremental;
 pub mod metadata;
 pub mod restore;
+pub mod writer;
 
 pub use metadata::{
     CheckpointMetadata, KeyedStateFile, NativeFile, NativeState, OperatorMetadata, SnapshotKind,

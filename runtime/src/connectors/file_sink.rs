@@ -208,7 +208,7 @@ impl<T: Send> Collector<T> for FileWriter<T> {
                 &self.dir.join(in_progress_name(self.subtask, seq)),
             )(e)
         })?;
-        self.metrics.add_out(1);
+        self.metrics.add_out(self.subtask, 1);
         Ok(())
     }
 

@@ -80,6 +80,17 @@ impl Registry {
         })
     }
 
+    /// Parses and validates a manifest and builds its job graph (no work starts).
+    ///
+    /// # Errors
+    /// A message naming the invalid field: the manifest's, `spec.job.entry` or a job argument.
+    pub fn load(&self, yaml: &str) -> Result<(weir_crds::LoadedManifest, JobGraph), String> {
+        let loaded = weir_crds::load_manifest(yaml).map_err(|e| e.to_string())?;
+        let entry = self.get(&loaded.spec.spec.job.entry)?;
+        let graph = (entry.build)(&loaded.spec.spec.job.args).map_err(|e| e.to_string())?;
+        Ok((loaded, graph))
+    }
+
     /// Names and descriptions, sorted by name.
     pub fn list(&self) -> impl Iterator<Item = (&str, &JobEntry)> {
         self.jobs.iter().map(|(k, v)| (k.as_str(), v))

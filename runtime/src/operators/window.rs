@@ -145,7 +145,7 @@ impl<K: Key, T, A: AggregateFunction<In = T>> Collector<KeyedRecord<K, T>>
         let start = ts - ts.rem_euclid(self.size_ms);
         let end = start + self.size_ms;
         if end - 1 <= self.watermark {
-            self.metrics.add_late(1);
+            self.metrics.add_late(self.subtask as u32, 1);
             return Ok(());
         }
         self.key_buf.clear();

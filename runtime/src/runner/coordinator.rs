@@ -4,7 +4,7 @@
 //! answers the admin API and prints progress. Its decisions about one checkpoint are the pure
 //! [`PendingCheckpoint`]; this is the I/O around it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,26 +13,25 @@ use tracing::{error, info, warn};
 use weir_crds::{CheckpointSettings, S3Spec, StorageLocation};
 
 use super::summary::format_watermark;
-use super::tasks::RunningTasks;
+use super::taskset::{JobEvent, TaskSet};
 use super::{error_chain, open_storage, RunEnd, RunError};
 use crate::admin::{
     AdminRequest, ApiError, CheckpointInfo, CheckpointsInfo, JobInfo, SavepointState,
     SavepointStatus, StopRequest,
 };
-use crate::api::{CheckpointBarrier, OperatorSnapshot};
+use crate::api::CheckpointBarrier;
 use crate::checkpoint::coordinator::{checkpoints_to_delete, PendingCheckpoint};
-use crate::checkpoint::incremental::{known_files, upload_native, KnownFiles, UploadTarget};
-use crate::checkpoint::metadata::{KeyedStateFile, NativeState, SnapshotKind, SubtaskMetadata};
+use crate::checkpoint::metadata::{SnapshotKind, SubtaskMetadata};
 use crate::checkpoint::restore::list_checkpoint_ids;
+use crate::checkpoint::writer::SnapshotTarget;
 use crate::metrics::JobMetrics;
-use crate::state::{KeyedSnapshotData, NativeSnapshot};
-use crate::storage::paths::{join, savepoint_dir_name, state_file_name, JobPaths, METADATA};
+use crate::storage::paths::{join, savepoint_dir_name, JobPaths, METADATA};
 use crate::storage::{CheckpointStorage, StorageStats};
-use crate::task::{Control, TaskEvent};
+use crate::task::Control;
 
 /// Figures of the checkpoints of one run.
 #[derive(Debug, Default, Clone)]
-pub(super) struct CheckpointStats {
+pub(crate) struct CheckpointStats {
     pub completed: u64,
     pub failed: u64,
     pub durations_ms: Vec<f64>,
@@ -72,13 +71,27 @@ struct Stop {
 }
 
 /// Fixed facts about the run, for the admin API.
-pub(super) struct RunInfo {
+pub(crate) struct RunInfo {
+    pub job_id: String,
     pub start_time: String,
     pub restored_from: Option<String>,
+    /// Restarts after failures so far.
+    pub restarts: u32,
+    /// The cause of the last failure.
+    pub failure: Option<String>,
+}
+
+/// What outlives one attempt of a job: checkpoint figures, savepoint triggers, failures.
+#[derive(Default)]
+pub(crate) struct History {
+    pub stats: CheckpointStats,
+    pub savepoints: BTreeMap<String, SavepointStatus>,
+    pub recent_failures: VecDeque<(u64, String)>,
+    next_trigger: usize,
 }
 
 /// The coordinator of one run.
-pub(super) struct Coordinator<'a> {
+pub(crate) struct Coordinator<'a> {
     storage: Arc<dyn CheckpointStorage>,
     paths: &'a JobPaths,
     job: &'a str,
@@ -87,7 +100,6 @@ pub(super) struct Coordinator<'a> {
     max_parallelism: u32,
     parallelism: u32,
     next_id: u64,
-    task_subtasks: Vec<u32>,
     info: RunInfo,
     pending: Option<Pending>,
     queued_savepoints: VecDeque<Target>,
@@ -102,14 +114,10 @@ pub(super) struct Coordinator<'a> {
     cancelled: bool,
     /// Storage counters when the pending checkpoint was triggered.
     storage_at_trigger: StorageStats,
-    /// Shared files uploaded before, per (operator uid, subtask): RocksDB file name -> file.
-    shared: HashMap<(String, u32), KnownFiles>,
-    /// Shared files the pending checkpoint uploaded.
-    pending_shared: Vec<String>,
     /// The complete checkpoints in storage, with the shared files each references.
     complete: BTreeMap<u64, Vec<String>>,
-    /// Distinguishes this run's shared file names from earlier runs'.
-    run_tag: String,
+    /// Savepoint triggers handed out.
+    next_trigger: usize,
     pub stats: CheckpointStats,
 }
 
@@ -125,7 +133,6 @@ impl<'a> Coordinator<'a> {
         max_parallelism: u32,
         parallelism: u32,
         next_id: u64,
-        task_subtasks: Vec<u32>,
         info: RunInfo,
     ) -> Self {
         Self {
@@ -137,7 +144,6 @@ impl<'a> Coordinator<'a> {
             max_parallelism,
             parallelism,
             next_id,
-            task_subtasks,
             info,
             pending: None,
             queued_savepoints: VecDeque::new(),
@@ -148,19 +154,44 @@ impl<'a> Coordinator<'a> {
             stopped_at: None,
             cancelled: false,
             storage_at_trigger: StorageStats::default(),
-            shared: HashMap::new(),
-            pending_shared: Vec::new(),
             complete: BTreeMap::new(),
-            run_tag: format!("{:x}", chrono::Utc::now().timestamp_millis()),
+            next_trigger: 0,
             stats: CheckpointStats::default(),
         }
     }
 
-    /// Reuses the shared files of a restored checkpoint for the subtasks that reopened them
-    /// as they are (same key-group range): their RocksDB file names continue from there.
-    pub fn seed_shared(&mut self, uid: &str, subtask: u32, state: &NativeState) {
-        self.shared
-            .insert((uid.to_string(), subtask), known_files(state));
+    /// Restores what earlier attempts of the job left: figures, savepoint triggers, failures.
+    pub fn with_history(mut self, h: History) -> Self {
+        self.stats = h.stats;
+        self.savepoints = h.savepoints;
+        self.recent_failures = h.recent_failures;
+        self.next_trigger = h.next_trigger;
+        self
+    }
+
+    /// Ends the attempt after a failure with `cause`: the snapshot in flight and the queued
+    /// savepoints fail (their files are deleted), and what later attempts need is returned.
+    pub fn into_history(mut self, cause: &str) -> History {
+        if let Some(Pending { checkpoint, target }) = self.pending.take() {
+            self.abort_target(checkpoint.id, &target, format!("the job failed: {cause}"));
+        }
+        for t in std::mem::take(&mut self.queued_savepoints) {
+            self.fail_trigger(&t, format!("the job failed: {cause}"));
+        }
+        if let Some(target) = self.stop.as_mut().and_then(|s| s.drain_target.take()) {
+            self.fail_trigger(&target, format!("the job failed: {cause}"));
+        }
+        History {
+            stats: self.stats,
+            savepoints: self.savepoints,
+            recent_failures: self.recent_failures,
+            next_trigger: self.next_trigger,
+        }
+    }
+
+    /// The id the next snapshot gets.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
     }
 
     /// Runs until every task finished (after the final checkpoint) or one failed, answering
@@ -170,7 +201,7 @@ impl<'a> Coordinator<'a> {
     /// [`RunError::Task`] with the first task failure.
     pub fn run(
         &mut self,
-        tasks: &RunningTasks,
+        tasks: &dyn TaskSet,
         metrics: &JobMetrics,
         progress_interval: Duration,
         admin: &Receiver<AdminRequest>,
@@ -224,7 +255,7 @@ impl<'a> Coordinator<'a> {
                     let cause = format!("expired after {:?}", self.settings.timeout);
                     warn!(checkpoint = id, "checkpoint {id} {cause}; aborting it");
                     self.abort(id, cause);
-                    tasks.broadcast(Control::AbortCheckpoint(id), false);
+                    tasks.control(Control::AbortCheckpoint(id));
                     last_end = now;
                 }
             }
@@ -247,7 +278,7 @@ impl<'a> Coordinator<'a> {
                 last_progress = (now, n);
             }
             let event = select! {
-                recv(tasks.events) -> e => match e {
+                recv(tasks.events()) -> e => match e {
                     Ok(e) => e,
                     Err(_) => return Ok(self.end()),
                 },
@@ -264,17 +295,29 @@ impl<'a> Coordinator<'a> {
                 default(Duration::from_millis(50)) => continue,
             };
             match event {
-                TaskEvent::Ack {
+                JobEvent::Declined { checkpoint, cause } => {
+                    if self
+                        .pending
+                        .as_ref()
+                        .is_some_and(|p| p.checkpoint.id == checkpoint)
+                    {
+                        warn!(checkpoint, "checkpoint {checkpoint} failed: {cause}; aborting it, the job continues");
+                        self.abort(checkpoint, cause);
+                        tasks.control(Control::AbortCheckpoint(checkpoint));
+                        last_end = Instant::now();
+                    }
+                }
+                JobEvent::Ack {
                     task,
                     checkpoint,
-                    snapshots,
+                    metas,
                 } => {
-                    if let Some(done) = self.acknowledge(task, checkpoint, snapshots) {
+                    if let Some(done) = self.acknowledge(task, checkpoint, metas) {
                         last_end = Instant::now();
                         if let Some(location) = self.stopped_at.clone() {
                             if !self.stop.as_ref().is_some_and(|s| s.drain) {
                                 // Stop without drain: the savepoint is the job's last state.
-                                tasks.broadcast(Control::CheckpointComplete(checkpoint), false);
+                                tasks.control(Control::CheckpointComplete(checkpoint));
                                 info!(%location, "stopped with savepoint");
                                 return Ok(RunEnd::Stopped {
                                     savepoint: location,
@@ -283,38 +326,46 @@ impl<'a> Coordinator<'a> {
                         }
                         match done {
                             Ok(is_final) => {
-                                tasks.broadcast(Control::CheckpointComplete(checkpoint), false);
+                                tasks.control(Control::CheckpointComplete(checkpoint));
                                 if is_final {
                                     final_done = true;
-                                    tasks.broadcast(Control::Finish, false);
+                                    tasks.control(Control::Finish);
                                 }
                             }
-                            Err(()) => tasks.broadcast(Control::AbortCheckpoint(checkpoint), false),
+                            Err(()) => tasks.control(Control::AbortCheckpoint(checkpoint)),
                         }
                     }
                 }
-                TaskEvent::SourceExhausted => exhausted += 1,
-                TaskEvent::Finished => {
+                JobEvent::SourceExhausted => exhausted += 1,
+                JobEvent::Finished => {
                     finished += 1;
                     if finished == tasks.len() {
                         return Ok(self.end());
                     }
                 }
-                TaskEvent::Failed { task, error } => {
-                    let name = tasks.name(task).to_string();
-                    error!(task = %name, category = error.category(), "task failed: {}", error_chain(&error));
+                JobEvent::Failed {
+                    task,
+                    category,
+                    cause,
+                } => {
+                    let name = tasks.name(task);
+                    error!(task = %name, category = %category, "task failed: {cause}");
                     return Err(RunError::Task {
                         task: name,
-                        category: error.category(),
-                        source: error,
+                        category,
+                        cause,
                     });
+                }
+                JobEvent::WorkerLost { worker, cause } => {
+                    error!(worker = %worker, "worker lost: {cause}");
+                    return Err(RunError::WorkerLost { worker, cause });
                 }
             }
         }
     }
 
     /// Starts snapshot `next_id` into `target`: the sources inject its barrier.
-    fn trigger(&mut self, tasks: &RunningTasks, now: Instant, mut target: Target, is_final: bool) {
+    fn trigger(&mut self, tasks: &dyn TaskSet, now: Instant, mut target: Target, is_final: bool) {
         let id = self.next_id;
         self.next_id += 1;
         target.dir = match target.kind {
@@ -342,9 +393,24 @@ impl<'a> Coordinator<'a> {
             checkpoint: PendingCheckpoint::new(id, tasks.len(), now, is_final),
             target,
         });
-        tasks.broadcast(
-            Control::TriggerCheckpoint(CheckpointBarrier { id, kind }),
-            true,
+        tasks.trigger(
+            CheckpointBarrier { id, kind },
+            &SnapshotTarget {
+                storage: self
+                    .pending
+                    .as_ref()
+                    .expect("invariant: just set")
+                    .target
+                    .storage
+                    .clone(),
+                dir: self
+                    .pending
+                    .as_ref()
+                    .expect("invariant: just set")
+                    .target
+                    .dir
+                    .clone(),
+            },
         );
     }
 
@@ -355,38 +421,10 @@ impl<'a> Coordinator<'a> {
         &mut self,
         task: usize,
         id: u64,
-        snapshots: Vec<OperatorSnapshot>,
+        metas: Vec<(String, SubtaskMetadata)>,
     ) -> Option<Result<bool, ()>> {
-        let target = match &self.pending {
-            Some(p) if p.checkpoint.id == id => p.target.clone(),
-            _ => return None,
-        };
-        let subtask = self.task_subtasks[task];
-        let mut metas = Vec::new();
-        for s in snapshots {
-            let (keyed_state, native_state) = match s.keyed {
-                None => (None, None),
-                Some(data) => match self.write_keyed(&target, &s.uid, subtask, data) {
-                    Ok(written) => written,
-                    Err(cause) => {
-                        warn!(
-                            checkpoint = id,
-                            "checkpoint {id} failed: {cause}; aborting it, the job continues"
-                        );
-                        self.abort(id, cause);
-                        return Some(Err(()));
-                    }
-                },
-            };
-            metas.push((
-                s.uid,
-                SubtaskMetadata {
-                    subtask,
-                    keyed_state,
-                    operator_state: s.operator_state,
-                    native_state,
-                },
-            ));
+        if !self.pending.as_ref().is_some_and(|p| p.checkpoint.id == id) {
+            return None;
         }
         let pending = self.pending.as_mut().expect("invariant: checked above");
         if !pending
@@ -443,15 +481,6 @@ impl<'a> Coordinator<'a> {
             size_bytes: size,
             duration_ms: duration_ms as u64,
         });
-        for op in metadata.operators.iter() {
-            for st in &op.1.subtasks {
-                if let Some(n) = &st.native_state {
-                    self.shared
-                        .insert((op.0.clone(), st.subtask), known_files(n));
-                }
-            }
-        }
-        self.pending_shared.clear();
         self.complete.insert(id, metadata.shared_paths());
         self.retain();
         self.collect_shared_garbage();
@@ -571,81 +600,23 @@ impl<'a> Coordinator<'a> {
         }
     }
 
-    /// Writes one operator subtask's keyed state: a canonical file into the snapshot's
-    /// directory, or a native RocksDB checkpoint whose SST files not uploaded before go to
-    /// `<job>/shared/` (reused by later checkpoints) and whose other files go into the
-    /// checkpoint's directory. The local native directory is deleted afterwards.
-    fn write_keyed(
-        &mut self,
-        target: &Target,
-        uid: &str,
-        subtask: u32,
-        data: KeyedSnapshotData,
-    ) -> Result<(Option<KeyedStateFile>, Option<NativeState>), String> {
-        let k = match data {
-            KeyedSnapshotData::Canonical(k) => k,
-            KeyedSnapshotData::Native(n) => {
-                let result = self.upload_native(target, uid, subtask, &n);
-                let _ = std::fs::remove_dir_all(&n.dir);
-                return result.map(|native| (None, Some(native)));
-            }
-        };
-        let name = state_file_name(uid, subtask);
-        target
-            .storage
-            .write(&join(&target.dir, &name), &k.bytes)
-            .map_err(|e| error_chain(&e))?;
-        Ok((
-            Some(KeyedStateFile {
-                file: name,
-                size: k.bytes.len() as u64,
-                crc32c: crc32c::crc32c(&k.bytes),
-                key_group_range: k.range,
-                key_group_offsets: k.key_group_offsets,
-                key_group_crc32c: k.key_group_crc32c,
-                states: k.states,
-                entries: k.entries,
-            }),
-            None,
-        ))
-    }
-
-    fn upload_native(
-        &mut self,
-        target: &Target,
-        uid: &str,
-        subtask: u32,
-        n: &NativeSnapshot,
-    ) -> Result<NativeState, String> {
-        let job_root = self.paths.job_root();
-        let upload = UploadTarget {
-            job_root: &job_root,
-            checkpoint_dir: &target.dir,
-            uid,
-            subtask,
-            run_tag: &self.run_tag,
-        };
-        let known = self.shared.get(&(uid.to_string(), subtask));
-        let (state, uploaded) = upload_native(target.storage.as_ref(), upload, n, known)
-            .map_err(|e| error_chain(&e))?;
-        self.pending_shared.extend(uploaded);
-        Ok(state)
-    }
-
     /// Answers an admin request.
-    fn answer(&mut self, request: AdminRequest, tasks: &RunningTasks, metrics: &JobMetrics) {
+    fn answer(&mut self, request: AdminRequest, tasks: &dyn TaskSet, metrics: &JobMetrics) {
         // A requester that went away needs no answer.
         match request {
             AdminRequest::Job(reply) => {
                 let watermark = metrics.watermark();
                 let _ = reply.send(JobInfo {
                     name: self.job.to_string(),
+                    id: self.info.job_id.clone(),
                     state: if self.finishing {
                         "FINISHING"
                     } else {
                         "RUNNING"
                     }
                     .into(),
+                    restarts: self.info.restarts,
+                    failure: self.info.failure.clone(),
                     parallelism: self.parallelism,
                     max_parallelism: self.max_parallelism,
                     start_time: self.info.start_time.clone(),
@@ -717,7 +688,8 @@ impl<'a> Coordinator<'a> {
 
     /// Registers a new savepoint trigger as in progress.
     fn new_trigger(&mut self) -> String {
-        let trigger = format!("{:x}-{}", std::process::id(), self.savepoints.len() + 1);
+        self.next_trigger += 1;
+        let trigger = format!("{:x}-{}", std::process::id(), self.next_trigger);
         self.savepoints.insert(
             trigger.clone(),
             SavepointStatus {
@@ -754,7 +726,7 @@ impl<'a> Coordinator<'a> {
     fn request_stop(
         &mut self,
         request: StopRequest,
-        tasks: &RunningTasks,
+        tasks: &dyn TaskSet,
     ) -> Result<Option<String>, ApiError> {
         if self.stop.is_some() || self.cancelled {
             return Err(ApiError::new(
@@ -773,7 +745,7 @@ impl<'a> Coordinator<'a> {
         target.trigger = Some(trigger.clone());
         info!(trigger = %trigger, drain = request.drain, "stop with savepoint requested");
         if request.drain {
-            tasks.broadcast(Control::Drain, true);
+            tasks.control(Control::Drain);
             self.stop = Some(Stop {
                 trigger: trigger.clone(),
                 drain: true,

@@ -6,12 +6,18 @@
 //! instantiate the job graph with its restore plan, start the tasks, coordinate checkpoints
 //! until the input ends, and report a [`RunSummary`].
 
-mod coordinator;
+pub(crate) mod coordinator;
 mod local_dir;
-
-pub use local_dir::local_dir_path;
 mod summary;
 mod tasks;
+pub(crate) mod taskset;
+mod uploader;
+
+pub(crate) use tasks::RunningTasks;
+pub(crate) use taskset::{JobEvent, TaskSet};
+pub(crate) use uploader::{spawn_uploader, UploadCommand};
+
+pub use local_dir::local_dir_path;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,19 +26,21 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 use weir_crds::{LoadedManifest, StorageLocation};
 
-use crate::api::{Instantiation, JobGraph, TaskContext, TaskError};
+use crate::api::{Instantiation, JobGraph, TaskContext, TaskError, TaskSpec};
 use crate::checkpoint::restore::list_checkpoint_ids;
+use crate::checkpoint::writer::SnapshotWriter;
 use crate::checkpoint::{
     find_latest_checkpoint, load_snapshot, LoadedCheckpoint, RestorePlan, SnapshotKind,
 };
 use crate::metrics::JobMetrics;
+use crate::net::NetworkContext;
 use crate::state::key_group::key_group_range;
 use crate::state::typed::system_clock;
 use crate::storage::paths::JobPaths;
 use crate::storage::{CheckpointStorage, LocalStorage, S3Storage, StorageError};
-use coordinator::{Coordinator, RunInfo};
+pub(crate) use coordinator::{Coordinator, History, RunInfo};
 pub use summary::{peak_rss_bytes, RunSummary};
-use tasks::RunningTasks;
+use taskset::LocalTasks;
 
 /// Options of a local run besides the manifest.
 #[derive(Debug, Clone, Default)]
@@ -85,15 +93,22 @@ pub enum RunError {
     #[error("cannot restore: {0}")]
     Incompatible(String),
     /// A task failed; the job stopped. Run again to resume from the latest checkpoint.
-    #[error("task {task} failed ({category})")]
+    #[error("task {task} failed ({category}): {cause}")]
     Task {
         /// `uid#subtask` of the failed task.
         task: String,
-        /// Bounded category of the error.
-        category: &'static str,
-        /// The task's error.
-        #[source]
-        source: TaskError,
+        /// Bounded category of the error (`state`, `io`, `data`, ...).
+        category: String,
+        /// The task's error with its sources.
+        cause: String,
+    },
+    /// A worker process was lost (distributed mode).
+    #[error("worker {worker} lost: {cause}")]
+    WorkerLost {
+        /// The worker's id.
+        worker: String,
+        /// Connection closed, heartbeats missed, ...
+        cause: String,
     },
 }
 
@@ -142,15 +157,15 @@ pub fn run_job(
     let (local_dir, _lock) =
         local_dir::lock_local_dir(options, &manifest.name, &storage.uri(&paths.job_root()))?;
     let (admin_tx, admin_rx) = crossbeam_channel::unbounded();
-    let admin =
-        crate::admin::serve(options.admin_port, &local_dir, admin_tx).map_err(|source| {
-            RunError::LocalDir {
-                path: crate::admin::discovery_file(&local_dir)
-                    .display()
-                    .to_string(),
-                source,
-            }
-        })?;
+    let admin_bind = std::net::SocketAddr::from(([127, 0, 0, 1], options.admin_port));
+    let admin = crate::admin::serve(admin_bind, Some(&local_dir), admin_tx).map_err(|source| {
+        RunError::LocalDir {
+            path: crate::admin::discovery_file(&local_dir)
+                .display()
+                .to_string(),
+            source,
+        }
+    })?;
     let s3 = spec.spec.checkpointing.s3.as_ref();
     let restore = match &options.from_savepoint {
         Some(uri) => Some(load_savepoint(uri, s3)?),
@@ -206,42 +221,37 @@ pub fn run_job(
         storage.delete_all(&paths.checkpoints())?;
     }
     let info = RunInfo {
+        job_id: new_job_id(&manifest.name),
         start_time: chrono::Utc::now().to_rfc3339(),
         restored_from: restore.as_ref().map(|r| r.location().to_string()),
+        restarts: 0,
+        failure: None,
     };
 
     let p = spec.parallelism;
     let metrics = Arc::new(JobMetrics::new(p as usize));
     let output = graph.output().map(str::to_string);
-    let mut inst = Instantiation {
-        contexts: (0..p)
-            .map(|i| TaskContext {
-                job_name: manifest.name.clone(),
-                subtask: i,
-                parallelism: p,
-                max_parallelism: spec.max_parallelism,
-                key_group_range: key_group_range(i, spec.max_parallelism, p),
-                metrics: metrics.clone(),
-                state_backend: spec.spec.state_backend,
-                local_dir: local_dir.clone(),
-                restore: restore.clone(),
-                clock: system_clock(),
-                incremental: spec.checkpointing.incremental,
-            })
-            .collect(),
-        tasks: Vec::new(),
-        mode: spec.spec.checkpointing.mode,
-        batch_size: 1024,
-        channel_capacity: 16,
-    };
-    (graph.build)(&mut inst).map_err(|source| RunError::Task {
+    let specs = instantiate(
+        manifest,
+        graph,
+        Placement {
+            subtasks: (0..p).collect(),
+            network: None,
+        },
+        restore.clone(),
+        &local_dir,
+        metrics.clone(),
+    )
+    .map_err(|source| RunError::Task {
         task: "(instantiation)".into(),
-        category: source.category(),
-        source,
+        category: source.category().into(),
+        cause: error_chain(&source),
     })?;
-    // The restored state now lives in the operators: release the loaded checkpoint.
-    drop(inst.contexts);
-    let tasks = RunningTasks::spawn(inst.tasks);
+    let mut writer = SnapshotWriter::new(paths.job_root(), run_tag());
+    if let Some(plan) = &restore {
+        seed_writer(&mut writer, plan, spec, 0..p);
+    }
+    let tasks = LocalTasks::spawn(specs, writer);
 
     let mut coordinator = Coordinator::new(
         storage.clone(),
@@ -252,25 +262,15 @@ pub fn run_job(
         spec.max_parallelism,
         p,
         next_id,
-        tasks.subtasks.clone(),
         info,
     );
-    if let Some(plan) = &restore {
-        for (uid, subtask, state) in plan.native_states() {
-            let range = key_group_range(subtask, spec.max_parallelism, p);
-            if subtask < p && TaskContext::reopens_native(plan, spec.spec.state_backend, uid, range)
-            {
-                coordinator.seed_shared(uid, subtask, state);
-            }
-        }
-    }
     // The restored state now lives in the operators: release the loaded checkpoint.
     drop(restore);
     admin.set_ready();
     let result = coordinator.run(&tasks, &metrics, options.progress_interval, &admin_rx);
     match &result {
-        Ok(RunEnd::Finished) => tasks.join(),
-        _ => tasks.cancel(Duration::from_secs(10)),
+        Ok(RunEnd::Finished) => tasks.running.join(),
+        _ => tasks.running.cancel(Duration::from_secs(10)),
     }
     let _ = std::fs::remove_dir_all(&local_dir);
     let end = result?;
@@ -288,10 +288,103 @@ pub fn run_job(
     ))
 }
 
+/// Which subtasks of a job a process runs, and how it reaches the others.
+pub(crate) struct Placement {
+    /// Subtasks of this process (all operators of each).
+    pub subtasks: Vec<u32>,
+    /// Channels to the workers of the other subtasks; `None` in a local run.
+    pub network: Option<NetworkContext>,
+}
+
+/// Builds the tasks of `placement`'s subtasks of `graph`, with their state restored from
+/// `restore`; RocksDB working files go under `local_dir`.
+///
+/// # Errors
+/// [`TaskError`] when an operator cannot be created (its state does not restore, its input
+/// does not open, a peer worker cannot be reached).
+pub(crate) fn instantiate(
+    manifest: &LoadedManifest,
+    graph: JobGraph,
+    placement: Placement,
+    restore: Option<Arc<RestorePlan>>,
+    local_dir: &std::path::Path,
+    metrics: Arc<JobMetrics>,
+) -> Result<Vec<TaskSpec>, TaskError> {
+    let spec = &manifest.spec;
+    let p = spec.parallelism;
+    let mut inst = Instantiation {
+        contexts: placement
+            .subtasks
+            .iter()
+            .map(|&i| TaskContext {
+                job_name: manifest.name.clone(),
+                subtask: i,
+                parallelism: p,
+                max_parallelism: spec.max_parallelism,
+                key_group_range: key_group_range(i, spec.max_parallelism, p),
+                metrics: metrics.clone(),
+                state_backend: spec.spec.state_backend,
+                local_dir: local_dir.to_path_buf(),
+                restore: restore.clone(),
+                clock: system_clock(),
+                incremental: spec.checkpointing.incremental,
+            })
+            .collect(),
+        parallelism: p,
+        exchanges: 0,
+        network: placement.network,
+        tasks: Vec::new(),
+        mode: spec.spec.checkpointing.mode,
+        batch_size: 1024,
+        channel_capacity: 16,
+    };
+    (graph.build)(&mut inst)?;
+    Ok(inst.tasks)
+}
+
+/// A job id: 32 hex digits from the job name, the time and the process.
+pub(crate) fn new_job_id(job: &str) -> String {
+    let seed = format!(
+        "{job}/{}/{}",
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+        std::process::id()
+    );
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(seed.as_bytes()))
+}
+
+/// A tag that keeps this process's shared file names apart from other runs' (RocksDB file
+/// numbers restart in a fresh instance).
+pub(crate) fn run_tag() -> String {
+    format!(
+        "{:x}{:x}",
+        chrono::Utc::now().timestamp_millis(),
+        std::process::id()
+    )
+}
+
+/// Seeds `writer` with the shared files of the restored native states that the subtasks in
+/// `subtasks` reopen as they are, so that their next incremental checkpoint reuses them.
+pub(crate) fn seed_writer(
+    writer: &mut SnapshotWriter,
+    plan: &RestorePlan,
+    spec: &weir_crds::ValidatedSpec,
+    subtasks: impl Iterator<Item = u32> + Clone,
+) {
+    let p = spec.parallelism;
+    for (uid, subtask, state) in plan.native_states() {
+        let range = key_group_range(subtask, spec.max_parallelism, p);
+        if subtasks.clone().any(|s| s == subtask)
+            && TaskContext::reopens_native(plan, spec.spec.state_backend, uid, range)
+        {
+            writer.seed(uid, subtask, state);
+        }
+    }
+}
+
 /// Prepares checkpoint storage for a run: `--fresh` deletes the job's checkpoints; incomplete
 /// checkpoints (no `_metadata`), which can never complete, are deleted; returns the newest
 /// restorable checkpoint.
-fn prepare_storage(
+pub(crate) fn prepare_storage(
     storage: &dyn CheckpointStorage,
     paths: &JobPaths,
     fresh: bool,

@@ -8,21 +8,20 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use crate::api::TaskSpec;
 use crate::task::{Control, TaskEvent, TaskIo};
 
-/// The running tasks of a job: their control channels and the channel of their reports.
-pub(super) struct RunningTasks {
+/// The running tasks of a process: their control channels (their reports go to the channel
+/// [`RunningTasks::spawn`] returns).
+pub(crate) struct RunningTasks {
     controls: Vec<Sender<Control>>,
     names: Vec<String>,
     sources: HashSet<usize>,
     handles: Vec<JoinHandle<()>>,
     /// Subtask index of each task.
     pub subtasks: Vec<u32>,
-    /// Reports of all tasks.
-    pub events: Receiver<TaskEvent>,
 }
 
 impl RunningTasks {
-    /// Starts one thread per task.
-    pub fn spawn(specs: Vec<TaskSpec>) -> Self {
+    /// Starts one thread per task; returns the tasks and the channel of their reports.
+    pub fn spawn(specs: Vec<TaskSpec>) -> (Self, Receiver<TaskEvent>) {
         let (events_tx, events) = unbounded();
         let mut tasks = RunningTasks {
             controls: Vec::new(),
@@ -30,7 +29,6 @@ impl RunningTasks {
             sources: HashSet::new(),
             handles: Vec::new(),
             subtasks: specs.iter().map(|t| t.subtask).collect(),
-            events,
         };
         for (index, spec) in specs.into_iter().enumerate() {
             let (control_tx, control) = unbounded();
@@ -56,7 +54,7 @@ impl RunningTasks {
             tasks.names.push(name);
             tasks.handles.push(handle);
         }
-        tasks
+        (tasks, events)
     }
 
     /// Number of tasks.

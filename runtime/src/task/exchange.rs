@@ -3,41 +3,162 @@
 //! channel blocks the producer: backpressure, never unbounded buffering).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 use super::Message;
 use crate::api::{
     CheckpointBarrier, Collector, Key, KeyedRecord, OperatorSnapshot, TaskError, Timestamp,
 };
+use crate::metrics::JobMetrics;
+use crate::net::{ChannelId, CreditSender, InletSink, NetworkContext};
 use crate::state::key_group::{key_group_for_bytes, subtask_for_key_group};
 
-/// Channels of a shuffle from `producers` to `consumers` subtasks: `senders[i][j]` and
-/// `receivers[j][i]` connect producer i to consumer j; each holds `capacity` batches.
-#[allow(clippy::type_complexity)]
-pub(crate) fn exchange_channels<T>(
-    producers: usize,
-    consumers: usize,
-    capacity: usize,
-) -> (Vec<Vec<Sender<Message<T>>>>, Vec<Vec<Receiver<Message<T>>>>) {
-    let mut senders: Vec<Vec<Sender<Message<T>>>> = (0..producers).map(|_| Vec::new()).collect();
-    let mut receivers: Vec<Vec<Receiver<Message<T>>>> =
-        (0..consumers).map(|_| Vec::new()).collect();
-    for receivers_of_j in receivers.iter_mut() {
-        for senders_of_i in senders.iter_mut() {
-            let (s, r) = bounded(capacity);
-            senders_of_i.push(s);
-            receivers_of_j.push(r);
+/// How messages of one exchange are written to and read from bytes (for channels that cross
+/// processes).
+pub(crate) struct Codec<T> {
+    pub encode: fn(&Message<T>, &mut Vec<u8>),
+    pub decode: fn(&[u8]) -> Result<Message<T>, String>,
+}
+
+/// The sending end of one shuffle channel: in-process (a bounded channel) or to another
+/// worker (a credit-based TCP channel). Either way a full consumer blocks the producer.
+pub(crate) enum Outlet<T> {
+    /// Same process.
+    Local(Sender<Message<T>>),
+    /// Another worker.
+    Remote {
+        conn: CreditSender,
+        encode: fn(&Message<T>, &mut Vec<u8>),
+    },
+}
+
+impl<T> Outlet<T> {
+    /// Sends `msg`; returns how long the send waited for buffer space (backpressure).
+    fn send(&self, msg: Message<T>) -> Result<Duration, TaskError> {
+        match self {
+            Outlet::Local(tx) => match tx.try_send(msg) {
+                Ok(()) => Ok(Duration::ZERO),
+                Err(TrySendError::Full(msg)) => {
+                    let started = Instant::now();
+                    tx.send(msg).map_err(|_| TaskError::DownstreamGone)?;
+                    Ok(started.elapsed())
+                }
+                Err(TrySendError::Disconnected(_)) => Err(TaskError::DownstreamGone),
+            },
+            Outlet::Remote { conn, encode } => {
+                let mut bytes = Vec::with_capacity(64 << 10);
+                bytes.extend_from_slice(&[0; 4]);
+                encode(&msg, &mut bytes);
+                conn.send(bytes).map_err(|_| TaskError::DownstreamGone)
+            }
         }
     }
-    (senders, receivers)
+}
+
+struct TypedInlet<T> {
+    tx: Sender<Message<T>>,
+    decode: fn(&[u8]) -> Result<Message<T>, String>,
+}
+
+impl<T: Send> InletSink for TypedInlet<T> {
+    fn push(&self, frame: &[u8]) -> Result<(), String> {
+        let msg = (self.decode)(frame)?;
+        self.tx
+            .send(msg)
+            .map_err(|_| "the consumer task is gone".to_string())
+    }
+}
+
+/// The channels of exchange number `exchange` between `parallelism` producer and consumer
+/// subtasks, seen from the subtasks `local` of this process: `outlets[l][j]` sends from the
+/// l-th local producer to consumer j, `inputs[l][i]` receives at the l-th local consumer from
+/// producer i. Each channel buffers `capacity` batches. Without `net` every subtask is local.
+///
+/// # Errors
+/// [`TaskError::Io`] when a peer worker's data server cannot be reached.
+#[allow(clippy::type_complexity)]
+pub(crate) fn build_exchange<T: Send + 'static>(
+    exchange: u32,
+    local: &[u32],
+    parallelism: u32,
+    capacity: usize,
+    net: Option<&NetworkContext>,
+    codec: Codec<T>,
+) -> Result<(Vec<Vec<Outlet<T>>>, Vec<Vec<Receiver<Message<T>>>>), TaskError> {
+    let is_local = |s: u32| local.contains(&s);
+    let mut outlets: Vec<Vec<Option<Outlet<T>>>> = local
+        .iter()
+        .map(|_| (0..parallelism).map(|_| None).collect())
+        .collect();
+    let mut inputs: Vec<Vec<Receiver<Message<T>>>> = Vec::with_capacity(local.len());
+    for &consumer in local {
+        let mut of_consumer = Vec::with_capacity(parallelism as usize);
+        for producer in 0..parallelism {
+            let (tx, rx) = bounded(capacity);
+            of_consumer.push(rx);
+            if let Some(lp) = local.iter().position(|&s| s == producer) {
+                outlets[lp][consumer as usize] = Some(Outlet::Local(tx));
+            } else if let Some(net) = net {
+                net.inlets.register(
+                    ChannelId {
+                        attempt: net.attempt,
+                        exchange,
+                        producer,
+                        consumer,
+                    },
+                    Box::new(TypedInlet {
+                        tx,
+                        decode: codec.decode,
+                    }),
+                    capacity as u32,
+                );
+            }
+        }
+        inputs.push(of_consumer);
+    }
+    for (lp, &producer) in local.iter().enumerate() {
+        for consumer in (0..parallelism).filter(|c| !is_local(*c)) {
+            let net = net.expect("invariant: remote consumers exist only with a network");
+            let peer = net.peers[consumer as usize];
+            let channel = ChannelId {
+                attempt: net.attempt,
+                exchange,
+                producer,
+                consumer,
+            };
+            let conn = CreditSender::connect(peer, channel, Duration::from_secs(30)).map_err(
+                |source| TaskError::Io {
+                    action: "connect to the worker of a consumer subtask at",
+                    path: peer.to_string(),
+                    source,
+                },
+            )?;
+            outlets[lp][consumer as usize] = Some(Outlet::Remote {
+                conn,
+                encode: codec.encode,
+            });
+        }
+    }
+    let outlets = outlets
+        .into_iter()
+        .map(|o| {
+            o.into_iter()
+                .map(|x| x.expect("invariant: every consumer has an outlet"))
+                .collect()
+        })
+        .collect();
+    Ok((outlets, inputs))
 }
 
 /// Routes records by key group; broadcasts watermarks, barriers and end of input after
 /// flushing its batches, so every channel keeps stream order.
 pub(crate) struct Partitioner<K, T> {
     selector: Arc<dyn Fn(&T) -> K + Send + Sync>,
-    outputs: Vec<Sender<Message<KeyedRecord<K, T>>>>,
+    outputs: Vec<Outlet<KeyedRecord<K, T>>>,
+    metrics: Arc<JobMetrics>,
+    subtask: u32,
     buffers: Vec<Vec<(Timestamp, KeyedRecord<K, T>)>>,
     max_parallelism: u32,
     batch_size: usize,
@@ -47,9 +168,11 @@ pub(crate) struct Partitioner<K, T> {
 impl<K: Key, T: Send> Partitioner<K, T> {
     pub fn new(
         selector: Arc<dyn Fn(&T) -> K + Send + Sync>,
-        outputs: Vec<Sender<Message<KeyedRecord<K, T>>>>,
+        outputs: Vec<Outlet<KeyedRecord<K, T>>>,
         max_parallelism: u32,
         batch_size: usize,
+        metrics: Arc<JobMetrics>,
+        subtask: u32,
     ) -> Self {
         let buffers = outputs
             .iter()
@@ -58,6 +181,8 @@ impl<K: Key, T: Send> Partitioner<K, T> {
         Self {
             selector,
             outputs,
+            metrics,
+            subtask,
             buffers,
             max_parallelism,
             batch_size,
@@ -66,9 +191,11 @@ impl<K: Key, T: Send> Partitioner<K, T> {
     }
 
     fn send(&self, target: usize, msg: Message<KeyedRecord<K, T>>) -> Result<(), TaskError> {
-        self.outputs[target]
-            .send(msg)
-            .map_err(|_| TaskError::DownstreamGone)
+        let waited = self.outputs[target].send(msg)?;
+        if !waited.is_zero() {
+            self.metrics.add_backpressure(self.subtask, waited);
+        }
+        Ok(())
     }
 
     fn flush(&mut self, target: usize) -> Result<(), TaskError> {

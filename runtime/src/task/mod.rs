@@ -6,12 +6,14 @@ pub mod barrier;
 pub mod exchange;
 pub mod input;
 pub mod source;
+pub(crate) mod wire;
 
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::api::{CheckpointBarrier, OperatorSnapshot, TaskError, Timestamp};
 
 /// What travels on a shuffle channel, in stream order.
+#[derive(Debug)]
 pub(crate) enum Message<T> {
     /// A batch of records with their event times.
     Records(Vec<(Timestamp, T)>),

@@ -20,6 +20,7 @@ pub(crate) struct SourceTask<T> {
     watermarks: WatermarkStrategy<T>,
     chain: Box<dyn Collector<T>>,
     metrics: Arc<JobMetrics>,
+    subtask: u32,
     batch_size: usize,
     max_ts: i64,
     last_watermark: i64,
@@ -32,6 +33,7 @@ impl<T: Send> SourceTask<T> {
         watermarks: WatermarkStrategy<T>,
         chain: Box<dyn Collector<T>>,
         metrics: Arc<JobMetrics>,
+        subtask: u32,
         batch_size: usize,
     ) -> Self {
         Self {
@@ -40,6 +42,7 @@ impl<T: Send> SourceTask<T> {
             watermarks,
             chain,
             metrics,
+            subtask,
             batch_size,
             max_ts: MIN_WATERMARK,
             last_watermark: MIN_WATERMARK,
@@ -100,7 +103,7 @@ impl<T: Send> Task for SourceTask<T> {
                 continue;
             }
             let more = self.reader.read_batch(&mut batch, self.batch_size)?;
-            self.metrics.add_in(batch.len() as u64);
+            self.metrics.add_in(self.subtask, batch.len() as u64);
             for r in batch.drain(..) {
                 let ts = (self.watermarks.timestamp)(&r);
                 self.max_ts = self.max_ts.max(ts);

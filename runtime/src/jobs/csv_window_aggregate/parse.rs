@@ -3,7 +3,7 @@
 use super::args::{Args, TimestampFormat};
 
 /// A parsed input row.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Row {
     /// Compound key, encoded as `Vec<String>` keys are (see [`Key`]).
     pub key: Vec<u8>,

@@ -1,0 +1,181 @@
+//! The byte encoding of shuffle messages between workers: a tag byte, then
+//!
+//! | tag | message | payload |
+//! | --- | --- | --- |
+//! | 0 | records | `u32` count, then per record: `i64` event time, `u16` key group, `u32` key length, key bytes ([`Key::encode`]), value (postcard) |
+//! | 1 | watermark | `i64` |
+//! | 2 | barrier | `u64` checkpoint id, `u8` kind (0 checkpoint, 1 savepoint) |
+//! | 3 | end of input | — |
+//!
+//! All integers little endian. Only processes of the same build talk to each other, so the
+//! encoding is not versioned.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::Message;
+use crate::api::{CheckpointBarrier, Key, KeyedRecord};
+use crate::checkpoint::SnapshotKind;
+use crate::state::KeyGroup;
+
+/// Appends `msg` to `out`.
+pub(crate) fn encode_keyed<K: Key, T: Serialize>(
+    msg: &Message<KeyedRecord<K, T>>,
+    out: &mut Vec<u8>,
+) {
+    match msg {
+        Message::Records(batch) => {
+            out.push(0);
+            out.extend_from_slice(&(batch.len() as u32).to_le_bytes());
+            let mut key = Vec::with_capacity(32);
+            for (ts, r) in batch {
+                out.extend_from_slice(&ts.to_le_bytes());
+                out.extend_from_slice(&r.key_group.0.to_le_bytes());
+                key.clear();
+                r.key.encode(&mut key);
+                out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                out.extend_from_slice(&key);
+                let taken = std::mem::take(out);
+                *out = postcard::to_extend(&r.value, taken)
+                    .expect("invariant: serializing into a Vec cannot fail");
+            }
+        }
+        Message::Watermark(w) => {
+            out.push(1);
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        Message::Barrier(b) => {
+            out.push(2);
+            out.extend_from_slice(&b.id.to_le_bytes());
+            out.push(match b.kind {
+                SnapshotKind::Checkpoint => 0,
+                SnapshotKind::Savepoint => 1,
+            });
+        }
+        Message::EndOfInput => out.push(3),
+    }
+}
+
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err(format!(
+                "frame truncated: need {n} bytes, {} left",
+                self.0.len()
+            ));
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        Ok(self.take(N)?.try_into().expect("invariant: N bytes"))
+    }
+}
+
+/// Decodes a frame written by [`encode_keyed`].
+///
+/// # Errors
+/// A message when the frame is truncated or a key or value does not decode.
+pub(crate) fn decode_keyed<K: Key, T: DeserializeOwned>(
+    frame: &[u8],
+) -> Result<Message<KeyedRecord<K, T>>, String> {
+    let mut c = Cursor(frame);
+    Ok(match c.u8()? {
+        0 => {
+            let n = u32::from_le_bytes(c.array()?) as usize;
+            let mut batch = Vec::with_capacity(n);
+            for _ in 0..n {
+                let ts = i64::from_le_bytes(c.array()?);
+                let key_group = KeyGroup(u16::from_le_bytes(c.array()?));
+                let len = u32::from_le_bytes(c.array()?) as usize;
+                let key = K::decode(c.take(len)?).map_err(|e| e.to_string())?;
+                let (value, rest) =
+                    postcard::take_from_bytes::<T>(c.0).map_err(|e| format!("value: {e}"))?;
+                c.0 = rest;
+                batch.push((
+                    ts,
+                    KeyedRecord {
+                        key_group,
+                        key,
+                        value,
+                    },
+                ));
+            }
+            Message::Records(batch)
+        }
+        1 => Message::Watermark(i64::from_le_bytes(c.array()?)),
+        2 => {
+            let id = u64::from_le_bytes(c.array()?);
+            let kind = match c.u8()? {
+                0 => SnapshotKind::Checkpoint,
+                1 => SnapshotKind::Savepoint,
+                k => return Err(format!("unknown barrier kind {k}")),
+            };
+            Message::Barrier(CheckpointBarrier { id, kind })
+        }
+        3 => Message::EndOfInput,
+        t => return Err(format!("unknown message tag {t}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyed_messages_round_trip() {
+        let batch = vec![
+            (
+                5i64,
+                KeyedRecord {
+                    key_group: KeyGroup(7),
+                    key: "k1".to_string(),
+                    value: (1.5f64, "x".to_string()),
+                },
+            ),
+            (
+                -3,
+                KeyedRecord {
+                    key_group: KeyGroup(127),
+                    key: String::new(),
+                    value: (f64::NAN, String::new()),
+                },
+            ),
+        ];
+        let mut out = Vec::new();
+        encode_keyed(&Message::Records(batch), &mut out);
+        match decode_keyed::<String, (f64, String)>(&out).unwrap() {
+            Message::Records(b) => {
+                assert_eq!(b.len(), 2);
+                assert_eq!(
+                    (b[0].0, b[0].1.key_group.0, b[0].1.key.as_str()),
+                    (5, 7, "k1")
+                );
+                assert_eq!(b[0].1.value.0, 1.5);
+                assert_eq!((b[1].0, b[1].1.key_group.0), (-3, 127));
+                assert!(b[1].1.value.0.is_nan());
+            }
+            _ => panic!("expected records"),
+        }
+        for msg in [
+            Message::Watermark(42),
+            Message::Barrier(CheckpointBarrier {
+                id: 9,
+                kind: SnapshotKind::Savepoint,
+            }),
+            Message::EndOfInput,
+        ] {
+            let mut out = Vec::new();
+            encode_keyed::<String, u8>(&msg, &mut out);
+            let back = decode_keyed::<String, u8>(&out).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{msg:?}"));
+        }
+        assert!(decode_keyed::<String, u8>(&[0, 1, 0, 0, 0, 1]).is_err());
+    }
+}
