@@ -281,7 +281,25 @@ impl Job<'_> {
                 restored_from: plan.as_ref().map(|(_, p)| p.location().to_string()),
                 restarts,
                 failure: failure.clone(),
+                uids: self.graph.uids().to_vec(),
             };
+            match &plan {
+                Some((_, p)) => info!(
+                    attempt,
+                    checkpoint = p.checkpoint_id(),
+                    location = p.location(),
+                    "restoring from {} {}",
+                    match p.kind() {
+                        SnapshotKind::Checkpoint => "checkpoint",
+                        SnapshotKind::Savepoint => "savepoint",
+                    },
+                    p.checkpoint_id()
+                ),
+                None => info!(
+                    attempt,
+                    "no checkpoint to restore; starting from the beginning of the input"
+                ),
+            }
             let source = plan.map(|(s, _)| s);
             let (tasks, metrics) = self.deploy(attempt, source);
             let settings = &self.manifest.spec.checkpointing;

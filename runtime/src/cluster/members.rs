@@ -49,6 +49,8 @@ pub(crate) struct State {
     /// Registered workers, in registration order.
     pub members: Vec<Member>,
     current: Option<Attempt>,
+    /// The job ended: disconnecting workers are expected.
+    closing: bool,
 }
 
 /// The workers of a coordinator, shared by the control server, the relay and the job loop.
@@ -146,7 +148,9 @@ impl Members {
 
     /// Tells every worker the job ended.
     pub fn shutdown(&self) {
-        for m in &self.lock().members {
+        let mut s = self.lock();
+        s.closing = true;
+        for m in &s.members {
             m.send(ToWorker::Shutdown);
         }
     }
@@ -191,7 +195,9 @@ impl Members {
 
     fn on_message(&self, conn: u64, msg: ToCoordinator) {
         let mut s = self.lock();
-        let State { members, current } = &mut *s;
+        let State {
+            members, current, ..
+        } = &mut *s;
         let Some(member) = members.iter_mut().find(|m| m.conn == conn) else {
             return;
         };
@@ -241,6 +247,10 @@ impl Members {
             return;
         };
         let m = s.members.remove(i);
+        if s.closing {
+            info!(worker = %m.id, "worker disconnected");
+            return;
+        }
         warn!(worker = %m.id, "worker lost: {cause}");
         if !m.subtasks.is_empty() {
             if let Some(cur) = &s.current {

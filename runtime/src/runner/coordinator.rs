@@ -79,6 +79,8 @@ pub(crate) struct RunInfo {
     pub restarts: u32,
     /// The cause of the last failure.
     pub failure: Option<String>,
+    /// Operator uids in pipeline order (source first, sink last), for metric labels.
+    pub uids: Vec<String>,
 }
 
 /// What outlives one attempt of a job: checkpoint figures, savepoint triggers, failures.
@@ -772,6 +774,68 @@ impl<'a> Coordinator<'a> {
         }
     }
 
+    /// Per operator and subtask: records read by the source, written by the sink, dropped as
+    /// late by the window; per task and subtask: time blocked on a full shuffle.
+    fn register_subtask_metrics(
+        &self,
+        r: &mut prometheus_client::registry::Registry,
+        metrics: &JobMetrics,
+    ) {
+        use prometheus_client::metrics::counter::Counter;
+        use prometheus_client::metrics::family::Family;
+        type Labels = Vec<(String, String)>;
+        let uids = &self.info.uids;
+        let (Some(source), Some(sink)) = (uids.first(), uids.last()) else {
+            return;
+        };
+        let window = (uids.len() >= 3).then(|| &uids[uids.len() - 2]);
+        let records_in = Family::<Labels, Counter>::default();
+        let records_out = Family::<Labels, Counter>::default();
+        let late = Family::<Labels, Counter>::default();
+        let backpressure = Family::<Labels, Counter<f64>>::default();
+        let labels = |uid: &str, subtask: u32| {
+            vec![
+                ("operator".to_string(), uid.to_string()),
+                ("subtask".to_string(), subtask.to_string()),
+            ]
+        };
+        for f in metrics.all_figures() {
+            records_in
+                .get_or_create(&labels(source, f.subtask))
+                .inc_by(f.records_in);
+            records_out
+                .get_or_create(&labels(sink, f.subtask))
+                .inc_by(f.records_out);
+            if let Some(w) = window {
+                late.get_or_create(&labels(w, f.subtask))
+                    .inc_by(f.late_records);
+            }
+            backpressure
+                .get_or_create(&labels(source, f.subtask))
+                .inc_by(f.backpressure_ns as f64 / 1e9);
+        }
+        r.register(
+            "operator_records_in",
+            "Records read, per source operator and subtask",
+            records_in,
+        );
+        r.register(
+            "operator_records_out",
+            "Records written, per sink operator and subtask",
+            records_out,
+        );
+        r.register(
+            "operator_late_records",
+            "Records dropped as late, per window operator and subtask",
+            late,
+        );
+        r.register(
+            "backpressure_seconds",
+            "Time a subtask's shuffle output waited for buffer space downstream, per task (named by its first operator) and subtask",
+            backpressure,
+        );
+    }
+
     /// The job's metrics in the Prometheus text format.
     fn render_metrics(&self, metrics: &JobMetrics) -> String {
         use prometheus_client::metrics::counter::ConstCounter;
@@ -841,7 +905,18 @@ impl<'a> Coordinator<'a> {
                 "Event-time watermark (ms since the epoch)",
                 ConstGauge::new(watermark),
             );
+            r.register(
+                "watermark_lag_milliseconds",
+                "Wall-clock time minus the event-time watermark",
+                ConstGauge::new(chrono::Utc::now().timestamp_millis() - watermark),
+            );
         }
+        r.register(
+            "restarts",
+            "Restarts of the job after failures",
+            ConstCounter::new(u64::from(self.info.restarts)),
+        );
+        self.register_subtask_metrics(&mut r, metrics);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &r)
             .expect("invariant: writing to a String cannot fail");

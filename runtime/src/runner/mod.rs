@@ -226,6 +226,7 @@ pub fn run_job(
         restored_from: restore.as_ref().map(|r| r.location().to_string()),
         restarts: 0,
         failure: None,
+        uids: graph.uids().to_vec(),
     };
 
     let p = spec.parallelism;

@@ -1,0 +1,301 @@
+//! One coordinator and three workers as separate processes on 127.0.0.1, checkpoints on a
+//! real S3-compatible server (s3s-fs): exactly-once output under SIGKILL of workers and of
+//! the coordinator at random points, a savepoint through the admin API restored with other
+//! numbers of workers and subtasks, bad admin input, the restart limit, and a worker that
+//! cannot reach its coordinator.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use weir_e2e::cluster::{http, Cluster};
+use weir_e2e::s3::S3Server;
+use weir_e2e::{example_job_on_s3, reference_retail_revenue, weir_bin, TestJob};
+
+const LONG: Duration = Duration::from_secs(240);
+
+/// The example with 3 subtasks, throttled so that it runs for several seconds, with
+/// checkpoints every 300 ms in the bucket.
+fn job(server: &S3Server, prefix: &str) -> TestJob {
+    example_job_on_s3(server, prefix, |d| {
+        d["spec"]["job"]["parallelism"] = 3.into();
+        d["spec"]["checkpointing"]["interval"] = "300ms".into();
+        d["spec"]["job"]["args"]["maxRecordsPerSecond"] = "30000".into();
+    })
+}
+
+/// Waits until the coordinator triggered a checkpoint (even rounds) or for a random time
+/// (odd rounds) after the job is running.
+fn wait_for_kill_point(cluster: &Cluster, round: usize, rng: &mut fastrand::Rng) {
+    cluster.wait_running();
+    let deadline = Instant::now() + Duration::from_millis(rng.u64(300..1500));
+    let seen = cluster.log().len();
+    while Instant::now() < deadline
+        || (round % 2 == 0
+            && !cluster.log()[seen..]
+                .iter()
+                .any(|l| l.contains("triggering checkpoint")))
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn sigkill_of_workers_at_random_points_gives_exactly_once_output() {
+    let server = S3Server::start();
+    let job = job(&server, "workers");
+    let mut cluster = Cluster::start(&job, 3, &[]);
+    let seed = fastrand::u64(..);
+    eprintln!("kill schedule seed: {seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for round in 0..3 {
+        wait_for_kill_point(&cluster, round, &mut rng);
+        let victim = rng.usize(..cluster.workers.len());
+        cluster.kill_worker(victim);
+        cluster.start_worker();
+    }
+    let (status, stdout) = cluster.wait(LONG);
+    let log = cluster.log().join("\n");
+    assert!(status.success(), "{log}");
+    assert!(stdout.contains("finished"), "{stdout}");
+    assert!(log.contains("worker lost"), "{log}");
+    assert!(log.contains("restart 3 of at most"), "{log}");
+    assert!(log.contains("restoring from checkpoint"), "{log}");
+    assert_eq!(job.output_lines(), reference_retail_revenue());
+}
+
+#[test]
+fn sigkill_of_the_coordinator_at_random_points_gives_exactly_once_output() {
+    let server = S3Server::start();
+    let job = job(&server, "coordinator");
+    let mut cluster = Cluster::start(&job, 3, &[]);
+    let seed = fastrand::u64(..);
+    eprintln!("kill schedule seed: {seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for round in 0..3 {
+        wait_for_kill_point(&cluster, round, &mut rng);
+        cluster.kill_coordinator();
+        cluster.start_coordinator();
+    }
+    let (status, _) = cluster.wait(LONG);
+    let log = cluster.log().join("\n");
+    assert!(status.success(), "{log}");
+    // The restarted coordinators found the latest checkpoint in storage.
+    assert!(log.contains("restoring from checkpoint"), "{log}");
+    assert!(
+        cluster.worker_log(1).contains("reconnecting"),
+        "{}",
+        cluster.worker_log(1)
+    );
+    assert_eq!(job.output_lines(), reference_retail_revenue());
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// Polls a savepoint trigger until it completes; returns its location.
+fn savepoint_location(cluster: &Cluster, trigger: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let (status, body) = http(
+            "GET",
+            &format!("{}/v1/savepoints/{trigger}", cluster.admin),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        let v = json(&body);
+        match v["status"].as_str() {
+            Some("COMPLETED") => return v["location"].as_str().expect("location").into(),
+            Some("IN_PROGRESS") => {}
+            _ => panic!("savepoint failed: {body}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_savepoint_through_the_api_restores_with_other_numbers_of_workers_and_subtasks() {
+    let server = S3Server::start();
+    let job = job(&server, "rescale");
+    let mut cluster = Cluster::start(&job, 3, &[]);
+    cluster.wait_running();
+    cluster.wait_for_log("checkpoint 2 complete", Duration::from_secs(60));
+    // A savepoint while running, then a stop with savepoint.
+    let directory = format!("s3://{}/savepoints", server.bucket);
+    let (status, body) = http(
+        "POST",
+        &format!("{}/v1/savepoints", cluster.admin),
+        Some(&format!(r#"{{"directory":"{directory}"}}"#)),
+    );
+    assert_eq!(status, 202, "{body}");
+    let first = savepoint_location(&cluster, json(&body)["triggerId"].as_str().unwrap());
+    assert!(first.starts_with(&directory), "{first}");
+    let (status, body) = http(
+        "POST",
+        &format!("{}/v1/job/stop", cluster.admin),
+        Some(&format!(
+            r#"{{"withSavepoint":true,"directory":"{directory}"}}"#
+        )),
+    );
+    assert_eq!(status, 202, "{body}");
+    let (status, stdout) = cluster.wait(LONG);
+    assert!(status.success(), "{}", cluster.log().join("\n"));
+    let savepoint = stdout
+        .split("stopped with savepoint ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no savepoint in {stdout}"))
+        .trim()
+        .to_string();
+    assert!(savepoint.starts_with(&directory), "{savepoint}");
+    drop(cluster);
+    // Restore on 2 workers with 5 subtasks: the key groups are redistributed.
+    job.edit(|d| d["spec"]["job"]["parallelism"] = 5.into());
+    let mut cluster = Cluster::start(&job, 2, &["--from-savepoint", &savepoint]);
+    let (status, _) = cluster.wait(LONG);
+    let log = cluster.log().join("\n");
+    assert!(status.success(), "{log}");
+    assert!(log.contains("restoring from savepoint"), "{log}");
+    assert!(
+        cluster.worker_log(1).contains("subtasks=[0, 2, 4]"),
+        "{}",
+        cluster.worker_log(1)
+    );
+    assert_eq!(job.output_lines(), reference_retail_revenue());
+}
+
+#[test]
+fn bad_admin_input_gets_a_json_error_and_the_job_keeps_running() {
+    let server = S3Server::start();
+    let job = job(&server, "bad-input");
+    let mut cluster = Cluster::start(&job, 3, &[]);
+    cluster.wait_running();
+    let api = cluster.admin.clone();
+    let expect = |(status, body): (u16, String), want: u16, code: &str| {
+        assert_eq!(status, want, "{body}");
+        assert_eq!(json(&body)["code"], code, "{body}");
+        assert!(json(&body)["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    };
+    expect(
+        http("GET", &format!("{api}/v1/jobs/0123456789abcdef"), None),
+        404,
+        "unknown_job",
+    );
+    expect(
+        http("POST", &format!("{api}/v1/savepoints"), Some("{not json")),
+        400,
+        "malformed_request",
+    );
+    let unwritable = job.dir.path().join("job.yaml");
+    expect(
+        http(
+            "POST",
+            &format!("{api}/v1/savepoints"),
+            Some(&format!(
+                r#"{{"directory":"file://{}/savepoints"}}"#,
+                unwritable.display()
+            )),
+        ),
+        400,
+        "unwritable_directory",
+    );
+    // The job's own id is known.
+    let (_, body) = http("GET", &format!("{api}/v1/job"), None);
+    let id = json(&body)["id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 32);
+    let (status, body) = http("GET", &format!("{api}/v1/jobs/{id}"), None);
+    assert_eq!(
+        (status, json(&body)["state"].as_str()),
+        (200, Some("RUNNING")),
+        "{body}"
+    );
+    // Per operator and subtask metrics.
+    let (status, metrics) = http("GET", &format!("{api}/metrics"), None);
+    assert_eq!(status, 200);
+    for s in 0..3 {
+        assert!(
+            metrics.contains(&format!(
+                "weir_operator_records_in_total{{operator=\"csv-source\",subtask=\"{s}\"}}"
+            )),
+            "{metrics}"
+        );
+    }
+    assert!(metrics.contains("weir_restarts_total 0"), "{metrics}");
+    // Two stops: the second is refused while the first proceeds.
+    let stop = format!("{api}/v1/job/stop");
+    let (status, body) = http("POST", &stop, Some(r#"{"withSavepoint":true}"#));
+    assert_eq!(status, 202, "{body}");
+    expect(
+        http("POST", &stop, Some(r#"{"withSavepoint":true}"#)),
+        409,
+        "stop_in_progress",
+    );
+    let (status, stdout) = cluster.wait(LONG);
+    assert!(status.success(), "{}", cluster.log().join("\n"));
+    assert!(stdout.contains("stopped with savepoint"), "{stdout}");
+    // Nothing the bad requests did disturbed the job: resume it to the end.
+    let mut cluster = Cluster::start(&job, 3, &[]);
+    let (status, _) = cluster.wait(LONG);
+    assert!(status.success(), "{}", cluster.log().join("\n"));
+    assert_eq!(job.output_lines(), reference_retail_revenue());
+}
+
+#[test]
+fn a_job_that_keeps_failing_is_failed_once_the_restart_limit_is_reached() {
+    let server = S3Server::start();
+    let job = job(&server, "failing");
+    let mut cluster = Cluster::start(&job, 1, &["--restart-attempts", "1"]);
+    for _ in 0..2 {
+        cluster.wait_running();
+        cluster.kill_worker(0);
+        cluster.start_worker();
+    }
+    let start = Instant::now();
+    let info = loop {
+        let (_, body) = http("GET", &format!("{}/v1/job", cluster.admin), None);
+        if body.contains("\"FAILED\"") {
+            break json(&body);
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{body}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(info["restarts"], 1, "{info}");
+    assert!(
+        info["failure"].as_str().is_some_and(|f| f.contains("lost")),
+        "{info}"
+    );
+    let (status, _) = http(
+        "POST",
+        &format!("{}/v1/job/stop", cluster.admin),
+        Some(r#"{"withSavepoint":false}"#),
+    );
+    assert_eq!(status, 202);
+    let (status, _) = cluster.wait(LONG);
+    assert_eq!(status.code(), Some(1), "a FAILED job exits with 1");
+}
+
+#[test]
+fn a_worker_that_cannot_reach_the_coordinator_exits_with_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let out = Command::new(weir_bin())
+        .args(["worker", "--coordinator", &format!("127.0.0.1:{port}")])
+        .args(["--connect-attempts", "3", "--connect-backoff", "50ms"])
+        .output()
+        .expect("spawn weir worker");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot reach the coordinator at 127.0.0.1:{port} after 3 attempts"
+        )),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
