@@ -158,6 +158,11 @@ pub struct CheckpointingSpec {
     /// `0s`.
     #[serde(default = "default_min_pause")]
     pub min_pause: String,
+    /// Checkpoints in flight at once (Flink's `execution.checkpointing.max-concurrent-checkpoints`).
+    /// At least 1; a `minPause` above zero keeps it at 1 (the pause starts when the previous
+    /// checkpoint ends).
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: i32,
     /// Incremental checkpoints (RocksDB only): each checkpoint uploads only the RocksDB files
     /// the previous ones did not, into `<job>/shared/`; a shared file is deleted when no
     /// retained checkpoint references it. Savepoints are always full and self-contained.
@@ -244,6 +249,9 @@ fn default_timeout() -> String {
 }
 fn default_min_pause() -> String {
     "0s".into()
+}
+fn default_max_concurrent() -> i32 {
+    1
 }
 fn default_retained() -> i32 {
     3

@@ -26,6 +26,8 @@ pub struct CheckpointSettings {
     pub timeout: Duration,
     /// Least time between the end of a checkpoint and the next trigger.
     pub min_pause: Duration,
+    /// Checkpoints in flight at once (at least 1).
+    pub max_concurrent: usize,
     /// Newest complete checkpoints kept (at least 1).
     pub retained: usize,
     /// Incremental RocksDB checkpoints.
@@ -105,6 +107,12 @@ pub fn validate_spec(spec: &StreamJobSpec) -> Result<ValidatedSpec, Vec<FieldErr
             "requires stateBackend: rocksdb (heap state is checkpointed in full)".into(),
         );
     }
+    if c.max_concurrent < 1 {
+        err(
+            "spec.checkpointing.maxConcurrent",
+            format!("must be at least 1 (got {})", c.max_concurrent),
+        );
+    }
     if c.retained < 1 {
         err(
             "spec.checkpointing.retained",
@@ -134,6 +142,7 @@ pub fn validate_spec(spec: &StreamJobSpec) -> Result<ValidatedSpec, Vec<FieldErr
                     interval,
                     timeout,
                     min_pause,
+                    max_concurrent: c.max_concurrent as usize,
                     retained: c.retained as usize,
                     incremental: c.incremental,
                     storage,

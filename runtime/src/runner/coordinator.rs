@@ -60,6 +60,8 @@ struct Target {
 struct Pending {
     checkpoint: PendingCheckpoint,
     target: Target,
+    /// Storage counters at the trigger.
+    storage_at_trigger: StorageStats,
 }
 
 /// A stop with savepoint in progress.
@@ -103,7 +105,8 @@ pub(crate) struct Coordinator<'a> {
     parallelism: u32,
     next_id: u64,
     info: RunInfo,
-    pending: Option<Pending>,
+    /// Snapshots in flight, by id (at most `maxConcurrent`).
+    pending: BTreeMap<u64, Pending>,
     queued_savepoints: VecDeque<Target>,
     savepoints: BTreeMap<String, SavepointStatus>,
     recent_failures: VecDeque<(u64, String)>,
@@ -114,8 +117,6 @@ pub(crate) struct Coordinator<'a> {
     stopped_at: Option<String>,
     /// Cancel requested.
     cancelled: bool,
-    /// Storage counters when the pending checkpoint was triggered.
-    storage_at_trigger: StorageStats,
     /// The complete checkpoints in storage, with the shared files each references.
     complete: BTreeMap<u64, Vec<String>>,
     /// Savepoint triggers handed out.
@@ -147,7 +148,7 @@ impl<'a> Coordinator<'a> {
             parallelism,
             next_id,
             info,
-            pending: None,
+            pending: BTreeMap::new(),
             queued_savepoints: VecDeque::new(),
             savepoints: BTreeMap::new(),
             recent_failures: VecDeque::new(),
@@ -155,7 +156,6 @@ impl<'a> Coordinator<'a> {
             stop: None,
             stopped_at: None,
             cancelled: false,
-            storage_at_trigger: StorageStats::default(),
             complete: BTreeMap::new(),
             next_trigger: 0,
             stats: CheckpointStats::default(),
@@ -174,8 +174,8 @@ impl<'a> Coordinator<'a> {
     /// Ends the attempt after a failure with `cause`: the snapshot in flight and the queued
     /// savepoints fail (their files are deleted), and what later attempts need is returned.
     pub fn into_history(mut self, cause: &str) -> History {
-        if let Some(Pending { checkpoint, target }) = self.pending.take() {
-            self.abort_target(checkpoint.id, &target, format!("the job failed: {cause}"));
+        for (id, Pending { target, .. }) in std::mem::take(&mut self.pending) {
+            self.abort_target(id, &target, format!("the job failed: {cause}"));
         }
         for t in std::mem::take(&mut self.queued_savepoints) {
             self.fail_trigger(&t, format!("the job failed: {cause}"));
@@ -221,7 +221,13 @@ impl<'a> Coordinator<'a> {
             let now = Instant::now();
             let all_exhausted = exhausted == tasks.sources();
             self.finishing = all_exhausted;
-            if self.pending.is_none() && !final_done {
+            // A final snapshot waits for the ones in flight; others may overlap them up to
+            // maxConcurrent, unless a minimum pause separates checkpoints.
+            let idle = self.pending.is_empty();
+            let may_overlap = self.pending.len() < self.settings.max_concurrent
+                && self.settings.min_pause.is_zero()
+                && !all_exhausted;
+            if (idle || may_overlap) && !final_done {
                 if all_exhausted {
                     for t in std::mem::take(&mut self.queued_savepoints) {
                         self.fail_trigger(
@@ -231,7 +237,7 @@ impl<'a> Coordinator<'a> {
                     }
                 }
                 let drain_target = self.stop.as_mut().and_then(|s| s.drain_target.take());
-                if let (true, Some(target)) = (all_exhausted, drain_target) {
+                if let (true, true, Some(target)) = (idle, all_exhausted, drain_target) {
                     // Stop with drain: the drained job's final snapshot is the savepoint.
                     self.trigger(tasks, now, target, true);
                 } else if let Some(target) = self.queued_savepoints.pop_front() {
@@ -239,7 +245,7 @@ impl<'a> Coordinator<'a> {
                 } else {
                     let due = now.duration_since(last_trigger) >= self.settings.interval
                         && now.duration_since(last_end) >= self.settings.min_pause;
-                    if all_exhausted || due {
+                    if (all_exhausted && idle) || (due && !all_exhausted) {
                         last_trigger = now;
                         let target = Target {
                             storage: self.storage.clone(),
@@ -251,15 +257,18 @@ impl<'a> Coordinator<'a> {
                     }
                 }
             }
-            if let Some(p) = &self.pending {
-                if p.checkpoint.is_expired(now, self.settings.timeout) {
-                    let id = p.checkpoint.id;
-                    let cause = format!("expired after {:?}", self.settings.timeout);
-                    warn!(checkpoint = id, "checkpoint {id} {cause}; aborting it");
-                    self.abort(id, cause);
-                    tasks.control(Control::AbortCheckpoint(id));
-                    last_end = now;
-                }
+            let expired: Vec<u64> = self
+                .pending
+                .values()
+                .filter(|p| p.checkpoint.is_expired(now, self.settings.timeout))
+                .map(|p| p.checkpoint.id)
+                .collect();
+            for id in expired {
+                let cause = format!("expired after {:?}", self.settings.timeout);
+                warn!(checkpoint = id, "checkpoint {id} {cause}; aborting it");
+                self.abort(id, cause);
+                tasks.control(Control::AbortCheckpoint(id));
+                last_end = now;
             }
             if !progress_interval.is_zero()
                 && now.duration_since(last_progress.0) >= progress_interval
@@ -298,11 +307,7 @@ impl<'a> Coordinator<'a> {
             };
             match event {
                 JobEvent::Declined { checkpoint, cause } => {
-                    if self
-                        .pending
-                        .as_ref()
-                        .is_some_and(|p| p.checkpoint.id == checkpoint)
-                    {
+                    if self.pending.contains_key(&checkpoint) {
                         warn!(checkpoint, "checkpoint {checkpoint} failed: {cause}; aborting it, the job continues");
                         self.abort(checkpoint, cause);
                         tasks.control(Control::AbortCheckpoint(checkpoint));
@@ -389,31 +394,20 @@ impl<'a> Coordinator<'a> {
                 info!(checkpoint = id, location = %target.storage.uri(&target.dir), "triggering savepoint {id}")
             }
         }
-        self.storage_at_trigger = target.storage.stats();
         let kind = target.kind;
-        self.pending = Some(Pending {
-            checkpoint: PendingCheckpoint::new(id, tasks.len(), now, is_final),
-            target,
-        });
-        tasks.trigger(
-            CheckpointBarrier { id, kind },
-            &SnapshotTarget {
-                storage: self
-                    .pending
-                    .as_ref()
-                    .expect("invariant: just set")
-                    .target
-                    .storage
-                    .clone(),
-                dir: self
-                    .pending
-                    .as_ref()
-                    .expect("invariant: just set")
-                    .target
-                    .dir
-                    .clone(),
+        let snapshot_target = SnapshotTarget {
+            storage: target.storage.clone(),
+            dir: target.dir.clone(),
+        };
+        self.pending.insert(
+            id,
+            Pending {
+                checkpoint: PendingCheckpoint::new(id, tasks.len(), now, is_final),
+                storage_at_trigger: target.storage.stats(),
+                target,
             },
         );
+        tasks.trigger(CheckpointBarrier { id, kind }, &snapshot_target);
     }
 
     /// Handles an acknowledgement. Returns `Some(Ok(is_final))` when the snapshot completed,
@@ -425,17 +419,18 @@ impl<'a> Coordinator<'a> {
         id: u64,
         metas: Vec<(String, SubtaskMetadata)>,
     ) -> Option<Result<bool, ()>> {
-        if !self.pending.as_ref().is_some_and(|p| p.checkpoint.id == id) {
-            return None;
-        }
-        let pending = self.pending.as_mut().expect("invariant: checked above");
+        let pending = self.pending.get_mut(&id)?;
         if !pending
             .checkpoint
             .acknowledge(task, self.parallelism, metas)
         {
             return None;
         }
-        let Pending { checkpoint, target } = self.pending.take().expect("invariant: checked above");
+        let Pending {
+            checkpoint,
+            target,
+            storage_at_trigger,
+        } = self.pending.remove(&id).expect("invariant: found above");
         let duration_ms = checkpoint.started.elapsed().as_secs_f64() * 1000.0;
         let is_final = checkpoint.is_final;
         let now_ms = chrono::Utc::now().timestamp_millis();
@@ -485,8 +480,12 @@ impl<'a> Coordinator<'a> {
         });
         self.complete.insert(id, metadata.shared_paths());
         self.retain();
-        self.collect_shared_garbage();
-        let io = target.storage.stats().since(&self.storage_at_trigger);
+        if self.pending.is_empty() {
+            // Snapshots in flight may have uploaded shared files no complete checkpoint
+            // references yet: collect only between snapshots.
+            self.collect_shared_garbage();
+        }
+        let io = target.storage.stats().since(&storage_at_trigger);
         self.stats.last_storage = io;
         info!(
             checkpoint = id,
@@ -501,7 +500,7 @@ impl<'a> Coordinator<'a> {
 
     /// Aborts the pending snapshot `id`: deletes what it wrote and records why.
     fn abort(&mut self, id: u64, cause: String) {
-        if let Some(Pending { target, .. }) = self.pending.take_if(|p| p.checkpoint.id == id) {
+        if let Some(Pending { target, .. }) = self.pending.remove(&id) {
             self.abort_target(id, &target, cause);
         }
     }
@@ -631,7 +630,7 @@ impl<'a> Coordinator<'a> {
             AdminRequest::Checkpoints(reply) => {
                 let _ = reply.send(CheckpointsInfo {
                     latest: self.stats.last_info.clone(),
-                    in_progress: self.pending.as_ref().map(|p| p.checkpoint.id),
+                    in_progress: self.pending.keys().next().copied(),
                     completed: self.stats.completed,
                     failed: self.stats.failed,
                     recent_failures: self.recent_failures.iter().cloned().collect(),

@@ -5,13 +5,21 @@
 //! delivered it; then the task snapshots and all inputs unblock. At-least-once: nothing is
 //! blocked; the task snapshots when the last input delivers barrier n.
 
-/// Tracks barriers of the checkpoint in progress over `n` inputs.
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Tracks the barriers of the checkpoints in progress (several with `maxConcurrent > 1`)
+/// over `n` inputs. Barriers arrive in id order on every input, so checkpoints complete in
+/// id order; aligning blocks an input only for the oldest checkpoint in progress.
 #[derive(Debug, Clone)]
 pub struct BarrierAligner {
     aligned: bool,
-    current: Option<u64>,
-    seen: Vec<bool>,
+    /// Checkpoints in progress: which inputs delivered their barrier.
+    pending: BTreeMap<u64, Vec<bool>>,
     ended: Vec<bool>,
+    /// Highest checkpoint completed here.
+    done: u64,
+    /// Aborted checkpoints above `done`: their late barriers are ignored.
+    aborted: BTreeSet<u64>,
 }
 
 impl BarrierAligner {
@@ -19,59 +27,60 @@ impl BarrierAligner {
     pub fn new(inputs: usize, aligned: bool) -> Self {
         Self {
             aligned,
-            current: None,
-            seen: vec![false; inputs],
+            pending: BTreeMap::new(),
             ended: vec![false; inputs],
+            done: 0,
+            aborted: BTreeSet::new(),
         }
     }
 
     /// True when records of `input` must wait (it delivered the barrier being aligned).
     pub fn is_blocked(&self, input: usize) -> bool {
-        self.aligned && self.current.is_some() && self.seen[input]
+        self.aligned
+            && self
+                .pending
+                .first_key_value()
+                .is_some_and(|(_, seen)| seen[input])
     }
 
-    /// Barrier `id` arrived on `input`. Returns `Some(id)` when the task must snapshot now.
-    /// A barrier older than the one in progress is ignored; a newer one abandons the old
-    /// checkpoint (it was aborted) and starts aligning the new one.
-    pub fn on_barrier(&mut self, input: usize, id: u64) -> Option<u64> {
-        match self.current {
-            Some(cur) if id < cur => return None,
-            Some(cur) if id > cur => self.reset(),
-            _ => {}
+    /// Barrier `id` arrived on `input`. Returns the checkpoints the task must snapshot now,
+    /// in id order. A barrier of a completed or aborted checkpoint is ignored.
+    pub fn on_barrier(&mut self, input: usize, id: u64) -> Vec<u64> {
+        if id <= self.done || self.aborted.contains(&id) {
+            return Vec::new();
         }
-        self.current = Some(id);
-        self.seen[input] = true;
-        self.complete_if_aligned()
+        let n = self.ended.len();
+        self.pending.entry(id).or_insert_with(|| vec![false; n])[input] = true;
+        self.complete()
     }
 
-    /// `input` ended: it counts as aligned from now on. May complete an alignment.
-    pub fn on_end_of_input(&mut self, input: usize) -> Option<u64> {
+    /// `input` ended: it counts as aligned from now on. May complete alignments.
+    pub fn on_end_of_input(&mut self, input: usize) -> Vec<u64> {
         self.ended[input] = true;
-        self.current?;
-        self.complete_if_aligned()
+        self.complete()
     }
 
-    /// Checkpoint `id` was aborted: unblock its inputs.
+    /// Checkpoint `id` was aborted: stop aligning for it and unblock its inputs.
     pub fn abort(&mut self, id: u64) {
-        if self.current == Some(id) {
-            self.reset();
+        self.pending.remove(&id);
+        if id > self.done {
+            self.aborted.insert(id);
         }
     }
 
-    fn complete_if_aligned(&mut self) -> Option<u64> {
-        let all = self.seen.iter().zip(&self.ended).all(|(s, e)| *s || *e);
-        if all {
-            let id = self.current;
-            self.reset();
-            id
-        } else {
-            None
+    fn complete(&mut self) -> Vec<u64> {
+        let mut out = Vec::new();
+        while let Some((&id, seen)) = self.pending.first_key_value() {
+            if !seen.iter().zip(&self.ended).all(|(s, e)| *s || *e) {
+                break;
+            }
+            self.pending.pop_first();
+            self.done = id;
+            out.push(id);
         }
-    }
-
-    fn reset(&mut self) {
-        self.current = None;
-        self.seen.iter_mut().for_each(|s| *s = false);
+        let done = self.done;
+        self.aborted.retain(|a| *a > done);
+        out
     }
 }
 
@@ -109,38 +118,47 @@ mod tests {
     #[test]
     fn aligned_blocks_until_all_inputs_deliver() {
         let mut a = BarrierAligner::new(3, true);
-        assert_eq!(a.on_barrier(0, 1), None);
+        assert_eq!(a.on_barrier(0, 1), vec![]);
         assert!(a.is_blocked(0) && !a.is_blocked(1));
-        assert_eq!(a.on_barrier(2, 1), None);
-        assert_eq!(a.on_barrier(1, 1), Some(1));
+        assert_eq!(a.on_barrier(2, 1), vec![]);
+        assert_eq!(a.on_barrier(1, 1), vec![1]);
         assert!(!a.is_blocked(0) && !a.is_blocked(2));
     }
 
     #[test]
-    fn at_least_once_never_blocks() {
+    fn at_least_once_never_blocks_and_overlapping_checkpoints_complete_in_order() {
         let mut a = BarrierAligner::new(2, false);
-        assert_eq!(a.on_barrier(0, 4), None);
+        assert_eq!(a.on_barrier(0, 4), vec![]);
         assert!(!a.is_blocked(0));
-        assert_eq!(a.on_barrier(1, 4), Some(4));
+        assert_eq!(a.on_barrier(0, 5), vec![], "a second checkpoint in flight");
+        assert_eq!(a.on_barrier(1, 4), vec![4]);
+        assert_eq!(a.on_barrier(1, 5), vec![5]);
     }
 
     #[test]
-    fn newer_barrier_supersedes_and_ended_inputs_count() {
+    fn late_barriers_of_aborted_or_completed_checkpoints_are_ignored() {
         let mut a = BarrierAligner::new(2, true);
-        assert_eq!(a.on_barrier(0, 1), None);
-        assert_eq!(a.on_barrier(0, 2), None);
-        assert_eq!(a.on_barrier(1, 1), None, "stale barrier ignored");
-        assert_eq!(a.on_end_of_input(1), Some(2));
-        a.abort(2);
-        assert_eq!(a.on_barrier(0, 3), Some(3), "ended input stays aligned");
+        assert_eq!(a.on_barrier(0, 1), vec![]);
+        a.abort(1);
+        assert!(!a.is_blocked(0));
+        assert_eq!(
+            a.on_barrier(1, 1),
+            vec![],
+            "late barrier of the aborted one"
+        );
+        assert!(!a.is_blocked(1));
+        assert_eq!(a.on_barrier(0, 2), vec![]);
+        assert_eq!(a.on_barrier(1, 2), vec![2]);
+        assert_eq!(a.on_barrier(1, 2), vec![], "completed");
     }
 
     #[test]
-    fn abort_unblocks() {
-        let mut a = BarrierAligner::new(2, true);
-        a.on_barrier(0, 7);
-        a.abort(7);
-        assert!(!a.is_blocked(0));
+    fn ended_inputs_count_as_aligned() {
+        let mut a = BarrierAligner::new(2, false);
+        assert_eq!(a.on_barrier(0, 1), vec![]);
+        assert_eq!(a.on_barrier(0, 2), vec![]);
+        assert_eq!(a.on_end_of_input(1), vec![1, 2]);
+        assert_eq!(a.on_barrier(0, 3), vec![3], "an ended input stays aligned");
     }
 
     #[test]

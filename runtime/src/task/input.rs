@@ -1,6 +1,8 @@
 //! The task after a shuffle: selects over its input channels and its control channel,
 //! aligns checkpoint barriers (exactly-once) and merges watermarks, and drives its chain.
 
+use std::collections::BTreeMap;
+
 use crossbeam_channel::{Receiver, Select};
 use weir_crds::CheckpointingMode;
 
@@ -14,8 +16,8 @@ pub(crate) struct KeyedInputTask<T> {
     aligner: BarrierAligner,
     valve: WatermarkValve,
     ended: Vec<bool>,
-    /// The newest barrier seen.
-    barrier: Option<CheckpointBarrier>,
+    /// Barriers of the checkpoints being aligned, by id.
+    barriers: BTreeMap<u64, CheckpointBarrier>,
 }
 
 impl<T: Send> KeyedInputTask<T> {
@@ -31,15 +33,15 @@ impl<T: Send> KeyedInputTask<T> {
             aligner: BarrierAligner::new(n, mode == CheckpointingMode::ExactlyOnce),
             valve: WatermarkValve::new(n),
             ended: vec![false; n],
-            barrier: None,
+            barriers: BTreeMap::new(),
         }
     }
 
     fn snapshot(&mut self, id: u64, io: &TaskIo) -> Result<(), TaskError> {
-        let barrier = match self.barrier {
-            Some(b) if b.id == id => b,
-            _ => unreachable!("invariant: the aligner completes only barriers it was given"),
-        };
+        let barrier = self
+            .barriers
+            .remove(&id)
+            .expect("invariant: the aligner completes only barriers it was given");
         let mut snapshots = Vec::new();
         self.head.checkpoint(barrier, &mut snapshots)?;
         io.send(TaskEvent::Ack {
@@ -63,10 +65,8 @@ impl<T: Send> KeyedInputTask<T> {
                 }
             }
             Message::Barrier(barrier) => {
-                if self.barrier.is_none_or(|b| b.id < barrier.id) {
-                    self.barrier = Some(barrier);
-                }
-                if let Some(id) = self.aligner.on_barrier(i, barrier.id) {
+                self.barriers.entry(barrier.id).or_insert(barrier);
+                for id in self.aligner.on_barrier(i, barrier.id) {
                     self.snapshot(id, io)?;
                 }
             }
@@ -75,7 +75,7 @@ impl<T: Send> KeyedInputTask<T> {
                 if let Some(w) = self.valve.update(i, i64::MAX) {
                     self.head.watermark(w)?;
                 }
-                if let Some(id) = self.aligner.on_end_of_input(i) {
+                for id in self.aligner.on_end_of_input(i) {
                     self.snapshot(id, io)?;
                 }
             }
@@ -87,7 +87,10 @@ impl<T: Send> KeyedInputTask<T> {
     fn on_control(&mut self, c: Control, finish_requested: &mut bool) -> Result<bool, TaskError> {
         match c {
             Control::CheckpointComplete(id) => self.head.checkpoint_complete(id)?,
-            Control::AbortCheckpoint(id) => self.aligner.abort(id),
+            Control::AbortCheckpoint(id) => {
+                self.aligner.abort(id);
+                self.barriers.remove(&id);
+            }
             Control::TriggerCheckpoint(_) | Control::Drain => {}
             Control::Cancel => return Ok(true),
             Control::Finish => *finish_requested = true,
