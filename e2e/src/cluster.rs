@@ -159,10 +159,17 @@ impl Cluster {
 
     /// Waits until the admin API reports the job RUNNING.
     pub fn wait_running(&self) {
+        self.wait_running_after(None);
+    }
+
+    /// Waits until the admin API reports the job RUNNING after exactly `restarts` restarts
+    /// (any number with `None`).
+    pub fn wait_running_after(&self, restarts: Option<u32>) {
         let start = Instant::now();
         loop {
             let (status, body) = http("GET", &format!("{}/v1/job", self.admin), None);
-            if status == 200 && body.contains("\"state\":\"RUNNING\"") {
+            let restarts_ok = restarts.is_none_or(|n| body.contains(&format!("\"restarts\":{n},")));
+            if status == 200 && body.contains("\"state\":\"RUNNING\"") && restarts_ok {
                 return;
             }
             assert!(

@@ -2,6 +2,7 @@
 //! data, write manifests derived from the example, run and kill real `weir` processes, and
 //! read the committed output of a job.
 
+pub mod bids;
 pub mod cluster;
 pub mod garage;
 pub mod s3;

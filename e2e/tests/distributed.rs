@@ -1,6 +1,6 @@
 //! One coordinator and three workers as separate processes on 127.0.0.1, checkpoints on a
 //! real S3-compatible server (s3s-fs): exactly-once output under SIGKILL of workers and of
-//! the coordinator at random points, a savepoint through the admin API restored with other
+//! the coordinator at random points, a worker that stops sending heartbeats, a savepoint through the admin API restored with other
 //! numbers of workers and subtasks, bad admin input, the restart limit, and a worker that
 //! cannot reach its coordinator.
 
@@ -25,8 +25,13 @@ fn job(server: &S3Server, prefix: &str) -> TestJob {
 
 /// Waits until the coordinator triggered a checkpoint (even rounds) or for a random time
 /// (odd rounds) after the job is running.
-fn wait_for_kill_point(cluster: &Cluster, round: usize, rng: &mut fastrand::Rng) {
-    cluster.wait_running();
+fn wait_for_kill_point(
+    cluster: &Cluster,
+    round: usize,
+    restarts: Option<u32>,
+    rng: &mut fastrand::Rng,
+) {
+    cluster.wait_running_after(restarts);
     let deadline = Instant::now() + Duration::from_millis(rng.u64(300..1500));
     let seen = cluster.log().len();
     while Instant::now() < deadline
@@ -48,7 +53,7 @@ fn sigkill_of_workers_at_random_points_gives_exactly_once_output() {
     eprintln!("kill schedule seed: {seed}");
     let mut rng = fastrand::Rng::with_seed(seed);
     for round in 0..3 {
-        wait_for_kill_point(&cluster, round, &mut rng);
+        wait_for_kill_point(&cluster, round, Some(round as u32), &mut rng);
         let victim = rng.usize(..cluster.workers.len());
         cluster.kill_worker(victim);
         cluster.start_worker();
@@ -64,6 +69,26 @@ fn sigkill_of_workers_at_random_points_gives_exactly_once_output() {
 }
 
 #[test]
+fn a_worker_that_stops_sending_heartbeats_is_replaced() {
+    let server = S3Server::start();
+    let job = job(&server, "silent");
+    let mut cluster = Cluster::start(&job, 3, &[]);
+    cluster.wait_for_log("checkpoint 1 complete", Duration::from_secs(60));
+    // SIGSTOP: the connection stays open, but heartbeats stop.
+    let pid = cluster.workers[1].id().to_string();
+    let stop = Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    assert!(stop.success());
+    cluster.start_worker();
+    cluster.wait_for_log("no heartbeat for", Duration::from_secs(30));
+    let (status, _) = cluster.wait(LONG);
+    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    let log = cluster.log().join("\n");
+    assert!(status.success(), "{log}");
+    assert!(log.contains("restoring from checkpoint"), "{log}");
+    assert_eq!(job.output_lines(), reference_retail_revenue());
+}
+
+#[test]
 fn sigkill_of_the_coordinator_at_random_points_gives_exactly_once_output() {
     let server = S3Server::start();
     let job = job(&server, "coordinator");
@@ -72,7 +97,7 @@ fn sigkill_of_the_coordinator_at_random_points_gives_exactly_once_output() {
     eprintln!("kill schedule seed: {seed}");
     let mut rng = fastrand::Rng::with_seed(seed);
     for round in 0..3 {
-        wait_for_kill_point(&cluster, round, &mut rng);
+        wait_for_kill_point(&cluster, round, None, &mut rng);
         cluster.kill_coordinator();
         cluster.start_coordinator();
     }
@@ -156,10 +181,12 @@ fn a_savepoint_through_the_api_restores_with_other_numbers_of_workers_and_subtas
     let log = cluster.log().join("\n");
     assert!(status.success(), "{log}");
     assert!(log.contains("restoring from savepoint"), "{log}");
+    // Workers take subtasks in registration order: one runs 0, 2, 4, the other 1, 3.
+    let logs = [cluster.worker_log(1), cluster.worker_log(2)];
     assert!(
-        cluster.worker_log(1).contains("subtasks=[0, 2, 4]"),
-        "{}",
-        cluster.worker_log(1)
+        logs.iter().any(|l| l.contains("subtasks=[0, 2, 4]"))
+            && logs.iter().any(|l| l.contains("subtasks=[1, 3]")),
+        "{logs:?}"
     );
     assert_eq!(job.output_lines(), reference_retail_revenue());
 }
@@ -247,8 +274,9 @@ fn a_job_that_keeps_failing_is_failed_once_the_restart_limit_is_reached() {
     let server = S3Server::start();
     let job = job(&server, "failing");
     let mut cluster = Cluster::start(&job, 1, &["--restart-attempts", "1"]);
-    for _ in 0..2 {
-        cluster.wait_running();
+    for restarts in 0..2 {
+        // Running after `restarts` restarts: the replacement worker is deployed.
+        cluster.wait_running_after(Some(restarts));
         cluster.kill_worker(0);
         cluster.start_worker();
     }

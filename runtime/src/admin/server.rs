@@ -30,6 +30,11 @@ impl AdminServer {
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Relaxed);
     }
+
+    /// Marks the job not ready (`/readyz` answers 503): it is restarting or failed.
+    pub fn set_not_ready(&self) {
+        self.ready.store(false, Ordering::Relaxed);
+    }
 }
 
 impl Drop for AdminServer {

@@ -216,8 +216,7 @@ pub fn run_coordinator(
     };
     let result = job.run(&admin, &admin_rx);
     job.members.shutdown();
-    // Give the writer threads a moment to deliver the shutdown.
-    std::thread::sleep(Duration::from_millis(200));
+    job.members.wait_disconnected(Duration::from_secs(5));
     result
 }
 
@@ -326,6 +325,7 @@ impl Job<'_> {
                     return Ok(end);
                 }
                 Err(e) => {
+                    admin.set_not_ready();
                     let cause = error_chain(&e);
                     history = coordinator.into_history(&cause);
                     self.members.end_attempt(attempt);
@@ -532,7 +532,7 @@ struct InitialRestore {
     id: u64,
 }
 
-/// Answers the admin API while no attempt runs, until `ready()` (checked every 100 ms), the
+/// Answers the admin API while no attempt runs, until `ready()` (checked every 10 ms), the
 /// deadline, or a cancel.
 fn wait_idle(
     admin: &Receiver<AdminRequest>,
@@ -554,7 +554,7 @@ fn wait_idle(
         if ready() || deadline.is_some_and(|d| Instant::now() >= d) {
             return IdleEnd::Ready;
         }
-        let Ok(request) = admin.recv_timeout(Duration::from_millis(100)) else {
+        let Ok(request) = admin.recv_timeout(Duration::from_millis(10)) else {
             continue;
         };
         match request {

@@ -155,6 +155,15 @@ impl Members {
         }
     }
 
+    /// Waits until every worker disconnected (after [`Members::shutdown`]), at most
+    /// `timeout`.
+    pub fn wait_disconnected(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.count() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn relay(&self, incoming: Receiver<Incoming>, heartbeat_timeout: Duration) {
         let tick = (heartbeat_timeout / 4).max(Duration::from_millis(50));
         loop {

@@ -8,10 +8,10 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::throttle::Throttle;
 use crate::api::{Source, SourceReader, TaskContext, TaskError};
 
 /// Parses one CSV record into a `T`; `Err` is a message naming the field and the problem.
@@ -128,8 +128,7 @@ impl<T: Send + 'static> Source<T> for CsvSource<T> {
             current: 0,
             open: None,
             record: csv::ByteRecord::new(),
-            rate_started: Instant::now(),
-            rate_count: 0,
+            throttle: Throttle::new(self.config.max_records_per_second),
         }))
     }
 }
@@ -146,8 +145,7 @@ struct CsvReader<T> {
     current: usize,
     open: Option<OpenFile>,
     record: csv::ByteRecord,
-    rate_started: Instant,
-    rate_count: u64,
+    throttle: Throttle,
 }
 
 impl<T> CsvReader<T> {
@@ -177,15 +175,7 @@ impl<T> CsvReader<T> {
     }
 
     fn throttle(&mut self, n: u64) {
-        let Some(rate) = self.config.max_records_per_second else {
-            return;
-        };
-        self.rate_count += n;
-        let due = std::time::Duration::from_secs_f64(self.rate_count as f64 / rate as f64);
-        let elapsed = self.rate_started.elapsed();
-        if due > elapsed {
-            std::thread::sleep(due - elapsed);
-        }
+        self.throttle.pass(n);
     }
 }
 

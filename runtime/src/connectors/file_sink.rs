@@ -22,6 +22,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
+use super::throttle::Throttle;
 use crate::api::{
     CheckpointBarrier, Collector, OperatorListState, OperatorSnapshot, OperatorStateMap,
     RedistributionMode, Sink, TaskContext, TaskError, Timestamp,
@@ -37,6 +38,7 @@ pub type LineEncoder<T> = Arc<dyn Fn(&T, &mut Vec<u8>) + Send + Sync>;
 pub struct FileSink<T> {
     dir: PathBuf,
     encode: LineEncoder<T>,
+    max_records_per_second: Option<u64>,
 }
 
 impl<T> FileSink<T> {
@@ -45,7 +47,15 @@ impl<T> FileSink<T> {
         Self {
             dir: dir.into(),
             encode,
+            max_records_per_second: None,
         }
+    }
+
+    /// Limits each writer to `rate` records/s (`None`: unlimited), to simulate a slow
+    /// consumer in demos and benchmarks.
+    pub fn with_max_records_per_second(mut self, rate: Option<u64>) -> Self {
+        self.max_records_per_second = rate;
+        self
     }
 }
 
@@ -118,6 +128,7 @@ impl<T: Send + 'static> Sink<T> for FileSink<T> {
             line: Vec::with_capacity(256),
             metrics: ctx.metrics.clone(),
             uid: uid.to_string(),
+            throttle: Throttle::new(self.max_records_per_second),
         };
         writer.recover(ctx.parallelism)?;
         Ok(Box::new(writer))
@@ -133,6 +144,7 @@ struct FileWriter<T> {
     line: Vec<u8>,
     metrics: Arc<JobMetrics>,
     uid: String,
+    throttle: Throttle,
 }
 
 impl<T> FileWriter<T> {
@@ -209,6 +221,7 @@ impl<T: Send> Collector<T> for FileWriter<T> {
             )(e)
         })?;
         self.metrics.add_out(self.subtask, 1);
+        self.throttle.pass(1);
         Ok(())
     }
 

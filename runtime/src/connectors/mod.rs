@@ -2,6 +2,7 @@
 
 pub mod csv_source;
 pub mod file_sink;
+pub mod throttle;
 
 pub use csv_source::{CsvSource, CsvSourceConfig};
 pub use file_sink::FileSink;

@@ -22,6 +22,7 @@ const KNOWN: &[&str] = &[
     "output",
     "decimals",
     "maxRecordsPerSecond",
+    "sinkMaxRecordsPerSecond",
 ];
 
 /// One aggregate of the output.
@@ -84,6 +85,8 @@ pub struct Args {
     pub decimals: Option<usize>,
     /// Throttle per source subtask.
     pub max_records_per_second: Option<u64>,
+    /// Throttle of each sink subtask, records/s (a slow consumer for tests and benchmarks).
+    pub sink_max_records_per_second: Option<u64>,
 }
 
 fn required<'a>(args: &'a JobArgs, name: &str) -> Result<&'a str, ArgError> {
@@ -300,6 +303,7 @@ pub fn parse_args(args: &JobArgs) -> Result<Args, ArgError> {
         output: PathBuf::from(required(args, "output")?),
         decimals: number("decimals")?.map(|d| d as usize),
         max_records_per_second: number("maxRecordsPerSecond")?.filter(|r| *r > 0),
+        sink_max_records_per_second: number("sinkMaxRecordsPerSecond")?.filter(|r| *r > 0),
         columns,
         files,
     };

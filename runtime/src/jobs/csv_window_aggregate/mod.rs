@@ -22,6 +22,7 @@
 //! | `output` | output directory (owned by the sink) | required |
 //! | `decimals` | digits after the point for sum/min/max/avg | shortest exact form |
 //! | `maxRecordsPerSecond` | throttle per source subtask (demos, tests) | unbounded |
+//! | `sinkMaxRecordsPerSecond` | throttle per sink subtask: a slow consumer (tests, benchmarks) | unbounded |
 //!
 //! Output lines (CSV, no header): key columns..., window start, window end
 //! (`YYYY-MM-DD HH:MM:SS`, UTC; with `.mmm` when the window is not whole seconds), then the
@@ -117,7 +118,8 @@ pub fn build(job_args: &JobArgs) -> Result<JobGraph, ArgError> {
     let enc_args = args.clone();
     let encode: LineEncoder<WindowResult<Vec<u8>, Acc>> =
         Arc::new(move |r, out| encode_result(&enc_args, r, out));
-    let sink = FileSink::new(args.output.clone(), encode);
+    let sink = FileSink::new(args.output.clone(), encode)
+        .with_max_records_per_second(args.sink_max_records_per_second);
     let graph_err = |e: crate::api::TaskError| ArgError::new("(job graph)", e.to_string());
     let graph = Stream::from_source(
         "csv-source",
