@@ -35,7 +35,7 @@ fn wait_for_kill_point(
     let deadline = Instant::now() + Duration::from_millis(rng.u64(300..1500));
     let seen = cluster.log().len();
     while Instant::now() < deadline
-        || (round % 2 == 0
+        || (round.is_multiple_of(2)
             && !cluster.log()[seen..]
                 .iter()
                 .any(|l| l.contains("triggering checkpoint")))

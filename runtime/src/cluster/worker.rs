@@ -85,6 +85,9 @@ impl Link {
     }
 }
 
+/// The counters of the current attempt's subtasks, for the heartbeats.
+type Figures = Arc<Mutex<Option<(Arc<JobMetrics>, Vec<u32>)>>>;
+
 /// The subtasks of one deployment attempt running in this worker.
 struct WorkerJob {
     attempt: u64,
@@ -144,7 +147,7 @@ pub fn run_worker(registry: &Registry, options: &WorkerOptions) -> Result<(), Wo
             data_addr: advertised,
         });
         info!(coordinator = %options.coordinator, "registered with the coordinator");
-        let figures: Arc<Mutex<Option<(Arc<JobMetrics>, Vec<u32>)>>> = Arc::default();
+        let figures: Figures = Arc::default();
         let connected = Arc::new(AtomicBool::new(true));
         spawn_heartbeats(
             link.clone(),
@@ -283,13 +286,7 @@ fn connect(address: &str, options: &WorkerOptions) -> Result<TcpStream, WorkerEr
     })
 }
 
-#[allow(clippy::type_complexity)]
-fn spawn_heartbeats(
-    link: Link,
-    figures: Arc<Mutex<Option<(Arc<JobMetrics>, Vec<u32>)>>>,
-    connected: Arc<AtomicBool>,
-    interval: Duration,
-) {
+fn spawn_heartbeats(link: Link, figures: Figures, connected: Arc<AtomicBool>, interval: Duration) {
     std::thread::Builder::new()
         .name("heartbeats".into())
         .spawn(move || {

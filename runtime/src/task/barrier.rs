@@ -115,12 +115,14 @@ impl WatermarkValve {
 mod tests {
     use super::*;
 
+    const NONE: Vec<u64> = Vec::new();
+
     #[test]
     fn aligned_blocks_until_all_inputs_deliver() {
         let mut a = BarrierAligner::new(3, true);
-        assert_eq!(a.on_barrier(0, 1), vec![]);
+        assert_eq!(a.on_barrier(0, 1), NONE);
         assert!(a.is_blocked(0) && !a.is_blocked(1));
-        assert_eq!(a.on_barrier(2, 1), vec![]);
+        assert_eq!(a.on_barrier(2, 1), NONE);
         assert_eq!(a.on_barrier(1, 1), vec![1]);
         assert!(!a.is_blocked(0) && !a.is_blocked(2));
     }
@@ -128,9 +130,9 @@ mod tests {
     #[test]
     fn at_least_once_never_blocks_and_overlapping_checkpoints_complete_in_order() {
         let mut a = BarrierAligner::new(2, false);
-        assert_eq!(a.on_barrier(0, 4), vec![]);
+        assert_eq!(a.on_barrier(0, 4), NONE);
         assert!(!a.is_blocked(0));
-        assert_eq!(a.on_barrier(0, 5), vec![], "a second checkpoint in flight");
+        assert_eq!(a.on_barrier(0, 5), NONE, "a second checkpoint in flight");
         assert_eq!(a.on_barrier(1, 4), vec![4]);
         assert_eq!(a.on_barrier(1, 5), vec![5]);
     }
@@ -138,25 +140,21 @@ mod tests {
     #[test]
     fn late_barriers_of_aborted_or_completed_checkpoints_are_ignored() {
         let mut a = BarrierAligner::new(2, true);
-        assert_eq!(a.on_barrier(0, 1), vec![]);
+        assert_eq!(a.on_barrier(0, 1), NONE);
         a.abort(1);
         assert!(!a.is_blocked(0));
-        assert_eq!(
-            a.on_barrier(1, 1),
-            vec![],
-            "late barrier of the aborted one"
-        );
+        assert_eq!(a.on_barrier(1, 1), NONE, "late barrier of the aborted one");
         assert!(!a.is_blocked(1));
-        assert_eq!(a.on_barrier(0, 2), vec![]);
+        assert_eq!(a.on_barrier(0, 2), NONE);
         assert_eq!(a.on_barrier(1, 2), vec![2]);
-        assert_eq!(a.on_barrier(1, 2), vec![], "completed");
+        assert_eq!(a.on_barrier(1, 2), NONE, "completed");
     }
 
     #[test]
     fn ended_inputs_count_as_aligned() {
         let mut a = BarrierAligner::new(2, false);
-        assert_eq!(a.on_barrier(0, 1), vec![]);
-        assert_eq!(a.on_barrier(0, 2), vec![]);
+        assert_eq!(a.on_barrier(0, 1), NONE);
+        assert_eq!(a.on_barrier(0, 2), NONE);
         assert_eq!(a.on_end_of_input(1), vec![1, 2]);
         assert_eq!(a.on_barrier(0, 3), vec![3], "an ended input stays aligned");
     }
