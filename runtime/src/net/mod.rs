@@ -110,3 +110,67 @@ pub struct NetworkContext {
     /// Subtasks running in this process.
     pub local: Vec<u32>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    struct Queue(crossbeam_channel::Sender<Vec<u8>>);
+
+    impl InletSink for Queue {
+        fn push(&self, frame: &[u8]) -> Result<(), String> {
+            self.0.send(frame.to_vec()).map_err(|e| e.to_string())
+        }
+    }
+
+    #[test]
+    fn a_consumer_that_does_not_read_stops_its_producer_after_its_credits() {
+        let server = DataServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
+        let channel = ChannelId {
+            attempt: 1,
+            exchange: 0,
+            producer: 0,
+            consumer: 1,
+        };
+        // The consumer task's input queue holds 2 frames and nobody reads it yet.
+        let (tx, rx) = crossbeam_channel::bounded(2);
+        server.inlets.register(channel, Box::new(Queue(tx)), 2);
+        let sender = CreditSender::connect(server.addr, channel, Duration::from_secs(5)).unwrap();
+        let sent = Arc::new(AtomicUsize::new(0));
+        let s = sent.clone();
+        let producer = std::thread::spawn(move || {
+            for i in 0..10u8 {
+                sender.send(vec![0, 0, 0, 0, i]).unwrap();
+                s.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        // 2 frames in the queue, 1 held by the server waiting for queue space, 1 in flight;
+        // then no credit is left and the producer waits.
+        assert_eq!(sent.load(Ordering::SeqCst), 4);
+        let received: Vec<u8> = (0..10).map(|_| rx.recv().unwrap()[0]).collect();
+        producer.join().unwrap();
+        assert_eq!(
+            received,
+            (0..10).collect::<Vec<u8>>(),
+            "in order, nothing lost"
+        );
+    }
+
+    #[test]
+    fn channels_of_a_cancelled_attempt_are_refused() {
+        let server = DataServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
+        let channel = ChannelId {
+            attempt: 3,
+            exchange: 0,
+            producer: 0,
+            consumer: 1,
+        };
+        server.inlets.cancel(3);
+        let sender = CreditSender::connect(server.addr, channel, Duration::from_secs(5)).unwrap();
+        let err = sender.send(vec![0, 0, 0, 0, 1]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+    }
+}
