@@ -142,10 +142,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let rows: u64 = std::env::var("WEIR_BENCH_ROWS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(3_000_000);
+    let rows = weir_e2e::bids::rows_from_env(3_000_000);
     let bids = weir_e2e::bids::cached(rows, 3);
     let retail_rows = 541_909f64;
     println!("## Throughput: 3 subtasks, heap state, no checkpoints before the final one\n");

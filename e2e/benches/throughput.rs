@@ -25,10 +25,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let rows: u64 = std::env::var("WEIR_BENCH_ROWS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(10_000_000);
+    let rows = weir_e2e::bids::rows_from_env(10_000_000);
     let data = std::env::var("WEIR_BENCH_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|_| weir_e2e::bids::bench_dir().join(format!("bids-{rows}")));

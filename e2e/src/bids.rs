@@ -14,6 +14,14 @@ pub fn bench_dir() -> PathBuf {
         .join("weir-bench")
 }
 
+/// Rows of bids a benchmark uses: `WEIR_BENCH_ROWS`, else `default`.
+pub fn rows_from_env(default: u64) -> u64 {
+    std::env::var("WEIR_BENCH_ROWS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(default)
+}
+
 /// `rows` bids striped over `files` files in `<target>/weir-bench/bids-<rows>-<files>`
 /// (generated once).
 pub fn cached(rows: u64, files: u64) -> PathBuf {

@@ -6,6 +6,7 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
+use weir_e2e::cluster::http as call;
 use weir_e2e::{assert_success, example_job, reference_retail_revenue, TestJob};
 
 fn admin_url(job: &TestJob) -> String {
@@ -24,29 +25,6 @@ fn admin_url(job: &TestJob) -> String {
         assert!(start.elapsed() < Duration::from_secs(20), "job not ready");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// (status, body) of a request, whatever the status.
-fn call(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut resp = match (method, body) {
-        ("GET", _) => agent.get(url).call(),
-        (_, Some(b)) => agent
-            .post(url)
-            .header("content-type", "application/json")
-            .send(b),
-        (_, None) => agent.post(url).send_empty(),
-    }
-    .expect("request");
-    let mut text = String::new();
-    resp.body_mut()
-        .as_reader()
-        .read_to_string(&mut text)
-        .unwrap();
-    (resp.status().as_u16(), text)
 }
 
 fn code(body: &str) -> String {

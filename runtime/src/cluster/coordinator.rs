@@ -23,8 +23,8 @@ use crate::checkpoint::writer::SnapshotTarget;
 use crate::checkpoint::{find_latest_checkpoint, LoadedCheckpoint, RestorePlan, SnapshotKind};
 use crate::metrics::JobMetrics;
 use crate::runner::{
-    error_chain, load_savepoint, new_job_id, open_storage, prepare_storage, Coordinator, History,
-    JobEvent, RunEnd, RunError, RunInfo, TaskSet,
+    error_chain, load_savepoint, log_restore, new_job_id, open_storage, prepare_storage,
+    Coordinator, History, JobEvent, RunEnd, RunError, RunInfo, TaskSet,
 };
 use crate::storage::paths::JobPaths;
 use crate::task::Control;
@@ -282,23 +282,8 @@ impl Job<'_> {
                 failure: failure.clone(),
                 uids: self.graph.uids().to_vec(),
             };
-            match &plan {
-                Some((_, p)) => info!(
-                    attempt,
-                    checkpoint = p.checkpoint_id(),
-                    location = p.location(),
-                    "restoring from {} {}",
-                    match p.kind() {
-                        SnapshotKind::Checkpoint => "checkpoint",
-                        SnapshotKind::Savepoint => "savepoint",
-                    },
-                    p.checkpoint_id()
-                ),
-                None => info!(
-                    attempt,
-                    "no checkpoint to restore; starting from the beginning of the input"
-                ),
-            }
+            info!(attempt, "deploying attempt {attempt}");
+            log_restore(plan.as_ref().map(|(_, p)| p));
             let source = plan.map(|(s, _)| s);
             let (tasks, metrics) = self.deploy(attempt, source);
             let settings = &self.manifest.spec.checkpointing;

@@ -196,7 +196,7 @@ pub fn run_worker(registry: &Registry, options: &WorkerOptions) -> Result<(), Wo
                     target,
                 } => {
                     if let Some(j) = job.as_ref().filter(|j| j.attempt == attempt) {
-                        trigger(j, id, kind, target.as_deref());
+                        trigger(j, id, kind, target.as_deref(), &link);
                     }
                 }
                 ToWorker::Control { attempt, control } => {
@@ -438,7 +438,13 @@ fn deploy(
 }
 
 /// Starts snapshot `id`: registers its target with the uploader, then tells the sources.
-fn trigger(j: &WorkerJob, id: u64, kind: crate::checkpoint::SnapshotKind, target: Option<&str>) {
+fn trigger(
+    j: &WorkerJob,
+    id: u64,
+    kind: crate::checkpoint::SnapshotKind,
+    target: Option<&str>,
+    link: &Link,
+) {
     let target = match target {
         None => SnapshotTarget {
             storage: j.storage.clone(),
@@ -454,12 +460,16 @@ fn trigger(j: &WorkerJob, id: u64, kind: crate::checkpoint::SnapshotKind, target
                     dir: String::new(),
                 },
                 Err(e) => {
-                    // The barrier still flows; the uploader declines the snapshot.
+                    // Nothing can be written: decline, so that the coordinator aborts it now.
                     warn!(checkpoint = id, "cannot open savepoint target {uri}: {e}");
-                    return j.running.broadcast(
-                        Control::TriggerCheckpoint(CheckpointBarrier { id, kind }),
-                        true,
-                    );
+                    link.send(&ToCoordinator::Event {
+                        attempt: j.attempt,
+                        event: WireEvent::Declined {
+                            checkpoint: id,
+                            cause: format!("cannot open {uri}: {e}"),
+                        },
+                    });
+                    return;
                 }
             }
         }

@@ -189,19 +189,7 @@ pub fn run_job(
             .map_err(RunError::Incompatible)
         })
         .transpose()?;
-    match &restore {
-        Some(plan) => info!(
-            checkpoint = plan.checkpoint_id(),
-            location = plan.location(),
-            "restoring from {} {}",
-            match plan.kind() {
-                SnapshotKind::Checkpoint => "checkpoint",
-                SnapshotKind::Savepoint => "savepoint",
-            },
-            plan.checkpoint_id()
-        ),
-        None => info!("no checkpoint to restore; starting from the beginning of the input"),
-    }
+    log_restore(restore.as_deref());
     let restored_from = restore.as_ref().map(|r| r.checkpoint_id());
     let existing = list_checkpoint_ids(storage.as_ref(), &paths)?;
     let next_id = existing
@@ -287,6 +275,23 @@ pub fn run_job(
         output,
         end,
     ))
+}
+
+/// Logs what a run restores (`restoring from checkpoint 7`, which tests and people look for).
+pub(crate) fn log_restore(plan: Option<&RestorePlan>) {
+    match plan {
+        Some(plan) => info!(
+            checkpoint = plan.checkpoint_id(),
+            location = plan.location(),
+            "restoring from {} {}",
+            match plan.kind() {
+                SnapshotKind::Checkpoint => "checkpoint",
+                SnapshotKind::Savepoint => "savepoint",
+            },
+            plan.checkpoint_id()
+        ),
+        None => info!("no checkpoint to restore; starting from the beginning of the input"),
+    }
 }
 
 /// Which subtasks of a job a process runs, and how it reaches the others.
