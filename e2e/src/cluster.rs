@@ -211,6 +211,13 @@ impl Cluster {
         (status, out)
     }
 
+    /// Logs of every worker started so far, concatenated.
+    pub fn worker_logs(&self) -> String {
+        (1..=self.started_workers)
+            .map(|n| self.worker_log(n))
+            .collect()
+    }
+
     /// Log of worker `n` (1-based, in start order).
     pub fn worker_log(&self, n: usize) -> String {
         std::fs::read_to_string(self.dir.join(format!("worker-{n}.log"))).unwrap_or_default()

@@ -65,6 +65,13 @@ fn sigkill_of_workers_at_random_points_gives_exactly_once_output() {
     assert!(log.contains("worker lost"), "{log}");
     assert!(log.contains("restart 3 of at most"), "{log}");
     assert!(log.contains("restoring from checkpoint"), "{log}");
+    // Each worker read only the state of its own subtask (1 of the window's 3).
+    let workers = cluster.worker_logs();
+    assert!(
+        workers.contains("restore: read the keyed state of 1 of 3 operator subtasks"),
+        "{workers}"
+    );
+    assert!(!workers.contains("of 3 of 3"), "{workers}");
     assert_eq!(job.output_lines(), reference_retail_revenue());
 }
 
@@ -294,12 +301,12 @@ fn a_job_that_keeps_failing_is_failed_once_the_restart_limit_is_reached() {
         info["failure"].as_str().is_some_and(|f| f.contains("lost")),
         "{info}"
     );
-    let (status, _) = http(
+    let (status, body) = http(
         "POST",
         &format!("{}/v1/job/stop", cluster.admin),
         Some(r#"{"withSavepoint":false}"#),
     );
-    assert_eq!(status, 202);
+    assert_eq!(status, 202, "{body}\n{}", cluster.log().join("\n"));
     let (status, _) = cluster.wait(LONG);
     assert_eq!(status.code(), Some(1), "a FAILED job exits with 1");
 }

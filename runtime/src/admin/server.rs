@@ -23,6 +23,8 @@ pub struct AdminServer {
     pub addr: SocketAddr,
     discovery: Option<PathBuf>,
     ready: Arc<AtomicBool>,
+    shutdown: Option<oneshot::Sender<()>>,
+    stopped: Option<crossbeam_channel::Receiver<()>>,
 }
 
 impl AdminServer {
@@ -38,9 +40,17 @@ impl AdminServer {
 }
 
 impl Drop for AdminServer {
+    /// Stops accepting requests and lets the ones in flight answer (at most 2 s), so that the
+    /// answer to a cancel or stop reaches its client before the process exits.
     fn drop(&mut self) {
         if let Some(d) = &self.discovery {
             let _ = std::fs::remove_file(d);
+        }
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(stopped) = self.stopped.take() {
+            let _ = stopped.recv_timeout(std::time::Duration::from_secs(2));
         }
     }
 }
@@ -103,12 +113,22 @@ pub fn serve(
             requests,
             ready: ready.clone(),
         });
+    let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+    let (stopped_tx, stopped) = crossbeam_channel::bounded(1);
     std::thread::Builder::new()
         .name("weir-admin".into())
         .spawn(move || {
-            if let Err(e) = rt.block_on(async { axum::serve(listener, app).await }) {
+            let served = rt.block_on(async {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = shutdown_rx.await;
+                    })
+                    .await
+            });
+            if let Err(e) = served {
                 tracing::error!("admin API stopped: {e}");
             }
+            let _ = stopped_tx.send(());
         })?;
     let discovery = local_dir.map(discovery_file);
     if let Some(d) = &discovery {
@@ -119,6 +139,8 @@ pub fn serve(
         addr,
         discovery,
         ready,
+        shutdown: Some(shutdown),
+        stopped: Some(stopped),
     })
 }
 

@@ -76,6 +76,22 @@ pub fn load_snapshot(
     storage: &dyn CheckpointStorage,
     dir: &str,
 ) -> Result<Result<LoadedCheckpoint, String>, StorageError> {
+    load_snapshot_for(storage, dir, &[])
+}
+
+/// [`load_snapshot`] for a process that runs only the subtasks owning the key groups in
+/// `ranges` (empty: all): state files whose key-group range meets none of them are neither
+/// read nor verified (a worker of a distributed job reads its share only).
+///
+/// # Errors
+/// [`StorageError`] when storage cannot be read.
+pub fn load_snapshot_for(
+    storage: &dyn CheckpointStorage,
+    dir: &str,
+    ranges: &[KeyGroupRange],
+) -> Result<Result<LoadedCheckpoint, String>, StorageError> {
+    let needed =
+        |r: &KeyGroupRange| ranges.is_empty() || ranges.iter().any(|o| o.intersect(r).is_some());
     let Some(bytes) = storage.read(&join(dir, METADATA))? else {
         return Ok(Err("it has no _metadata (incomplete)".into()));
     };
@@ -89,6 +105,7 @@ pub fn load_snapshot(
         .values()
         .flat_map(|o| &o.subtasks)
         .filter_map(|s| s.keyed_state.as_ref())
+        .filter(|f| needed(&f.key_group_range))
     {
         let Some(bytes) = storage.read(&join(dir, &file.file))? else {
             return Ok(Err(format!("state file {} is missing", file.file)));
@@ -111,7 +128,15 @@ pub fn load_snapshot(
         files.insert(file.file.clone(), bytes);
     }
     let shared_root = checkpoint_job_root(dir);
-    for file in metadata.native_files() {
+    let native_files: Vec<&crate::checkpoint::NativeFile> = metadata
+        .operators
+        .values()
+        .flat_map(|o| &o.subtasks)
+        .filter_map(|s| s.native_state.as_ref())
+        .filter(|n| needed(&n.key_group_range))
+        .flat_map(|n| &n.files)
+        .collect();
+    for file in native_files {
         let object = match (file.shared, shared_root) {
             (false, _) => join(dir, &file.path),
             (true, Some(root)) => join(root, &file.path),

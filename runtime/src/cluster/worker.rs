@@ -17,15 +17,18 @@ use super::protocol::{
     PROTOCOL_VERSION,
 };
 use crate::api::CheckpointBarrier;
+use crate::checkpoint::restore::load_snapshot_for;
 use crate::checkpoint::writer::{SnapshotTarget, SnapshotWriter};
-use crate::checkpoint::{load_snapshot, RestorePlan};
+use crate::checkpoint::{LoadedCheckpoint, RestorePlan};
 use crate::jobs::Registry;
 use crate::metrics::JobMetrics;
 use crate::net::{DataServer, NetworkContext};
 use crate::runner::{
-    error_chain, instantiate, load_savepoint, open_storage, run_tag, seed_writer, JobEvent,
+    error_chain, instantiate, load_savepoint_for, open_storage, run_tag, seed_writer, JobEvent,
     Placement, RunningTasks, UploadCommand,
 };
+use crate::state::key_group::key_group_range;
+use crate::state::KeyGroupRange;
 use crate::storage::paths::JobPaths;
 use crate::storage::CheckpointStorage;
 use crate::task::Control;
@@ -324,17 +327,27 @@ fn deploy(
     let storage =
         open_storage(&spec.checkpointing.storage).map_err(|e| fail("storage", error_chain(&e)))?;
     let paths = JobPaths::new(&manifest.name);
+    // Only the state files of the key groups this worker's subtasks own.
+    let ranges: Vec<KeyGroupRange> = d
+        .subtasks
+        .iter()
+        .map(|&s| key_group_range(s, spec.max_parallelism, spec.parallelism))
+        .collect();
     let loaded = match &d.restore {
         None => None,
         Some(RestoreSource::Checkpoint { id }) => Some(
-            load_snapshot(storage.as_ref(), &paths.checkpoint(*id))
+            load_snapshot_for(storage.as_ref(), &paths.checkpoint(*id), &ranges)
                 .map_err(|e| fail("storage", error_chain(&e)))?
                 .map_err(|e| fail("restore", format!("checkpoint {id}: {e}")))?,
         ),
-        Some(RestoreSource::Savepoint { uri }) => {
-            Some(load_savepoint(uri, s3.as_ref()).map_err(|e| fail("restore", error_chain(&e)))?)
-        }
+        Some(RestoreSource::Savepoint { uri }) => Some(
+            load_savepoint_for(uri, s3.as_ref(), &ranges)
+                .map_err(|e| fail("restore", error_chain(&e)))?,
+        ),
     };
+    if let Some(l) = &loaded {
+        log_share(l, &ranges);
+    }
     let restore = loaded
         .map(|l| {
             RestorePlan::new(
@@ -435,6 +448,33 @@ fn deploy(
         metrics,
         d.subtasks,
     ))
+}
+
+/// Logs which share of the snapshot's keyed state this worker read (a worker reads only the
+/// state files of operator subtasks whose key groups meet its own).
+fn log_share(loaded: &LoadedCheckpoint, ranges: &[KeyGroupRange]) {
+    let keyed: Vec<KeyGroupRange> = loaded
+        .metadata
+        .operators
+        .values()
+        .flat_map(|o| &o.subtasks)
+        .filter_map(|s| {
+            s.keyed_state
+                .as_ref()
+                .map(|k| k.key_group_range)
+                .or(s.native_state.as_ref().map(|n| n.key_group_range))
+        })
+        .collect();
+    let read = keyed
+        .iter()
+        .filter(|r| ranges.iter().any(|o| o.intersect(r).is_some()))
+        .count();
+    let bytes: usize = loaded.files.values().map(Vec::len).sum();
+    info!(
+        checkpoint = loaded.metadata.checkpoint_id,
+        "restore: read the keyed state of {read} of {} operator subtasks ({bytes} bytes)",
+        keyed.len()
+    );
 }
 
 /// Starts snapshot `id`: registers its target with the uploader, then tells the sources.

@@ -29,9 +29,7 @@ use weir_crds::{LoadedManifest, StorageLocation};
 use crate::api::{Instantiation, JobGraph, TaskContext, TaskError, TaskSpec};
 use crate::checkpoint::restore::list_checkpoint_ids;
 use crate::checkpoint::writer::SnapshotWriter;
-use crate::checkpoint::{
-    find_latest_checkpoint, load_snapshot, LoadedCheckpoint, RestorePlan, SnapshotKind,
-};
+use crate::checkpoint::{find_latest_checkpoint, LoadedCheckpoint, RestorePlan, SnapshotKind};
 use crate::metrics::JobMetrics;
 use crate::net::NetworkContext;
 use crate::state::key_group::key_group_range;
@@ -421,13 +419,26 @@ pub fn load_savepoint(
     uri: &str,
     s3: Option<&weir_crds::S3Spec>,
 ) -> Result<LoadedCheckpoint, RunError> {
+    load_savepoint_for(uri, s3, &[])
+}
+
+/// [`load_savepoint`] reading only the state files that meet `ranges` (empty: all), as
+/// [`crate::checkpoint::restore::load_snapshot_for`].
+///
+/// # Errors
+/// As [`load_savepoint`].
+pub(crate) fn load_savepoint_for(
+    uri: &str,
+    s3: Option<&weir_crds::S3Spec>,
+    ranges: &[crate::state::KeyGroupRange],
+) -> Result<LoadedCheckpoint, RunError> {
     let bad = |reason: String| RunError::Savepoint {
         uri: uri.to_string(),
         reason,
     };
     let location = StorageLocation::parse_with(uri, s3).map_err(bad)?;
     let storage = open_storage(&location)?;
-    load_snapshot(storage.as_ref(), "")?.map_err(bad)
+    crate::checkpoint::restore::load_snapshot_for(storage.as_ref(), "", ranges)?.map_err(bad)
 }
 
 /// An error with its sources, `a: b: c`.
