@@ -144,3 +144,19 @@ impl Drop for S3Server {
         self.stop();
     }
 }
+
+impl S3Server {
+    /// The output of `weir checkpoints gc --dry-run` for `job` (named `retail-revenue`) under
+    /// `prefix` in this server's bucket.
+    pub fn gc_report(&self, job: &crate::TestJob, prefix: &str) -> String {
+        let gc = std::process::Command::new(crate::weir_bin())
+            .args(["checkpoints", "gc", "--dry-run", "--manifest"])
+            .arg(&job.manifest)
+            .arg(format!("s3://{}/{prefix}/retail-revenue", self.bucket))
+            .envs(job.env.iter().cloned())
+            .output()
+            .expect("spawn weir checkpoints gc");
+        crate::assert_success(&gc);
+        String::from_utf8_lossy(&gc.stdout).into_owned()
+    }
+}

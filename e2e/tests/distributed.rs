@@ -96,6 +96,36 @@ fn a_worker_that_stops_sending_heartbeats_is_replaced() {
 }
 
 #[test]
+fn incremental_checkpoints_from_workers_restore_exactly_once_and_leave_no_orphans() {
+    let server = S3Server::start();
+    let job = example_job_on_s3(&server, "incremental", |d| {
+        d["spec"]["job"]["parallelism"] = 3.into();
+        d["spec"]["stateBackend"] = "rocksdb".into();
+        d["spec"]["checkpointing"]["incremental"] = true.into();
+        d["spec"]["checkpointing"]["interval"] = "200ms".into();
+        d["spec"]["checkpointing"]["retained"] = 2.into();
+        d["spec"]["job"]["args"]["maxRecordsPerSecond"] = "30000".into();
+    });
+    let mut cluster = Cluster::start(&job, 3, &[]);
+    cluster.wait_for_log("checkpoint 3 complete", Duration::from_secs(60));
+    cluster.kill_worker(2);
+    cluster.start_worker();
+    let (status, _) = cluster.wait(LONG);
+    let log = cluster.log().join("\n");
+    assert!(status.success(), "{log}");
+    assert!(log.contains("restoring from checkpoint"), "{log}");
+    assert!(
+        !server
+            .objects("incremental/retail-revenue/shared")
+            .is_empty(),
+        "workers uploaded shared files"
+    );
+    let report = server.gc_report(&job, "incremental");
+    assert!(report.contains("0 orphaned objects"), "{report}");
+    assert_eq!(job.output_lines(), reference_retail_revenue());
+}
+
+#[test]
 fn sigkill_of_the_coordinator_at_random_points_gives_exactly_once_output() {
     let server = S3Server::start();
     let job = job(&server, "coordinator");

@@ -37,19 +37,6 @@ fn referenced_shared(job: &TestJob) -> Vec<String> {
     out
 }
 
-/// The output of `weir checkpoints gc --dry-run` for the job under `prefix`.
-fn gc_report(job: &TestJob, server: &S3Server, prefix: &str) -> String {
-    let gc = std::process::Command::new(weir_e2e::weir_bin())
-        .args(["checkpoints", "gc", "--dry-run", "--manifest"])
-        .arg(&job.manifest)
-        .arg(format!("s3://{}/{prefix}/retail-revenue", server.bucket))
-        .envs(job.env.iter().cloned())
-        .output()
-        .unwrap();
-    assert_success(&gc);
-    String::from_utf8_lossy(&gc.stdout).into_owned()
-}
-
 /// Runs `job` until `n` more checkpoints completed, then kills it.
 fn run_for_checkpoints(job: &TestJob, n: usize) {
     let (mut child, lines) = job.spawn();
@@ -95,7 +82,7 @@ fn shared_files_are_exactly_those_the_retained_checkpoints_reference() {
         "shared/ holds exactly the files of the retained checkpoints"
     );
 
-    let report = gc_report(&job, &server, "gc");
+    let report = server.gc_report(&job, "gc");
     assert!(report.contains("0 orphaned objects, 0 bytes"), "{report}");
     assert_eq!(job.output_lines(), reference_retail_revenue());
 }
@@ -126,7 +113,7 @@ fn incremental_checkpoints_restore_exactly_once_across_rescales_and_into_heap() 
         .join(&server.bucket)
         .join("rescale/retail-revenue/shared/stray.sst");
     std::fs::write(&stray, b"x").unwrap();
-    let report = gc_report(&job, &server, "rescale");
+    let report = server.gc_report(&job, "rescale");
     assert!(
         report.contains("shared/stray.sst") && report.contains("1 orphaned objects, 1 bytes"),
         "{report}"
