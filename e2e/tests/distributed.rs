@@ -364,3 +364,27 @@ fn a_worker_that_cannot_reach_the_coordinator_exits_with_a_clear_error() {
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[test]
+fn a_worker_refused_again_and_again_exits_with_a_clear_error() {
+    // A "coordinator" that closes every connection at once, as one of another protocol
+    // version does.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            drop(stream);
+        }
+    });
+    let out = Command::new(weir_bin())
+        .args(["worker", "--coordinator", &format!("127.0.0.1:{port}")])
+        .args(["--connect-attempts", "3", "--connect-backoff", "50ms"])
+        .output()
+        .expect("spawn weir worker");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("closed the connection right after registration 3 times"),
+        "{stderr}"
+    );
+}

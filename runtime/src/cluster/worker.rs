@@ -63,9 +63,17 @@ pub enum WorkerError {
         /// The last connection error.
         cause: String,
     },
-    /// The coordinator refused the registration.
-    #[error("the coordinator refused this worker: {0}")]
-    Refused(String),
+    /// The coordinator closed the connection right after registration, again and again (a
+    /// coordinator of another protocol version refuses workers that way).
+    #[error("the coordinator at {address} closed the connection right after registration {sessions} times; is it the same Weir version as this worker (protocol {protocol})?")]
+    Refused {
+        /// The coordinator's address.
+        address: String,
+        /// Sessions that ended before any message.
+        sessions: u32,
+        /// This worker's protocol version.
+        protocol: u32,
+    },
     /// The data server could not start.
     #[error("start the data server on {address}")]
     DataServer {
@@ -132,6 +140,8 @@ pub fn run_worker(registry: &Registry, options: &WorkerOptions) -> Result<(), Wo
         .unwrap_or_else(std::env::temp_dir)
         .join(format!("weir-worker-{}", std::process::id()));
     info!(worker = %worker_id, data = %data.addr, "worker started");
+    // Sessions in a row that ended before the coordinator said anything.
+    let mut silent_sessions = 0u32;
     loop {
         let stream = connect(&options.coordinator, options)?;
         let advertised = SocketAddr::new(
@@ -160,9 +170,13 @@ pub fn run_worker(registry: &Registry, options: &WorkerOptions) -> Result<(), Wo
         );
         let mut reader = std::io::BufReader::new(stream);
         let mut job: Option<WorkerJob> = None;
+        let mut heard = false;
         let end = loop {
             let msg = match receive::<ToWorker>(&mut reader) {
-                Ok(Some(m)) => m,
+                Ok(Some(m)) => {
+                    heard = true;
+                    m
+                }
                 Ok(None) => break Err("the coordinator closed the connection".to_string()),
                 Err(e) => break Err(e.to_string()),
             };
@@ -240,8 +254,15 @@ pub fn run_worker(registry: &Registry, options: &WorkerOptions) -> Result<(), Wo
                 info!("the job ended; worker exits");
                 return Ok(());
             }
-            Err(cause) if cause.contains("refused") => return Err(WorkerError::Refused(cause)),
+            Err(_) if !heard && silent_sessions + 1 >= options.connect_attempts.max(1) => {
+                return Err(WorkerError::Refused {
+                    address: options.coordinator.clone(),
+                    sessions: silent_sessions + 1,
+                    protocol: PROTOCOL_VERSION,
+                });
+            }
             Err(cause) => {
+                silent_sessions = if heard { 0 } else { silent_sessions + 1 };
                 warn!("lost the coordinator ({cause}); tasks cancelled, reconnecting");
             }
         }
