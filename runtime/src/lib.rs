@@ -1,7 +1,9 @@
 //! Weir's streaming runtime: the job API ([`api`]), operators, keyed state with heap and
 //! RocksDB backends ([`state`]), aligned-barrier checkpoints ([`checkpoint`]) in checkpoint
 //! storage ([`storage`]), connectors, the registry of named jobs ([`jobs`]), the local runner
-//! behind `weir run` ([`runner`]) and the command line ([`cli`]).
+//! behind `weir run` ([`runner`]), distributed execution behind `weir coordinator` and
+//! `weir worker` ([`cluster`]) with its credit-based data plane ([`net`]), the admin API
+//! ([`admin`]) and the command line ([`cli`]).
 //!
 //! A user image registers its own jobs and reuses the CLI:
 //!
