@@ -4,10 +4,10 @@
 //! Exit codes: 0 success; 1 the job failed (run again to resume from the latest checkpoint);
 //! 2 the manifest or its arguments are invalid (nothing was run or written).
 
+mod cluster;
 mod savepoint;
 
 use clap::{Parser, Subcommand};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tracing::error;
 
@@ -51,65 +51,9 @@ enum Command {
     },
     /// Run the coordinator of a distributed job: waits for workers, deploys the subtasks,
     /// coordinates checkpoints, serves the admin API, restarts the job after failures.
-    Coordinator {
-        /// The StreamJob manifest (YAML).
-        manifest: PathBuf,
-        /// Address workers connect to.
-        #[arg(long, env = "WEIR_COORDINATOR_BIND", default_value = "0.0.0.0:6123")]
-        bind: SocketAddr,
-        /// Address of the admin API.
-        #[arg(long, env = "WEIR_ADMIN_BIND", default_value = "0.0.0.0:8081")]
-        admin_bind: SocketAddr,
-        /// Workers to wait for; subtask i runs on worker i % workers.
-        #[arg(long, env = "WEIR_WORKERS", default_value_t = 1)]
-        workers: u32,
-        /// A worker silent for this long is lost, e.g. 10s.
-        #[arg(long, default_value = "10s")]
-        heartbeat_timeout: String,
-        /// Restarts after failures before the job is FAILED.
-        #[arg(long, default_value_t = 10)]
-        restart_attempts: u32,
-        /// Delay before the first restart; doubles with each restart.
-        #[arg(long, default_value = "1s")]
-        restart_backoff: String,
-        /// Largest delay between restarts.
-        #[arg(long, default_value = "60s")]
-        restart_max_backoff: String,
-        /// Restore from this savepoint unless the job has a newer checkpoint (overrides
-        /// job.initialSavepointPath).
-        #[arg(long)]
-        from_savepoint: Option<String>,
-        /// Delete the job's checkpoints and start from the beginning of the input.
-        #[arg(long)]
-        fresh: bool,
-        /// Time between progress lines, e.g. 2s; 0s for none.
-        #[arg(long, default_value = "2s")]
-        progress_interval: String,
-        /// Write the admin URL and control address as JSON to this file once listening.
-        #[arg(long)]
-        address_file: Option<PathBuf>,
-    },
+    Coordinator(cluster::CoordinatorArgs),
     /// Run a worker: registers with the coordinator and runs the subtasks it is given.
-    Worker {
-        /// The coordinator's address, host:port.
-        #[arg(long, env = "WEIR_COORDINATOR")]
-        coordinator: String,
-        /// Address of this worker's data server (peers connect to it).
-        #[arg(long, env = "WEIR_DATA_BIND", default_value = "0.0.0.0:0")]
-        data_bind: SocketAddr,
-        /// Directory for RocksDB working files (default: the system temp directory).
-        #[arg(long)]
-        local_state_dir: Option<PathBuf>,
-        /// Connection attempts before giving up on the coordinator.
-        #[arg(long, env = "WEIR_CONNECT_ATTEMPTS", default_value_t = 30)]
-        connect_attempts: u32,
-        /// Delay before the second attempt; doubles up to 10s.
-        #[arg(long, default_value = "500ms")]
-        connect_backoff: String,
-        /// Time between heartbeats.
-        #[arg(long, default_value = "1s")]
-        heartbeat_interval: String,
-    },
+    Worker(cluster::WorkerArgs),
     /// Savepoints: take one of a running job, inspect one, list a directory of them.
     #[command(subcommand)]
     Savepoint(savepoint::SavepointCommand),
@@ -182,120 +126,8 @@ pub fn main(registry: Registry) -> i32 {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
-        Command::Coordinator {
-            manifest,
-            bind,
-            admin_bind,
-            workers,
-            heartbeat_timeout,
-            restart_attempts,
-            restart_backoff,
-            restart_max_backoff,
-            from_savepoint,
-            fresh,
-            progress_interval,
-            address_file,
-        } => {
-            let durations = (|| {
-                Ok::<_, String>((
-                    duration_arg("--heartbeat-timeout", &heartbeat_timeout)?,
-                    duration_arg("--restart-backoff", &restart_backoff)?,
-                    duration_arg("--restart-max-backoff", &restart_max_backoff)?,
-                    duration_arg("--progress-interval", &progress_interval)?,
-                ))
-            })();
-            let (heartbeat_timeout, initial_backoff, max_backoff, progress_interval) =
-                match durations {
-                    Ok(d) => d,
-                    Err(msg) => {
-                        eprintln!("error: {msg}");
-                        return 2;
-                    }
-                };
-            if workers == 0 {
-                eprintln!("error: --workers must be at least 1");
-                return 2;
-            }
-            let (text, loaded, graph) = match load_text(&registry, &manifest) {
-                Ok(x) => x,
-                Err(msg) => {
-                    eprintln!("error: {msg}");
-                    return 2;
-                }
-            };
-            let options = crate::cluster::CoordinatorOptions {
-                bind,
-                admin_bind,
-                workers,
-                heartbeat_timeout,
-                restart: crate::cluster::RestartStrategy {
-                    initial_backoff,
-                    max_backoff,
-                    multiplier: 2.0,
-                    max_restarts: restart_attempts,
-                },
-                from_savepoint,
-                fresh,
-                progress_interval,
-                address_file,
-            };
-            match crate::cluster::run_coordinator(&loaded, &text, graph, &options) {
-                Ok(end) => {
-                    match end {
-                        crate::runner::RunEnd::Finished => println!("job {} finished", loaded.name),
-                        crate::runner::RunEnd::Stopped { savepoint } => {
-                            println!("job {} stopped with savepoint {savepoint}", loaded.name)
-                        }
-                        crate::runner::RunEnd::Cancelled => {
-                            println!("job {} cancelled", loaded.name)
-                        }
-                    }
-                    0
-                }
-                Err(e) => {
-                    error!("job failed: {}", error_chain(&e));
-                    1
-                }
-            }
-        }
-        Command::Worker {
-            coordinator,
-            data_bind,
-            local_state_dir,
-            connect_attempts,
-            connect_backoff,
-            heartbeat_interval,
-        } => {
-            let durations = (|| {
-                Ok::<_, String>((
-                    duration_arg("--connect-backoff", &connect_backoff)?,
-                    duration_arg("--heartbeat-interval", &heartbeat_interval)?,
-                ))
-            })();
-            let (connect_backoff, heartbeat_interval) = match durations {
-                Ok(d) => d,
-                Err(msg) => {
-                    eprintln!("error: {msg}");
-                    return 2;
-                }
-            };
-            let options = crate::cluster::WorkerOptions {
-                coordinator,
-                data_bind,
-                local_state_dir,
-                connect_attempts,
-                connect_backoff,
-                heartbeat_interval,
-            };
-            match crate::cluster::run_worker(&registry, &options) {
-                Ok(()) => 0,
-                Err(e) => {
-                    error!("worker failed: {}", error_chain(&e));
-                    eprintln!("error: {}", error_chain(&e));
-                    1
-                }
-            }
-        }
+        Command::Coordinator(args) => cluster::coordinator(&registry, args),
+        Command::Worker(args) => cluster::worker(&registry, args),
         Command::Savepoint(cmd) => savepoint::run(cmd),
         Command::Checkpoints(CheckpointsCommand::Gc { uri, manifest, .. }) => {
             match checkpoints_gc(&uri, manifest.as_deref()) {
@@ -373,24 +205,6 @@ pub fn main(registry: Registry) -> i32 {
             }
         }
     }
-}
-
-fn duration_arg(flag: &str, value: &str) -> Result<std::time::Duration, String> {
-    weir_crds::parse_duration(value).map_err(|e| format!("{flag}: {e}"))
-}
-
-/// Like [`load`], also returning the manifest's text.
-#[allow(clippy::type_complexity)]
-fn load_text(
-    registry: &Registry,
-    path: &Path,
-) -> Result<(String, weir_crds::LoadedManifest, crate::api::JobGraph), String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let (loaded, graph) = registry
-        .load(&text)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok((text, loaded, graph))
 }
 
 /// Reads, parses and validates a manifest and builds its job graph.
