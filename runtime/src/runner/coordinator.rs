@@ -108,8 +108,6 @@ pub(crate) struct Coordinator<'a> {
     /// Snapshots in flight, by id (at most `maxConcurrent`).
     pending: BTreeMap<u64, Pending>,
     queued_savepoints: VecDeque<Target>,
-    savepoints: BTreeMap<String, SavepointStatus>,
-    recent_failures: VecDeque<(u64, String)>,
     finishing: bool,
     /// A stop with savepoint in progress.
     stop: Option<Stop>,
@@ -119,9 +117,8 @@ pub(crate) struct Coordinator<'a> {
     cancelled: bool,
     /// The complete checkpoints in storage, with the shared files each references.
     complete: BTreeMap<u64, Vec<String>>,
-    /// Savepoint triggers handed out.
-    next_trigger: usize,
-    pub stats: CheckpointStats,
+    /// Figures, savepoint triggers and failures, kept across attempts.
+    pub history: History,
 }
 
 impl<'a> Coordinator<'a> {
@@ -150,24 +147,18 @@ impl<'a> Coordinator<'a> {
             info,
             pending: BTreeMap::new(),
             queued_savepoints: VecDeque::new(),
-            savepoints: BTreeMap::new(),
-            recent_failures: VecDeque::new(),
             finishing: false,
             stop: None,
             stopped_at: None,
             cancelled: false,
             complete: BTreeMap::new(),
-            next_trigger: 0,
-            stats: CheckpointStats::default(),
+            history: History::default(),
         }
     }
 
     /// Restores what earlier attempts of the job left: figures, savepoint triggers, failures.
-    pub fn with_history(mut self, h: History) -> Self {
-        self.stats = h.stats;
-        self.savepoints = h.savepoints;
-        self.recent_failures = h.recent_failures;
-        self.next_trigger = h.next_trigger;
+    pub fn with_history(mut self, history: History) -> Self {
+        self.history = history;
         self
     }
 
@@ -183,12 +174,7 @@ impl<'a> Coordinator<'a> {
         if let Some(target) = self.stop.as_mut().and_then(|s| s.drain_target.take()) {
             self.fail_trigger(&target, format!("the job failed: {cause}"));
         }
-        History {
-            stats: self.stats,
-            savepoints: self.savepoints,
-            recent_failures: self.recent_failures,
-            next_trigger: self.next_trigger,
-        }
+        self.history
     }
 
     /// The id the next snapshot gets.
@@ -281,7 +267,8 @@ impl<'a> Coordinator<'a> {
                     records_out = metrics.records_out(),
                     "progress: {rate:.0} records/s, watermark {}, last checkpoint {}",
                     format_watermark(metrics.watermark()),
-                    self.stats
+                    self.history
+                        .stats
                         .last
                         .map(|(id, _)| id.to_string())
                         .unwrap_or_else(|| "none".into())
@@ -456,7 +443,7 @@ impl<'a> Coordinator<'a> {
                 if self.stop.as_ref().is_some_and(|s| s.trigger == *t) {
                     self.stopped_at = Some(location.clone());
                 }
-                self.savepoints.insert(
+                self.history.savepoints.insert(
                     t.clone(),
                     SavepointStatus {
                         trigger_id: t.clone(),
@@ -468,11 +455,11 @@ impl<'a> Coordinator<'a> {
             }
             return Some(Ok(is_final));
         }
-        self.stats.completed += 1;
-        self.stats.durations_ms.push(duration_ms);
-        self.stats.last = Some((id, size));
-        self.stats.max_size = self.stats.max_size.max(size);
-        self.stats.last_info = Some(CheckpointInfo {
+        self.history.stats.completed += 1;
+        self.history.stats.durations_ms.push(duration_ms);
+        self.history.stats.last = Some((id, size));
+        self.history.stats.max_size = self.history.stats.max_size.max(size);
+        self.history.stats.last_info = Some(CheckpointInfo {
             id,
             location,
             size_bytes: size,
@@ -486,7 +473,7 @@ impl<'a> Coordinator<'a> {
             self.collect_shared_garbage();
         }
         let io = target.storage.stats().since(&storage_at_trigger);
-        self.stats.last_storage = io;
+        self.history.stats.last_storage = io;
         info!(
             checkpoint = id,
             duration_ms = duration_ms as u64,
@@ -506,10 +493,10 @@ impl<'a> Coordinator<'a> {
     }
 
     fn abort_target(&mut self, id: u64, target: &Target, cause: String) {
-        self.stats.failed += 1;
-        self.recent_failures.push_back((id, cause.clone()));
-        if self.recent_failures.len() > 10 {
-            self.recent_failures.pop_front();
+        self.history.stats.failed += 1;
+        self.history.recent_failures.push_back((id, cause.clone()));
+        if self.history.recent_failures.len() > 10 {
+            self.history.recent_failures.pop_front();
         }
         if let Err(e) = target.storage.delete_all(&target.dir) {
             warn!(
@@ -527,7 +514,7 @@ impl<'a> Coordinator<'a> {
                 warn!("stop with savepoint failed: {cause}; the job keeps running");
                 self.stop = None;
             }
-            self.savepoints.insert(
+            self.history.savepoints.insert(
                 t.clone(),
                 SavepointStatus {
                     trigger_id: t.clone(),
@@ -629,11 +616,11 @@ impl<'a> Coordinator<'a> {
             }
             AdminRequest::Checkpoints(reply) => {
                 let _ = reply.send(CheckpointsInfo {
-                    latest: self.stats.last_info.clone(),
+                    latest: self.history.stats.last_info.clone(),
                     in_progress: self.pending.keys().next().copied(),
-                    completed: self.stats.completed,
-                    failed: self.stats.failed,
-                    recent_failures: self.recent_failures.iter().cloned().collect(),
+                    completed: self.history.stats.completed,
+                    failed: self.history.stats.failed,
+                    recent_failures: self.history.recent_failures.iter().cloned().collect(),
                 });
             }
             AdminRequest::TriggerSavepoint { directory, reply } => {
@@ -646,7 +633,7 @@ impl<'a> Coordinator<'a> {
                 let _ = reply.send(self.render_metrics(metrics));
             }
             AdminRequest::Savepoint { trigger_id, reply } => {
-                let _ = reply.send(self.savepoints.get(&trigger_id).cloned());
+                let _ = reply.send(self.history.savepoints.get(&trigger_id).cloned());
             }
         }
     }
@@ -689,9 +676,9 @@ impl<'a> Coordinator<'a> {
 
     /// Registers a new savepoint trigger as in progress.
     fn new_trigger(&mut self) -> String {
-        self.next_trigger += 1;
-        let trigger = format!("{:x}-{}", std::process::id(), self.next_trigger);
-        self.savepoints.insert(
+        self.history.next_trigger += 1;
+        let trigger = format!("{:x}-{}", std::process::id(), self.history.next_trigger);
+        self.history.savepoints.insert(
             trigger.clone(),
             SavepointStatus {
                 trigger_id: trigger.clone(),
@@ -859,14 +846,15 @@ impl<'a> Coordinator<'a> {
         r.register(
             "checkpoints_completed",
             "Checkpoints completed",
-            ConstCounter::new(self.stats.completed),
+            ConstCounter::new(self.history.stats.completed),
         );
         r.register(
             "checkpoints_failed",
             "Checkpoints aborted",
-            ConstCounter::new(self.stats.failed),
+            ConstCounter::new(self.history.stats.failed),
         );
         let (duration, size) = self
+            .history
             .stats
             .last_info
             .as_ref()

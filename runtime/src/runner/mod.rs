@@ -261,7 +261,7 @@ pub fn run_job(
     }
     let _ = std::fs::remove_dir_all(&local_dir);
     let end = result?;
-    let stats = coordinator.stats;
+    let stats = coordinator.history.stats;
     Ok(RunSummary::new(
         &manifest.name,
         restored_from,
