@@ -261,6 +261,7 @@ fn main() {
         let sections = converted
             .iter()
             .map(|k| SnapshotSection {
+                base: 0,
                 bytes: &k.bytes,
                 range: k.range,
                 key_group_offsets: &k.key_group_offsets,

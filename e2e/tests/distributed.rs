@@ -220,6 +220,26 @@ fn a_savepoint_through_the_api_restores_with_other_numbers_of_workers_and_subtas
     assert!(log.contains("restoring from savepoint"), "{log}");
     // Workers take subtasks in registration order: one runs 0, 2, 4, the other 1, 3.
     let logs = [cluster.worker_log(1), cluster.worker_log(2)];
+    // Each read only the key-group sections it owns (ranged reads), not the whole savepoint.
+    let key = savepoint
+        .strip_prefix(&format!("s3://{}/", server.bucket))
+        .unwrap()
+        .trim_end_matches('/');
+    let state_bytes: u64 = std::fs::read_dir(server.root.path().join(&server.bucket).join(key))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".state"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    assert!(state_bytes > 0);
+    for log in &logs {
+        let read: u64 = log
+            .split("operator subtasks (")
+            .nth(1)
+            .and_then(|r| r.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no restore line in {log}"));
+        assert!(read < state_bytes, "read {read} of {state_bytes} bytes");
+    }
     assert!(
         logs.iter().any(|l| l.contains("subtasks=[0, 2, 4]"))
             && logs.iter().any(|l| l.contains("subtasks=[1, 3]")),

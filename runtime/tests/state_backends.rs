@@ -172,6 +172,7 @@ fn fill(backend: Box<dyn KeyedStateBackend>, keys: &[String]) -> KeyedSnapshot {
 
 fn section(s: &KeyedSnapshot) -> SnapshotSection<'_> {
     SnapshotSection {
+        base: 0,
         bytes: &s.bytes,
         range: s.range,
         key_group_offsets: &s.key_group_offsets,

@@ -99,6 +99,7 @@ impl TaskContext {
                 .map_err(state_err)?;
             canonical.extend(converted.iter().map(|k| SnapshotSection {
                 bytes: &k.bytes,
+                base: 0,
                 range: k.range,
                 key_group_offsets: &k.key_group_offsets,
                 key_group_crc32c: &k.key_group_crc32c,

@@ -11,6 +11,7 @@ use tracing::warn;
 
 use super::metadata::CheckpointMetadata;
 use crate::api::{OperatorStateMap, RedistributionMode};
+use crate::checkpoint::KeyedStateFile;
 use crate::state::snapshot::SnapshotSection;
 use crate::state::{KeyGroupRange, KeyedStateInput, NativeSource};
 use crate::storage::paths::{join, parse_checkpoint_dir_name, JobPaths, METADATA};
@@ -23,8 +24,11 @@ pub struct LoadedCheckpoint {
     pub metadata: CheckpointMetadata,
     /// URI of its directory.
     pub location: String,
-    /// State file contents by file name.
+    /// State file contents by file name: the whole file, or from byte
+    /// `file_bases[name]` on when only some key groups were read.
     pub files: HashMap<String, Vec<u8>>,
+    /// File offset of the first byte in `files` of the files read in part.
+    pub file_bases: HashMap<String, u64>,
 }
 
 /// Ids of all checkpoint directories of the job, complete or not, ascending.
@@ -100,6 +104,7 @@ pub fn load_snapshot_for(
         Err(e) => return Ok(Err(format!("_metadata is corrupt: {e}"))),
     };
     let mut files = HashMap::new();
+    let mut file_bases = HashMap::new();
     for file in metadata
         .operators
         .values()
@@ -107,6 +112,16 @@ pub fn load_snapshot_for(
         .filter_map(|s| s.keyed_state.as_ref())
         .filter(|f| needed(&f.key_group_range))
     {
+        if let Some(span) = partial_span(file, ranges) {
+            match read_sections(storage, dir, file, span)? {
+                Ok((base, bytes)) => {
+                    file_bases.insert(file.file.clone(), base);
+                    files.insert(file.file.clone(), bytes);
+                    continue;
+                }
+                Err(reason) => return Ok(Err(reason)),
+            }
+        }
         let Some(bytes) = storage.read(&join(dir, &file.file))? else {
             return Ok(Err(format!("state file {} is missing", file.file)));
         };
@@ -163,7 +178,63 @@ pub fn load_snapshot_for(
         location: storage.uri(dir),
         metadata,
         files,
+        file_bases,
     }))
+}
+
+/// The key groups of `file` that `ranges` need, when that is less than the whole file: the
+/// smallest span covering them (`None`: read the whole file).
+fn partial_span(file: &KeyedStateFile, ranges: &[KeyGroupRange]) -> Option<KeyGroupRange> {
+    let parts: Vec<KeyGroupRange> = ranges
+        .iter()
+        .filter_map(|r| r.intersect(&file.key_group_range))
+        .collect();
+    let span = KeyGroupRange {
+        start: parts.iter().map(|r| r.start).min()?,
+        end: parts.iter().map(|r| r.end).max()?,
+    };
+    (span != file.key_group_range).then_some(span)
+}
+
+/// Reads the sections of key groups `span` of `file` with one ranged read and verifies each
+/// section's CRC-32C. Returns the file offset of the first byte and the bytes; the inner `Err`
+/// says why the file cannot be restored.
+fn read_sections(
+    storage: &dyn CheckpointStorage,
+    dir: &str,
+    file: &KeyedStateFile,
+    span: KeyGroupRange,
+) -> Result<Result<(u64, Vec<u8>), String>, StorageError> {
+    let at = |kg: u16| (kg - file.key_group_range.start) as usize;
+    let offsets = &file.key_group_offsets;
+    let (Some(&from), Some(&to)) = (offsets.get(at(span.start)), offsets.get(at(span.end) + 1))
+    else {
+        return Ok(Err(format!("state file {}: bad offset table", file.file)));
+    };
+    let Some(bytes) = storage.read_range(&join(dir, &file.file), from, to.saturating_sub(from))?
+    else {
+        return Ok(Err(format!("state file {} is missing", file.file)));
+    };
+    if bytes.len() as u64 != to.saturating_sub(from) {
+        return Ok(Err(format!(
+            "state file {} is shorter than its offset table says",
+            file.file
+        )));
+    }
+    for kg in span.start..=span.end {
+        let (a, b) = (offsets[at(kg)] - from, offsets[at(kg) + 1] - from);
+        let actual = crc32c::crc32c(&bytes[a as usize..b as usize]);
+        match file.key_group_crc32c.get(at(kg)) {
+            Some(expected) if *expected != actual => {
+                return Ok(Err(format!(
+                    "state file {} is corrupt: key group {kg} checksum mismatch (expected {expected:08x}, got {actual:08x})",
+                    file.file
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(Ok((from, bytes)))
 }
 
 /// The job root of a checkpoint directory `<root>/checkpoints/chk-<n>`, where its shared
@@ -237,6 +308,12 @@ impl RestorePlan {
                 if let Some(bytes) = self.checkpoint.files.get(&f.file) {
                     sections.push(SnapshotSection {
                         bytes,
+                        base: self
+                            .checkpoint
+                            .file_bases
+                            .get(&f.file)
+                            .copied()
+                            .unwrap_or(0),
                         range: f.key_group_range,
                         key_group_offsets: &f.key_group_offsets,
                         key_group_crc32c: &f.key_group_crc32c,
@@ -355,6 +432,7 @@ mod tests {
             },
             location: "file:///x".into(),
             files: HashMap::new(),
+            file_bases: HashMap::new(),
         }
     }
 
@@ -374,5 +452,72 @@ mod tests {
         let err =
             RestorePlan::new(loaded(&["source"]), &["source".to_string()], 256, false).unwrap_err();
         assert!(err.contains("128") && err.contains("256"), "{err}");
+    }
+
+    /// A checkpoint with one keyed file of key groups 0..=3 (sections of 3, 0, 5 and 4
+    /// bytes after the magic), in a local storage.
+    fn four_key_groups() -> (tempfile::TempDir, crate::storage::LocalStorage, Vec<u64>) {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = crate::storage::LocalStorage::new(dir.path().to_path_buf());
+        let sections: [&[u8]; 4] = [b"aaa", b"", b"bbbbb", b"cccc"];
+        let mut bytes = crate::state::snapshot::MAGIC.to_vec();
+        let mut offsets = vec![bytes.len() as u64];
+        for s in sections {
+            bytes.extend_from_slice(s);
+            offsets.push(bytes.len() as u64);
+        }
+        let file = KeyedStateFile {
+            file: "op-0.state".into(),
+            size: bytes.len() as u64,
+            crc32c: crc32c::crc32c(&bytes),
+            key_group_range: KeyGroupRange { start: 0, end: 3 },
+            key_group_offsets: offsets.clone(),
+            key_group_crc32c: sections.iter().map(|s| crc32c::crc32c(s)).collect(),
+            states: Vec::new(),
+            entries: 4,
+        };
+        let mut meta = loaded(&["op"]).metadata;
+        meta.operators.get_mut("op").unwrap().subtasks = vec![crate::checkpoint::SubtaskMetadata {
+            subtask: 0,
+            keyed_state: Some(file),
+            operator_state: Default::default(),
+            native_state: None,
+        }];
+        storage.write("chk-4/op-0.state", &bytes).unwrap();
+        storage.write("chk-4/_metadata", &meta.encode()).unwrap();
+        (dir, storage, offsets)
+    }
+
+    #[test]
+    fn a_subtask_reads_only_the_sections_of_its_key_groups() {
+        let (_dir, storage, offsets) = four_key_groups();
+        let part = [KeyGroupRange { start: 2, end: 3 }];
+        let l = load_snapshot_for(&storage, "chk-4", &part)
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.files["op-0.state"], b"bbbbbcccc");
+        assert_eq!(l.file_bases["op-0.state"], offsets[2]);
+        let all = load_snapshot(&storage, "chk-4").unwrap().unwrap();
+        assert_eq!(all.files["op-0.state"].len() as u64, offsets[4]);
+        assert!(all.file_bases.is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_section_is_detected_only_where_it_is_read() {
+        let (dir, storage, offsets) = four_key_groups();
+        let path = dir.path().join("chk-4/op-0.state");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[offsets[0] as usize] ^= 1; // key group 0
+        std::fs::write(&path, &bytes).unwrap();
+        let part = [KeyGroupRange { start: 2, end: 3 }];
+        assert!(load_snapshot_for(&storage, "chk-4", &part).unwrap().is_ok());
+        let err = load_snapshot(&storage, "chk-4").unwrap().unwrap_err();
+        assert!(err.contains("corrupt"), "{err}");
+        bytes[offsets[3] as usize] ^= 1; // key group 3
+        std::fs::write(&path, &bytes).unwrap();
+        let err = load_snapshot_for(&storage, "chk-4", &part)
+            .unwrap()
+            .unwrap_err();
+        assert!(err.contains("key group 3"), "{err}");
     }
 }

@@ -106,8 +106,10 @@ impl SnapshotWriter {
 /// One old state file to restore from: its bytes and its index.
 #[derive(Debug, Clone, Copy)]
 pub struct SnapshotSection<'a> {
-    /// The whole file.
+    /// The file, or the part of it from byte `base` on (a ranged read).
     pub bytes: &'a [u8],
+    /// File offset of `bytes[0]` (0 for a whole file).
+    pub base: u64,
     /// Key groups the file covers.
     pub range: KeyGroupRange,
     /// Section offsets, as in [`KeyedSnapshot::key_group_offsets`].
@@ -157,7 +159,8 @@ impl KeyedStateInput<'_> {
             let Some(common) = s.range.intersect(&self.range) else {
                 continue;
             };
-            if !s.bytes.starts_with(MAGIC) || s.key_group_offsets.len() != s.range.len() + 1 {
+            let magic_ok = s.base > 0 || s.bytes.starts_with(MAGIC);
+            if !magic_ok || s.key_group_offsets.len() != s.range.len() + 1 {
                 return Err(StateError::MalformedSnapshot(
                     "bad magic or offset table".into(),
                 ));
@@ -165,15 +168,18 @@ impl KeyedStateInput<'_> {
             for kg in common.iter() {
                 let i = (kg.0 - s.range.start) as usize;
                 let (from, to) = (
-                    s.key_group_offsets[i] as usize,
-                    s.key_group_offsets[i + 1] as usize,
+                    s.key_group_offsets[i].checked_sub(s.base),
+                    s.key_group_offsets[i + 1].checked_sub(s.base),
                 );
-                let section = s.bytes.get(from..to).ok_or_else(|| {
-                    StateError::MalformedSnapshot(format!(
-                        "section of key group {} out of bounds",
-                        kg.0
-                    ))
-                })?;
+                let section = from
+                    .zip(to)
+                    .and_then(|(from, to)| s.bytes.get(from as usize..to as usize))
+                    .ok_or_else(|| {
+                        StateError::MalformedSnapshot(format!(
+                            "section of key group {} out of bounds",
+                            kg.0
+                        ))
+                    })?;
                 if let Some(expected) = s.key_group_crc32c.get(i) {
                     let actual = crc32c::crc32c(section);
                     if actual != *expected {

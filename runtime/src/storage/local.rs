@@ -65,6 +65,26 @@ impl CheckpointStorage for LocalStorage {
         }
     }
 
+    fn read_range(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = match std::fs::File::open(self.root.join(path)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.err("read", path)(e)),
+        };
+        let mut buf = Vec::new();
+        f.seek(SeekFrom::Start(offset))
+            .and_then(|_| f.take(len).read_to_end(&mut buf))
+            .map_err(self.err("read", path))?;
+        self.stats.request(0, buf.len());
+        Ok(Some(buf))
+    }
+
     fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         let dir = match std::fs::read_dir(self.root.join(prefix)) {
             Ok(d) => d,

@@ -83,6 +83,24 @@ pub trait CheckpointStorage: Send + Sync {
     /// # Errors
     /// [`StorageError`] on I/O failure other than absence.
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Reads `len` bytes of an object from byte `offset` on (fewer when the object ends
+    /// before); `None` when it does not exist. The default reads the whole object;
+    /// implementations fetch only the range (an HTTP range request on S3).
+    ///
+    /// # Errors
+    /// [`StorageError`] on I/O failure other than absence.
+    fn read_range(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.read(path)?.map(|b| {
+            let from = (offset as usize).min(b.len());
+            let to = (offset.saturating_add(len) as usize).min(b.len());
+            b[from..to].to_vec()
+        }))
+    }
     /// Names of the direct children of `prefix` (empty when it does not exist).
     ///
     /// # Errors

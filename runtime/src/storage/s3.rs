@@ -189,12 +189,14 @@ impl S3Storage {
         parts
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BoxError> {
+    /// GETs an object, or with `range` (`bytes=a-b`) part of it.
+    async fn get(&self, key: &str, range: Option<String>) -> Result<Option<Vec<u8>>, BoxError> {
         let resp = match self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_range(range)
             .send()
             .await
         {
@@ -284,7 +286,23 @@ impl CheckpointStorage for S3Storage {
 
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, StorageError> {
         self.rt
-            .block_on(self.get(&self.key(path)))
+            .block_on(self.get(&self.key(path), None))
+            .map_err(self.err("read", path))
+    }
+
+    fn read_range(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        if len == 0 {
+            // Nothing to fetch (the needed key groups are empty).
+            return Ok(Some(Vec::new()));
+        }
+        let range = format!("bytes={offset}-{}", offset + len - 1);
+        self.rt
+            .block_on(self.get(&self.key(path), Some(range)))
             .map_err(self.err("read", path))
     }
 
