@@ -307,6 +307,28 @@ fn bad_admin_input_gets_a_json_error_and_the_job_keeps_running() {
         );
     }
     assert!(metrics.contains("weir_restarts_total 0"), "{metrics}");
+    // Records in and out of every operator, as the workers' heartbeats report them.
+    let total = |metrics: &str, name: &str, operator: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name) && l.contains(&format!("operator=\"{operator}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let counted = [
+        ("weir_operator_records_in_total", "csv-source"),
+        ("weir_operator_records_out_total", "csv-source"),
+        ("weir_operator_records_in_total", "window-aggregate"),
+    ];
+    let start = Instant::now();
+    loop {
+        let (_, metrics) = http("GET", &format!("{api}/metrics"), None);
+        if counted.iter().all(|(n, o)| total(&metrics, n, o) > 0.0) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{metrics}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // Two stops: the second is refused while the first proceeds.
     let stop = format!("{api}/v1/job/stop");
     let (status, body) = http("POST", &stop, Some(r#"{"withSavepoint":true}"#));

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 struct SubtaskCounters {
     records_in: AtomicU64,
     records_out: AtomicU64,
+    shuffled_out: AtomicU64,
+    shuffled_in: AtomicU64,
     late_records: AtomicU64,
     backpressure_ns: AtomicU64,
     watermark: AtomicI64,
@@ -31,6 +33,12 @@ pub struct SubtaskFigures {
     pub records_in: u64,
     /// Records written by the sink subtask.
     pub records_out: u64,
+    /// Records the subtask's source chain sent into the shuffle.
+    #[serde(default)]
+    pub shuffled_out: u64,
+    /// Records the subtask's keyed task received from the shuffle.
+    #[serde(default)]
+    pub shuffled_in: u64,
     /// Records dropped as late by the window subtask.
     pub late_records: u64,
     /// Time the subtask's shuffle output waited for buffer space downstream (ns).
@@ -70,6 +78,20 @@ impl JobMetrics {
         }
     }
 
+    /// Counts `n` records sent into the shuffle by subtask `subtask`.
+    pub fn add_shuffled_out(&self, subtask: u32, n: u64) {
+        if let Some(c) = self.at(subtask) {
+            c.shuffled_out.fetch_add(n, Relaxed);
+        }
+    }
+
+    /// Counts `n` records received from the shuffle by keyed subtask `subtask`.
+    pub fn add_shuffled_in(&self, subtask: u32, n: u64) {
+        if let Some(c) = self.at(subtask) {
+            c.shuffled_in.fetch_add(n, Relaxed);
+        }
+    }
+
     /// Counts records dropped as late by window subtask `subtask`.
     pub fn add_late(&self, subtask: u32, n: u64) {
         if let Some(c) = self.at(subtask) {
@@ -98,6 +120,8 @@ impl JobMetrics {
             if let Some(c) = self.at(f.subtask) {
                 c.records_in.store(f.records_in, Relaxed);
                 c.records_out.store(f.records_out, Relaxed);
+                c.shuffled_out.store(f.shuffled_out, Relaxed);
+                c.shuffled_in.store(f.shuffled_in, Relaxed);
                 c.late_records.store(f.late_records, Relaxed);
                 c.backpressure_ns.store(f.backpressure_ns, Relaxed);
                 c.watermark.store(f.watermark, Relaxed);
@@ -114,6 +138,8 @@ impl JobMetrics {
                     subtask: s,
                     records_in: c.records_in.load(Relaxed),
                     records_out: c.records_out.load(Relaxed),
+                    shuffled_out: c.shuffled_out.load(Relaxed),
+                    shuffled_in: c.shuffled_in.load(Relaxed),
                     late_records: c.late_records.load(Relaxed),
                     backpressure_ns: c.backpressure_ns.load(Relaxed),
                     watermark: c.watermark.load(Relaxed),

@@ -370,7 +370,13 @@ impl<K: Key, T: Send + 'static> WindowedStream<K, T> {
                         name: uid.clone(),
                         subtask: ctx.subtask,
                         is_source: false,
-                        task: Box::new(KeyedInputTask::new(inputs, Box::new(op), inst.mode)),
+                        task: Box::new(KeyedInputTask::new(
+                            inputs,
+                            Box::new(op),
+                            inst.mode,
+                            ctx.metrics.clone(),
+                            ctx.subtask,
+                        )),
                     });
                 }
                 let batch = inst.batch_size;

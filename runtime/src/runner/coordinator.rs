@@ -760,8 +760,9 @@ impl<'a> Coordinator<'a> {
         }
     }
 
-    /// Per operator and subtask: records read by the source, written by the sink, dropped as
-    /// late by the window; per task and subtask: time blocked on a full shuffle.
+    /// Per operator and subtask: records in and out of the source, the window and the sink,
+    /// and records the window dropped as late; per task and subtask: time blocked on a full
+    /// shuffle.
     fn register_subtask_metrics(
         &self,
         r: &mut prometheus_client::registry::Registry,
@@ -786,28 +787,36 @@ impl<'a> Coordinator<'a> {
             ]
         };
         for f in metrics.all_figures() {
-            records_in
-                .get_or_create(&labels(source, f.subtask))
-                .inc_by(f.records_in);
-            records_out
-                .get_or_create(&labels(sink, f.subtask))
-                .inc_by(f.records_out);
+            // The source reads records and sends what its chain makes of them into the
+            // shuffle; the window takes them from the shuffle and emits results, which the
+            // sink writes.
+            let count = |uid: &str, input: u64, output: u64| {
+                records_in
+                    .get_or_create(&labels(uid, f.subtask))
+                    .inc_by(input);
+                records_out
+                    .get_or_create(&labels(uid, f.subtask))
+                    .inc_by(output);
+            };
+            count(source, f.records_in, f.shuffled_out);
             if let Some(w) = window {
+                count(w, f.shuffled_in, f.records_out);
                 late.get_or_create(&labels(w, f.subtask))
                     .inc_by(f.late_records);
             }
+            count(sink, f.records_out, f.records_out);
             backpressure
                 .get_or_create(&labels(source, f.subtask))
                 .inc_by(f.backpressure_ns as f64 / 1e9);
         }
         r.register(
             "operator_records_in",
-            "Records read, per source operator and subtask",
+            "Records into an operator (read by a source), per operator and subtask",
             records_in,
         );
         r.register(
             "operator_records_out",
-            "Records written, per sink operator and subtask",
+            "Records out of an operator (written by a sink), per operator and subtask",
             records_out,
         );
         r.register(

@@ -206,6 +206,8 @@ impl<K: Key, T: Send> Partitioner<K, T> {
             &mut self.buffers[target],
             Vec::with_capacity(self.batch_size),
         );
+        self.metrics
+            .add_shuffled_out(self.subtask, batch.len() as u64);
         self.send(target, Message::Records(batch))
     }
 

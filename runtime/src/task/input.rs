@@ -2,6 +2,7 @@
 //! aligns checkpoint barriers (exactly-once) and merges watermarks, and drives its chain.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Select};
 use weir_crds::CheckpointingMode;
@@ -9,10 +10,13 @@ use weir_crds::CheckpointingMode;
 use super::barrier::{BarrierAligner, WatermarkValve};
 use super::{Control, Message, Task, TaskEvent, TaskIo};
 use crate::api::{CheckpointBarrier, Collector, TaskError};
+use crate::metrics::JobMetrics;
 
 pub(crate) struct KeyedInputTask<T> {
     inputs: Vec<Receiver<Message<T>>>,
     head: Box<dyn Collector<T>>,
+    metrics: Arc<JobMetrics>,
+    subtask: u32,
     aligner: BarrierAligner,
     valve: WatermarkValve,
     ended: Vec<bool>,
@@ -25,11 +29,15 @@ impl<T: Send> KeyedInputTask<T> {
         inputs: Vec<Receiver<Message<T>>>,
         head: Box<dyn Collector<T>>,
         mode: CheckpointingMode,
+        metrics: Arc<JobMetrics>,
+        subtask: u32,
     ) -> Self {
         let n = inputs.len();
         Self {
             inputs,
             head,
+            metrics,
+            subtask,
             aligner: BarrierAligner::new(n, mode == CheckpointingMode::ExactlyOnce),
             valve: WatermarkValve::new(n),
             ended: vec![false; n],
@@ -55,6 +63,8 @@ impl<T: Send> KeyedInputTask<T> {
     fn on_message(&mut self, i: usize, msg: Message<T>, io: &TaskIo) -> Result<(), TaskError> {
         match msg {
             Message::Records(batch) => {
+                self.metrics
+                    .add_shuffled_in(self.subtask, batch.len() as u64);
                 for (ts, r) in batch {
                     self.head.record(ts, r)?;
                 }
