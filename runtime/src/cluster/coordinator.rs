@@ -180,25 +180,25 @@ pub fn run_coordinator(
     let spec = &manifest.spec;
     let storage = open_storage(&spec.checkpointing.storage)?;
     let paths = JobPaths::new(&manifest.name);
-    let io = |what: &str, addr: SocketAddr| {
-        let what = what.to_string();
-        move |source| RunError::LocalDir {
-            path: format!("{what} {addr}"),
+    let listen = |what: &'static str, address: SocketAddr| {
+        move |source| RunError::Listen {
+            what,
+            address,
             source,
         }
     };
     let (admin_tx, admin_rx) = unbounded();
     let admin = crate::admin::serve(options.admin_bind, None, admin_tx)
-        .map_err(io("admin API on", options.admin_bind))?;
+        .map_err(listen("admin API", options.admin_bind))?;
     let (members, control) = Members::serve(options.bind, options.heartbeat_timeout)
-        .map_err(io("control server on", options.bind))?;
+        .map_err(listen("workers", options.bind))?;
     info!(%control, admin = %admin.addr, workers = options.workers, "coordinator of job {} waiting for {} workers on {control}", manifest.name, options.workers);
     if let Some(f) = &options.address_file {
         let json = serde_json::json!({
             "admin": format!("http://{}", admin.addr),
             "control": control.to_string(),
         });
-        std::fs::write(f, json.to_string()).map_err(|source| RunError::LocalDir {
+        std::fs::write(f, json.to_string()).map_err(|source| RunError::Write {
             path: f.display().to_string(),
             source,
         })?;
@@ -230,7 +230,7 @@ impl Job<'_> {
         let mut restarts = 0u32;
         let mut failure: Option<String> = None;
         let mut attempt = 0u64;
-        let mut initial: Option<InitialRestore> = None;
+        let mut initial: Option<String> = None;
         let mut next_id = 1u64;
         loop {
             let idle = Idle {
@@ -254,7 +254,7 @@ impl Job<'_> {
                     initial = init;
                     restore
                 }
-                _ => self.later_restore(initial.as_ref())?,
+                _ => self.later_restore(initial.as_deref())?,
             };
             attempt += 1;
             let loaded_id = restore.as_ref().map(|(_, l)| l.metadata.checkpoint_id);
@@ -378,13 +378,7 @@ impl Job<'_> {
     #[allow(clippy::type_complexity)]
     fn first_restore(
         &self,
-    ) -> Result<
-        (
-            Option<(RestoreSource, LoadedCheckpoint)>,
-            Option<InitialRestore>,
-        ),
-        RunError,
-    > {
+    ) -> Result<(Option<(RestoreSource, LoadedCheckpoint)>, Option<String>), RunError> {
         let spec = &self.manifest.spec.spec;
         let latest = prepare_storage(self.storage.as_ref(), &self.paths, self.options.fresh)?;
         let savepoint_uri = self
@@ -398,10 +392,7 @@ impl Job<'_> {
                 load_savepoint(uri, spec.checkpointing.s3.as_ref()).map(|l| (uri.clone(), l))
             })
             .transpose()?;
-        let initial = savepoint.as_ref().map(|(uri, l)| InitialRestore {
-            uri: uri.clone(),
-            id: l.metadata.checkpoint_id,
-        });
+        let initial = savepoint.as_ref().map(|(uri, _)| uri.clone());
         let choice = choose_restore(
             latest.as_ref().map(|l| l.metadata.checkpoint_id),
             savepoint.as_ref().map(|(_, l)| l.metadata.checkpoint_id),
@@ -435,7 +426,7 @@ impl Job<'_> {
     /// A restart's snapshot: the latest complete checkpoint, else the initial savepoint.
     fn later_restore(
         &self,
-        initial: Option<&InitialRestore>,
+        initial: Option<&str>,
     ) -> Result<Option<(RestoreSource, LoadedCheckpoint)>, RunError> {
         if let Some(l) = find_latest_checkpoint(self.storage.as_ref(), &self.paths)? {
             return Ok(Some((
@@ -446,10 +437,9 @@ impl Job<'_> {
             )));
         }
         initial
-            .map(|i| {
+            .map(|uri| {
                 let s3 = self.manifest.spec.spec.checkpointing.s3.as_ref();
-                load_savepoint(&i.uri, s3)
-                    .map(|l| (RestoreSource::Savepoint { uri: i.uri.clone() }, l))
+                load_savepoint(uri, s3).map(|l| (RestoreSource::Savepoint { uri: uri.into() }, l))
             })
             .transpose()
     }
@@ -508,13 +498,6 @@ impl Job<'_> {
             metrics,
         )
     }
-}
-
-/// The savepoint the job started from, for restarts before its first checkpoint.
-struct InitialRestore {
-    uri: String,
-    #[allow(dead_code)]
-    id: u64,
 }
 
 /// Answers the admin API while no attempt runs, until `ready()` (checked every 10 ms), the

@@ -394,7 +394,6 @@ fn deploy(
                 attempt: d.attempt,
                 inlets: data.inlets.clone(),
                 peers: d.peers.clone(),
-                local: d.subtasks.clone(),
             }),
         },
         restore.clone(),

@@ -107,8 +107,6 @@ pub struct NetworkContext {
     pub inlets: Arc<Inlets>,
     /// Data address of the worker running each subtask (index = subtask).
     pub peers: Vec<SocketAddr>,
-    /// Subtasks running in this process.
-    pub local: Vec<u32>,
 }
 
 #[cfg(test)]

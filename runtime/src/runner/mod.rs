@@ -71,6 +71,26 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// A socket of the coordinator (admin API, control server) cannot listen.
+    #[error("cannot listen for the {what} on {address}; choose another address or free the port")]
+    Listen {
+        /// `admin API` or `workers`.
+        what: &'static str,
+        /// The bind address.
+        address: std::net::SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file the run was asked to write cannot be written.
+    #[error("write {path}")]
+    Write {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Another run of the same job on the same storage holds the lock.
     #[error("another `weir run` of job {job} with checkpoint storage {storage} is running")]
     AlreadyRunning {
