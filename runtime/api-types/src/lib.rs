@@ -14,7 +14,9 @@ pub struct JobInfo {
     pub id: String,
     /// `CREATED` (waiting for workers), `RUNNING`, `FINISHING` (input exhausted, final
     /// checkpoint), `RESTARTING` (after a failure, waiting for the backoff and workers), or
-    /// `FAILED` (the restart strategy is exhausted; see `failure`).
+    /// `FAILED` (the restart strategy is exhausted; see `failure`); a coordinator started with
+    /// `--linger` goes on answering after the job ended, as `FINISHED` (input exhausted),
+    /// `STOPPED` (stopped with a savepoint) or `CANCELED`.
     pub state: String,
     /// Restarts after failures since the coordinator started.
     #[serde(default)]
@@ -36,6 +38,15 @@ pub struct JobInfo {
     pub records_out: u64,
     /// Event-time watermark (ms since the epoch), if any.
     pub watermark: Option<i64>,
+}
+
+/// True for a caller-chosen trigger id the API accepts: 1 to 64 characters of
+/// `A-Z a-z 0-9 . _ -`.
+pub fn valid_trigger_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// A completed checkpoint or savepoint.
@@ -75,6 +86,11 @@ pub struct TriggerRequest {
     /// Directory URI for the savepoint (default: the job's savepoint directory).
     #[serde(default)]
     pub directory: Option<String>,
+    /// The caller's id for this trigger (1-64 of `A-Z a-z 0-9 . _ -`), which makes the
+    /// request idempotent: repeating it answers the same trigger instead of taking a second
+    /// savepoint (Flink's `triggerId`). Default: the coordinator picks one.
+    #[serde(default)]
+    pub trigger_id: Option<String>,
 }
 
 /// `POST /v1/job/stop` body.
@@ -87,6 +103,10 @@ pub struct StopRequest {
     /// Directory URI for the savepoint.
     #[serde(default)]
     pub directory: Option<String>,
+    /// The caller's id for the savepoint trigger, as in [`TriggerRequest::trigger_id`]:
+    /// repeating a stop with the same id (also after the job stopped) answers the same trigger.
+    #[serde(default)]
+    pub trigger_id: Option<String>,
     /// End the input first (sources stop reading, event time jumps to the end, every window
     /// fires), then take the savepoint (Flink's `--drain`).
     #[serde(default)]
@@ -102,6 +122,7 @@ impl Default for StopRequest {
         Self {
             with_savepoint: true,
             directory: None,
+            trigger_id: None,
             drain: false,
         }
     }
@@ -172,4 +193,21 @@ impl ApiError {
             message: message.into(),
         }
     }
+}
+
+/// What `weir check` reports (stdout, and the `--report-file`, which in Kubernetes is the
+/// container's termination message): whether the manifest's job graph can restore the job's
+/// snapshot. The operator runs it before an upgrade stops anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompatibilityReport {
+    /// True when the snapshot restores (or there is no snapshot to restore).
+    pub compatible: bool,
+    /// The snapshot compared with (directory URI); `None` when the job has none.
+    pub snapshot: Option<String>,
+    /// Its checkpoint id.
+    pub checkpoint_id: Option<u64>,
+    /// Why it does not restore, one sentence each naming the field and the fix; also an
+    /// invalid manifest or job argument.
+    pub reasons: Vec<String>,
 }

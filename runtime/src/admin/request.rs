@@ -15,6 +15,8 @@ pub enum AdminRequest {
     TriggerSavepoint {
         /// Target directory URI.
         directory: Option<String>,
+        /// The caller's trigger id (idempotent retries), validated by the server.
+        trigger_id: Option<String>,
         /// The answer.
         reply: oneshot::Sender<Result<String, ApiError>>,
     },

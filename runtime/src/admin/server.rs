@@ -169,6 +169,18 @@ fn body<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, Error> {
     })
 }
 
+/// Rejects a caller-chosen trigger id the API does not accept (400 `invalid_trigger_id`).
+fn check_trigger_id(id: Option<&str>) -> Result<(), Error> {
+    match id {
+        Some(id) if !weir_api_types::valid_trigger_id(id) => Err(Error(ApiError::new(
+            400,
+            "invalid_trigger_id",
+            format!("triggerId `{id}`: use 1 to 64 characters of A-Z a-z 0-9 . _ -"),
+        ))),
+        _ => Ok(()),
+    }
+}
+
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready").into_response()
@@ -225,8 +237,10 @@ async fn trigger_savepoint(
     bytes: axum::body::Bytes,
 ) -> Result<Response, Error> {
     let request: TriggerRequest = body(&bytes)?;
+    check_trigger_id(request.trigger_id.as_deref())?;
     let trigger_id = ask(&state, |reply| AdminRequest::TriggerSavepoint {
         directory: request.directory,
+        trigger_id: request.trigger_id,
         reply,
     })
     .await?
@@ -236,6 +250,7 @@ async fn trigger_savepoint(
 
 async fn stop(State(state): State<AppState>, bytes: axum::body::Bytes) -> Result<Response, Error> {
     let request: StopRequest = body(&bytes)?;
+    check_trigger_id(request.trigger_id.as_deref())?;
     let trigger_id = ask(&state, |reply| AdminRequest::Stop { request, reply })
         .await?
         .map_err(Error)?;

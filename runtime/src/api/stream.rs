@@ -4,6 +4,7 @@
 //! Operators between two `key_by` boundaries are chained into one task per subtask (records
 //! are passed by function call); a `key_by` is a hash shuffle through bounded channels.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -13,10 +14,11 @@ use weir_crds::CheckpointingMode;
 use super::{
     AggregateFunction, Collector, Key, OperatorStateMap, TaskContext, TaskError, Timestamp,
 };
+use crate::checkpoint::JobShape;
 use crate::net::NetworkContext;
 use crate::operators::stateless::{Filter, FlatMap, Map};
-use crate::operators::window::WindowOperator;
-use crate::state::KeyGroup;
+use crate::operators::window::{WindowOperator, WINDOW_STATE};
+use crate::state::{KeyGroup, StateInfo, StateKind};
 use crate::task::exchange::{build_exchange, Codec, Partitioner};
 use crate::task::input::KeyedInputTask;
 use crate::task::source::SourceTask;
@@ -162,6 +164,8 @@ pub(crate) struct Instantiation {
 pub struct Stream<T> {
     build: BuildFn<T>,
     uids: Vec<String>,
+    /// Keyed states each stateful operator registers, by uid.
+    keyed_states: BTreeMap<String, Vec<StateInfo>>,
     /// Uid of the first operator of each chain (task), sources first.
     chains: Vec<String>,
 }
@@ -177,6 +181,7 @@ impl<T: Send + 'static> Stream<T> {
         let uid_owned = uid.to_string();
         Stream {
             uids: vec![uid.to_string()],
+            keyed_states: BTreeMap::new(),
             chains: vec![uid.to_string()],
             build: Box::new(move |inst, downs| {
                 for (i, down) in downs.into_iter().enumerate() {
@@ -216,6 +221,7 @@ impl<T: Send + 'static> Stream<T> {
         let up = self.build;
         Stream {
             uids: self.uids,
+            keyed_states: self.keyed_states,
             chains: self.chains,
             build: Box::new(move |inst, downs| up(inst, downs.into_iter().map(&wrap).collect())),
         }
@@ -265,6 +271,7 @@ impl<T: Send + 'static> Stream<T> {
         let uid = uid.to_string();
         Ok(JobGraph {
             uids,
+            keyed_states: self.keyed_states,
             chains: self.chains,
             output: None,
             build: Box::new(move |inst| {
@@ -332,12 +339,21 @@ impl<K: Key, T: Send + 'static> WindowedStream<K, T> {
         add_uid(&mut uids, uid)?;
         let mut chains = upstream.chains;
         chains.push(uid.to_string());
+        let mut keyed_states = upstream.keyed_states;
+        keyed_states.insert(
+            uid.to_string(),
+            vec![StateInfo {
+                name: WINDOW_STATE.to_string(),
+                kind: StateKind::Aggregating,
+            }],
+        );
         let up = upstream.build;
         let uid = uid.to_string();
         let function = Arc::new(function);
         let size = self.size_ms;
         Ok(Stream {
             uids,
+            keyed_states,
             chains,
             build: Box::new(move |inst, downs| {
                 let local: Vec<u32> = inst.contexts.iter().map(|c| c.subtask).collect();
@@ -404,6 +420,7 @@ impl<K: Key, T: Send + 'static> WindowedStream<K, T> {
 pub struct JobGraph {
     pub(crate) build: GraphBuildFn,
     uids: Vec<String>,
+    keyed_states: BTreeMap<String, Vec<StateInfo>>,
     chains: Vec<String>,
     output: Option<String>,
 }
@@ -429,5 +446,21 @@ impl JobGraph {
     /// The operator uids of the job, in pipeline order.
     pub fn uids(&self) -> &[String] {
         &self.uids
+    }
+
+    /// The keyed states (name and kind) each stateful operator registers, by uid.
+    pub fn keyed_states(&self) -> &BTreeMap<String, Vec<StateInfo>> {
+        &self.keyed_states
+    }
+
+    /// What a snapshot must fit to restore this graph with `max_parallelism` key groups
+    /// (see [`crate::checkpoint::incompatibilities`]).
+    pub fn shape(&self, max_parallelism: u32, allow_non_restored_state: bool) -> JobShape<'_> {
+        JobShape {
+            uids: &self.uids,
+            keyed_states: &self.keyed_states,
+            max_parallelism,
+            allow_non_restored_state,
+        }
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use super::metadata::CheckpointMetadata;
-use crate::storage::paths::{join, METADATA};
+use crate::storage::paths::{join, LINEAGE, METADATA};
 use crate::storage::{CheckpointStorage, StorageError};
 
 /// An object nothing references.
@@ -25,7 +25,7 @@ pub fn find_orphans(
     objects: &[(String, u64)],
     snapshots: &[(String, CheckpointMetadata)],
 ) -> Vec<Orphan> {
-    let mut referenced: HashSet<String> = HashSet::new();
+    let mut referenced: HashSet<String> = HashSet::from([LINEAGE.to_string()]);
     let dirs: HashSet<&str> = snapshots.iter().map(|(d, _)| d.as_str()).collect();
     for (dir, m) in snapshots {
         referenced.insert(join(dir, METADATA));

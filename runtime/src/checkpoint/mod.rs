@@ -2,6 +2,7 @@
 //! verifying the latest complete checkpoint, and the restore plan that hands each new subtask
 //! its key groups and operator state.
 
+pub mod compat;
 pub mod coordinator;
 pub mod gc;
 pub mod incremental;
@@ -9,6 +10,7 @@ pub mod metadata;
 pub mod restore;
 pub mod writer;
 
+pub use compat::{incompatibilities, JobShape};
 pub use metadata::{
     CheckpointMetadata, KeyedStateFile, NativeFile, NativeState, OperatorMetadata, SnapshotKind,
     SubtaskMetadata,

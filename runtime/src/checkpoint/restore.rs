@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use tracing::warn;
 
+use super::compat::{incompatibilities, JobShape};
 use super::metadata::CheckpointMetadata;
 use crate::api::{OperatorStateMap, RedistributionMode};
 use crate::checkpoint::KeyedStateFile;
@@ -254,30 +255,17 @@ pub struct RestorePlan {
 }
 
 impl RestorePlan {
-    /// Checks that `checkpoint` can restore a job with operator `uids` and `max_parallelism`.
+    /// Checks that `checkpoint` can restore a job of `shape` (see
+    /// [`super::compat::incompatibilities`]).
     ///
     /// # Errors
-    /// A message naming the problem: a different max parallelism (both values), or state of
-    /// a uid the job does not have (unless `allow_non_restored_state`).
-    pub fn new(
-        checkpoint: LoadedCheckpoint,
-        uids: &[String],
-        max_parallelism: u32,
-        allow_non_restored_state: bool,
-    ) -> Result<Self, String> {
-        let m = &checkpoint.metadata;
-        if m.max_parallelism != max_parallelism {
-            return Err(format!(
-                "checkpoint {} has max parallelism {} but spec.job.maxParallelism is {}; max parallelism is fixed for the life of the state",
-                m.checkpoint_id, m.max_parallelism, max_parallelism
-            ));
-        }
-        let unknown: Vec<&String> = m.operators.keys().filter(|u| !uids.contains(u)).collect();
-        if !unknown.is_empty() && !allow_non_restored_state {
-            return Err(format!(
-                "checkpoint {} holds state of operator uid(s) {unknown:?} that the job does not have; set spec.job.allowNonRestoredState: true to drop it",
-                m.checkpoint_id
-            ));
+    /// The reasons it cannot, joined by `; `: a different max parallelism (both values),
+    /// state of a uid the job does not have (unless `allowNonRestoredState`), a keyed state
+    /// whose kind changed.
+    pub fn new(checkpoint: LoadedCheckpoint, shape: JobShape<'_>) -> Result<Self, String> {
+        let reasons = incompatibilities(&checkpoint.metadata, shape);
+        if !reasons.is_empty() {
+            return Err(reasons.join("; "));
         }
         Ok(Self { checkpoint })
     }
@@ -439,18 +427,30 @@ mod tests {
     #[test]
     fn state_of_a_missing_uid_is_refused_unless_allowed() {
         let job = vec!["source".to_string()];
-        let err = RestorePlan::new(loaded(&["source", "gone"]), &job, 128, false).unwrap_err();
+        let err =
+            RestorePlan::new(loaded(&["source", "gone"]), shape(&job, 128, false)).unwrap_err();
         assert!(
             err.contains("gone") && err.contains("allowNonRestoredState"),
             "{err}"
         );
-        assert!(RestorePlan::new(loaded(&["source", "gone"]), &job, 128, true).is_ok());
+        assert!(RestorePlan::new(loaded(&["source", "gone"]), shape(&job, 128, true)).is_ok());
+    }
+
+    fn shape(uids: &[String], max_parallelism: u32, allow: bool) -> JobShape<'_> {
+        static NONE: std::sync::OnceLock<BTreeMap<String, Vec<crate::state::StateInfo>>> =
+            std::sync::OnceLock::new();
+        JobShape {
+            uids,
+            keyed_states: NONE.get_or_init(BTreeMap::new),
+            max_parallelism,
+            allow_non_restored_state: allow,
+        }
     }
 
     #[test]
     fn another_max_parallelism_is_refused_naming_both() {
-        let err =
-            RestorePlan::new(loaded(&["source"]), &["source".to_string()], 256, false).unwrap_err();
+        let job = ["source".to_string()];
+        let err = RestorePlan::new(loaded(&["source"]), shape(&job, 256, false)).unwrap_err();
         assert!(err.contains("128") && err.contains("256"), "{err}");
     }
 

@@ -47,6 +47,15 @@ pub(super) struct CoordinatorArgs {
     /// Delete the job's checkpoints and start from the beginning of the input.
     #[arg(long)]
     fresh: bool,
+    /// Deployment id (the operator sets it): a coordinator of a new lineage applies --fresh
+    /// and --from-savepoint exactly; a restarted one of the same lineage resumes from the
+    /// job's latest checkpoint.
+    #[arg(long, env = "WEIR_LINEAGE")]
+    lineage: Option<String>,
+    /// After the job ends, keep serving the admin API (FINISHED, STOPPED, CANCELED) until
+    /// terminated, so the final savepoint can be read.
+    #[arg(long, env = "WEIR_LINGER")]
+    linger: bool,
     /// Time between progress lines, e.g. 2s; 0s for none.
     #[arg(long, default_value = "2s")]
     progress_interval: String,
@@ -103,6 +112,8 @@ pub(super) fn coordinator(registry: &Registry, a: CoordinatorArgs) -> i32 {
             },
             from_savepoint: a.from_savepoint.clone(),
             fresh: a.fresh,
+            lineage: a.lineage.clone(),
+            linger: a.linger,
             progress_interval: duration_arg("--progress-interval", &a.progress_interval)?,
             address_file: a.address_file.clone(),
         })

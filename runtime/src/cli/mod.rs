@@ -1,9 +1,10 @@
-//! The `weir` command line: `run`, `coordinator`, `worker`, `validate`, `jobs`,
+//! The `weir` command line: `run`, `coordinator`, `worker`, `validate`, `check`, `jobs`,
 //! `savepoint create|inspect|list`, `checkpoints gc`.
 //!
 //! Exit codes: 0 success; 1 the job failed (run again to resume from the latest checkpoint);
 //! 2 the manifest or its arguments are invalid (nothing was run or written).
 
+mod check;
 mod cluster;
 mod savepoint;
 
@@ -65,6 +66,10 @@ enum Command {
         /// The StreamJob manifest (YAML).
         manifest: PathBuf,
     },
+    /// Check that a manifest's job graph can restore the job's latest checkpoint (or a given
+    /// snapshot): operator uids, keyed state kinds, max parallelism. Prints a JSON report;
+    /// exit 0 compatible, 3 incompatible, 2 invalid manifest, 1 storage unreadable.
+    Check(check::CheckArgs),
     /// List the jobs this binary can run (`spec.job.entry`).
     Jobs,
 }
@@ -129,6 +134,7 @@ pub fn main(registry: Registry) -> i32 {
         Command::Coordinator(args) => cluster::coordinator(&registry, args),
         Command::Worker(args) => cluster::worker(&registry, args),
         Command::Savepoint(cmd) => savepoint::run(cmd),
+        Command::Check(args) => check::run(&registry, args),
         Command::Checkpoints(CheckpointsCommand::Gc { uri, manifest, .. }) => {
             match checkpoints_gc(&uri, manifest.as_deref()) {
                 Ok(()) => 0,

@@ -46,6 +46,18 @@ pub struct CoordinatorOptions {
     pub from_savepoint: Option<String>,
     /// Delete the job's checkpoints first.
     pub fresh: bool,
+    /// The deployment this coordinator belongs to (any string; the operator uses the
+    /// StreamJob's uid and generation). Stored at `<job>/_lineage`: a coordinator whose lineage
+    /// differs from the stored one starts a new deployment and applies `fresh` and
+    /// `from_savepoint` as given; one with the same lineage is a restart and resumes from the
+    /// latest checkpoint. `None`: `fresh` always applies, a savepoint only without newer
+    /// checkpoints.
+    pub lineage: Option<String>,
+    /// After the job ends (finished, stopped with a savepoint, cancelled), go on serving the
+    /// admin API (state `FINISHED`, `STOPPED`, `CANCELED`) until the process is terminated,
+    /// so that an operator can read the final savepoint; as Flink's
+    /// `execution.shutdown-on-application-finish: false`.
+    pub linger: bool,
     /// Time between progress lines (zero: none).
     pub progress_interval: Duration,
     /// Write `{"admin": "http://...", "control": "host:port"}` here once listening.
@@ -266,9 +278,10 @@ impl Job<'_> {
                 .map(|(source, loaded)| {
                     RestorePlan::new(
                         loaded,
-                        self.graph.uids(),
-                        self.manifest.spec.max_parallelism,
-                        self.manifest.spec.spec.job.allow_non_restored_state,
+                        self.graph.shape(
+                            self.manifest.spec.max_parallelism,
+                            self.manifest.spec.spec.job.allow_non_restored_state,
+                        ),
                     )
                     .map(|plan| (source, plan))
                     .map_err(RunError::Incompatible)
@@ -307,6 +320,22 @@ impl Job<'_> {
                 Ok(end) => {
                     self.members.end_attempt(attempt);
                     info!(attempt, "job ended: {end:?}");
+                    if self.options.linger {
+                        admin.set_not_ready();
+                        self.members.shutdown();
+                        let history = coordinator.into_history("the job ended");
+                        let idle = Idle {
+                            state: match &end {
+                                RunEnd::Finished => "FINISHED",
+                                RunEnd::Stopped { .. } => "STOPPED",
+                                RunEnd::Cancelled => "CANCELED",
+                            },
+                            info: self.idle_info(restarts, failure.clone()),
+                            history: &history,
+                        };
+                        info!("--linger: serving the admin API until terminated");
+                        wait_idle(admin_rx, &idle, None, || false);
+                    }
                     return Ok(end);
                 }
                 Err(e) => {
@@ -375,28 +404,54 @@ impl Job<'_> {
 
     /// The first attempt's snapshot (see [`choose_restore`]); a savepoint restore deletes the
     /// job's older checkpoints, which belong to the lineage before the savepoint.
+    ///
+    /// With `--lineage`, a coordinator of a new deployment (a lineage other than the one in
+    /// storage) does exactly what its flags say (`--fresh` deletes the checkpoints,
+    /// `--from-savepoint` restores that savepoint even if newer checkpoints exist), and a
+    /// restarted coordinator of the same deployment resumes from its own latest checkpoint.
     #[allow(clippy::type_complexity)]
     fn first_restore(
         &self,
     ) -> Result<(Option<(RestoreSource, LoadedCheckpoint)>, Option<String>), RunError> {
         let spec = &self.manifest.spec.spec;
-        let latest = prepare_storage(self.storage.as_ref(), &self.paths, self.options.fresh)?;
+        let lineage = self.options.lineage.as_deref();
+        let stored = match lineage {
+            Some(_) => self
+                .storage
+                .read(&self.paths.lineage())?
+                .map(|b| String::from_utf8_lossy(&b).trim().to_string()),
+            None => None,
+        };
+        let same_deployment = lineage.is_some() && stored.as_deref() == lineage;
+        let new_deployment = lineage.is_some() && !same_deployment;
+        let fresh = self.options.fresh && !same_deployment;
+        let latest = prepare_storage(self.storage.as_ref(), &self.paths, fresh)?;
         let savepoint_uri = self
             .options
             .from_savepoint
             .clone()
             .or_else(|| spec.job.initial_savepoint_path.clone());
-        let savepoint = savepoint_uri
-            .as_ref()
-            .map(|uri| {
-                load_savepoint(uri, spec.checkpointing.s3.as_ref()).map(|l| (uri.clone(), l))
-            })
-            .transpose()?;
-        let initial = savepoint.as_ref().map(|(uri, _)| uri.clone());
-        let choice = choose_restore(
-            latest.as_ref().map(|l| l.metadata.checkpoint_id),
-            savepoint.as_ref().map(|(_, l)| l.metadata.checkpoint_id),
-        );
+        // A restarted deployment with checkpoints of its own never reads its savepoint again
+        // (it may have been disposed of since).
+        let savepoint = match &savepoint_uri {
+            Some(uri) if !(same_deployment && latest.is_some()) => Some((
+                uri.clone(),
+                load_savepoint(uri, spec.checkpointing.s3.as_ref())?,
+            )),
+            _ => None,
+        };
+        let initial = savepoint_uri;
+        let choice = match &savepoint {
+            Some(_) if new_deployment => Choice::Savepoint,
+            _ => choose_restore(
+                latest.as_ref().map(|l| l.metadata.checkpoint_id),
+                savepoint.as_ref().map(|(_, l)| l.metadata.checkpoint_id),
+            ),
+        };
+        if let (true, Some(l)) = (new_deployment, lineage) {
+            info!(lineage = l, previous = ?stored, "new deployment {l}");
+            self.storage.write(&self.paths.lineage(), l.as_bytes())?;
+        }
         Ok((
             match (choice, latest, savepoint) {
                 (Choice::Checkpoint, Some(l), _) => Some((
@@ -540,11 +595,16 @@ fn wait_idle(
                     recent_failures: idle.history.recent_failures.iter().cloned().collect(),
                 });
             }
-            AdminRequest::TriggerSavepoint { reply, .. } => {
-                let _ = reply.send(Err(not_running()));
+            AdminRequest::TriggerSavepoint {
+                trigger_id, reply, ..
+            } => {
+                let known = idle.history.known_trigger(trigger_id.as_deref());
+                let _ = reply.send(known.ok_or_else(not_running));
             }
             AdminRequest::Stop { request, reply } => {
-                if request.with_savepoint {
+                if let Some(known) = idle.history.known_trigger(request.trigger_id.as_deref()) {
+                    let _ = reply.send(Ok(Some(known)));
+                } else if request.with_savepoint {
                     let _ = reply.send(Err(not_running()));
                 } else {
                     let _ = reply.send(Ok(None));

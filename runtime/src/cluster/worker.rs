@@ -373,9 +373,7 @@ fn deploy(
         .map(|l| {
             RestorePlan::new(
                 l,
-                graph.uids(),
-                spec.max_parallelism,
-                spec.spec.job.allow_non_restored_state,
+                graph.shape(spec.max_parallelism, spec.spec.job.allow_non_restored_state),
             )
             .map(Arc::new)
             .map_err(|e| fail("restore", e))

@@ -94,6 +94,14 @@ pub(crate) struct History {
     next_trigger: usize,
 }
 
+impl History {
+    /// `id` when a trigger with that caller-chosen id exists already (a retried request).
+    pub fn known_trigger(&self, id: Option<&str>) -> Option<String> {
+        id.filter(|id| self.savepoints.contains_key(*id))
+            .map(str::to_string)
+    }
+}
+
 /// The coordinator of one run.
 pub(crate) struct Coordinator<'a> {
     storage: Arc<dyn CheckpointStorage>,
@@ -623,8 +631,12 @@ impl<'a> Coordinator<'a> {
                     recent_failures: self.history.recent_failures.iter().cloned().collect(),
                 });
             }
-            AdminRequest::TriggerSavepoint { directory, reply } => {
-                let _ = reply.send(self.queue_savepoint(directory));
+            AdminRequest::TriggerSavepoint {
+                directory,
+                trigger_id,
+                reply,
+            } => {
+                let _ = reply.send(self.queue_savepoint(directory, trigger_id));
             }
             AdminRequest::Stop { request, reply } => {
                 let _ = reply.send(self.request_stop(request, tasks));
@@ -674,10 +686,11 @@ impl<'a> Coordinator<'a> {
         })
     }
 
-    /// Registers a new savepoint trigger as in progress.
-    fn new_trigger(&mut self) -> String {
+    /// Registers a new savepoint trigger as in progress, under the caller's id if given.
+    fn new_trigger(&mut self, id: Option<String>) -> String {
         self.history.next_trigger += 1;
-        let trigger = format!("{:x}-{}", std::process::id(), self.history.next_trigger);
+        let trigger =
+            id.unwrap_or_else(|| format!("{:x}-{}", std::process::id(), self.history.next_trigger));
         self.history.savepoints.insert(
             trigger.clone(),
             SavepointStatus {
@@ -701,10 +714,17 @@ impl<'a> Coordinator<'a> {
         Ok(())
     }
 
-    fn queue_savepoint(&mut self, directory: Option<String>) -> Result<String, ApiError> {
+    fn queue_savepoint(
+        &mut self,
+        directory: Option<String>,
+        trigger_id: Option<String>,
+    ) -> Result<String, ApiError> {
+        if let Some(known) = self.history.known_trigger(trigger_id.as_deref()) {
+            return Ok(known);
+        }
         self.refuse_when_finishing()?;
         let mut target = self.savepoint_target(directory)?;
-        let trigger = self.new_trigger();
+        let trigger = self.new_trigger(trigger_id);
         target.trigger = Some(trigger.clone());
         self.queued_savepoints.push_back(target);
         info!(trigger = %trigger, "savepoint requested");
@@ -716,6 +736,9 @@ impl<'a> Coordinator<'a> {
         request: StopRequest,
         tasks: &dyn TaskSet,
     ) -> Result<Option<String>, ApiError> {
+        if let Some(known) = self.history.known_trigger(request.trigger_id.as_deref()) {
+            return Ok(Some(known));
+        }
         if self.stop.is_some() || self.cancelled {
             return Err(ApiError::new(
                 409,
@@ -729,7 +752,7 @@ impl<'a> Coordinator<'a> {
             return Ok(None);
         }
         let mut target = self.savepoint_target(request.directory)?;
-        let trigger = self.new_trigger();
+        let trigger = self.new_trigger(request.trigger_id);
         target.trigger = Some(trigger.clone());
         info!(trigger = %trigger, drain = request.drain, "stop with savepoint requested");
         if request.drain {

@@ -199,9 +199,7 @@ pub fn run_job(
         .map(|loaded| {
             RestorePlan::new(
                 loaded,
-                graph.uids(),
-                spec.max_parallelism,
-                spec.spec.job.allow_non_restored_state,
+                graph.shape(spec.max_parallelism, spec.spec.job.allow_non_restored_state),
             )
             .map(Arc::new)
             .map_err(RunError::Incompatible)

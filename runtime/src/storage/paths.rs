@@ -4,6 +4,7 @@
 //! <job>/checkpoints/chk-<n>/_metadata        complete iff present; written last
 //! <job>/checkpoints/chk-<n>/<uid>-<subtask>.state
 //! <job>/savepoints/savepoint-<n>-<ms>/_metadata   (and its state files)
+//! <job>/_lineage                              the deployment whose checkpoints these are
 //! ```
 
 /// Paths of one job's objects.
@@ -14,6 +15,9 @@ pub struct JobPaths {
 
 /// Name of the metadata object of a checkpoint.
 pub const METADATA: &str = "_metadata";
+/// Name of the object at the job root that holds the lineage (deployment id) of the job's
+/// checkpoints (see `weir coordinator --lineage`).
+pub const LINEAGE: &str = "_lineage";
 
 impl JobPaths {
     /// Paths for job `job` (its `metadata.name`).
@@ -46,6 +50,11 @@ impl JobPaths {
     /// The directory of files shared by incremental checkpoints.
     pub fn shared(&self) -> String {
         format!("{}/shared", self.job)
+    }
+
+    /// The object naming the deployment the job's checkpoints belong to.
+    pub fn lineage(&self) -> String {
+        format!("{}/{LINEAGE}", self.job)
     }
 
     /// The directory holding the job's savepoints (by default).

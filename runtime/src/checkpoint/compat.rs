@@ -1,0 +1,178 @@
+//! Whether a snapshot can restore a job graph: max parallelism, operator uids, and the kinds
+//! of the keyed states both know. Pure. Used by every restore ([`super::RestorePlan`]) and by
+//! `weir check`, the operator's pre-flight check before an upgrade stops anything.
+
+use std::collections::BTreeMap;
+
+use super::metadata::CheckpointMetadata;
+use crate::state::StateInfo;
+
+/// What the job being started declares: its operator uids (pipeline order), the keyed states
+/// each registers, its max parallelism, and whether state of a vanished uid may be dropped.
+#[derive(Debug, Clone, Copy)]
+pub struct JobShape<'a> {
+    /// Operator uids.
+    pub uids: &'a [String],
+    /// Keyed states by operator uid (those the job's operators declare when built).
+    pub keyed_states: &'a BTreeMap<String, Vec<StateInfo>>,
+    /// `spec.job.maxParallelism`.
+    pub max_parallelism: u32,
+    /// `spec.job.allowNonRestoredState`.
+    pub allow_non_restored_state: bool,
+}
+
+/// The reasons `snapshot` cannot restore `job`, each a sentence naming the field or uid and
+/// the fix; empty when it can. The rules are Flink's: the max parallelism of existing state
+/// never changes, state is matched to operators by uid (state of a uid the job lost fails
+/// unless `allowNonRestoredState`), and a state keeps its kind.
+pub fn incompatibilities(snapshot: &CheckpointMetadata, job: JobShape<'_>) -> Vec<String> {
+    let id = snapshot.checkpoint_id;
+    let mut reasons = Vec::new();
+    if snapshot.max_parallelism != job.max_parallelism {
+        reasons.push(format!(
+            "snapshot {id} has max parallelism {} but spec.job.maxParallelism is {}; max parallelism is fixed for the life of the state: set it back to {}",
+            snapshot.max_parallelism, job.max_parallelism, snapshot.max_parallelism
+        ));
+    }
+    let unknown: Vec<&String> = snapshot
+        .operators
+        .keys()
+        .filter(|u| !job.uids.contains(u))
+        .collect();
+    if !unknown.is_empty() && !job.allow_non_restored_state {
+        reasons.push(format!(
+            "snapshot {id} holds state of operator uid(s) {unknown:?} that the job does not have; keep the uid(s) or set spec.job.allowNonRestoredState: true to drop that state"
+        ));
+    }
+    for (uid, declared) in job.keyed_states {
+        let Some(op) = snapshot.operators.get(uid) else {
+            continue;
+        };
+        let stored = op.subtasks.iter().flat_map(|s| {
+            s.keyed_state
+                .iter()
+                .flat_map(|k| &k.states)
+                .chain(s.native_state.iter().flat_map(|n| &n.states))
+        });
+        for old in stored {
+            if let Some(new) = declared
+                .iter()
+                .find(|d| d.name == old.name && d.kind != old.kind)
+            {
+                let reason = format!(
+                    "operator `{uid}` state `{}` is {:?} state in snapshot {id} but the job declares it as {:?}; keep its kind or give the operator a new uid",
+                    old.name, old.kind, new.kind
+                );
+                if !reasons.contains(&reason) {
+                    reasons.push(reason);
+                }
+            }
+        }
+    }
+    reasons
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::metadata::{
+        KeyedStateFile, OperatorMetadata, SnapshotKind, SubtaskMetadata, FORMAT_VERSION,
+    };
+    use crate::state::{KeyGroupRange, StateKind};
+
+    fn snapshot(max_parallelism: u32, ops: &[(&str, Option<StateKind>)]) -> CheckpointMetadata {
+        let operators = ops
+            .iter()
+            .map(|(uid, kind)| {
+                let keyed_state = kind.map(|kind| KeyedStateFile {
+                    file: "f".into(),
+                    size: 0,
+                    crc32c: 0,
+                    key_group_range: KeyGroupRange {
+                        start: 0,
+                        end: max_parallelism as u16 - 1,
+                    },
+                    key_group_offsets: vec![],
+                    key_group_crc32c: vec![],
+                    states: vec![StateInfo {
+                        name: "window-contents".into(),
+                        kind,
+                    }],
+                    entries: 0,
+                });
+                let sub = SubtaskMetadata {
+                    subtask: 0,
+                    keyed_state,
+                    operator_state: BTreeMap::new(),
+                    native_state: None,
+                };
+                (
+                    uid.to_string(),
+                    OperatorMetadata {
+                        parallelism: 1,
+                        subtasks: vec![sub],
+                    },
+                )
+            })
+            .collect();
+        CheckpointMetadata {
+            format_version: FORMAT_VERSION,
+            job: "j".into(),
+            checkpoint_id: 7,
+            kind: SnapshotKind::Savepoint,
+            timestamp_ms: 0,
+            max_parallelism,
+            operators,
+        }
+    }
+
+    fn check(snap: &CheckpointMetadata, uids: &[&str], max: u32, allow: bool) -> Vec<String> {
+        let uids: Vec<String> = uids.iter().map(|u| u.to_string()).collect();
+        let keyed = BTreeMap::from([(
+            "window".to_string(),
+            vec![StateInfo {
+                name: "window-contents".into(),
+                kind: StateKind::Aggregating,
+            }],
+        )]);
+        incompatibilities(
+            snap,
+            JobShape {
+                uids: &uids,
+                keyed_states: &keyed,
+                max_parallelism: max,
+                allow_non_restored_state: allow,
+            },
+        )
+    }
+
+    #[test]
+    fn the_same_shape_restores() {
+        let s = snapshot(
+            128,
+            &[("source", None), ("window", Some(StateKind::Aggregating))],
+        );
+        assert!(check(&s, &["source", "window", "sink"], 128, false).is_empty());
+    }
+
+    #[test]
+    fn each_rule_names_its_field() {
+        let s = snapshot(
+            128,
+            &[("source", None), ("window", Some(StateKind::Aggregating))],
+        );
+        let r = check(&s, &["source", "window"], 256, false);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].contains("maxParallelism is 256") && r[0].contains("set it back to 128"));
+
+        let r = check(&s, &["source", "window-v2"], 128, false);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(r[0].contains("\"window\"") && r[0].contains("allowNonRestoredState"));
+        assert!(check(&s, &["source", "window-v2"], 128, true).is_empty());
+
+        let s = snapshot(128, &[("window", Some(StateKind::Map))]);
+        let r = check(&s, &["window"], 128, false);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].contains("Map state") && r[0].contains("as Aggregating"));
+    }
+}
