@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -25,7 +26,9 @@ pub const MAX_MAX_PARALLELISM: i32 = 32768;
     status = "StreamJobStatus",
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.lifecycleState"}"#,
     printcolumn = r#"{"name":"Parallelism","type":"integer","jsonPath":".spec.job.parallelism"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Last Savepoint","type":"date","jsonPath":".status.savepoints.last.time"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    scale = r#"{"specReplicasPath":".spec.job.parallelism","statusReplicasPath":".status.job.parallelism"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StreamJobSpec {
@@ -48,10 +51,118 @@ pub struct StreamJobSpec {
     /// for both, so a job can switch backends by restoring.
     #[serde(default)]
     pub state_backend: StateBackend,
-    /// Change this number to restart the job (from its latest checkpoint) without any other
-    /// change.
+    /// Change this number to restart the job without any other change; the restart follows
+    /// `job.upgradeMode` (a savepoint first, by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_nonce: Option<i64>,
+    /// Savepoints the operator takes: where, how often, how many are kept.
+    #[serde(default)]
+    pub savepoints: SavepointsSpec,
+    /// How upgrades are made safe: rollback of an upgrade that does not become stable.
+    #[serde(default)]
+    pub upgrade: UpgradeSpec,
+    /// The coordinator pod (one per job).
+    #[serde(default)]
+    pub coordinator: PodOverrides,
+    /// The worker pods.
+    #[serde(default)]
+    pub workers: PodOverrides,
+}
+
+/// Savepoints taken by the operator (before upgrades, on `savepointTriggerNonce`,
+/// periodically, on suspend and, when asked, on deletion).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SavepointsSpec {
+    /// Directory URI (`s3://bucket/prefix` or `file:///dir`) for savepoints. Default:
+    /// `<checkpointing.storage>/<job name>/savepoints`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<String>,
+    /// Take a savepoint this often while the job runs, for example `6h`. Default: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub periodic_interval: Option<String>,
+    /// Savepoints kept in `status.savepoints.history`; older ones are deleted with their
+    /// files. The newest savepoint is always kept. At least 1.
+    #[serde(default = "default_history_max_count")]
+    pub history_max_count: i32,
+    /// Savepoints older than this are deleted with their files, for example `7d`
+    /// (the newest is always kept). Default: no age limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_max_age: Option<String>,
+    /// Take a final savepoint before the StreamJob is deleted (the savepoint is kept in
+    /// storage). Default false: deletion cancels the job.
+    #[serde(default)]
+    pub on_deletion: bool,
+}
+
+impl Default for SavepointsSpec {
+    fn default() -> Self {
+        Self {
+            directory: None,
+            periodic_interval: None,
+            history_max_count: default_history_max_count(),
+            history_max_age: None,
+            on_deletion: false,
+        }
+    }
+}
+
+/// Upgrade safety settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpgradeSpec {
+    /// Roll back to the last stable spec (restored from the savepoint the upgrade took) when
+    /// the upgraded job does not become stable within `stableTimeout`. Default false.
+    #[serde(default)]
+    pub rollback: bool,
+    /// How long an upgraded job has to reach `Stable` (running with a completed checkpoint),
+    /// for example `5m`.
+    #[serde(default = "default_stable_timeout")]
+    pub stable_timeout: String,
+    /// With `upgradeMode: savepoint`, when the job cannot take a savepoint (it failed or its
+    /// coordinator is gone), upgrade from its latest complete checkpoint instead. Default
+    /// true; false waits for the job to run again.
+    #[serde(default = "yes")]
+    pub last_state_fallback: bool,
+}
+
+impl Default for UpgradeSpec {
+    fn default() -> Self {
+        Self {
+            rollback: false,
+            stable_timeout: default_stable_timeout(),
+            last_state_fallback: true,
+        }
+    }
+}
+
+/// Settings of the job's pods beyond the image: resources, placement, labels, environment.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodOverrides {
+    /// Number of pods; workers only (the coordinator is always one pod). Subtask i of every
+    /// operator runs on worker `i % replicas`. Default: `job.parallelism` (one subtask of each
+    /// operator per worker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// CPU and memory requests and limits of the container, as in a Pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Node labels the pods must match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of the pods, as in a Pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Extra labels of the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations of the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Extra environment variables of the container (for example `RUST_LOG`), as in a Pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
 }
 
 /// The job to run: its entry point, its arguments, and its parallelism.
@@ -255,4 +366,13 @@ fn default_max_concurrent() -> i32 {
 }
 fn default_retained() -> i32 {
     3
+}
+fn default_history_max_count() -> i32 {
+    5
+}
+fn default_stable_timeout() -> String {
+    "5m".into()
+}
+fn yes() -> bool {
+    true
 }

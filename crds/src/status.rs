@@ -1,8 +1,14 @@
 //! The `StreamJob` status types, written by the operator and read by people and GitOps tools.
+//!
+//! The status is also the operator's write-ahead log: every intent (the spec being deployed,
+//! the phase of an upgrade, a savepoint trigger id) is recorded here before its action runs,
+//! so a restarted operator resumes where the previous one stopped.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::spec::UpgradeMode;
 
 /// Observed state of a StreamJob.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -14,8 +20,8 @@ pub struct StreamJobStatus {
     /// Where the job is in its lifecycle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle_state: Option<LifecycleState>,
-    /// Standard conditions (`Ready`, `Reconciling`, `Stalled`, and domain ones such as
-    /// `UpgradeBlocked`).
+    /// Conditions in the kstatus shape: `Ready`, `Reconciling`, `Stalled`, `UpgradeBlocked`,
+    /// `CheckpointsFailing`, each with its own `observedGeneration`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The running job as the coordinator reports it.
@@ -27,6 +33,23 @@ pub struct StreamJobStatus {
     /// Checkpoints that failed in a row since the last completed one.
     #[serde(default)]
     pub consecutive_checkpoint_failures: i32,
+    /// The spec the pods run (or, when suspended, last ran), recorded before they are created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed: Option<DeployedSpec>,
+    /// The last deployed spec that became stable (running with a completed checkpoint): the
+    /// target of a rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_stable: Option<DeployedSpec>,
+    /// The upgrade in progress, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeStatus>,
+    /// Savepoints: the last one, the history, the trigger in progress.
+    #[serde(default)]
+    pub savepoints: SavepointsStatus,
+    /// A generation the operator does not apply: its pre-flight check failed or it was rolled
+    /// back. Any edit of the spec makes a new generation, which is tried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_generation: Option<i64>,
     /// Last error, for people; machines read the conditions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -43,7 +66,7 @@ pub enum LifecycleState {
     Running,
     /// The job runs and has completed a checkpoint since its last deployment.
     Stable,
-    /// A spec change is being applied (savepoint, redeploy).
+    /// A spec change is being applied (pre-flight check, savepoint, redeploy).
     Upgrading,
     /// Stopped with a savepoint at the user's request.
     Suspended,
@@ -63,13 +86,20 @@ pub enum LifecycleState {
 pub struct JobStatus {
     /// Job id.
     pub id: String,
-    /// Job state as the coordinator reports it (for example `RUNNING`).
+    /// Job state as the coordinator reports it: `CREATED`, `RUNNING`, `FINISHING`,
+    /// `RESTARTING`, `FAILED`, `FINISHED`, `STOPPED`, `CANCELED`.
     pub state: String,
     /// Current parallelism.
     pub parallelism: i32,
     /// Start time, RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,
+    /// Restarts after failures since the coordinator started.
+    #[serde(default)]
+    pub restarts: i32,
+    /// The checkpoint or savepoint the job restored from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<String>,
 }
 
 /// A completed checkpoint.
@@ -80,10 +110,136 @@ pub struct CheckpointInfo {
     pub id: i64,
     /// Location of the checkpoint directory.
     pub path: String,
-    /// Completion time, RFC 3339.
+    /// When the operator saw it completed, RFC 3339.
     pub time: String,
     /// Total size of the checkpoint's files in bytes.
     pub size_bytes: i64,
     /// Time from trigger to completion in milliseconds.
     pub duration_ms: i64,
+}
+
+/// A spec as deployed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployedSpec {
+    /// The StreamJob generation the spec is from.
+    pub generation: i64,
+    /// The spec, as JSON.
+    pub spec: String,
+    /// The deployment id handed to the coordinator (`--lineage`): a restarted coordinator of
+    /// the same deployment resumes its own checkpoints.
+    pub lineage: String,
+    /// What the deployment restored: a savepoint location, `latest-checkpoint`, or `none`.
+    pub restore: String,
+    /// When it was deployed, RFC 3339.
+    pub time: String,
+}
+
+/// An upgrade in progress: the operator's write-ahead log for it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeStatus {
+    /// Where the upgrade is.
+    pub phase: UpgradePhase,
+    /// The generation being applied.
+    pub target_generation: i64,
+    /// The spec being applied, as JSON.
+    pub target_spec: String,
+    /// How state is carried: `savepoint`, `last-state` or `stateless`.
+    pub mode: UpgradeMode,
+    /// True when this upgrade rolls back to the last stable spec.
+    #[serde(default)]
+    pub rollback: bool,
+    /// The savepoint trigger id (chosen by the operator before it asks the job, so a retried
+    /// request cannot take a second savepoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_id: Option<String>,
+    /// What the new pods restore: a savepoint location, `latest-checkpoint`, or `none`;
+    /// recorded before the old pods are deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<String>,
+    /// Savepoint attempts that failed.
+    #[serde(default)]
+    pub failed_attempts: i32,
+    /// When the upgrade started, RFC 3339.
+    pub started: String,
+}
+
+/// Phases of an upgrade, in order.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum UpgradePhase {
+    /// The new spec's job graph is compared with the job's latest snapshot (`weir check`).
+    #[default]
+    Checking,
+    /// Stop with savepoint requested (trigger id recorded).
+    Savepointing,
+    /// The old pods are being deleted; `restore` is recorded.
+    Stopping,
+}
+
+/// Savepoints of the job.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SavepointsStatus {
+    /// The newest completed savepoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<SavepointInfo>,
+    /// Completed savepoints the operator keeps, oldest first (pruned by
+    /// `savepoints.historyMaxCount` and `historyMaxAge`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<SavepointInfo>,
+    /// A savepoint trigger in progress (not an upgrade's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingSavepoint>,
+    /// The `job.savepointTriggerNonce` last handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_trigger_nonce: Option<i64>,
+    /// When the last periodic savepoint was triggered, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_periodic: Option<String>,
+}
+
+/// A completed savepoint.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SavepointInfo {
+    /// Location of the savepoint directory.
+    pub location: String,
+    /// When the operator saw it completed, RFC 3339.
+    pub time: String,
+    /// Why it was taken.
+    pub kind: SavepointKind,
+    /// The trigger id.
+    pub trigger_id: String,
+}
+
+/// A savepoint trigger in progress.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingSavepoint {
+    /// The trigger id.
+    pub trigger_id: String,
+    /// Why it was taken.
+    pub kind: SavepointKind,
+    /// The nonce that asked for it (manual savepoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<i64>,
+    /// When it was triggered, RFC 3339.
+    pub time: String,
+}
+
+/// Why a savepoint was taken.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SavepointKind {
+    /// Before an upgrade or rescale.
+    #[default]
+    Upgrade,
+    /// `job.savepointTriggerNonce` changed.
+    Manual,
+    /// `savepoints.periodicInterval`.
+    Periodic,
+    /// `job.state: suspended`.
+    Suspend,
+    /// Before deletion (`savepoints.onDeletion`).
+    Deletion,
 }

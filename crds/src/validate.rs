@@ -101,6 +101,18 @@ pub fn validate_spec(spec: &StreamJobSpec) -> Result<ValidatedSpec, Vec<FieldErr
     let interval = duration("spec.checkpointing.interval", &c.interval, false);
     let timeout = duration("spec.checkpointing.timeout", &c.timeout, false);
     let min_pause = duration("spec.checkpointing.minPause", &c.min_pause, true);
+    let sp = &spec.savepoints;
+    if let Some(text) = &sp.periodic_interval {
+        duration("spec.savepoints.periodicInterval", text, false);
+    }
+    if let Some(text) = &sp.history_max_age {
+        duration("spec.savepoints.historyMaxAge", text, false);
+    }
+    duration(
+        "spec.upgrade.stableTimeout",
+        &spec.upgrade.stable_timeout,
+        false,
+    );
     if c.incremental && spec.state_backend != crate::spec::StateBackend::Rocksdb {
         err(
             "spec.checkpointing.incremental",
@@ -123,6 +135,29 @@ pub fn validate_spec(spec: &StreamJobSpec) -> Result<ValidatedSpec, Vec<FieldErr
         err(
             "spec.checkpointing.s3",
             "only applies to s3:// storage; remove it or use an s3:// storage URI".into(),
+        );
+    }
+    if sp.history_max_count < 1 {
+        err(
+            "spec.savepoints.historyMaxCount",
+            format!("must be at least 1 (got {})", sp.history_max_count),
+        );
+    }
+    if let Some(dir) = &sp.directory {
+        if let Err(message) = StorageLocation::parse_with(dir, c.s3.as_ref()) {
+            err("spec.savepoints.directory", message);
+        }
+    }
+    if spec.coordinator.replicas.is_some() {
+        err(
+            "spec.coordinator.replicas",
+            "the coordinator is always one pod; remove the field".into(),
+        );
+    }
+    if let Some(r) = spec.workers.replicas.filter(|r| *r < 1) {
+        err(
+            "spec.workers.replicas",
+            format!("must be at least 1 (got {r})"),
         );
     }
     let storage = match StorageLocation::parse_with(&c.storage, c.s3.as_ref()) {

@@ -170,3 +170,104 @@ fn type_meta_and_name_are_checked() {
         Err(ManifestError::Name(_))
     ));
 }
+
+/// Walks every property of the CRD's schema, calling `f(path, node)`.
+fn walk(path: &str, node: &serde_json::Value, f: &mut dyn FnMut(&str, &serde_json::Value)) {
+    f(path, node);
+    if let Some(props) = node.get("properties").and_then(|p| p.as_object()) {
+        for (k, v) in props {
+            walk(&format!("{path}.{k}"), v, f);
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        // Map and list values of scalars (labels, args) are described by their field.
+        if let Some(v) = node.get(key).filter(|v| v.get("properties").is_some()) {
+            walk(&format!("{path}[]"), v, f);
+        }
+    }
+}
+
+#[test]
+fn the_crd_is_documented_compact_and_validated_by_the_api_server() {
+    let crd = weir_crds::crd();
+    let yaml = weir_crds::crd_yaml();
+    assert!(
+        yaml.len() < 256 * 1024 / 2,
+        "the CRD is {} bytes; kubectl apply's last-applied annotation allows 256 KiB",
+        yaml.len()
+    );
+    let version = &crd.spec.versions[0];
+    let schema =
+        serde_json::to_value(&version.schema.as_ref().unwrap().open_api_v3_schema).unwrap();
+    let mut undocumented = Vec::new();
+    walk("", &schema["properties"]["spec"], &mut |path, node| {
+        if node.get("description").is_none() {
+            undocumented.push(path.to_string());
+        }
+    });
+    walk("", &schema["properties"]["status"], &mut |path, node| {
+        // Condition is Kubernetes' own type; its fields are documented by k8s-openapi.
+        if node.get("description").is_none() && !path.is_empty() {
+            undocumented.push(format!("status{path}"));
+        }
+    });
+    assert!(
+        undocumented.is_empty(),
+        "fields without a description (kubectl explain): {undocumented:?}"
+    );
+    // Defaults are in the schema, so `kubectl get -o yaml` shows what runs.
+    let job = &schema["properties"]["spec"]["properties"]["job"]["properties"];
+    assert_eq!(job["upgradeMode"]["default"], "savepoint");
+    assert_eq!(job["maxParallelism"]["default"], 128);
+    // The cross-field rules are there.
+    let rules = serde_json::to_string(&schema).unwrap();
+    for (_, rule, _) in weir_crds::CEL_RULES {
+        assert!(rules.contains(&serde_json::to_string(rule).unwrap()[1..rule.len()]));
+    }
+    // Status and scale subresources, and the columns of `kubectl get sj`.
+    let sub = version.subresources.as_ref().unwrap();
+    assert!(sub.status.is_some());
+    assert_eq!(
+        sub.scale.as_ref().unwrap().spec_replicas_path,
+        ".spec.job.parallelism"
+    );
+    let columns: Vec<&str> = version
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(columns, ["State", "Parallelism", "Last Savepoint", "Age"]);
+}
+
+#[test]
+fn operator_settings_are_validated() {
+    let e = error_of(&with(
+        &["spec", "savepoints"],
+        serde_yaml::from_str("historyMaxCount: 0").unwrap(),
+    ));
+    assert!(e.contains("spec.savepoints.historyMaxCount"), "{e}");
+    let e = error_of(&with(
+        &["spec", "savepoints"],
+        serde_yaml::from_str("periodicInterval: soon").unwrap(),
+    ));
+    assert!(e.contains("spec.savepoints.periodicInterval"), "{e}");
+    let e = error_of(&with(
+        &["spec", "coordinator"],
+        serde_yaml::from_str("replicas: 2").unwrap(),
+    ));
+    assert!(e.contains("spec.coordinator.replicas"), "{e}");
+    let e = error_of(&with(
+        &["spec", "workers"],
+        serde_yaml::from_str("replicas: 0").unwrap(),
+    ));
+    assert!(e.contains("spec.workers.replicas"), "{e}");
+    let ok = with(
+        &["spec", "workers"],
+        serde_yaml::from_str("replicas: 3\nresources: {limits: {memory: 2Gi}}").unwrap(),
+    );
+    assert_eq!(
+        load_manifest(&ok).unwrap().spec.spec.workers.replicas,
+        Some(3)
+    );
+}
