@@ -1,5 +1,15 @@
-//! weir-operator: the Kubernetes controller for `StreamJob` resources (observe -> decide ->
-//! act, with the decision a pure function). The controller arrives with its own issue; this
-//! crate currently exposes the manifest types it is built on.
+//! weir-operator: the Kubernetes controller for `StreamJob` resources.
+//!
+//! Observe -> decide -> act, with the decision a pure function ([`decide::decide`]) of the
+//! desired spec, the status (the operator's write-ahead log), what was observed, and the
+//! time. Its inputs and outputs are in [`model`]; [`diff`] classifies spec changes;
+//! [`conditions`] derives the kstatus conditions. The shells that observe and act (the
+//! Kubernetes controller, and the process driver the tests use) only carry out
+//! [`model::Action`]s and report [`model::Observed`].
+
+pub mod conditions;
+pub mod decide;
+pub mod diff;
+pub mod model;
 
 pub use weir_crds as crds;

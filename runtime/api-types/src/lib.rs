@@ -50,7 +50,7 @@ pub fn valid_trigger_id(id: &str) -> bool {
 }
 
 /// A completed checkpoint or savepoint.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckpointInfo {
     /// Checkpoint id.
