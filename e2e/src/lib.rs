@@ -5,6 +5,7 @@
 pub mod bids;
 pub mod cluster;
 pub mod garage;
+pub mod processes;
 pub mod s3;
 
 use std::io::{BufRead, BufReader};

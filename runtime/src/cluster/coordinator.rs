@@ -295,6 +295,7 @@ impl Job<'_> {
                 failure: failure.clone(),
                 uids: self.graph.uids().to_vec(),
             };
+            let restored_from = info.restored_from.clone();
             info!(attempt, "deploying attempt {attempt}");
             log_restore(plan.as_ref().map(|(_, p)| p));
             let source = plan.map(|(s, _)| s);
@@ -324,13 +325,15 @@ impl Job<'_> {
                         admin.set_not_ready();
                         self.members.shutdown();
                         let history = coordinator.into_history("the job ended");
+                        let mut info = self.idle_info(restarts, failure.clone());
+                        info.restored_from = restored_from;
                         let idle = Idle {
                             state: match &end {
                                 RunEnd::Finished => "FINISHED",
                                 RunEnd::Stopped { .. } => "STOPPED",
                                 RunEnd::Cancelled => "CANCELED",
                             },
-                            info: self.idle_info(restarts, failure.clone()),
+                            info,
                             history: &history,
                         };
                         info!("--linger: serving the admin API until terminated");

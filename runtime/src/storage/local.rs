@@ -143,7 +143,9 @@ impl CheckpointStorage for LocalStorage {
     }
 
     fn uri(&self, path: &str) -> String {
-        format!("file://{}", self.root.join(path).display())
+        let uri = format!("file://{}", self.root.join(path).display());
+        // A directory is named without a trailing slash, as users write it.
+        uri.trim_end_matches('/').to_string()
     }
 
     fn stats(&self) -> StorageStats {

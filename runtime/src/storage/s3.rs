@@ -351,7 +351,9 @@ impl CheckpointStorage for S3Storage {
     }
 
     fn uri(&self, path: &str) -> String {
-        format!("s3://{}/{}", self.bucket, self.key(path))
+        let uri = format!("s3://{}/{}", self.bucket, self.key(path));
+        // A directory is named without a trailing slash, as users write it.
+        uri.trim_end_matches('/').to_string()
     }
 
     fn stats(&self) -> StorageStats {
