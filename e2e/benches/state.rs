@@ -67,6 +67,19 @@ fn mib(b: u64) -> f64 {
     b as f64 / 1048576.0
 }
 
+/// The benchmark job's shape: one keyed operator, no declared state kinds to compare.
+fn shape<'a>(
+    uids: &'a [String],
+    keyed_states: &'a std::collections::BTreeMap<String, Vec<weir_runtime::state::StateInfo>>,
+) -> weir_runtime::checkpoint::JobShape<'a> {
+    weir_runtime::checkpoint::JobShape {
+        uids,
+        keyed_states,
+        max_parallelism: MAX_PARALLELISM,
+        allow_non_restored_state: false,
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -222,7 +235,8 @@ fn main() {
     let loaded = load_snapshot(&storage, "inc/checkpoints/chk-2")
         .unwrap()
         .expect("checkpoint 2 restorable");
-    let plan = RestorePlan::new(loaded, &[UID.to_string()], MAX_PARALLELISM, false).unwrap();
+    let (uids, no_states) = ([UID.to_string()], Default::default());
+    let plan = RestorePlan::new(loaded, shape(&uids, &no_states)).unwrap();
     let mut checked = 0;
     for s in 0..2 {
         let range = key_group_range(s, MAX_PARALLELISM, 2);
@@ -241,7 +255,8 @@ fn main() {
     let loaded = load_snapshot(&storage, "inc/checkpoints/chk-2")
         .unwrap()
         .expect("checkpoint 2 restorable");
-    let plan = RestorePlan::new(loaded, &[UID.to_string()], MAX_PARALLELISM, false).unwrap();
+    let (uids, no_states) = ([UID.to_string()], Default::default());
+    let plan = RestorePlan::new(loaded, shape(&uids, &no_states)).unwrap();
     let mut rescaled = 0;
     for s in 0..4 {
         let range = key_group_range(s, MAX_PARALLELISM, 4);

@@ -1,7 +1,7 @@
 //! The StreamJob's conditions in the kstatus shape, derived from its status. Pure.
 //!
 //! kstatus (which Flux reads without configuration, and Argo CD through the health check in
-//! `charts/weir-operator/health.lua`) computes a resource's health from `Ready`,
+//! `operator/argocd/health.lua`) computes a resource's health from `Ready`,
 //! `Reconciling` and `Stalled` and from `observedGeneration`; Weir adds `UpgradeBlocked` and
 //! `CheckpointsFailing`. Every condition carries the generation it describes; a condition's
 //! `lastTransitionTime` changes only when its status does.
