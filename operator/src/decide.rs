@@ -179,7 +179,7 @@ impl Decider<'_> {
             self.steady(&deployed);
             return;
         }
-        let old: Option<StreamJobSpec> = serde_json::from_str(&deployed.spec).ok();
+        let old = parse_spec(&deployed.spec);
         let was_suspended = old
             .as_ref()
             .is_some_and(|o| o.job.state == JobState::Suspended);
@@ -240,7 +240,7 @@ impl Decider<'_> {
 
     /// The deployed spec is the desired one (or the desired one is blocked): follow the job.
     fn steady(&mut self, deployed: &DeployedSpec) {
-        let deployed_spec: Option<StreamJobSpec> = serde_json::from_str(&deployed.spec).ok();
+        let deployed_spec = parse_spec(&deployed.spec);
         if deployed_spec
             .as_ref()
             .is_some_and(|s| s.job.state == JobState::Suspended)
@@ -381,8 +381,7 @@ impl Decider<'_> {
             Restore::Savepoint(uri) if self.deployed_suspended() => Some(uri),
             _ => None,
         };
-        let spec: StreamJobSpec =
-            serde_json::from_str(&up.target_spec).expect("invariant: target spec is our JSON");
+        let spec = parse_spec(&up.target_spec).expect("invariant: target spec is our JSON");
         self.actions.push(Action::RunCheck {
             generation: up.target_generation,
             spec: Box::new(spec),
@@ -602,8 +601,7 @@ impl Decider<'_> {
             self.requeue = FAST;
             return;
         }
-        let target: StreamJobSpec =
-            serde_json::from_str(&up.target_spec).expect("invariant: target spec is our JSON");
+        let target = parse_spec(&up.target_spec).expect("invariant: target spec is our JSON");
         let restore = Restore::from_status(up.restore.as_deref().unwrap_or("latest-checkpoint"));
         self.st.upgrade = None;
         if target.job.state == JobState::Suspended {
@@ -917,7 +915,7 @@ impl Decider<'_> {
         self.st
             .deployed
             .as_ref()
-            .and_then(|d| serde_json::from_str::<StreamJobSpec>(&d.spec).ok())
+            .and_then(|d| parse_spec(&d.spec))
             .is_some_and(|s| s.job.state == JobState::Suspended)
     }
 
@@ -931,8 +929,7 @@ impl Decider<'_> {
     }
 
     fn target_suspended(&self, up: &UpgradeStatus) -> bool {
-        serde_json::from_str::<StreamJobSpec>(&up.target_spec)
-            .is_ok_and(|s| s.job.state == JobState::Suspended)
+        parse_spec(&up.target_spec).is_some_and(|s| s.job.state == JobState::Suspended)
     }
 
     /// The newest state without a savepoint: the latest checkpoint, or, when the operator
@@ -987,6 +984,12 @@ fn elapsed(since: &str, now: Timestamp) -> Duration {
     crate::model::parse_time(since)
         .and_then(|t| Duration::try_from(now.duration_since(t)).ok())
         .unwrap_or(Duration::ZERO)
+}
+
+/// A spec the operator recorded in status with [`to_json`]; `None` when the status was edited
+/// into something else.
+fn parse_spec(json: &str) -> Option<StreamJobSpec> {
+    serde_json::from_str(json).ok()
 }
 
 fn to_json(spec: &StreamJobSpec) -> String {

@@ -9,7 +9,6 @@ use std::process::Command;
 use common::*;
 use weir_crds::{JobState, StreamJobStatus};
 use weir_operator::decide::decide;
-use weir_operator::model::Observed;
 
 /// A serde_json value as a Lua table constructor.
 fn lua(v: &serde_json::Value) -> String {
@@ -76,11 +75,7 @@ fn every_lifecycle_state_has_the_health_a_user_expects() {
     let failed = decide(
         &desired(1, &s),
         &stable_st,
-        &Observed {
-            pods_present: true,
-            job: Some(job("FAILED", Some(3))),
-            ..Default::default()
-        },
+        &observed("FAILED", Some(3)),
         t(20),
     )
     .status;

@@ -72,11 +72,7 @@ fn the_lifecycle_follows_the_job() {
         t(0),
     )
     .status;
-    let with = |state: &str, chk: Option<u64>| Observed {
-        pods_present: true,
-        job: Some(job(state, chk)),
-        ..Default::default()
-    };
+    let with = observed;
     // (from, observed, expected lifecycle, Ready, event)
     let table: Vec<(StreamJobStatus, Observed, L, bool, Option<&str>)> = vec![
         (
@@ -253,11 +249,7 @@ fn a_restarted_operator_repeats_the_same_idempotent_action_in_every_phase() {
         }]
     );
     // Savepointing, the job stopped meanwhile and reports the savepoint: go on.
-    let stopped = Observed {
-        pods_present: true,
-        job: Some(job("STOPPED", Some(3))),
-        ..Default::default()
-    };
+    let stopped = observed("STOPPED", Some(3));
     let d = decide(
         &g,
         &steps[1].status,
@@ -366,11 +358,7 @@ fn each_upgrade_mode_carries_state_its_own_way() {
         }]
     ));
     // savepoint, but the job failed: the latest checkpoint (fallback allowed by default)...
-    let failed = Observed {
-        pods_present: true,
-        job: Some(job("FAILED", Some(3))),
-        ..Default::default()
-    };
+    let failed = observed("FAILED", Some(3));
     let s = with_mode(UpgradeMode::Savepoint);
     let d = decide(&desired(2, &s), &stable(), &failed, t(20));
     let d = decide(
@@ -679,11 +667,7 @@ fn condition_transition_times_change_only_with_their_status() {
     let d = decide(
         &desired(1, &spec(2)),
         &d.status,
-        &Observed {
-            pods_present: true,
-            job: Some(job("FAILED", Some(4))),
-            ..Default::default()
-        },
+        &observed("FAILED", Some(4)),
         t(600),
     );
     let ready = d

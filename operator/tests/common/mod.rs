@@ -55,12 +55,17 @@ pub fn job(state: &str, checkpoint: Option<u64>) -> ObservedJob {
     }
 }
 
-pub fn running(checkpoint: Option<u64>) -> Observed {
+/// Pods present and the coordinator reporting `state` with `checkpoint` as its latest.
+pub fn observed(state: &str, checkpoint: Option<u64>) -> Observed {
     Observed {
         pods_present: true,
-        job: Some(job("RUNNING", checkpoint)),
+        job: Some(job(state, checkpoint)),
         ..Default::default()
     }
+}
+
+pub fn running(checkpoint: Option<u64>) -> Observed {
+    observed("RUNNING", checkpoint)
 }
 
 pub fn absent() -> Observed {
