@@ -1,7 +1,7 @@
 //! A shell for the operator's decide function that runs real `weir` processes instead of
 //! Kubernetes objects: `Deploy` starts a coordinator (`--lineage`, `--linger`) and its
 //! workers on 127.0.0.1, `DeleteCluster` kills them, `RunCheck` runs `weir check`, savepoint
-//! actions call the coordinator's admin API with the operator's trigger ids. `observe` reads
+//! actions (also disposal) call the coordinator's admin API with the operator's trigger ids. `observe` reads
 //! the same admin API the Kubernetes shell reads.
 
 use std::collections::BTreeMap;
@@ -222,8 +222,11 @@ impl ProcessShell {
                     directory,
                 } => self.post("/v1/job/stop", trigger_id, directory, true),
                 Action::DisposeSavepoint { location } => {
-                    let path = location.strip_prefix("file://").expect("file:// savepoint");
-                    std::fs::remove_dir_all(path).expect("dispose savepoint");
+                    let admin = self.admin().expect("disposal while the coordinator runs");
+                    let body = serde_json::json!({ "location": location }).to_string();
+                    let url = format!("{admin}/v1/savepoint-disposal");
+                    let (code, text) = http("POST", &url, Some(&body));
+                    assert_eq!(code, 200, "dispose {location}: {text}");
                 }
                 Action::Event {
                     reason, message, ..

@@ -193,6 +193,33 @@ fn a_savepoint_through_the_api_restores_with_other_numbers_of_workers_and_subtas
     assert_eq!(status, 202, "{body}");
     let first = savepoint_location(&cluster, json(&body)["triggerId"].as_str().unwrap());
     assert!(first.starts_with(&directory), "{first}");
+    // Disposal through the API deletes a savepoint's objects on S3, is harmless when
+    // repeated, and refuses a checkpoint (its files stay).
+    let on_disk = |uri: &str| {
+        let key = uri.strip_prefix(&format!("s3://{}/", server.bucket)).unwrap();
+        server.root.path().join(&server.bucket).join(key)
+    };
+    assert!(on_disk(&first).join("_metadata").exists());
+    let dispose = |location: &str| {
+        http(
+            "POST",
+            &format!("{}/v1/savepoint-disposal", cluster.admin),
+            Some(&format!(r#"{{"location":"{location}"}}"#)),
+        )
+    };
+    for _ in 0..2 {
+        let (status, body) = dispose(&first);
+        assert_eq!(status, 200, "{body}");
+        assert!(!on_disk(&first).join("_metadata").exists(), "{first}");
+    }
+    let (_, body) = http("GET", &format!("{}/v1/checkpoints", cluster.admin), None);
+    let checkpoint = json(&body)["latest"]["location"]
+        .as_str()
+        .expect("a checkpoint")
+        .to_string();
+    let (status, body) = dispose(&checkpoint);
+    assert_eq!((status, json(&body)["code"].as_str()), (409, Some("not_a_savepoint")), "{body}");
+    assert!(on_disk(&checkpoint).join("_metadata").exists(), "{checkpoint}");
     let (status, body) = http(
         "POST",
         &format!("{}/v1/job/stop", cluster.admin),

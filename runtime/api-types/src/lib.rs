@@ -93,6 +93,16 @@ pub struct TriggerRequest {
     pub trigger_id: Option<String>,
 }
 
+/// `POST /v1/savepoint-disposal` body: delete a savepoint's files (Flink's savepoint
+/// disposal). The coordinator checks that `location` holds a savepoint's `_metadata` before
+/// deleting anything; a checkpoint or a directory without `_metadata` is refused (409).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DisposeRequest {
+    /// The savepoint directory URI, as a savepoint trigger reported it.
+    pub location: String,
+}
+
 /// `POST /v1/job/stop` body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

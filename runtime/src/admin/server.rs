@@ -15,7 +15,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use super::request::AdminRequest;
-use weir_api_types::{ApiError, StopRequest, StopResponse, TriggerRequest, TriggerResponse};
+use weir_api_types::{
+    ApiError, DisposeRequest, StopRequest, StopResponse, TriggerRequest, TriggerResponse,
+};
 
 /// A running admin server.
 pub struct AdminServer {
@@ -64,6 +66,8 @@ pub fn discovery_file(local_dir: &Path) -> PathBuf {
 struct AppState {
     requests: Sender<AdminRequest>,
     ready: Arc<AtomicBool>,
+    /// S3 settings for savepoint URIs (`checkpointing.s3` of the job).
+    s3: Option<weir_crds::S3Spec>,
 }
 
 struct Error(ApiError);
@@ -77,7 +81,8 @@ impl IntoResponse for Error {
 }
 
 /// Starts the server on `bind` (port 0 = any free port) and, given `local_dir`, writes its
-/// URL to the discovery file of `local_dir`.
+/// URL to the discovery file of `local_dir`. `s3` (the job's `checkpointing.s3`) applies to
+/// the `s3://` savepoint URIs of `POST /v1/savepoint-disposal`.
 ///
 /// # Errors
 /// I/O errors binding the address or writing the discovery file.
@@ -85,6 +90,7 @@ pub fn serve(
     bind: SocketAddr,
     local_dir: Option<&Path>,
     requests: Sender<AdminRequest>,
+    s3: Option<weir_crds::S3Spec>,
 ) -> std::io::Result<AdminServer> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -102,6 +108,7 @@ pub fn serve(
         .route("/v1/checkpoints", get(checkpoints))
         .route("/v1/savepoints", post(trigger_savepoint))
         .route("/v1/savepoints/{trigger_id}", get(savepoint))
+        .route("/v1/savepoint-disposal", post(dispose_savepoint))
         .fallback(|| async {
             Error(ApiError::new(
                 404,
@@ -112,6 +119,7 @@ pub fn serve(
         .with_state(AppState {
             requests,
             ready: ready.clone(),
+            s3,
         });
     let (shutdown, shutdown_rx) = oneshot::channel::<()>();
     let (stopped_tx, stopped) = crossbeam_channel::bounded(1);
@@ -273,6 +281,45 @@ async fn savepoint(
             404,
             "unknown_trigger",
             format!("no savepoint trigger `{trigger_id}`"),
+        ))),
+    }
+}
+
+/// Deletes a savepoint's files on a thread of its own (storage I/O blocks); 200 when done or
+/// already gone, 409 `not_a_savepoint` when the location holds no savepoint, 502
+/// `storage_failed` when storage fails (retrying may help).
+async fn dispose_savepoint(
+    State(state): State<AppState>,
+    bytes: axum::body::Bytes,
+) -> Result<Response, Error> {
+    let request: DisposeRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        Error(ApiError::new(
+            400,
+            "malformed_request",
+            format!("body: {e}; send {{\"location\": \"<savepoint URI>\"}}"),
+        ))
+    })?;
+    let (tx, rx) = oneshot::channel();
+    let location = request.location.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(crate::runner::dispose_savepoint(&location, state.s3.as_ref()));
+    });
+    match rx.await {
+        Ok(Ok(())) => Ok((StatusCode::OK, Json(request)).into_response()),
+        Ok(Err(crate::runner::RunError::Savepoint { reason, .. })) => Err(Error(ApiError::new(
+            409,
+            "not_a_savepoint",
+            format!("{}: {reason}", request.location),
+        ))),
+        Ok(Err(e)) => Err(Error(ApiError::new(
+            502,
+            "storage_failed",
+            crate::runner::error_chain(&e),
+        ))),
+        Err(_) => Err(Error(ApiError::new(
+            500,
+            "internal",
+            "the disposal thread ended without an answer",
         ))),
     }
 }

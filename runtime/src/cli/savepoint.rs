@@ -1,4 +1,4 @@
-//! `weir savepoint create | inspect | list`.
+//! `weir savepoint create | inspect | list | dispose`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -49,6 +49,15 @@ pub enum SavepointCommand {
         #[arg(long)]
         manifest: Option<PathBuf>,
     },
+    /// Delete a savepoint's files (refused unless the directory holds a savepoint's
+    /// `_metadata`; a savepoint already gone is not an error).
+    Dispose {
+        /// The savepoint directory URI.
+        uri: String,
+        /// Take S3 settings from this manifest.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+    },
 }
 
 /// Runs a savepoint command; returns the exit code.
@@ -67,6 +76,13 @@ pub fn run(cmd: SavepointCommand) -> i32 {
         } => s3_settings(manifest.as_deref()).and_then(|s3| inspect(&uri, s3.as_ref(), json)),
         SavepointCommand::List { uri, manifest } => {
             s3_settings(manifest.as_deref()).and_then(|s3| list(&uri, s3.as_ref()))
+        }
+        SavepointCommand::Dispose { uri, manifest } => {
+            s3_settings(manifest.as_deref()).and_then(|s3| {
+                crate::runner::dispose_savepoint(&uri, s3.as_ref())
+                    .map(|()| println!("disposed {uri}"))
+                    .map_err(|e| error_chain(&e))
+            })
         }
     };
     match result {

@@ -200,7 +200,12 @@ pub fn run_coordinator(
         }
     };
     let (admin_tx, admin_rx) = unbounded();
-    let admin = crate::admin::serve(options.admin_bind, None, admin_tx)
+    let admin = crate::admin::serve(
+        options.admin_bind,
+        None,
+        admin_tx,
+        manifest.spec.spec.checkpointing.s3.clone(),
+    )
         .map_err(listen("admin API", options.admin_bind))?;
     let (members, control) = Members::serve(options.bind, options.heartbeat_timeout)
         .map_err(listen("workers", options.bind))?;

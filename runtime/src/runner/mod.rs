@@ -176,7 +176,13 @@ pub fn run_job(
         local_dir::lock_local_dir(options, &manifest.name, &storage.uri(&paths.job_root()))?;
     let (admin_tx, admin_rx) = crossbeam_channel::unbounded();
     let admin_bind = std::net::SocketAddr::from(([127, 0, 0, 1], options.admin_port));
-    let admin = crate::admin::serve(admin_bind, Some(&local_dir), admin_tx).map_err(|source| {
+    let admin = crate::admin::serve(
+        admin_bind,
+        Some(&local_dir),
+        admin_tx,
+        manifest.spec.spec.checkpointing.s3.clone(),
+    )
+    .map_err(|source| {
         RunError::LocalDir {
             path: crate::admin::discovery_file(&local_dir)
                 .display()
@@ -457,6 +463,40 @@ pub(crate) fn load_savepoint_for(
     let location = StorageLocation::parse_with(uri, s3).map_err(bad)?;
     let storage = open_storage(&location)?;
     crate::checkpoint::restore::load_snapshot_for(storage.as_ref(), "", ranges)?.map_err(bad)
+}
+
+/// Deletes the savepoint in directory `uri` (every object under it); `s3` settings apply to
+/// an `s3://` URI. Savepoints are self-contained (they never reference a job's shared
+/// files), so nothing else is affected. Deleting a savepoint that is already gone succeeds,
+/// so a repeated request is harmless.
+///
+/// # Errors
+/// [`RunError::Savepoint`] when the URI is malformed, or the directory holds files but no
+/// readable savepoint `_metadata` (a checkpoint, or something else): nothing is deleted.
+/// [`RunError::Storage`] when storage fails.
+pub fn dispose_savepoint(uri: &str, s3: Option<&weir_crds::S3Spec>) -> Result<(), RunError> {
+    let bad = |reason: String| RunError::Savepoint {
+        uri: uri.to_string(),
+        reason,
+    };
+    let location = StorageLocation::parse_with(uri, s3).map_err(bad)?;
+    let storage = open_storage(&location)?;
+    let metadata = storage.read(crate::storage::paths::METADATA)?;
+    match metadata.map(|b| crate::checkpoint::CheckpointMetadata::decode(&b)) {
+        Some(Ok(m)) if m.kind == SnapshotKind::Savepoint => {}
+        Some(Ok(_)) => {
+            return Err(bad(
+                "this is a checkpoint, not a savepoint; checkpoints are deleted by retention"
+                    .into(),
+            ))
+        }
+        Some(Err(e)) => return Err(bad(format!("unreadable _metadata ({e}); nothing deleted"))),
+        None if storage.list("")?.is_empty() => return Ok(()),
+        None => return Err(bad("no _metadata: not a savepoint directory; nothing deleted".into())),
+    }
+    storage.delete_all("")?;
+    info!(savepoint = uri, "savepoint disposed");
+    Ok(())
 }
 
 /// An error with its sources, `a: b: c`.
