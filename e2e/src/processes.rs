@@ -14,7 +14,7 @@ use weir_api_types::{CheckpointsInfo, CompatibilityReport, JobInfo, SavepointSta
 use weir_crds::{StreamJobSpec, StreamJobStatus};
 use weir_operator::decide::decide;
 use weir_operator::model::{
-    Action, CheckOutcome, Desired, Observed, ObservedCheck, ObservedJob, ObservedSavepoint, Restore,
+    Action, CheckOutcome, Desired, Observed, ObservedCheck, ObservedJob, Restore,
 };
 
 use crate::cluster::http;
@@ -104,44 +104,14 @@ impl ProcessShell {
             if code == 200 && ccode == 200 {
                 let info: JobInfo = serde_json::from_str(&body).expect("JobInfo");
                 let chk: CheckpointsInfo = serde_json::from_str(&cbody).expect("CheckpointsInfo");
-                let latest = chk.latest.as_ref().map_or(0, |l| l.id);
-                observed.job = Some(ObservedJob {
-                    id: info.id,
-                    state: info.state,
-                    parallelism: info.parallelism,
-                    restarts: info.restarts,
-                    failure: info.failure,
-                    start_time: info.start_time,
-                    restored_from: info.restored_from,
-                    failing_checkpoints: chk
-                        .recent_failures
-                        .iter()
-                        .filter(|(id, _)| *id > latest)
-                        .count() as u32,
-                    latest_checkpoint: chk.latest,
-                });
+                observed.job = Some(ObservedJob::from_api(info, chk));
             }
-            let trigger = status
-                .upgrade
-                .as_ref()
-                .and_then(|u| u.trigger_id.clone())
-                .or_else(|| {
-                    status
-                        .savepoints
-                        .pending
-                        .as_ref()
-                        .map(|p| p.trigger_id.clone())
-                });
+            let trigger = Observed::awaited_trigger(status);
             if let Some(id) = trigger {
                 let (code, body) = http("GET", &format!("{admin}/v1/savepoints/{id}"), None);
                 if code == 200 {
                     let s: SavepointStatus = serde_json::from_str(&body).expect("SavepointStatus");
-                    observed.savepoint = Some(ObservedSavepoint {
-                        trigger_id: s.trigger_id,
-                        state: s.status,
-                        location: s.location,
-                        failure: s.failure,
-                    });
+                    observed.savepoint = Some(s.into());
                 }
             }
         }

@@ -196,7 +196,9 @@ fn a_savepoint_through_the_api_restores_with_other_numbers_of_workers_and_subtas
     // Disposal through the API deletes a savepoint's objects on S3, is harmless when
     // repeated, and refuses a checkpoint (its files stay).
     let on_disk = |uri: &str| {
-        let key = uri.strip_prefix(&format!("s3://{}/", server.bucket)).unwrap();
+        let key = uri
+            .strip_prefix(&format!("s3://{}/", server.bucket))
+            .unwrap();
         server.root.path().join(&server.bucket).join(key)
     };
     assert!(on_disk(&first).join("_metadata").exists());
@@ -218,8 +220,15 @@ fn a_savepoint_through_the_api_restores_with_other_numbers_of_workers_and_subtas
         .expect("a checkpoint")
         .to_string();
     let (status, body) = dispose(&checkpoint);
-    assert_eq!((status, json(&body)["code"].as_str()), (409, Some("not_a_savepoint")), "{body}");
-    assert!(on_disk(&checkpoint).join("_metadata").exists(), "{checkpoint}");
+    assert_eq!(
+        (status, json(&body)["code"].as_str()),
+        (409, Some("not_a_savepoint")),
+        "{body}"
+    );
+    assert!(
+        on_disk(&checkpoint).join("_metadata").exists(),
+        "{checkpoint}"
+    );
     let (status, body) = http(
         "POST",
         &format!("{}/v1/job/stop", cluster.admin),

@@ -3,13 +3,35 @@
 //! Observe -> decide -> act, with the decision a pure function ([`decide::decide`]) of the
 //! desired spec, the status (the operator's write-ahead log), what was observed, and the
 //! time. Its inputs and outputs are in [`model`]; [`diff`] classifies spec changes;
-//! [`conditions`] derives the kstatus conditions. The shells that observe and act (the
-//! Kubernetes controller, and the process driver the tests use) only carry out
-//! [`model::Action`]s and report [`model::Observed`].
+//! [`conditions`] derives the kstatus conditions; [`build`] makes the Kubernetes objects
+//! (pure). The shells only report [`model::Observed`] and carry out [`model::Action`]s: the
+//! Kubernetes one is [`controller`] ([`observe`], [`apply`], [`coordinator_api`]); the
+//! tests' process driver is in `e2e/`.
 
+pub mod apply;
+pub mod build;
 pub mod conditions;
+pub mod controller;
+pub mod coordinator_api;
 pub mod decide;
 pub mod diff;
+pub mod error;
+pub mod metrics;
 pub mod model;
+pub mod names;
+pub mod observe;
+pub mod resource;
 
 pub use weir_crds as crds;
+
+/// An error with its sources, `a: b: c`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

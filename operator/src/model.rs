@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
-use weir_api_types::{CheckpointInfo, CompatibilityReport, SavepointState};
+use weir_api_types::{
+    CheckpointInfo, CheckpointsInfo, CompatibilityReport, JobInfo, SavepointState, SavepointStatus,
+};
 use weir_crds::{StreamJobSpec, StreamJobStatus};
 
 /// The StreamJob as the user wants it.
@@ -58,6 +60,27 @@ pub struct ObservedJob {
 }
 
 impl ObservedJob {
+    /// The job as the admin API's `GET /v1/job` and `GET /v1/checkpoints` describe it; failing
+    /// checkpoints are those that failed after the latest completed one.
+    pub fn from_api(info: JobInfo, checkpoints: CheckpointsInfo) -> Self {
+        let latest = checkpoints.latest.as_ref().map_or(0, |l| l.id);
+        ObservedJob {
+            id: info.id,
+            state: info.state,
+            parallelism: info.parallelism,
+            restarts: info.restarts,
+            failure: info.failure,
+            start_time: info.start_time,
+            restored_from: info.restored_from,
+            failing_checkpoints: checkpoints
+                .recent_failures
+                .iter()
+                .filter(|(id, _)| *id > latest)
+                .count() as u32,
+            latest_checkpoint: checkpoints.latest,
+        }
+    }
+
     /// True when the job runs and can take a savepoint.
     pub fn is_running(&self) -> bool {
         self.state == "RUNNING"
@@ -75,6 +98,17 @@ pub struct ObservedSavepoint {
     pub location: Option<String>,
     /// Why it failed.
     pub failure: Option<String>,
+}
+
+impl From<SavepointStatus> for ObservedSavepoint {
+    fn from(s: SavepointStatus) -> Self {
+        ObservedSavepoint {
+            trigger_id: s.trigger_id,
+            state: s.status,
+            location: s.location,
+            failure: s.failure,
+        }
+    }
 }
 
 /// A pre-flight check (`weir check` run with the new spec's image).
@@ -192,6 +226,23 @@ pub enum Action {
     },
     /// Remove the operator's finalizer: the StreamJob may go.
     RemoveFinalizer,
+}
+
+impl Observed {
+    /// The savepoint trigger the status waits for: the upgrade's, else the pending one.
+    pub fn awaited_trigger(status: &StreamJobStatus) -> Option<String> {
+        status
+            .upgrade
+            .as_ref()
+            .and_then(|u| u.trigger_id.clone())
+            .or_else(|| {
+                status
+                    .savepoints
+                    .pending
+                    .as_ref()
+                    .map(|p| p.trigger_id.clone())
+            })
+    }
 }
 
 /// The decision of one reconcile.

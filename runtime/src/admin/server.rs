@@ -302,7 +302,10 @@ async fn dispose_savepoint(
     let (tx, rx) = oneshot::channel();
     let location = request.location.clone();
     std::thread::spawn(move || {
-        let _ = tx.send(crate::runner::dispose_savepoint(&location, state.s3.as_ref()));
+        let _ = tx.send(crate::runner::dispose_savepoint(
+            &location,
+            state.s3.as_ref(),
+        ));
     });
     match rx.await {
         Ok(Ok(())) => Ok((StatusCode::OK, Json(request)).into_response()),

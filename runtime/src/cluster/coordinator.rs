@@ -206,7 +206,7 @@ pub fn run_coordinator(
         admin_tx,
         manifest.spec.spec.checkpointing.s3.clone(),
     )
-        .map_err(listen("admin API", options.admin_bind))?;
+    .map_err(listen("admin API", options.admin_bind))?;
     let (members, control) = Members::serve(options.bind, options.heartbeat_timeout)
         .map_err(listen("workers", options.bind))?;
     info!(%control, admin = %admin.addr, workers = options.workers, "coordinator of job {} waiting for {} workers on {control}", manifest.name, options.workers);

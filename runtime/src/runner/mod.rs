@@ -182,13 +182,11 @@ pub fn run_job(
         admin_tx,
         manifest.spec.spec.checkpointing.s3.clone(),
     )
-    .map_err(|source| {
-        RunError::LocalDir {
-            path: crate::admin::discovery_file(&local_dir)
-                .display()
-                .to_string(),
-            source,
-        }
+    .map_err(|source| RunError::LocalDir {
+        path: crate::admin::discovery_file(&local_dir)
+            .display()
+            .to_string(),
+        source,
     })?;
     let s3 = spec.spec.checkpointing.s3.as_ref();
     let restore = match &options.from_savepoint {
@@ -492,7 +490,11 @@ pub fn dispose_savepoint(uri: &str, s3: Option<&weir_crds::S3Spec>) -> Result<()
         }
         Some(Err(e)) => return Err(bad(format!("unreadable _metadata ({e}); nothing deleted"))),
         None if storage.list("")?.is_empty() => return Ok(()),
-        None => return Err(bad("no _metadata: not a savepoint directory; nothing deleted".into())),
+        None => {
+            return Err(bad(
+                "no _metadata: not a savepoint directory; nothing deleted".into(),
+            ))
+        }
     }
     storage.delete_all("")?;
     info!(savepoint = uri, "savepoint disposed");

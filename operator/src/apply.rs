@@ -1,0 +1,289 @@
+//! I/O: carries out the decide function's actions: server-side apply of the built objects,
+//! foreground deletion of the workloads, admin API calls, status, Events, the finalizer.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType as KubeEventType, Recorder};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::{info, warn};
+use weir_crds::{StreamJobSpec, StreamJobStatus};
+
+use crate::build::{self, Target};
+use crate::coordinator_api::CoordinatorApi;
+use crate::error::Error;
+use crate::model::{Action, EventType, Restore};
+use crate::names;
+use crate::observe::blocking;
+use crate::resource::StreamJobObject;
+
+/// What the actions of one StreamJob need.
+pub struct Actor<'a> {
+    /// The Kubernetes client.
+    pub client: &'a kube::Client,
+    /// The StreamJob.
+    pub object: &'a StreamJobObject,
+    /// Owner and image settings for the builders.
+    pub target: Target,
+    /// The coordinator's admin API base URL.
+    pub admin_url: String,
+    /// The admin API client.
+    pub coordinator: &'a Arc<dyn CoordinatorApi>,
+    /// Publishes Events.
+    pub recorder: &'a Recorder,
+}
+
+/// Server-side apply of `object` (forced: the operator owns these fields).
+///
+/// # Errors
+/// [`Error::Kube`] when the request fails.
+pub async fn apply_object<K>(client: &kube::Client, object: &K) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let name = object.name_any();
+    let ns = object.namespace().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(client.clone(), &ns);
+    let params = PatchParams::apply(names::FIELD_MANAGER).force();
+    api.patch(&name, &params, &Patch::Apply(object))
+        .await
+        .map_err(Error::kube(format!("apply {} {name}", K::kind(&()))))?;
+    Ok(())
+}
+
+/// Deletes object `name` in the foreground (it stays, with a deletion timestamp, until its
+/// pods are gone); an object already gone is fine.
+async fn delete_foreground<K>(client: &kube::Client, ns: &str, name: &str) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    match api.delete(name, &DeleteParams::foreground()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(Error::kube(format!("delete {} {name}", K::kind(&())))(e)),
+    }
+}
+
+/// Writes `status` with server-side apply on the status subresource: fields the operator
+/// no longer sets (a finished upgrade, a handled trigger) are removed.
+///
+/// # Errors
+/// [`Error::Kube`] when the request fails.
+pub async fn patch_status(
+    client: &kube::Client,
+    object: &StreamJobObject,
+    status: &StreamJobStatus,
+) -> Result<(), Error> {
+    let api: Api<StreamJobObject> = Api::namespaced(client.clone(), object.namespace());
+    let body = serde_json::json!({
+        "apiVersion": "weir.dev/v1alpha1",
+        "kind": "StreamJob",
+        "status": status,
+    });
+    api.patch_status(
+        object.name(),
+        &PatchParams::apply(names::FIELD_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .map_err(Error::kube(format!(
+        "patch status of StreamJob {}",
+        object.name()
+    )))?;
+    Ok(())
+}
+
+/// Adds (`add`) or removes the operator's finalizer with a merge patch that carries the
+/// object's `resourceVersion`, so a concurrent change of the finalizers fails this request
+/// (409) instead of being overwritten.
+///
+/// # Errors
+/// [`Error::Kube`] when the request fails (a conflict included: the next reconcile retries).
+pub async fn patch_finalizer(
+    client: &kube::Client,
+    object: &StreamJobObject,
+    add: bool,
+) -> Result<(), Error> {
+    let api: Api<StreamJobObject> = Api::namespaced(client.clone(), object.namespace());
+    let mut finalizers: Vec<String> = object
+        .metadata
+        .finalizers
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| f != names::FINALIZER)
+        .collect();
+    if add {
+        finalizers.push(names::FINALIZER.to_string());
+    }
+    let patch = serde_json::json!({
+        "metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": object.metadata.resource_version,
+        }
+    });
+    api.patch(object.name(), &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map_err(Error::kube(format!(
+            "{} finalizer of StreamJob {}",
+            if add { "add" } else { "remove" },
+            object.name()
+        )))?;
+    Ok(())
+}
+
+impl Actor<'_> {
+    /// Carries out `actions` in order; stops at the first failure (the status already says
+    /// what is intended, so the next reconcile repeats the rest: every action is idempotent).
+    ///
+    /// # Errors
+    /// The first action's error.
+    pub async fn act(&self, actions: &[Action]) -> Result<(), Error> {
+        for action in actions {
+            self.act_one(action).await?;
+        }
+        Ok(())
+    }
+
+    async fn act_one(&self, action: &Action) -> Result<(), Error> {
+        let ns = self.object.namespace();
+        let name = self.object.name();
+        match action {
+            Action::Deploy {
+                spec,
+                lineage,
+                restore,
+            } => self.deploy(spec, lineage, restore).await,
+            Action::DeleteCluster => {
+                info!(namespace = ns, name, "deleting the job's workloads");
+                delete_foreground::<Deployment>(self.client, ns, &names::coordinator(name)).await?;
+                delete_foreground::<StatefulSet>(self.client, ns, &names::workers(name)).await
+            }
+            Action::RunCheck {
+                generation,
+                spec,
+                snapshot,
+            } => {
+                let job =
+                    build::build_check_job(&self.target, *generation, spec, snapshot.as_deref());
+                let jobs: Api<Job> = Api::namespaced(self.client.clone(), ns);
+                let job_name = names::check_job(name, *generation);
+                // A Job's pod template is immutable: create it once per generation.
+                if jobs
+                    .get_opt(&job_name)
+                    .await
+                    .map_err(Error::kube(format!("get Job {job_name}")))?
+                    .is_none()
+                {
+                    apply_object(self.client, &job).await?;
+                }
+                Ok(())
+            }
+            Action::TriggerSavepoint {
+                trigger_id,
+                directory,
+            } => {
+                let (api, base, id, dir) = self.call_args(trigger_id, directory);
+                blocking(move || api.trigger_savepoint(&base, &id, dir.as_deref()))
+                    .await
+                    .map_err(|source| Error::Coordinator {
+                        action: format!("trigger savepoint {trigger_id}"),
+                        source,
+                    })
+            }
+            Action::StopWithSavepoint {
+                trigger_id,
+                directory,
+            } => {
+                let (api, base, id, dir) = self.call_args(trigger_id, directory);
+                blocking(move || api.stop_with_savepoint(&base, &id, dir.as_deref()))
+                    .await
+                    .map_err(|source| Error::Coordinator {
+                        action: format!("stop with savepoint {trigger_id}"),
+                        source,
+                    })
+            }
+            Action::DisposeSavepoint { location } => {
+                let (api, base) = (self.coordinator.clone(), self.admin_url.clone());
+                let loc = location.clone();
+                blocking(move || api.dispose_savepoint(&base, &loc))
+                    .await
+                    .map_err(|source| Error::Coordinator {
+                        action: format!("dispose savepoint {location}"),
+                        source,
+                    })
+            }
+            Action::Event {
+                kind,
+                reason,
+                message,
+            } => {
+                let event = Event {
+                    type_: match kind {
+                        EventType::Normal => KubeEventType::Normal,
+                        EventType::Warning => KubeEventType::Warning,
+                    },
+                    reason: (*reason).to_string(),
+                    note: Some(message.clone()),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                };
+                let reference = self.object.object_ref(&());
+                if let Err(e) = self.recorder.publish(&event, &reference).await {
+                    // An Event is for people; losing one must not stop the job's lifecycle.
+                    warn!(namespace = ns, name, reason, "event not recorded: {e}");
+                }
+                Ok(())
+            }
+            Action::RemoveFinalizer => patch_finalizer(self.client, self.object, false).await,
+        }
+    }
+
+    fn call_args(
+        &self,
+        trigger_id: &str,
+        directory: &Option<String>,
+    ) -> (Arc<dyn CoordinatorApi>, String, String, Option<String>) {
+        (
+            self.coordinator.clone(),
+            self.admin_url.clone(),
+            trigger_id.to_string(),
+            directory.clone(),
+        )
+    }
+
+    /// Applies the ConfigMap, the two Services, the coordinator Deployment and the workers
+    /// StatefulSet of `spec`: the manifest first, the workloads last.
+    async fn deploy(
+        &self,
+        spec: &StreamJobSpec,
+        lineage: &str,
+        restore: &Restore,
+    ) -> Result<(), Error> {
+        let t = &self.target;
+        apply_object::<ConfigMap>(self.client, &build::build_config_map(t, spec)).await?;
+        apply_object::<Service>(self.client, &build::build_coordinator_service(t)).await?;
+        apply_object::<Service>(self.client, &build::build_workers_service(t)).await?;
+        apply_object::<Deployment>(
+            self.client,
+            &build::build_coordinator(t, spec, lineage, restore),
+        )
+        .await?;
+        apply_object::<StatefulSet>(self.client, &build::build_workers(t, spec, lineage)).await
+    }
+}
