@@ -108,42 +108,51 @@ pub async fn patch_status(
     Ok(())
 }
 
-/// Adds (`add`) or removes the operator's finalizer with a merge patch that carries the
-/// object's `resourceVersion`, so a concurrent change of the finalizers fails this request
-/// (409) instead of being overwritten.
+/// Adds (`add`) or removes the operator's finalizer with a JSON patch that first tests the
+/// finalizer list it read, so a concurrent change of the finalizers fails this request (the
+/// next reconcile retries) instead of being overwritten. Unlike `resourceVersion`, the test
+/// is not upset by the operator's own status write earlier in the same reconcile.
 ///
 /// # Errors
-/// [`Error::Kube`] when the request fails (a conflict included: the next reconcile retries).
+/// [`Error::Kube`] when the request fails, a failed test included.
 pub async fn patch_finalizer(
     client: &kube::Client,
     object: &StreamJobObject,
     add: bool,
 ) -> Result<(), Error> {
     let api: Api<StreamJobObject> = Api::namespaced(client.clone(), object.namespace());
-    let mut finalizers: Vec<String> = object
-        .metadata
-        .finalizers
+    let current = object.metadata.finalizers.clone();
+    let mut next: Vec<String> = current
         .clone()
         .unwrap_or_default()
         .into_iter()
         .filter(|f| f != names::FINALIZER)
         .collect();
     if add {
-        finalizers.push(names::FINALIZER.to_string());
+        next.push(names::FINALIZER.to_string());
     }
-    let patch = serde_json::json!({
-        "metadata": {
-            "finalizers": finalizers,
-            "resourceVersion": object.metadata.resource_version,
-        }
-    });
-    api.patch(object.name(), &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .map_err(Error::kube(format!(
-            "{} finalizer of StreamJob {}",
-            if add { "add" } else { "remove" },
-            object.name()
-        )))?;
+    let ops = match current {
+        None => serde_json::json!([
+            { "op": "add", "path": "/metadata/finalizers", "value": next }
+        ]),
+        Some(current) => serde_json::json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": current },
+            { "op": "replace", "path": "/metadata/finalizers", "value": next }
+        ]),
+    };
+    let patch: json_patch::Patch =
+        serde_json::from_value(ops).expect("invariant: a well-formed JSON patch");
+    api.patch(
+        object.name(),
+        &PatchParams::default(),
+        &Patch::<()>::Json(patch),
+    )
+    .await
+    .map_err(Error::kube(format!(
+        "{} finalizer of StreamJob {}",
+        if add { "add" } else { "remove" },
+        object.name()
+    )))?;
     Ok(())
 }
 

@@ -431,7 +431,8 @@ impl Decider<'_> {
                 );
                 self.block("CheckFailed", message);
             }
-            Some(CheckOutcome::Running) | None => self.run_check(),
+            Some(CheckOutcome::Running) => self.requeue = FAST,
+            None => self.run_check(),
         }
     }
 

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::Api;
 use weir_api_types::CompatibilityReport;
-use weir_crds::StreamJobStatus;
+use weir_crds::{StreamJobStatus, UpgradePhase};
 
 use crate::coordinator_api::CoordinatorApi;
 use crate::error::{CoordinatorError, Error};
@@ -32,7 +32,8 @@ pub struct Scope<'a> {
 
 /// Gathers [`Observed`] for `status`: the coordinator Deployment and workers StatefulSet
 /// (present while they or their pods exist: they are deleted in the foreground), the admin
-/// API when the coordinator exists, and the check Job of the upgrade's target generation.
+/// API when the coordinator exists, and, while an upgrade is checking, the check Job of its
+/// target generation.
 ///
 /// # Errors
 /// [`Error::Kube`] when a read fails; [`Error::Coordinator`] when the coordinator answers
@@ -75,7 +76,11 @@ pub async fn observe_job(scope: &Scope<'_>, status: &StreamJobStatus) -> Result<
         observed.job = job.map(|(info, checkpoints)| ObservedJob::from_api(info, checkpoints));
         observed.savepoint = savepoint.map(Into::into);
     }
-    if let Some(up) = &status.upgrade {
+    if let Some(up) = status
+        .upgrade
+        .as_ref()
+        .filter(|u| u.phase == UpgradePhase::Checking)
+    {
         observed.check = observe_check(scope, up.target_generation).await?;
     }
     Ok(observed)
