@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building Weir needs on a fresh Debian/Ubuntu machine: clang and libclang
-# (bindgen for RocksDB's -sys crate); with --test also Lua 5.4 and the S3-compatible servers the tests
-# start (s3s-fs and Garage, built once into ~/.cache/weir-tools; Garage takes about 15 minutes
-# the first time). Does nothing for what is already there.
+# (bindgen for RocksDB's -sys crate); with --test also Lua 5.4, the Helm SDK for Python
+# (helm-python-sdk, which lints and renders the chart in its test) and the S3-compatible servers
+# the tests start (s3s-fs and Garage, built once into ~/.cache/weir-tools; Garage takes about 15
+# minutes the first time). Does nothing for what is already there.
 set -euo pipefail
 TOOLS="$HOME/.cache/weir-tools"
 if [ "${1:-}" = "--test" ]; then
@@ -18,15 +19,23 @@ fi
 # health check in its test.
 PACKAGES="clang libclang-dev"
 [ "${1:-}" = "--test" ] && PACKAGES="$PACKAGES lua5.4"
+if [ "${1:-}" = "--test" ] && ! python3 -m pip --version >/dev/null 2>&1; then
+  PACKAGES="$PACKAGES python3 python3-pip"
+fi
 MISSING=""
 for p in $PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || MISSING="$MISSING $p"
 done
-if [ -z "$MISSING" ]; then
-  exit 0
+if [ -n "$MISSING" ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MISSING >/dev/null
 fi
-SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO="sudo"
-$SUDO apt-get update -qq
-# shellcheck disable=SC2086
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MISSING >/dev/null
+# The Helm SDK for Python (no helm binary needed); Debian's system Python needs the
+# --break-system-packages flag for a user-level install.
+if [ "${1:-}" = "--test" ] && ! python3 -c "import helm_python" >/dev/null 2>&1; then
+  python3 -m pip install --quiet --user "helm-python-sdk==0.2.2" 2>/dev/null \
+    || python3 -m pip install --quiet --user --break-system-packages "helm-python-sdk==0.2.2"
+fi
