@@ -220,3 +220,35 @@ fn the_chart_lints_renders_and_parses_as_kubernetes_objects() {
         }
     }
 }
+
+#[test]
+fn the_kubernetes_example_is_a_valid_stream_job_and_builds_its_objects() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/retail-revenue-k8s.yaml"
+    ))
+    .unwrap();
+    let loaded = weir_operator::crds::load_manifest(&text).expect("the example is valid");
+    let target = weir_operator::build::Target {
+        name: loaded.name.clone(),
+        namespace: "default".into(),
+        uid: "u".into(),
+        default_image: "unused".into(),
+    };
+    let spec = &loaded.spec.spec;
+    let d = weir_operator::build::build_coordinator(
+        &target,
+        spec,
+        "1-1",
+        &weir_operator::model::Restore::LatestCheckpoint,
+    );
+    let pod = d.spec.template.spec.unwrap();
+    assert_eq!(pod.containers[0].image.as_deref(), Some("weir:dev"));
+    let env = pod.containers[0].env.clone().unwrap();
+    let secret = env
+        .iter()
+        .find(|e| e.name == "AWS_SECRET_ACCESS_KEY")
+        .and_then(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+        .expect("credentials by Secret reference");
+    assert_eq!(secret.name, "weir-s3");
+}
