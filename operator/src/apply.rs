@@ -18,7 +18,7 @@ use weir_crds::{StreamJobSpec, StreamJobStatus};
 
 use crate::build::{self, Target};
 use crate::coordinator_api::CoordinatorApi;
-use crate::error::Error;
+use crate::error::{CoordinatorError, Error};
 use crate::model::{Action, EventType, Restore};
 use crate::names;
 use crate::observe::blocking;
@@ -207,35 +207,30 @@ impl Actor<'_> {
                 trigger_id,
                 directory,
             } => {
-                let (api, base, id, dir) = self.call_args(trigger_id, directory);
-                blocking(move || api.trigger_savepoint(&base, &id, dir.as_deref()))
-                    .await
-                    .map_err(|source| Error::Coordinator {
-                        action: format!("trigger savepoint {trigger_id}"),
-                        source,
-                    })
+                let (id, dir) = (trigger_id.clone(), directory.clone());
+                self.call(
+                    format!("trigger savepoint {trigger_id}"),
+                    move |api, base| api.trigger_savepoint(base, &id, dir.as_deref()),
+                )
+                .await
             }
             Action::StopWithSavepoint {
                 trigger_id,
                 directory,
             } => {
-                let (api, base, id, dir) = self.call_args(trigger_id, directory);
-                blocking(move || api.stop_with_savepoint(&base, &id, dir.as_deref()))
-                    .await
-                    .map_err(|source| Error::Coordinator {
-                        action: format!("stop with savepoint {trigger_id}"),
-                        source,
-                    })
+                let (id, dir) = (trigger_id.clone(), directory.clone());
+                self.call(
+                    format!("stop with savepoint {trigger_id}"),
+                    move |api, base| api.stop_with_savepoint(base, &id, dir.as_deref()),
+                )
+                .await
             }
             Action::DisposeSavepoint { location } => {
-                let (api, base) = (self.coordinator.clone(), self.admin_url.clone());
                 let loc = location.clone();
-                blocking(move || api.dispose_savepoint(&base, &loc))
-                    .await
-                    .map_err(|source| Error::Coordinator {
-                        action: format!("dispose savepoint {location}"),
-                        source,
-                    })
+                self.call(format!("dispose savepoint {location}"), move |api, base| {
+                    api.dispose_savepoint(base, &loc)
+                })
+                .await
             }
             Action::Event {
                 kind,
@@ -263,17 +258,16 @@ impl Actor<'_> {
         }
     }
 
-    fn call_args(
+    /// Runs one admin API call off the async threads; `action` names it in the error.
+    async fn call(
         &self,
-        trigger_id: &str,
-        directory: &Option<String>,
-    ) -> (Arc<dyn CoordinatorApi>, String, String, Option<String>) {
-        (
-            self.coordinator.clone(),
-            self.admin_url.clone(),
-            trigger_id.to_string(),
-            directory.clone(),
-        )
+        action: String,
+        f: impl FnOnce(&dyn CoordinatorApi, &str) -> Result<(), CoordinatorError> + Send + 'static,
+    ) -> Result<(), Error> {
+        let (api, base) = (self.coordinator.clone(), self.admin_url.clone());
+        blocking(move || f(api.as_ref(), &base))
+            .await
+            .map_err(|source| Error::Coordinator { action, source })
     }
 
     /// Applies the ConfigMap, the two Services, the coordinator Deployment and the workers

@@ -24,14 +24,4 @@ pub mod resource;
 
 pub use weir_crds as crds;
 
-/// An error with its sources, `a: b: c`.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use weir_api_types::error_chain;

@@ -221,3 +221,16 @@ pub struct CompatibilityReport {
     /// invalid manifest or job argument.
     pub reasons: Vec<String>,
 }
+
+/// An error with its sources, `a: b: c` (for logs and API messages; shared by the runtime
+/// and the operator).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -501,14 +501,4 @@ pub fn dispose_savepoint(uri: &str, s3: Option<&weir_crds::S3Spec>) -> Result<()
     Ok(())
 }
 
-/// An error with its sources, `a: b: c`.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub use weir_api_types::error_chain;
