@@ -171,24 +171,26 @@ fn the_chart_lints_renders_and_parses_as_kubernetes_objects() {
             )
         );
         // The metrics Service selects the operator's pods.
-        let svc = r.services[0].spec.as_ref().unwrap();
-        assert_eq!(
-            svc.selector.as_ref(),
-            d.spec
-                .template
-                .metadata
-                .as_ref()
-                .unwrap()
-                .labels
-                .as_ref()
-                .map(|l| {
-                    l.iter()
-                        .filter(|(k, _)| svc.selector.as_ref().unwrap().contains_key(*k))
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect()
-                })
-                .as_ref()
-        );
+        let selector = r.services[0]
+            .spec
+            .as_ref()
+            .unwrap()
+            .selector
+            .clone()
+            .unwrap();
+        let pod_labels = d
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .clone()
+            .unwrap();
+        assert!(!selector.is_empty(), "{set}");
+        for (k, v) in &selector {
+            assert_eq!(pod_labels.get(k), Some(v), "{set}: selector {k}");
+        }
         let job_roles: Vec<&Role> = r
             .roles
             .iter()

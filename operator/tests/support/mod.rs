@@ -1,5 +1,6 @@
 //! A fake Kubernetes API server behind kube's tower-test mock service, and a fake coordinator
-//! admin API: the operator's reconcile runs against them unchanged, and every request is
+//! admin API: the operator's reconcile runs against them unchanged (server-side apply, JSON
+//! patches, foreground deletes, Event creation, label-selected lists), and every request is
 //! recorded (method, path, query, body) so tests can assert the exact calls.
 #![allow(dead_code)]
 
@@ -75,22 +76,6 @@ fn not_found(path: &str) -> Value {
            "message": format!("{path} not found"), "reason": "NotFound", "code": 404})
 }
 
-/// RFC 7386 merge of `patch` into `target`.
-fn merge(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (t, p) => *t = p.clone(),
-    }
-}
-
 fn labels_match(object: &Value, selector: &str) -> bool {
     selector.split(',').filter(|s| !s.is_empty()).all(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -157,33 +142,25 @@ impl State {
                     object["metadata"]["resourceVersion"] = json!(version);
                     return (200, object.clone());
                 }
-                let existing = self.objects.get(&key).cloned();
-                let mut object = match (existing, apply) {
-                    (Some(o), _) => o,
-                    (None, true) => {
+                // The operator patches only with JSON patches (above) and server-side apply.
+                if !apply {
+                    return (
+                        415,
+                        json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Failure", "reason": "UnsupportedMediaType", "code": 415,
+                        "message": format!("unexpected patch type {}", call.content_type)}),
+                    );
+                }
+                let mut object = match self.objects.get(&key).cloned() {
+                    Some(o) => o,
+                    None => {
                         let mut o = call.body.clone();
                         o["metadata"]["uid"] = json!(format!("uid-{version}"));
                         o["metadata"]["generation"] = json!(1);
                         o
                     }
-                    (None, false) => return (404, not_found(&key)),
                 };
-                if !apply {
-                    let wanted = &call.body["metadata"]["resourceVersion"];
-                    if !wanted.is_null() && *wanted != object["metadata"]["resourceVersion"] {
-                        return (
-                            409,
-                            json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                            "status": "Failure", "reason": "Conflict", "code": 409,
-                            "message": "the object has been modified"}),
-                        );
-                    }
-                    let mut body = call.body.clone();
-                    if let Some(m) = body["metadata"].as_object_mut() {
-                        m.remove("resourceVersion");
-                    }
-                    merge(&mut object, &body);
-                } else if status {
+                if status {
                     object["status"] = call.body["status"].clone();
                 } else {
                     let metadata = object["metadata"].clone();
