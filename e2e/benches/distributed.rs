@@ -92,6 +92,7 @@ spec:
         storage,
         name: "bench".into(),
         env: Vec::new(),
+        bin: weir_e2e::weir_bin(),
     }
 }
 

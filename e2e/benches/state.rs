@@ -102,10 +102,7 @@ fn main() {
     })
     .expect("S3 client");
     let work = tempfile::tempdir().unwrap();
-    let info = StateInfo {
-        name: "v".into(),
-        kind: StateKind::Value,
-    };
+    let info = StateInfo::new("v", StateKind::Value);
     println!("state: {keys} keys x {VALUE_BYTES} B values (~{mb} MiB), 2 subtasks, S3 = s3s-fs on 127.0.0.1");
 
     // Fill.

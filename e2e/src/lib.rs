@@ -74,18 +74,35 @@ pub struct TestJob {
     pub name: String,
     /// Extra environment of the `weir` processes (S3 credentials).
     pub env: Vec<(String, String)>,
+    /// The binary that runs the job: `weir`, or a user's binary built on the runtime's CLI.
+    pub bin: PathBuf,
 }
 
 /// The example manifest with its input pointed at the shared data and its output and
 /// checkpoints inside a fresh temporary directory; `edit` changes it further.
 pub fn example_job(edit: impl FnOnce(&mut serde_yaml::Value)) -> TestJob {
-    let text = std::fs::read_to_string(repo_root().join("examples/retail-revenue.yaml"))
-        .expect("example manifest");
-    let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("example parses");
+    manifest_job(
+        weir_bin(),
+        &repo_root().join("examples/retail-revenue.yaml"),
+        |doc| {
+            doc["spec"]["job"]["args"]["input"] = retail_data().display().to_string().into();
+            edit(doc);
+        },
+    )
+}
+
+/// The manifest at `path`, run by `bin`, with its `output` argument and its checkpoints
+/// inside a fresh temporary directory; `edit` changes it further.
+pub fn manifest_job(
+    bin: PathBuf,
+    path: &Path,
+    edit: impl FnOnce(&mut serde_yaml::Value),
+) -> TestJob {
+    let text = std::fs::read_to_string(path).expect("manifest");
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("manifest parses");
     let dir = tempfile::tempdir().expect("temp dir");
     let output = dir.path().join("output");
     let storage = dir.path().join("checkpoints");
-    doc["spec"]["job"]["args"]["input"] = retail_data().display().to_string().into();
     doc["spec"]["job"]["args"]["output"] = output.display().to_string().into();
     doc["spec"]["checkpointing"]["storage"] = format!("file://{}", storage.display()).into();
     edit(&mut doc);
@@ -102,6 +119,7 @@ pub fn example_job(edit: impl FnOnce(&mut serde_yaml::Value)) -> TestJob {
         storage,
         name,
         env: Vec::new(),
+        bin,
     }
 }
 
@@ -199,7 +217,7 @@ pub fn kill_at_random_points(job: &TestJob, rounds: usize, seed: u64) -> Kills {
 impl TestJob {
     /// `weir run <manifest> <extra>` to completion.
     pub fn run(&self, extra: &[&str]) -> Output {
-        Command::new(weir_bin())
+        Command::new(&self.bin)
             .arg("run")
             .arg(&self.manifest)
             .args(["--progress-interval", "0s"])
@@ -211,7 +229,7 @@ impl TestJob {
 
     /// Starts `weir run` and returns the child and a channel of its stderr lines.
     pub fn spawn(&self) -> (Child, mpsc::Receiver<String>) {
-        let mut child = Command::new(weir_bin())
+        let mut child = Command::new(&self.bin)
             .arg("run")
             .arg(&self.manifest)
             .args(["--progress-interval", "0s"])
@@ -235,7 +253,7 @@ impl TestJob {
     /// `weir savepoint create <manifest> [--dir <dir>]` against the running job; returns the
     /// savepoint's location.
     pub fn savepoint(&self, dir: Option<&str>) -> String {
-        let mut cmd = Command::new(weir_bin());
+        let mut cmd = Command::new(&self.bin);
         cmd.args(["savepoint", "create"])
             .arg(&self.manifest)
             .envs(self.env.iter().cloned());

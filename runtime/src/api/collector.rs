@@ -39,6 +39,17 @@ pub trait Collector<T>: Send {
     fn checkpoint_complete(&mut self, id: u64) -> Result<(), TaskError>;
     /// No more input will come.
     fn end_of_input(&mut self) -> Result<(), TaskError>;
+    /// Processing time has reached `now` (ms since the epoch): fire the timers due. Called
+    /// only on the first operator of a task fed by an exchange; the default does nothing.
+    fn processing_time(&mut self, now: Timestamp) -> Result<(), TaskError> {
+        let _ = now;
+        Ok(())
+    }
+    /// The earliest pending processing-time timer (ms since the epoch), if any: the task
+    /// wakes up then and calls [`Collector::processing_time`].
+    fn next_processing_timer(&self) -> Option<Timestamp> {
+        None
+    }
 }
 
 /// How a list of operator state entries is spread over subtasks when parallelism changes

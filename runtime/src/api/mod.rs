@@ -1,25 +1,42 @@
-//! The job-building API users write against: streams, keys, functions, sources, sinks and
-//! the operator hooks ([`Collector`]). Building a job is pure: nothing runs until the
-//! runtime instantiates the [`JobGraph`].
+//! The job-building API users write against: a [`JobBuilder`] and its streams, keys, keyed
+//! process functions with state and timers, side outputs, sources, sinks and the operator
+//! hooks ([`Collector`]). Building is pure: it yields a [`JobGraph`] (the logical
+//! [`StreamGraph`] and what is read from it); nothing runs until the runtime plans it into
+//! tasks (`plan`).
 
 mod collector;
 mod context;
 mod error;
 mod functions;
+pub mod graph;
 mod key;
+pub(crate) mod plan;
+pub mod process;
+pub mod state;
 mod stream;
 
+pub use crate::state::timers::TimeDomain;
+pub use crate::state::StateTtl;
 pub use collector::{
     CheckpointBarrier, Collector, OperatorListState, OperatorSnapshot, RedistributionMode,
 };
 pub use context::{OperatorStateMap, TaskContext};
 pub use error::TaskError;
 pub use functions::AggregateFunction;
+pub use graph::{NodeId, OperatorKind, OutputPort, Partitioning, StreamGraph};
 pub use key::{Key, KeyDecodeError};
-pub(crate) use stream::{Instantiation, TaskSpec};
+pub(crate) use plan::{Instantiation, TaskSpec};
+pub use process::{
+    CoInput, Context, KeyedCoProcessFunction, KeyedProcessFunction, OpenContext, Output, OutputTag,
+    TimerService,
+};
+pub use state::{
+    ListStateDescriptor, MapStateDescriptor, ReducingStateDescriptor, StateDescriptor,
+    ValueStateDescriptor,
+};
 pub use stream::{
-    JobGraph, KeyedRecord, KeyedStream, Sink, Source, SourceReader, Stream, TimeWindow,
-    WatermarkStrategy, WindowResult, WindowedStream,
+    ConnectedStreams, JobBuilder, JobGraph, KeyedRecord, KeyedStream, Sink, Source, SourceReader,
+    Stream, TimeWindow, WatermarkStrategy, WindowResult, WindowedStream,
 };
 
 /// Event time, in milliseconds since the Unix epoch.

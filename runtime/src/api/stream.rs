@@ -1,29 +1,47 @@
-//! Stream builders: `Stream<T>`, `KeyedStream<K, T>`, `WindowedStream<K, T>` and the finished
-//! `JobGraph`. Building is pure; [`JobGraph`] is instantiated by the runtime into tasks.
+//! Stream builders: [`JobBuilder`], `Stream<T>`, `KeyedStream<K, T>`, `WindowedStream<K, T>`
+//! and the finished [`JobGraph`]. Building is pure: each call adds an operator (and the edges
+//! into it) to the job's [`StreamGraph`]; nothing runs until the runtime plans the graph.
 //!
-//! Operators between two `key_by` boundaries are chained into one task per subtask (records
-//! are passed by function call); a `key_by` is a hash shuffle through bounded channels.
+//! ```
+//! # use weir_runtime::api::*;
+//! # fn demo(source: impl Source<String>, sink: impl Sink<(String, u64)>) -> Result<JobGraph, TaskError> {
+//! let job = JobBuilder::new();
+//! job.source("words", source, WatermarkStrategy::bounded_out_of_orderness(0, |_: &String| 0))
+//!     .map(|w: String| (w, 1u64))
+//!     .sink("counts", sink);
+//! job.build()
+//! # }
+//! ```
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
-use weir_crds::CheckpointingMode;
+use serde::{Deserialize, Serialize};
 
+use super::graph::{Edge, Node, NodeId, OperatorKind, OutputPort, Partitioning, StreamGraph};
+use super::plan::{tee, ExchangeBuilder, NodeFactory, Typed};
+use super::process::{
+    CoInput, CoProcess, KeyedCoProcessFunction, OpenContext, OutputTag, SideOutputs,
+};
+use super::state::DeclaredStates;
 use super::{
-    AggregateFunction, Collector, Key, OperatorStateMap, TaskContext, TaskError, Timestamp,
+    AggregateFunction, Collector, Key, KeyedProcessFunction, OperatorStateMap, TaskContext,
+    TaskError, Timestamp,
 };
 use crate::checkpoint::JobShape;
-use crate::net::NetworkContext;
+use crate::operators::keyed_process::KeyedProcessOperator;
 use crate::operators::stateless::{Filter, FlatMap, Map};
 use crate::operators::window::{WindowOperator, WINDOW_STATE};
-use crate::state::{KeyGroup, StateInfo, StateKind};
-use crate::task::exchange::{build_exchange, Codec, Partitioner};
-use crate::task::input::KeyedInputTask;
+use crate::state::heap::HeapBackend;
+use crate::state::typed::{system_clock, KeyedStateStore};
+use crate::state::{KeyGroupRange, StateInfo, StateKind};
+use crate::task::exchange::{hash_exchange, hash_exchange_from, plain_exchange};
+use crate::task::input::input_task;
 use crate::task::source::SourceTask;
-use crate::task::wire::{decode_keyed, encode_keyed};
-use crate::task::Task;
 
 /// A source of records, read by one reader per subtask.
 pub trait Source<T>: Send + Sync + 'static {
@@ -98,11 +116,11 @@ impl<T> WatermarkStrategy<T> {
     }
 }
 
-/// A record of a keyed stream with its key and key group, as it travels a hash shuffle.
+/// A record of a keyed stream with its key and key group, as it travels a hash exchange.
 #[derive(Debug, Clone)]
 pub struct KeyedRecord<K, T> {
     /// Key group of `key`.
-    pub key_group: KeyGroup,
+    pub key_group: crate::state::KeyGroup,
     /// The key.
     pub key: K,
     /// The record.
@@ -110,7 +128,7 @@ pub struct KeyedRecord<K, T> {
 }
 
 /// An event-time window `[start, end)` in ms since the epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TimeWindow {
     /// First ms of the window, inclusive.
     pub start: Timestamp,
@@ -129,170 +147,360 @@ pub struct WindowResult<K, O> {
     pub value: O,
 }
 
-pub(crate) type GraphBuildFn = Box<dyn FnOnce(&mut Instantiation) -> Result<(), TaskError>>;
-
-pub(crate) type BuildFn<T> =
-    Box<dyn FnOnce(&mut Instantiation, Vec<Box<dyn Collector<T>>>) -> Result<(), TaskError>>;
-
-/// One task of an instantiated job.
-pub(crate) struct TaskSpec {
-    pub name: String,
-    pub subtask: u32,
-    pub is_source: bool,
-    pub task: Box<dyn Task>,
+/// The graph under construction and the first problem found, shared by the streams of one
+/// job.
+#[derive(Default)]
+struct Building {
+    graph: StreamGraph,
+    problems: Vec<String>,
+    output: Option<String>,
 }
 
-/// The runtime's side of instantiation: the contexts of the subtasks this process runs (all
-/// of them in a local run, a worker's share in distributed mode) and the tasks created so far.
-pub(crate) struct Instantiation {
-    pub contexts: Vec<TaskContext>,
-    /// Subtasks per operator in the whole job.
-    pub parallelism: u32,
-    /// Exchanges built so far (numbers them in build order, the same in every process).
-    pub exchanges: u32,
-    /// Channels to other workers; `None` in a local run.
-    pub network: Option<NetworkContext>,
-    pub tasks: Vec<TaskSpec>,
-    pub mode: CheckpointingMode,
-    /// Records per batch on a shuffle.
-    pub batch_size: usize,
-    /// Batches buffered per shuffle channel before the producer blocks.
-    pub channel_capacity: usize,
+/// Builds a job: sources start streams, operators extend them, sinks end them; [`build`]
+/// returns the finished [`JobGraph`].
+///
+/// Operator uids are the identity of state across versions of a job: every stateful
+/// operator (source, keyed process, window, sink) is given one and must keep it. Stateless
+/// operators (map, filter, flat_map) are named after their kind and position.
+///
+/// [`build`]: JobBuilder::build
+#[derive(Clone, Default)]
+pub struct JobBuilder {
+    inner: Rc<RefCell<Building>>,
 }
 
-/// A stream of records of type `T`.
-pub struct Stream<T> {
-    build: BuildFn<T>,
-    uids: Vec<String>,
-    /// Keyed states each stateful operator registers, by uid.
-    keyed_states: BTreeMap<String, Vec<StateInfo>>,
-    /// Uid of the first operator of each chain (task), sources first.
-    chains: Vec<String>,
-}
+impl JobBuilder {
+    /// An empty job.
+    pub fn new() -> Self {
+        Self::default()
+    }
 
-impl<T: Send + 'static> Stream<T> {
-    /// A stream read from `source`, with event time assigned by `watermarks`. The source's
+    /// A stream read from `source` with event time assigned by `watermarks`; the source's
     /// positions are operator state of `uid`.
-    pub fn from_source(
+    pub fn source<T: Clone + Send + 'static>(
+        &self,
         uid: &str,
         source: impl Source<T>,
         watermarks: WatermarkStrategy<T>,
-    ) -> Self {
+    ) -> Stream<T> {
         let uid_owned = uid.to_string();
-        Stream {
-            uids: vec![uid.to_string()],
-            keyed_states: BTreeMap::new(),
-            chains: vec![uid.to_string()],
-            build: Box::new(move |inst, downs| {
-                for (i, down) in downs.into_iter().enumerate() {
-                    let ctx = &inst.contexts[i];
-                    let positions = ctx
-                        .operator_state(&uid_owned)
-                        .remove(crate::task::source::POSITIONS)
-                        .unwrap_or_default();
-                    let reader = source.create_reader(ctx, positions)?;
-                    let task = SourceTask::new(
-                        uid_owned.clone(),
-                        reader,
-                        watermarks.clone(),
-                        down,
-                        ctx.metrics.clone(),
-                        ctx.subtask,
-                        inst.batch_size,
-                    );
-                    inst.tasks.push(TaskSpec {
-                        name: uid_owned.clone(),
-                        subtask: ctx.subtask,
-                        is_source: true,
-                        task: Box::new(task),
-                    });
-                }
-                Ok(())
-            }),
+        let source = Arc::new(source);
+        let create = move |ctx: &TaskContext,
+                           inst: &super::plan::Instantiation,
+                           mut outputs: super::plan::Outputs| {
+            let mut restored = ctx.operator_state(&uid_owned);
+            let positions = restored
+                .remove(crate::task::source::POSITIONS)
+                .unwrap_or_default();
+            let max_ts = crate::task::source::restored_max_timestamp(
+                &restored
+                    .remove(crate::task::source::WATERMARK)
+                    .unwrap_or_default(),
+            );
+            let reader = source.create_reader(ctx, positions)?;
+            Ok(Box::new(SourceTask::new(
+                uid_owned.clone(),
+                reader,
+                watermarks.clone(),
+                outputs.main::<T>(),
+                ctx.metrics.clone(),
+                ctx.subtask,
+                inst.batch_size,
+                max_ts,
+            )) as Box<dyn crate::task::Task>)
+        };
+        let id = self.add_node(Node {
+            uid: uid.to_string(),
+            kind: OperatorKind::Source,
+            states: Vec::new(),
+            named: true,
+            factory: NodeFactory::Source(Arc::new(create)),
+            ports: BTreeMap::from([(OutputPort::Main, tee::<T> as super::plan::TeeBuilder)]),
+        });
+        Stream::new(self.clone(), vec![(id, OutputPort::Main)], None)
+    }
+
+    /// Records where the job's output goes (shown in the run summary).
+    pub fn set_output(&self, location: impl Into<String>) {
+        self.inner.borrow_mut().output = Some(location.into());
+    }
+
+    /// The finished graph.
+    ///
+    /// # Errors
+    /// [`TaskError::Graph`] naming every problem found while building: a uid used twice, a
+    /// function whose `open` fails, a side output read from a union.
+    pub fn build(&self) -> Result<JobGraph, TaskError> {
+        let mut b = self.inner.borrow_mut();
+        let graph = std::mem::take(&mut b.graph);
+        let mut problems = std::mem::take(&mut b.problems);
+        problems.extend(graph.problems());
+        if !problems.is_empty() {
+            return Err(TaskError::Graph(problems.join("; ")));
+        }
+        Ok(JobGraph::new(graph, b.output.take()))
+    }
+
+    fn add_node(&self, node: Node) -> NodeId {
+        self.inner.borrow_mut().graph.add_node(node)
+    }
+
+    fn problem(&self, problem: String) {
+        self.inner.borrow_mut().problems.push(problem);
+    }
+
+    fn next_auto_uid(&self, kind: &str) -> String {
+        format!("{kind}-{}", self.inner.borrow().graph.nodes.len())
+    }
+}
+
+/// A stream of records of type `T`: the output of one operator, or the union of several.
+/// Cloning a stream lets several operators consume it (each gets every record).
+pub struct Stream<T> {
+    job: JobBuilder,
+    /// The operator outputs the stream is made of (several after a union).
+    inputs: Vec<(NodeId, OutputPort)>,
+    /// Builds a forward exchange of `T` (set when the stream's type is serializable; needed
+    /// when a union feeds a non-keyed operator).
+    forward_exchange: Option<fn(Partitioning) -> ExchangeBuilder>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Stream<T> {
+    fn clone(&self) -> Self {
+        Self {
+            job: self.job.clone(),
+            inputs: self.inputs.clone(),
+            forward_exchange: self.forward_exchange,
+            _t: PhantomData,
+        }
+    }
+}
+
+/// The boxed factory of an operator: its subtask's input collector from its outputs.
+type Create = super::plan::OperatorFactory;
+
+impl<T: Clone + Send + 'static> Stream<T> {
+    fn new(
+        job: JobBuilder,
+        inputs: Vec<(NodeId, OutputPort)>,
+        forward_exchange: Option<fn(Partitioning) -> ExchangeBuilder>,
+    ) -> Self {
+        Self {
+            job,
+            inputs,
+            forward_exchange,
+            _t: PhantomData,
         }
     }
 
-    /// Appends a chained operator: `wrap` puts it in front of the next operator of each
-    /// subtask.
-    fn chain<U: 'static>(
-        self,
-        wrap: impl Fn(Box<dyn Collector<U>>) -> Box<dyn Collector<T>> + 'static,
+    /// Adds an operator fed by this stream through forward edges (chained when this stream
+    /// is one operator's output; a forward exchange after a union).
+    fn forward_to<U: Clone + Send + 'static>(
+        &self,
+        uid: Option<&str>,
+        kind: OperatorKind,
+        main_port: bool,
+        create: Arc<Create>,
     ) -> Stream<U> {
-        let up = self.build;
-        Stream {
-            uids: self.uids,
-            keyed_states: self.keyed_states,
-            chains: self.chains,
-            build: Box::new(move |inst, downs| up(inst, downs.into_iter().map(&wrap).collect())),
-        }
+        let exchange = if self.inputs.len() > 1 {
+            match self.forward_exchange {
+                Some(make) => Some(make(Partitioning::Forward)),
+                None => {
+                    self.job.problem(format!(
+                        "a union of streams that are not serializable feeds a {kind:?} operator; map the inputs to a type with serde's Serialize and Deserialize before the union"
+                    ));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let edges = self
+            .inputs
+            .iter()
+            .map(|(from, port)| (*from, port.clone(), Partitioning::Forward, exchange.clone()))
+            .collect();
+        self.job
+            .add_operator::<U, T>(uid, kind, Vec::new(), main_port, create, edges)
     }
 
     /// Applies `f` to every record.
-    pub fn map<U: Send + 'static>(self, f: impl Fn(T) -> U + Send + Sync + 'static) -> Stream<U> {
+    pub fn map<U: Clone + Send + 'static>(
+        &self,
+        f: impl Fn(T) -> U + Send + Sync + 'static,
+    ) -> Stream<U> {
         let f = Arc::new(f);
-        self.chain(move |next| Box::new(Map { f: f.clone(), next }))
+        self.forward_to(
+            None,
+            OperatorKind::Map,
+            true,
+            Arc::new(move |_ctx, mut outs| {
+                Ok(Typed::<T>::erase(Box::new(Map {
+                    f: f.clone(),
+                    next: outs.main::<U>(),
+                })))
+            }),
+        )
     }
 
     /// Keeps the records for which `f` is true.
-    pub fn filter(self, f: impl Fn(&T) -> bool + Send + Sync + 'static) -> Stream<T> {
+    pub fn filter(&self, f: impl Fn(&T) -> bool + Send + Sync + 'static) -> Stream<T> {
         let f = Arc::new(f);
-        self.chain(move |next| Box::new(Filter { f: f.clone(), next }))
+        self.forward_to(
+            None,
+            OperatorKind::Filter,
+            true,
+            Arc::new(move |_ctx, mut outs| {
+                Ok(Typed::<T>::erase(Box::new(Filter {
+                    f: f.clone(),
+                    next: outs.main::<T>(),
+                })))
+            }),
+        )
     }
 
     /// Replaces every record by the records `f` returns for it.
-    pub fn flat_map<U: Send + 'static, I: IntoIterator<Item = U>>(
-        self,
+    pub fn flat_map<U: Clone + Send + 'static, I: IntoIterator<Item = U>>(
+        &self,
         f: impl Fn(T) -> I + Send + Sync + 'static,
     ) -> Stream<U> {
         let f = Arc::new(f);
-        self.chain(move |next| Box::new(FlatMap { f: f.clone(), next }))
+        self.forward_to(
+            None,
+            OperatorKind::FlatMap,
+            true,
+            Arc::new(move |_ctx, mut outs| {
+                Ok(Typed::<T>::erase(Box::new(FlatMap {
+                    f: f.clone(),
+                    next: outs.main::<U>(),
+                })))
+            }),
+        )
+    }
+
+    /// The records of `self` and of `others` as one stream (Flink's `union`); record order
+    /// between the inputs is not defined, and the watermark is the smallest of the inputs'.
+    pub fn union(&self, others: &[Stream<T>]) -> Stream<T>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        let mut inputs = self.inputs.clone();
+        for o in others {
+            if !Rc::ptr_eq(&o.job.inner, &self.job.inner) {
+                self.job.problem(
+                    "union of streams of different JobBuilders; build one job with one JobBuilder"
+                        .into(),
+                );
+            }
+            inputs.extend(o.inputs.iter().cloned());
+        }
+        Stream::new(self.job.clone(), inputs, Some(plain_exchange::<T>))
+    }
+
+    /// The records the operator that produced this stream emitted to side output `tag`
+    /// (Flink's `getSideOutput`).
+    pub fn side_output<S: Clone + Send + 'static>(&self, tag: &OutputTag<S>) -> Stream<S> {
+        let [(node, OutputPort::Main)] = self.inputs.as_slice() else {
+            self.job.problem(format!(
+                "side output `{}` is read from a union; read it from the stream of the operator that emits it",
+                tag.id()
+            ));
+            return Stream::new(self.job.clone(), Vec::new(), None);
+        };
+        let port = OutputPort::Side(tag.id().to_string());
+        self.job.inner.borrow_mut().graph.nodes[node.0]
+            .ports
+            .insert(port.clone(), tee::<S>);
+        Stream::new(self.job.clone(), vec![(*node, port)], None)
     }
 
     /// Partitions the stream by the key `selector` returns: records with equal keys meet in
     /// the same subtask, which owns the key's key group.
     pub fn key_by<K: Key>(
-        self,
+        &self,
         selector: impl Fn(&T) -> K + Send + Sync + 'static,
-    ) -> KeyedStream<K, T> {
+    ) -> KeyedStream<K, T>
+    where
+        T: Serialize + DeserializeOwned,
+    {
         KeyedStream {
-            upstream: self,
+            upstream: self.clone(),
             selector: Arc::new(selector),
         }
     }
 
     /// Ends the stream in `sink`, whose state is operator state of `uid`.
-    ///
-    /// # Errors
-    /// [`TaskError::Graph`] when `uid` is used twice in the job.
-    pub fn sink(self, uid: &str, sink: impl Sink<T>) -> Result<JobGraph, TaskError> {
-        let mut uids = self.uids;
-        add_uid(&mut uids, uid)?;
-        let up = self.build;
-        let uid = uid.to_string();
-        Ok(JobGraph {
-            uids,
-            keyed_states: self.keyed_states,
-            chains: self.chains,
-            output: None,
-            build: Box::new(move |inst| {
-                let mut downs = Vec::with_capacity(inst.contexts.len());
-                for ctx in &inst.contexts {
-                    downs.push(sink.create_writer(ctx, &uid, ctx.operator_state(&uid))?);
-                }
-                up(inst, downs)
+    pub fn sink(&self, uid: &str, sink: impl Sink<T>) {
+        let uid_owned = uid.to_string();
+        let sink = Arc::new(sink);
+        let _: Stream<()> = self.forward_to(
+            Some(uid),
+            OperatorKind::Sink,
+            false,
+            Arc::new(move |ctx, _outs| {
+                let writer = sink.create_writer(ctx, &uid_owned, ctx.operator_state(&uid_owned))?;
+                Ok(Typed::<T>::erase(writer))
             }),
-        })
+        );
     }
 }
 
-fn add_uid(uids: &mut Vec<String>, uid: &str) -> Result<(), TaskError> {
-    if uids.iter().any(|u| u == uid) {
-        return Err(TaskError::Graph(format!(
-            "operator uid `{uid}` is used twice; every stateful operator needs its own uid"
-        )));
+impl JobBuilder {
+    /// Adds a node with input records `I` (what its collector takes) and main output `U`,
+    /// fed by `edges` (from, port, partitioning, exchange builder when not chained).
+    fn add_operator<U: Clone + Send + 'static, I: Send + 'static>(
+        &self,
+        uid: Option<&str>,
+        kind: OperatorKind,
+        states: Vec<StateInfo>,
+        main_port: bool,
+        create: Arc<Create>,
+        edges: Vec<(NodeId, OutputPort, Partitioning, Option<ExchangeBuilder>)>,
+    ) -> Stream<U> {
+        let uid = match uid {
+            Some(u) => u.to_string(),
+            None => self.next_auto_uid(match kind {
+                OperatorKind::Map => "map",
+                OperatorKind::Filter => "filter",
+                OperatorKind::FlatMap => "flat-map",
+                _ => "operator",
+            }),
+        };
+        if edges.is_empty() {
+            self.problem(format!("operator `{uid}` has no input"));
+        }
+        let mut ports = BTreeMap::new();
+        if main_port {
+            ports.insert(OutputPort::Main, tee::<U> as super::plan::TeeBuilder);
+        }
+        let id = self.add_node(Node {
+            uid,
+            kind,
+            states,
+            named: !matches!(
+                kind,
+                OperatorKind::Map | OperatorKind::Filter | OperatorKind::FlatMap
+            ),
+            factory: NodeFactory::Operator {
+                create,
+                input_task: Arc::new(input_task::<I>),
+            },
+            ports,
+        });
+        let mut b = self.inner.borrow_mut();
+        for (from, port, partitioning, exchange) in edges {
+            b.graph.add_edge(Edge {
+                from,
+                port,
+                to: id,
+                partitioning,
+                exchange,
+            });
+        }
+        drop(b);
+        Stream::new(self.clone(), vec![(id, OutputPort::Main)], None)
     }
-    uids.push(uid.to_string());
-    Ok(())
 }
 
 /// A stream partitioned by key.
@@ -301,7 +509,52 @@ pub struct KeyedStream<K, T> {
     selector: Arc<dyn Fn(&T) -> K + Send + Sync>,
 }
 
-impl<K: Key, T: Send + 'static> KeyedStream<K, T> {
+impl<K: Key, T: Clone + Send + Serialize + DeserializeOwned + 'static> KeyedStream<K, T> {
+    /// Hash edges from every input of the upstream stream.
+    fn hash_edges(&self) -> Vec<(NodeId, OutputPort, Partitioning, Option<ExchangeBuilder>)> {
+        let exchange = hash_exchange::<K, T>(self.selector.clone());
+        self.upstream
+            .inputs
+            .iter()
+            .map(|(from, port)| {
+                (
+                    *from,
+                    port.clone(),
+                    Partitioning::Hash,
+                    Some(exchange.clone()),
+                )
+            })
+            .collect()
+    }
+
+    /// Runs `function` on every record with its key's state and timers; its state and
+    /// timers are keyed state of `uid`. The declared states are learned now, by calling
+    /// `open` on a clone of `function` against empty state.
+    pub fn process<F>(&self, uid: &str, function: F) -> Stream<F::Out>
+    where
+        F: KeyedProcessFunction<Key = K, In = T>,
+    {
+        add_keyed_process(&self.upstream.job, uid, function, self.hash_edges())
+    }
+
+    /// This stream and `other`, keyed by the same key type, as the two inputs of one keyed
+    /// operator (Flink's `connect`).
+    pub fn connect<B: Clone + Send + Serialize + DeserializeOwned + 'static>(
+        &self,
+        other: &KeyedStream<K, B>,
+    ) -> ConnectedStreams<K, T, B> {
+        ConnectedStreams {
+            first: KeyedStream {
+                upstream: self.upstream.clone(),
+                selector: self.selector.clone(),
+            },
+            second: KeyedStream {
+                upstream: other.upstream.clone(),
+                selector: other.selector.clone(),
+            },
+        }
+    }
+
     /// Tumbling event-time windows of `size_ms` aligned to the epoch (Flink's
     /// `TumblingEventTimeWindows.of(size)`).
     pub fn tumbling_window(self, size_ms: i64) -> WindowedStream<K, T> {
@@ -312,113 +565,164 @@ impl<K: Key, T: Send + 'static> KeyedStream<K, T> {
     }
 }
 
+/// Adds a keyed process operator `uid` running `function`, fed by `edges`.
+fn add_keyed_process<F: KeyedProcessFunction>(
+    job: &JobBuilder,
+    uid: &str,
+    function: F,
+    edges: Vec<(NodeId, OutputPort, Partitioning, Option<ExchangeBuilder>)>,
+) -> Stream<F::Out> {
+    let states = match declared_states(uid, function.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            job.problem(e.to_string());
+            Vec::new()
+        }
+    };
+    let uid_owned = uid.to_string();
+    let create = move |ctx: &TaskContext, mut outs: super::plan::Outputs| {
+        let next = outs.main::<F::Out>();
+        let sides = SideOutputs::new(outs.sides());
+        let op = KeyedProcessOperator::new(&uid_owned, ctx, function.clone(), next, sides)?;
+        Ok(Typed::<KeyedRecord<F::Key, F::In>>::erase(Box::new(op)))
+    };
+    job.add_operator::<F::Out, KeyedRecord<F::Key, F::In>>(
+        Some(uid),
+        OperatorKind::KeyedProcess,
+        states,
+        true,
+        Arc::new(create),
+        edges,
+    )
+}
+
+/// Two keyed streams with the same key type, to be processed by one
+/// [`KeyedCoProcessFunction`].
+pub struct ConnectedStreams<K, A, B> {
+    first: KeyedStream<K, A>,
+    second: KeyedStream<K, B>,
+}
+
+impl<K, A, B> ConnectedStreams<K, A, B>
+where
+    K: Key,
+    A: Clone + Send + Serialize + DeserializeOwned + 'static,
+    B: Clone + Send + Serialize + DeserializeOwned + 'static,
+{
+    /// Runs `function` on the records of both streams with their key's shared state and
+    /// timers, keyed state of `uid`.
+    pub fn process<F>(&self, uid: &str, function: F) -> Stream<F::Out>
+    where
+        F: KeyedCoProcessFunction<Key = K, In1 = A, In2 = B>,
+    {
+        let first = self.first.selector.clone();
+        let second = self.second.selector.clone();
+        let selector: Arc<dyn Fn(&CoInput<A, B>) -> K + Send + Sync> =
+            Arc::new(move |r: &CoInput<A, B>| match r {
+                CoInput::First(a) => first(a),
+                CoInput::Second(b) => second(b),
+            });
+        let first_exchange =
+            hash_exchange_from::<K, A, CoInput<A, B>>(selector.clone(), CoInput::First);
+        let second_exchange = hash_exchange_from::<K, B, CoInput<A, B>>(selector, CoInput::Second);
+        let mut edges = Vec::new();
+        for (from, port) in &self.first.upstream.inputs {
+            edges.push((
+                *from,
+                port.clone(),
+                Partitioning::Hash,
+                Some(first_exchange.clone()),
+            ));
+        }
+        for (from, port) in &self.second.upstream.inputs {
+            edges.push((
+                *from,
+                port.clone(),
+                Partitioning::Hash,
+                Some(second_exchange.clone()),
+            ));
+        }
+        add_keyed_process(&self.first.upstream.job, uid, CoProcess(function), edges)
+    }
+}
+
+/// The states `function`'s `open` declares, learned against a throwaway heap backend.
+fn declared_states<F: KeyedProcessFunction>(
+    uid: &str,
+    mut function: F,
+) -> Result<Vec<StateInfo>, TaskError> {
+    let mut store = KeyedStateStore::new(
+        Box::new(HeapBackend::new(KeyGroupRange { start: 0, end: 0 })),
+        system_clock(),
+    );
+    let mut states = DeclaredStates::default();
+    function.open(&mut OpenContext {
+        uid,
+        subtask: 0,
+        parallelism: 1,
+        store: &mut store,
+        states: &mut states,
+    })?;
+    let mut infos = states.infos;
+    infos.push(StateInfo::new(
+        crate::state::timers::EVENT_TIME_TIMERS,
+        StateKind::Value,
+    ));
+    infos.push(StateInfo::new(
+        crate::state::timers::PROCESSING_TIME_TIMERS,
+        StateKind::Value,
+    ));
+    Ok(infos)
+}
+
 /// A keyed stream cut into event-time windows.
 pub struct WindowedStream<K, T> {
     keyed: KeyedStream<K, T>,
     size_ms: i64,
 }
 
-impl<K: Key, T: Send + 'static> WindowedStream<K, T> {
+impl<K: Key, T: Clone + Send + Serialize + DeserializeOwned + 'static> WindowedStream<K, T> {
     /// Aggregates each key's records per window with `function`; the accumulator is keyed
     /// state of `uid`. Emits one [`WindowResult`] per key and window when the watermark passes
     /// the window's end, with event time `end - 1`.
-    ///
-    /// # Errors
-    /// [`TaskError::Graph`] when `uid` is used twice in the job.
-    pub fn aggregate<A>(
-        self,
-        uid: &str,
-        function: A,
-    ) -> Result<Stream<WindowResult<K, A::Out>>, TaskError>
+    pub fn aggregate<A>(self, uid: &str, function: A) -> Stream<WindowResult<K, A::Out>>
     where
         A: AggregateFunction<In = T>,
-        T: Serialize + DeserializeOwned,
+        A::Out: Clone,
     {
-        let KeyedStream { upstream, selector } = self.keyed;
-        let mut uids = upstream.uids;
-        add_uid(&mut uids, uid)?;
-        let mut chains = upstream.chains;
-        chains.push(uid.to_string());
-        let mut keyed_states = upstream.keyed_states;
-        keyed_states.insert(
-            uid.to_string(),
-            vec![StateInfo {
-                name: WINDOW_STATE.to_string(),
-                kind: StateKind::Aggregating,
-            }],
-        );
-        let up = upstream.build;
-        let uid = uid.to_string();
+        let uid_owned = uid.to_string();
         let function = Arc::new(function);
         let size = self.size_ms;
-        Ok(Stream {
-            uids,
-            keyed_states,
-            chains,
-            build: Box::new(move |inst, downs| {
-                let local: Vec<u32> = inst.contexts.iter().map(|c| c.subtask).collect();
-                let exchange = inst.exchanges;
-                inst.exchanges += 1;
-                let (senders, receivers) = build_exchange::<KeyedRecord<K, T>>(
-                    exchange,
-                    &local,
-                    inst.parallelism,
-                    inst.channel_capacity,
-                    inst.network.as_ref(),
-                    Codec {
-                        encode: encode_keyed::<K, T>,
-                        decode: decode_keyed::<K, T>,
-                    },
-                )?;
-                for ((j, down), inputs) in downs.into_iter().enumerate().zip(receivers) {
-                    let ctx = &inst.contexts[j];
-                    let store = ctx.keyed_state(&uid)?;
-                    let op = WindowOperator::new(
-                        &uid,
-                        store,
-                        function.clone(),
-                        size,
-                        down,
-                        ctx.metrics.clone(),
-                        ctx.subtask as usize,
-                    )?;
-                    inst.tasks.push(TaskSpec {
-                        name: uid.clone(),
-                        subtask: ctx.subtask,
-                        is_source: false,
-                        task: Box::new(KeyedInputTask::new(
-                            inputs,
-                            Box::new(op),
-                            inst.mode,
-                            ctx.metrics.clone(),
-                            ctx.subtask,
-                        )),
-                    });
-                }
-                let batch = inst.batch_size;
-                let parts = senders
-                    .into_iter()
-                    .zip(&inst.contexts)
-                    .map(|(s, ctx)| {
-                        Box::new(Partitioner::new(
-                            selector.clone(),
-                            s,
-                            ctx.max_parallelism,
-                            batch,
-                            ctx.metrics.clone(),
-                            ctx.subtask,
-                        )) as Box<dyn Collector<T>>
-                    })
-                    .collect();
-                up(inst, parts)
-            }),
-        })
+        let create = move |ctx: &TaskContext, mut outs: super::plan::Outputs| {
+            let store = ctx.keyed_state(&uid_owned)?;
+            let op = WindowOperator::new(
+                &uid_owned,
+                store,
+                function.clone(),
+                size,
+                outs.main::<WindowResult<K, A::Out>>(),
+                ctx.metrics.clone(),
+                ctx.subtask as usize,
+            )?;
+            Ok(Typed::<KeyedRecord<K, T>>::erase(Box::new(op)))
+        };
+        self.keyed
+            .upstream
+            .job
+            .add_operator::<WindowResult<K, A::Out>, KeyedRecord<K, T>>(
+                Some(uid),
+                OperatorKind::WindowAggregate,
+                vec![StateInfo::new(WINDOW_STATE, StateKind::Aggregating)],
+                true,
+                Arc::new(create),
+                self.keyed.hash_edges(),
+            )
     }
 }
 
-/// A finished job: what the runtime instantiates.
+/// A finished job: its logical graph, and what the runtime and `weir check` read of it.
 pub struct JobGraph {
-    pub(crate) build: GraphBuildFn,
+    pub(crate) graph: StreamGraph,
     uids: Vec<String>,
     keyed_states: BTreeMap<String, Vec<StateInfo>>,
     chains: Vec<String>,
@@ -426,31 +730,68 @@ pub struct JobGraph {
 }
 
 impl JobGraph {
+    fn new(graph: StreamGraph, output: Option<String>) -> Self {
+        let uids = graph
+            .nodes()
+            .iter()
+            .filter(|n| n.named)
+            .map(|n| n.uid.clone())
+            .collect();
+        let keyed_states = graph
+            .nodes()
+            .iter()
+            .filter(|n| !n.states.is_empty())
+            .map(|n| (n.uid.clone(), n.states.clone()))
+            .collect();
+        let chains = graph
+            .task_heads()
+            .into_iter()
+            .map(|id| graph.node(id).uid.clone())
+            .collect();
+        Self {
+            graph,
+            uids,
+            keyed_states,
+            chains,
+            output,
+        }
+    }
+
     /// Records where the job's output goes (shown in the run summary).
     pub fn with_output(mut self, location: impl Into<String>) -> Self {
         self.output = Some(location.into());
         self
     }
 
-    /// Where the job's output goes, if its sink said.
+    /// Where the job's output goes, if its builder said.
     pub fn output(&self) -> Option<&str> {
         self.output.as_deref()
     }
 
-    /// The tasks of each subtask, named by the uid of their first operator, the source's
-    /// first: operators between two shuffles are chained into one task.
+    /// The logical graph.
+    pub fn stream_graph(&self) -> &StreamGraph {
+        &self.graph
+    }
+
+    /// The tasks of each subtask, named by the uid of their first operator, in topological
+    /// order: operators joined by chained edges run in one task.
     pub fn chains(&self) -> &[String] {
         &self.chains
     }
 
-    /// The operator uids of the job, in pipeline order.
+    /// The uids of the job's named (stateful) operators, in topological order.
     pub fn uids(&self) -> &[String] {
         &self.uids
     }
 
-    /// The keyed states (name and kind) each stateful operator registers, by uid.
+    /// The keyed states (name, kind, type and version) each keyed operator declares, by uid.
     pub fn keyed_states(&self) -> &BTreeMap<String, Vec<StateInfo>> {
         &self.keyed_states
+    }
+
+    /// Number of source operators.
+    pub fn source_count(&self) -> usize {
+        self.graph.source_count()
     }
 
     /// What a snapshot must fit to restore this graph with `max_parallelism` key groups

@@ -1,5 +1,5 @@
-//! Whether a snapshot can restore a job graph: max parallelism, operator uids, and the kinds
-//! of the keyed states both know. Pure. Used by every restore ([`super::RestorePlan`]) and by
+//! Whether a snapshot can restore a job graph: max parallelism, operator uids, and the kind,
+//! value type and version of the keyed states both know. Pure. Used by every restore ([`super::RestorePlan`]) and by
 //! `weir check`, the operator's pre-flight check before an upgrade stops anything.
 
 use std::collections::BTreeMap;
@@ -24,7 +24,8 @@ pub struct JobShape<'a> {
 /// The reasons `snapshot` cannot restore `job`, each a sentence naming the field or uid and
 /// the fix; empty when it can. The rules are Flink's: the max parallelism of existing state
 /// never changes, state is matched to operators by uid (state of a uid the job lost fails
-/// unless `allowNonRestoredState`), and a state keeps its kind.
+/// unless `allowNonRestoredState`), and a state keeps its kind; a state whose descriptor
+/// names its value type keeps that type and its version.
 pub fn incompatibilities(snapshot: &CheckpointMetadata, job: JobShape<'_>) -> Vec<String> {
     let id = snapshot.checkpoint_id;
     let mut reasons = Vec::new();
@@ -55,17 +56,27 @@ pub fn incompatibilities(snapshot: &CheckpointMetadata, job: JobShape<'_>) -> Ve
                 .chain(s.native_state.iter().flat_map(|n| &n.states))
         });
         for old in stored {
-            if let Some(new) = declared
-                .iter()
-                .find(|d| d.name == old.name && d.kind != old.kind)
-            {
-                let reason = format!(
+            let Some(new) = declared.iter().find(|d| d.name == old.name) else {
+                continue;
+            };
+            let reason = if new.kind != old.kind {
+                format!(
                     "operator `{uid}` state `{}` is {:?} state in snapshot {id} but the job declares it as {:?}; keep its kind or give the operator a new uid",
                     old.name, old.kind, new.kind
-                );
-                if !reasons.contains(&reason) {
-                    reasons.push(reason);
+                )
+            } else if let (Some(old_type), Some(new_type)) = (&old.type_name, &new.type_name) {
+                if old_type == new_type && old.version == new.version {
+                    continue;
                 }
+                format!(
+                    "operator `{uid}` state `{}` holds {old_type} version {} in snapshot {id} but the job declares {new_type} version {}; keep the state's type and version, or give the state a new name (its old values are then left unread)",
+                    old.name, old.version, new.version
+                )
+            } else {
+                continue;
+            };
+            if !reasons.contains(&reason) {
+                reasons.push(reason);
             }
         }
     }
@@ -94,10 +105,7 @@ mod tests {
                     },
                     key_group_offsets: vec![],
                     key_group_crc32c: vec![],
-                    states: vec![StateInfo {
-                        name: "window-contents".into(),
-                        kind,
-                    }],
+                    states: vec![StateInfo::new("window-contents", kind)],
                     entries: 0,
                 });
                 let sub = SubtaskMetadata {
@@ -130,10 +138,7 @@ mod tests {
         let uids: Vec<String> = uids.iter().map(|u| u.to_string()).collect();
         let keyed = BTreeMap::from([(
             "window".to_string(),
-            vec![StateInfo {
-                name: "window-contents".into(),
-                kind: StateKind::Aggregating,
-            }],
+            vec![StateInfo::new("window-contents", StateKind::Aggregating)],
         )]);
         incompatibilities(
             snap,
@@ -174,5 +179,45 @@ mod tests {
         let r = check(&s, &["window"], 128, false);
         assert_eq!(r.len(), 1);
         assert!(r[0].contains("Map state") && r[0].contains("as Aggregating"));
+    }
+
+    #[test]
+    fn a_declared_type_or_version_change_is_refused_naming_the_state() {
+        let mut s = snapshot(128, &[("fn", Some(StateKind::Value))]);
+        let typed =
+            |t: &str, v: u32| StateInfo::new("window-contents", StateKind::Value).with_type(t, v);
+        s.operators.get_mut("fn").unwrap().subtasks[0]
+            .keyed_state
+            .as_mut()
+            .unwrap()
+            .states = vec![typed("app::Flag", 1)];
+        let uids = vec!["fn".to_string()];
+        let shape = |keyed: &BTreeMap<String, Vec<StateInfo>>| {
+            incompatibilities(
+                &s,
+                JobShape {
+                    uids: &uids,
+                    keyed_states: keyed,
+                    max_parallelism: 128,
+                    allow_non_restored_state: false,
+                },
+            )
+        };
+        let same = BTreeMap::from([("fn".to_string(), vec![typed("app::Flag", 1)])]);
+        assert!(shape(&same).is_empty());
+        let bumped = BTreeMap::from([("fn".to_string(), vec![typed("app::Flag", 2)])]);
+        let r = shape(&bumped);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(
+            r[0].contains("`fn` state `window-contents`") && r[0].contains("app::Flag version 1")
+        );
+        let retyped = BTreeMap::from([("fn".to_string(), vec![typed("app::Flag2", 1)])]);
+        assert!(shape(&retyped)[0].contains("declares app::Flag2 version 1"));
+        // A snapshot written before descriptors (no type recorded) restores.
+        let untyped = BTreeMap::from([(
+            "fn".to_string(),
+            vec![StateInfo::new("window-contents", StateKind::Value)],
+        )]);
+        assert!(shape(&untyped).is_empty());
     }
 }

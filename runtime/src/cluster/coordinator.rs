@@ -553,7 +553,7 @@ impl Job<'_> {
         (
             RemoteTasks {
                 names,
-                sources: p as usize,
+                sources: self.graph.source_count() * p as usize,
                 members: self.members.clone(),
                 attempt,
                 events,

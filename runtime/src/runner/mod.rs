@@ -338,7 +338,7 @@ pub(crate) fn instantiate(
 ) -> Result<Vec<TaskSpec>, TaskError> {
     let spec = &manifest.spec;
     let p = spec.parallelism;
-    let mut inst = Instantiation {
+    let inst = Instantiation {
         contexts: placement
             .subtasks
             .iter()
@@ -357,15 +357,12 @@ pub(crate) fn instantiate(
             })
             .collect(),
         parallelism: p,
-        exchanges: 0,
         network: placement.network,
-        tasks: Vec::new(),
         mode: spec.spec.checkpointing.mode,
         batch_size: 1024,
         channel_capacity: 16,
     };
-    (graph.build)(&mut inst)?;
-    Ok(inst.tasks)
+    crate::api::plan::plan(&graph.graph, &inst)
 }
 
 /// A job id: 32 hex digits from the job name, the time and the process.

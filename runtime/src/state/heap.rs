@@ -84,7 +84,7 @@ fn copy_out(value: Option<&Vec<u8>>, out: &mut Vec<u8>) -> bool {
 
 impl KeyedStateBackend for HeapBackend {
     fn register(&mut self, info: &StateInfo) -> Result<StateId, StateError> {
-        if let Some(id) = find_registered(&self.states, info)? {
+        if let Some(id) = find_registered(&mut self.states, info)? {
             return Ok(id);
         }
         let n = self.range.len();

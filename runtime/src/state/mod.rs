@@ -10,6 +10,7 @@ pub mod key_group;
 pub mod native;
 pub mod rocksdb;
 pub mod snapshot;
+pub mod timers;
 pub mod typed;
 
 use serde::{Deserialize, Serialize};
@@ -46,13 +47,45 @@ impl StateKind {
     }
 }
 
-/// Name and kind of a registered state, as recorded in checkpoint metadata.
+/// Name, kind, value type and version of a registered state, as recorded in checkpoint
+/// metadata and compared on every restore and by `weir check`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct StateInfo {
     /// State name, unique within its operator.
     pub name: String,
     /// State kind.
     pub kind: StateKind,
+    /// The name of the stored value type, as the state's descriptor declares it; `None` for
+    /// states that declare none (the runtime's own, and snapshots written before descriptors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub type_name: Option<String>,
+    /// The descriptor's version of the value encoding (0 when not declared).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub version: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+impl StateInfo {
+    /// A state of `kind` named `name`, with no declared type or version.
+    pub fn new(name: &str, kind: StateKind) -> Self {
+        Self {
+            name: name.to_string(),
+            kind,
+            type_name: None,
+            version: 0,
+        }
+    }
+
+    /// `self` with the declared value type `type_name` at `version`.
+    pub fn with_type(mut self, type_name: &str, version: u32) -> Self {
+        self.type_name = Some(type_name.to_string());
+        self.version = version;
+        self
+    }
 }
 
 /// (user key, value) pairs of one map state entry.
@@ -201,12 +234,13 @@ pub trait KeyedStateBackend: Send {
     fn restore(&mut self, input: &KeyedStateInput<'_>) -> Result<(), StateError>;
 }
 
-/// The id of an already registered state named like `info`, if any.
+/// The id of an already registered state named like `info`, if any; its recorded type and
+/// version become `info`'s (a restored state is snapshotted again as the job declares it).
 ///
 /// # Errors
 /// [`StateError::KindMismatch`] when it was registered (or restored) with another kind.
 pub(crate) fn find_registered(
-    states: &[StateInfo],
+    states: &mut [StateInfo],
     info: &StateInfo,
 ) -> Result<Option<StateId>, StateError> {
     match states.iter().position(|s| s.name == info.name) {
@@ -215,7 +249,10 @@ pub(crate) fn find_registered(
             restored: states[i].kind,
             registered: info.kind,
         }),
-        Some(i) => Ok(Some(StateId(i))),
+        Some(i) => {
+            states[i] = info.clone();
+            Ok(Some(StateId(i)))
+        }
         None => Ok(None),
     }
 }

@@ -244,7 +244,7 @@ impl KeyedStateBackend for RocksDbBackend {
     }
 
     fn register(&mut self, info: &StateInfo) -> Result<StateId, StateError> {
-        if let Some(id) = find_registered(&self.states, info)? {
+        if let Some(id) = find_registered(&mut self.states, info)? {
             return Ok(id);
         }
         self.db

@@ -35,6 +35,20 @@ pub struct KeyedSnapshot {
     pub entries: u64,
 }
 
+impl KeyedSnapshot {
+    /// The whole snapshot as one section to restore from.
+    pub fn section(&self) -> SnapshotSection<'_> {
+        SnapshotSection {
+            bytes: &self.bytes,
+            base: 0,
+            range: self.range,
+            key_group_offsets: &self.key_group_offsets,
+            key_group_crc32c: &self.key_group_crc32c,
+            states: &self.states,
+        }
+    }
+}
+
 /// Builds a [`KeyedSnapshot`]: call [`SnapshotWriter::begin_key_group`] for every key group of
 /// the range in ascending order, then [`SnapshotWriter::entry`] for its entries.
 pub struct SnapshotWriter {

@@ -100,10 +100,21 @@ impl KeyedStateStore {
     }
 
     fn register(&mut self, name: &str, kind: StateKind) -> Result<StateId, StateError> {
-        self.backend.register(&StateInfo {
-            name: name.to_string(),
-            kind,
-        })
+        self.backend.register(&StateInfo::new(name, kind))
+    }
+
+    /// Registers (or finds, after a restore) the state `info` with `ttl` and returns its typed
+    /// handle `H`; the declared type and version of `info` are what the next snapshot records.
+    ///
+    /// # Errors
+    /// [`StateError::KindMismatch`] if the name exists with another kind.
+    pub(crate) fn register_typed<H: FromCell>(
+        &mut self,
+        info: &StateInfo,
+        ttl: Option<StateTtl>,
+    ) -> Result<H, StateError> {
+        let id = self.backend.register(info)?;
+        Ok(H::from_cell(Cell::new(id, &info.name, ttl)))
     }
 
     /// Registers (or finds, after a restore) a value state.
@@ -184,9 +195,50 @@ impl KeyedStateStore {
     }
 }
 
+/// A typed handle made from a registered state.
+pub(crate) trait FromCell: Sized {
+    fn from_cell(cell: Cell) -> Self;
+}
+
+impl<T> FromCell for ValueState<T> {
+    fn from_cell(cell: Cell) -> Self {
+        ValueState {
+            cell,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T> FromCell for ListState<T> {
+    fn from_cell(cell: Cell) -> Self {
+        ListState {
+            cell,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<K, V> FromCell for MapState<K, V> {
+    fn from_cell(cell: Cell) -> Self {
+        MapState {
+            cell,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: 'static> FromCell for ReducingState<T> {
+    fn from_cell(cell: Cell) -> Self {
+        ReducingState {
+            cell,
+            reduce: Arc::new(|_, latest| latest),
+        }
+    }
+}
+
 /// What every typed handle shares: the state id, its name (for errors) and its TTL.
 #[derive(Debug, Clone)]
-struct Cell {
+pub(crate) struct Cell {
     id: StateId,
     name: Arc<str>,
     ttl: Option<StateTtl>,
@@ -492,6 +544,13 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> MapState<
 pub struct ReducingState<T> {
     cell: Cell,
     reduce: Arc<dyn Fn(T, T) -> T + Send + Sync>,
+}
+
+impl<T: 'static> ReducingState<T> {
+    /// Folds with `reduce` from now on.
+    pub(crate) fn set_reduce(&mut self, reduce: fn(T, T) -> T) {
+        self.reduce = Arc::new(reduce);
+    }
 }
 
 impl<T: Serialize + DeserializeOwned> ReducingState<T> {

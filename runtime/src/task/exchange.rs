@@ -1,13 +1,20 @@
-//! The hash shuffle behind `key_by`: a partitioner at the end of the upstream chain routes
-//! each record to the subtask owning its key group, in batches over bounded channels (a full
-//! channel blocks the producer: backpressure, never unbounded buffering).
+//! Exchanges between tasks. The hash shuffle behind `key_by`: a partitioner at the end of the
+//! upstream chain routes each record to the subtask owning its key group; forward and
+//! rebalance exchanges (a union's inputs) route records without keys. Records travel in
+//! batches over bounded channels (a full channel blocks the producer: backpressure, never
+//! unbounded buffering).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
+use super::wire::{decode_keyed, decode_plain, encode_keyed, encode_plain};
 use super::Message;
+use crate::api::graph::{AnyBox, Erased, Partitioning};
+use crate::api::plan::{ExchangeBuilder, ExchangeEnds, Instantiation, Typed};
 use crate::api::{
     CheckpointBarrier, Collector, Key, KeyedRecord, OperatorSnapshot, TaskError, Timestamp,
 };
@@ -265,4 +272,200 @@ impl<K: Key, T: Send> Collector<T> for Partitioner<K, T> {
     fn end_of_input(&mut self) -> Result<(), TaskError> {
         self.broadcast(|| Message::EndOfInput)
     }
+}
+
+/// Routes records without keys: to the same subtask index (forward) or round-robin batch by
+/// batch (rebalance); broadcasts watermarks, barriers and end of input after flushing.
+pub(crate) struct Distributor<T> {
+    outputs: Vec<Outlet<T>>,
+    /// `Some(i)`: every record goes to consumer i (forward).
+    fixed: Option<usize>,
+    next: usize,
+    buffer: Vec<(Timestamp, T)>,
+    batch_size: usize,
+    metrics: Arc<JobMetrics>,
+    subtask: u32,
+}
+
+impl<T: Send> Distributor<T> {
+    fn send(&self, target: usize, msg: Message<T>) -> Result<(), TaskError> {
+        let waited = self.outputs[target].send(msg)?;
+        if !waited.is_zero() {
+            self.metrics.add_backpressure(self.subtask, waited);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), TaskError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let target = match self.fixed {
+            Some(t) => t,
+            None => {
+                self.next = (self.next + 1) % self.outputs.len();
+                self.next
+            }
+        };
+        let batch = std::mem::replace(&mut self.buffer, Vec::with_capacity(self.batch_size));
+        self.metrics
+            .add_shuffled_out(self.subtask, batch.len() as u64);
+        self.send(target, Message::Records(batch))
+    }
+
+    fn broadcast(&mut self, make: impl Fn() -> Message<T>) -> Result<(), TaskError> {
+        self.flush()?;
+        for t in 0..self.outputs.len() {
+            self.send(t, make())?;
+        }
+        Ok(())
+    }
+}
+
+impl<T: Send> Collector<T> for Distributor<T> {
+    fn record(&mut self, ts: Timestamp, value: T) -> Result<(), TaskError> {
+        self.buffer.push((ts, value));
+        if self.buffer.len() >= self.batch_size {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn watermark(&mut self, watermark: Timestamp) -> Result<(), TaskError> {
+        self.broadcast(|| Message::Watermark(watermark))
+    }
+
+    fn checkpoint(
+        &mut self,
+        barrier: CheckpointBarrier,
+        _out: &mut Vec<OperatorSnapshot>,
+    ) -> Result<(), TaskError> {
+        self.broadcast(|| Message::Barrier(barrier))
+    }
+
+    fn checkpoint_complete(&mut self, _id: u64) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    fn end_of_input(&mut self) -> Result<(), TaskError> {
+        self.broadcast(|| Message::EndOfInput)
+    }
+}
+
+/// The [`ExchangeBuilder`] of a hash exchange (`key_by`) of records `T` keyed by `selector`.
+pub(crate) fn hash_exchange<K, T>(selector: Arc<dyn Fn(&T) -> K + Send + Sync>) -> ExchangeBuilder
+where
+    K: Key,
+    T: Clone + Serialize + DeserializeOwned + Send + 'static,
+{
+    hash_exchange_wrapped::<K, T>(selector, Arc::new(|p| Typed::<T>::erase(p)))
+}
+
+/// The [`ExchangeBuilder`] of a hash exchange of records `E` keyed by `selector`, whose
+/// producers emit `U` turned into `E` by `into` (the inputs of connected streams).
+pub(crate) fn hash_exchange_from<K, U, T>(
+    selector: Arc<dyn Fn(&T) -> K + Send + Sync>,
+    into: fn(U) -> T,
+) -> ExchangeBuilder
+where
+    K: Key,
+    U: Send + 'static,
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    hash_exchange_wrapped::<K, T>(
+        selector,
+        Arc::new(move |partitioner| {
+            Typed::<U>::erase(Box::new(crate::operators::stateless::Map {
+                f: Arc::new(into),
+                next: partitioner,
+            }))
+        }),
+    )
+}
+
+/// A hash exchange of `T` whose producer ends are the partitioners wrapped by `wrap`.
+fn hash_exchange_wrapped<K, T>(
+    selector: Arc<dyn Fn(&T) -> K + Send + Sync>,
+    wrap: Arc<dyn Fn(Box<dyn Collector<T>>) -> Erased + Send + Sync>,
+) -> ExchangeBuilder
+where
+    K: Key,
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    Arc::new(move |inst: &Instantiation, exchange: u32| {
+        let (senders, receivers) = build_exchange::<KeyedRecord<K, T>>(
+            exchange,
+            &inst.local_subtasks(),
+            inst.parallelism,
+            inst.channel_capacity,
+            inst.network.as_ref(),
+            Codec {
+                encode: encode_keyed::<K, T>,
+                decode: decode_keyed::<K, T>,
+            },
+        )?;
+        let producers = senders
+            .into_iter()
+            .zip(&inst.contexts)
+            .map(|(s, ctx)| {
+                wrap(Box::new(Partitioner::new(
+                    selector.clone(),
+                    s,
+                    ctx.max_parallelism,
+                    inst.batch_size,
+                    ctx.metrics.clone(),
+                    ctx.subtask,
+                )))
+            })
+            .collect();
+        Ok(ExchangeEnds {
+            producers,
+            consumers: receivers
+                .into_iter()
+                .map(|r| Box::new(r) as AnyBox)
+                .collect(),
+        })
+    })
+}
+
+/// The [`ExchangeBuilder`] of a forward or rebalance exchange of records `T`.
+pub(crate) fn plain_exchange<T>(partitioning: Partitioning) -> ExchangeBuilder
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    Arc::new(move |inst: &Instantiation, exchange: u32| {
+        let (senders, receivers) = build_exchange::<T>(
+            exchange,
+            &inst.local_subtasks(),
+            inst.parallelism,
+            inst.channel_capacity,
+            inst.network.as_ref(),
+            Codec {
+                encode: encode_plain::<T>,
+                decode: decode_plain::<T>,
+            },
+        )?;
+        let producers = senders
+            .into_iter()
+            .zip(&inst.contexts)
+            .map(|(outputs, ctx)| {
+                Typed::<T>::erase(Box::new(Distributor {
+                    outputs,
+                    fixed: (partitioning == Partitioning::Forward).then_some(ctx.subtask as usize),
+                    next: ctx.subtask as usize,
+                    buffer: Vec::with_capacity(inst.batch_size),
+                    batch_size: inst.batch_size,
+                    metrics: ctx.metrics.clone(),
+                    subtask: ctx.subtask,
+                }))
+            })
+            .collect();
+        Ok(ExchangeEnds {
+            producers,
+            consumers: receivers
+                .into_iter()
+                .map(|r| Box::new(r) as AnyBox)
+                .collect(),
+        })
+    })
 }

@@ -1,5 +1,6 @@
-//! The task after a shuffle: selects over its input channels and its control channel,
-//! aligns checkpoint barriers (exactly-once) and merges watermarks, and drives its chain.
+//! The task after an exchange: selects over its input channels (of every input edge) and its
+//! control channel, aligns checkpoint barriers (exactly-once), merges watermarks, fires
+//! processing-time timers when they are due, and drives its chain.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,8 +10,37 @@ use weir_crds::CheckpointingMode;
 
 use super::barrier::{BarrierAligner, WatermarkValve};
 use super::{Control, Message, Task, TaskEvent, TaskIo};
-use crate::api::{CheckpointBarrier, Collector, TaskError};
+use crate::api::graph::{AnyBox, Erased};
+use crate::api::plan::unerase;
+use crate::api::{CheckpointBarrier, Collector, TaskContext, TaskError};
 use crate::metrics::JobMetrics;
+use crate::state::typed::Clock;
+
+/// The task of an exchange-fed operator whose input records are `I`: `receivers` holds one
+/// `Vec<Receiver<Message<I>>>` per input edge, `head` the operator's erased input.
+pub(crate) fn input_task<I: Send + 'static>(
+    receivers: Vec<AnyBox>,
+    head: Erased,
+    ctx: &TaskContext,
+    mode: CheckpointingMode,
+) -> Box<dyn Task> {
+    let inputs = receivers
+        .into_iter()
+        .flat_map(|r| {
+            *r.downcast::<Vec<Receiver<Message<I>>>>()
+                .expect("invariant: an exchange carries its consumer's input type")
+        })
+        .collect();
+    let mut task = KeyedInputTask::new(
+        inputs,
+        unerase::<I>(head),
+        mode,
+        ctx.metrics.clone(),
+        ctx.subtask,
+    );
+    task.clock = Some(ctx.clock.clone());
+    Box::new(task)
+}
 
 pub(crate) struct KeyedInputTask<T> {
     inputs: Vec<Receiver<Message<T>>>,
@@ -22,6 +52,8 @@ pub(crate) struct KeyedInputTask<T> {
     ended: Vec<bool>,
     /// Barriers of the checkpoints being aligned, by id.
     barriers: BTreeMap<u64, CheckpointBarrier>,
+    /// Processing time for the head's timers; `None` in tests of the loop alone.
+    clock: Option<Clock>,
 }
 
 impl<T: Send> KeyedInputTask<T> {
@@ -42,7 +74,25 @@ impl<T: Send> KeyedInputTask<T> {
             valve: WatermarkValve::new(n),
             ended: vec![false; n],
             barriers: BTreeMap::new(),
+            clock: None,
         }
+    }
+
+    /// Fires the head's due processing-time timers; returns how long until the next one.
+    fn fire_processing_timers(&mut self) -> Result<Option<std::time::Duration>, TaskError> {
+        let Some(clock) = &self.clock else {
+            return Ok(None);
+        };
+        let Some(due) = self.head.next_processing_timer() else {
+            return Ok(None);
+        };
+        let now = clock();
+        if due > now {
+            return Ok(Some(std::time::Duration::from_millis((due - now) as u64)));
+        }
+        self.head.processing_time(now)?;
+        let next = self.head.next_processing_timer();
+        Ok(next.map(|due| std::time::Duration::from_millis(due.saturating_sub(now).max(0) as u64)))
     }
 
     fn snapshot(&mut self, id: u64, io: &TaskIo) -> Result<(), TaskError> {
@@ -114,6 +164,7 @@ impl<T: Send> Task for KeyedInputTask<T> {
         let mut finish_requested = false;
         let mut input_closed = false;
         loop {
+            let wait = self.fire_processing_timers()?;
             let mut sel = Select::new();
             let ctl = sel.recv(&io.control);
             let mut map = Vec::with_capacity(self.inputs.len());
@@ -122,7 +173,13 @@ impl<T: Send> Task for KeyedInputTask<T> {
                     map.push((sel.recv(r), i));
                 }
             }
-            let op = sel.select();
+            let op = match wait {
+                Some(wait) => match sel.select_timeout(wait) {
+                    Ok(op) => op,
+                    Err(_) => continue,
+                },
+                None => sel.select(),
+            };
             let idx = op.index();
             if idx == ctl {
                 let c = op

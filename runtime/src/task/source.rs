@@ -1,5 +1,11 @@
 //! The source task: reads batches from its reader, assigns event time, emits watermarks
 //! after every batch, and injects checkpoint barriers between batches when told to.
+//!
+//! The watermark survives failures: the largest timestamp seen is checkpointed with the
+//! reader's positions (operator state `watermark`), and a restored source emits the watermark
+//! it had before its first record, so the restored job makes the same late-data decisions as
+//! an uninterrupted one. After a rescale a subtask starts from the smallest restored value
+//! (never later than any old subtask was).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +19,14 @@ use crate::metrics::JobMetrics;
 
 /// Name of the operator state list holding a source's positions.
 pub(crate) const POSITIONS: &str = "positions";
+/// Name of the operator state list holding a source subtask's largest timestamp seen.
+pub(crate) const WATERMARK: &str = "watermark";
+
+/// The largest timestamp to resume from, given the restored `watermark` entries: the
+/// smallest of them (one per old subtask after a rescale), or none.
+pub(crate) fn restored_max_timestamp(entries: &[serde_json::Value]) -> Option<i64> {
+    entries.iter().filter_map(serde_json::Value::as_i64).min()
+}
 
 pub(crate) struct SourceTask<T> {
     uid: String,
@@ -35,7 +49,9 @@ impl<T: Send> SourceTask<T> {
         metrics: Arc<JobMetrics>,
         subtask: u32,
         batch_size: usize,
+        restored_max_ts: Option<i64>,
     ) -> Self {
+        let max_ts = restored_max_ts.unwrap_or(MIN_WATERMARK);
         Self {
             uid,
             reader,
@@ -44,9 +60,19 @@ impl<T: Send> SourceTask<T> {
             metrics,
             subtask,
             batch_size,
-            max_ts: MIN_WATERMARK,
+            max_ts,
             last_watermark: MIN_WATERMARK,
         }
+    }
+
+    /// The watermark for the largest timestamp seen so far.
+    fn current_watermark(&self) -> i64 {
+        if self.max_ts == MIN_WATERMARK {
+            return MIN_WATERMARK;
+        }
+        self.max_ts
+            .saturating_sub(self.watermarks.out_of_orderness_ms)
+            .saturating_sub(1)
     }
 
     fn checkpoint(&mut self, barrier: CheckpointBarrier, io: &TaskIo) -> Result<(), TaskError> {
@@ -56,6 +82,13 @@ impl<T: Send> SourceTask<T> {
             OperatorListState {
                 mode: RedistributionMode::Union,
                 entries: self.reader.positions(),
+            },
+        );
+        operator_state.insert(
+            WATERMARK.to_string(),
+            OperatorListState {
+                mode: RedistributionMode::Union,
+                entries: vec![self.max_ts.into()],
             },
         );
         let mut snapshots = vec![OperatorSnapshot {
@@ -77,6 +110,11 @@ impl<T: Send> Task for SourceTask<T> {
     fn run(mut self: Box<Self>, io: &TaskIo) -> Result<(), TaskError> {
         let mut exhausted = false;
         let mut batch = Vec::with_capacity(self.batch_size);
+        let restored = self.current_watermark();
+        if restored > self.last_watermark {
+            self.last_watermark = restored;
+            self.chain.watermark(restored)?;
+        }
         loop {
             let control = if exhausted {
                 Some(io.control.recv().map_err(|_| TaskError::DownstreamGone)?)
@@ -109,10 +147,7 @@ impl<T: Send> Task for SourceTask<T> {
                 self.max_ts = self.max_ts.max(ts);
                 self.chain.record(ts, r)?;
             }
-            let wm = self
-                .max_ts
-                .saturating_sub(self.watermarks.out_of_orderness_ms)
-                .saturating_sub(1);
+            let wm = self.current_watermark();
             if wm > self.last_watermark {
                 self.last_watermark = wm;
                 self.chain.watermark(wm)?;

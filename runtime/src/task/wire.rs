@@ -2,7 +2,7 @@
 //!
 //! | tag | message | payload |
 //! | --- | --- | --- |
-//! | 0 | records | `u32` count, then per record: `i64` event time, `u16` key group, `u32` key length, key bytes ([`Key::encode`]), value (postcard) |
+//! | 0 | records | `u32` count, then per record: `i64` event time, then on a hash exchange `u16` key group, `u32` key length, key bytes ([`Key::encode`]), and always the value (postcard) |
 //! | 1 | watermark | `i64` |
 //! | 2 | barrier | `u64` checkpoint id, `u8` kind (0 checkpoint, 1 savepoint) |
 //! | 3 | end of input | — |
@@ -18,26 +18,15 @@ use crate::api::{CheckpointBarrier, Key, KeyedRecord};
 use crate::checkpoint::SnapshotKind;
 use crate::state::KeyGroup;
 
-/// Appends `msg` to `out`.
-pub(crate) fn encode_keyed<K: Key, T: Serialize>(
-    msg: &Message<KeyedRecord<K, T>>,
-    out: &mut Vec<u8>,
-) {
+/// Appends `msg` to `out`, writing each record with `record`.
+fn encode_with<R>(msg: &Message<R>, out: &mut Vec<u8>, mut record: impl FnMut(&R, &mut Vec<u8>)) {
     match msg {
         Message::Records(batch) => {
             out.push(0);
             out.extend_from_slice(&(batch.len() as u32).to_le_bytes());
-            let mut key = Vec::with_capacity(32);
             for (ts, r) in batch {
                 out.extend_from_slice(&ts.to_le_bytes());
-                out.extend_from_slice(&r.key_group.0.to_le_bytes());
-                key.clear();
-                r.key.encode(&mut key);
-                out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-                out.extend_from_slice(&key);
-                let taken = std::mem::take(out);
-                *out = postcard::to_extend(&r.value, taken)
-                    .expect("invariant: serializing into a Vec cannot fail");
+                record(r, out);
             }
         }
         Message::Watermark(w) => {
@@ -54,6 +43,34 @@ pub(crate) fn encode_keyed<K: Key, T: Serialize>(
         }
         Message::EndOfInput => out.push(3),
     }
+}
+
+/// Appends `value` in postcard to `out`.
+fn put_value<T: Serialize>(value: &T, out: &mut Vec<u8>) {
+    let taken = std::mem::take(out);
+    *out =
+        postcard::to_extend(value, taken).expect("invariant: serializing into a Vec cannot fail");
+}
+
+/// Appends `msg` of a hash exchange to `out`.
+pub(crate) fn encode_keyed<K: Key, T: Serialize>(
+    msg: &Message<KeyedRecord<K, T>>,
+    out: &mut Vec<u8>,
+) {
+    let mut key = Vec::with_capacity(32);
+    encode_with(msg, out, |r, out| {
+        out.extend_from_slice(&r.key_group.0.to_le_bytes());
+        key.clear();
+        r.key.encode(&mut key);
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(&key);
+        put_value(&r.value, out);
+    });
+}
+
+/// Appends `msg` of a forward or rebalance exchange (records without keys) to `out`.
+pub(crate) fn encode_plain<T: Serialize>(msg: &Message<T>, out: &mut Vec<u8>) {
+    encode_with(msg, out, |r, out| put_value(r, out));
 }
 
 struct Cursor<'a>(&'a [u8]);
@@ -76,15 +93,19 @@ impl<'a> Cursor<'a> {
     fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
         Ok(self.take(N)?.try_into().expect("invariant: N bytes"))
     }
+    fn value<T: DeserializeOwned>(&mut self) -> Result<T, String> {
+        let (value, rest) =
+            postcard::take_from_bytes::<T>(self.0).map_err(|e| format!("value: {e}"))?;
+        self.0 = rest;
+        Ok(value)
+    }
 }
 
-/// Decodes a frame written by [`encode_keyed`].
-///
-/// # Errors
-/// A message when the frame is truncated or a key or value does not decode.
-pub(crate) fn decode_keyed<K: Key, T: DeserializeOwned>(
+/// Decodes a frame written by [`encode_with`], reading each record with `record`.
+fn decode_with<R>(
     frame: &[u8],
-) -> Result<Message<KeyedRecord<K, T>>, String> {
+    mut record: impl FnMut(&mut Cursor<'_>) -> Result<R, String>,
+) -> Result<Message<R>, String> {
     let mut c = Cursor(frame);
     Ok(match c.u8()? {
         0 => {
@@ -92,20 +113,7 @@ pub(crate) fn decode_keyed<K: Key, T: DeserializeOwned>(
             let mut batch = Vec::with_capacity(n);
             for _ in 0..n {
                 let ts = i64::from_le_bytes(c.array()?);
-                let key_group = KeyGroup(u16::from_le_bytes(c.array()?));
-                let len = u32::from_le_bytes(c.array()?) as usize;
-                let key = K::decode(c.take(len)?).map_err(|e| e.to_string())?;
-                let (value, rest) =
-                    postcard::take_from_bytes::<T>(c.0).map_err(|e| format!("value: {e}"))?;
-                c.0 = rest;
-                batch.push((
-                    ts,
-                    KeyedRecord {
-                        key_group,
-                        key,
-                        value,
-                    },
-                ));
+                batch.push((ts, record(&mut c)?));
             }
             Message::Records(batch)
         }
@@ -122,6 +130,33 @@ pub(crate) fn decode_keyed<K: Key, T: DeserializeOwned>(
         3 => Message::EndOfInput,
         t => return Err(format!("unknown message tag {t}")),
     })
+}
+
+/// Decodes a frame written by [`encode_keyed`].
+///
+/// # Errors
+/// A message when the frame is truncated or a key or value does not decode.
+pub(crate) fn decode_keyed<K: Key, T: DeserializeOwned>(
+    frame: &[u8],
+) -> Result<Message<KeyedRecord<K, T>>, String> {
+    decode_with(frame, |c| {
+        let key_group = KeyGroup(u16::from_le_bytes(c.array()?));
+        let len = u32::from_le_bytes(c.array()?) as usize;
+        let key = K::decode(c.take(len)?).map_err(|e| e.to_string())?;
+        Ok(KeyedRecord {
+            key_group,
+            key,
+            value: c.value()?,
+        })
+    })
+}
+
+/// Decodes a frame written by [`encode_plain`].
+///
+/// # Errors
+/// A message when the frame is truncated or a value does not decode.
+pub(crate) fn decode_plain<T: DeserializeOwned>(frame: &[u8]) -> Result<Message<T>, String> {
+    decode_with(frame, |c| c.value())
 }
 
 #[cfg(test)]
@@ -177,5 +212,11 @@ mod tests {
             assert_eq!(format!("{back:?}"), format!("{msg:?}"));
         }
         assert!(decode_keyed::<String, u8>(&[0, 1, 0, 0, 0, 1]).is_err());
+        let mut out = Vec::new();
+        encode_plain(&Message::Records(vec![(3i64, "v".to_string())]), &mut out);
+        match decode_plain::<String>(&out).unwrap() {
+            Message::Records(b) => assert_eq!(b, vec![(3, "v".to_string())]),
+            _ => panic!("expected records"),
+        }
     }
 }

@@ -42,7 +42,7 @@ pub use output::{encode_result, push_time};
 pub use parse::{parse_default_timestamp, parse_row, Row};
 
 use super::{ArgError, JobArgs};
-use crate::api::{AggregateFunction, JobGraph, Stream, WatermarkStrategy, WindowResult};
+use crate::api::{AggregateFunction, JobBuilder, JobGraph, WatermarkStrategy, WindowResult};
 use crate::connectors::csv_source::{CsvSourceConfig, RecordParser};
 use crate::connectors::file_sink::LineEncoder;
 use crate::connectors::{CsvSource, FileSink};
@@ -120,8 +120,8 @@ pub fn build(job_args: &JobArgs) -> Result<JobGraph, ArgError> {
         Arc::new(move |r, out| encode_result(&enc_args, r, out));
     let sink = FileSink::new(args.output.clone(), encode)
         .with_max_records_per_second(args.sink_max_records_per_second);
-    let graph_err = |e: crate::api::TaskError| ArgError::new("(job graph)", e.to_string());
-    let graph = Stream::from_source(
+    let job = JobBuilder::new();
+    job.source(
         "csv-source",
         source,
         WatermarkStrategy::bounded_out_of_orderness(args.out_of_orderness_ms, |r: &Row| r.ts),
@@ -129,8 +129,8 @@ pub fn build(job_args: &JobArgs) -> Result<JobGraph, ArgError> {
     .key_by(|r: &Row| r.key.clone())
     .tumbling_window(args.window_ms)
     .aggregate("window-aggregate", RowAggregate)
-    .map_err(graph_err)?
-    .sink("file-sink", sink)
-    .map_err(graph_err)?;
-    Ok(graph.with_output(args.output.display().to_string()))
+    .sink("file-sink", sink);
+    job.set_output(args.output.display().to_string());
+    job.build()
+        .map_err(|e| ArgError::new("(job graph)", e.to_string()))
 }

@@ -1,0 +1,144 @@
+//! The fraud-detection example through its own binary (`weir run` of a user's crate): its
+//! alerts and rejected transactions equal a reference computed here, after SIGKILLs at random
+//! points, and across rescales 2 -> 3 -> 1 that switch the state backend (keyed state and
+//! event-time timers redistributed by key group).
+
+use std::path::{Path, PathBuf};
+
+use weir_e2e::{assert_success, kill_at_random_points, manifest_job, read_output, TestJob};
+use weir_example_fraud_detection::{
+    alert_line, reference_alerts, rejected_line, transaction, Transaction,
+};
+
+const TRANSACTIONS: u64 = 120_000;
+
+fn job(edit: impl FnOnce(&mut serde_yaml::Value)) -> TestJob {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("job.yaml");
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_fraud-detection"));
+    let job = manifest_job(bin, &manifest, |d| {
+        d["spec"]["job"]["args"]["transactions"] = TRANSACTIONS.to_string().into();
+        edit(d);
+    });
+    let rejected = job.dir.path().join("rejected");
+    job.edit(|d| {
+        d["spec"]["job"]["args"]["rejectedOutput"] = rejected.display().to_string().into()
+    });
+    job
+}
+
+fn rejected_lines(job: &TestJob) -> Vec<String> {
+    read_output(&job.dir.path().join("rejected"))
+}
+
+/// The reference: alerts and rejected transactions, as sorted output lines.
+fn reference() -> (Vec<String>, Vec<String>) {
+    let txs: Vec<Transaction> = (0..TRANSACTIONS).map(|n| transaction(42, 100, n)).collect();
+    let mut alerts: Vec<String> = reference_alerts(&txs).iter().map(alert_line).collect();
+    alerts.sort();
+    let mut rejected: Vec<String> = txs
+        .iter()
+        .filter(|t| t.amount <= 0)
+        .map(rejected_line)
+        .collect();
+    rejected.sort();
+    (alerts, rejected)
+}
+
+fn seed() -> u64 {
+    let seed = std::env::var("WEIR_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("kill schedule seed: {seed} (set WEIR_TEST_SEED to replay)");
+    seed
+}
+
+#[test]
+fn alerts_and_rejected_transactions_equal_the_reference_after_sigkills() {
+    let (alerts, rejected) = reference();
+    assert!(alerts.len() > 100, "only {} reference alerts", alerts.len());
+
+    let clean = job(|_| {});
+    assert_success(&clean.run(&[]));
+    assert_eq!(clean.output_lines(), alerts, "uninterrupted alerts differ");
+    assert_eq!(
+        rejected_lines(&clean),
+        rejected,
+        "uninterrupted rejected differ"
+    );
+
+    let killed = job(|d| {
+        d["spec"]["checkpointing"]["interval"] = "300ms".into();
+        d["spec"]["job"]["args"]["maxRecordsPerSecond"] = "6000".into();
+    });
+    let kills = kill_at_random_points(&killed, 6, seed());
+    eprintln!("{kills:?}");
+    assert!(kills.total >= 5, "only {} kills landed", kills.total);
+    assert!(
+        kills.during_checkpoint >= 2,
+        "only {} mid-checkpoint",
+        kills.during_checkpoint
+    );
+    assert_success(&killed.run(&[]));
+    assert_eq!(
+        killed.output_lines(),
+        alerts,
+        "killed-and-resumed alerts differ"
+    );
+    assert_eq!(
+        rejected_lines(&killed),
+        rejected,
+        "killed-and-resumed rejected differ"
+    );
+}
+
+#[test]
+fn state_and_timers_survive_rescales_that_switch_the_backend() {
+    let (alerts, rejected) = reference();
+    let job = job(|d| {
+        d["spec"]["checkpointing"]["interval"] = "200ms".into();
+        d["spec"]["job"]["args"]["maxRecordsPerSecond"] = "20000".into();
+    });
+    let mut rng = fastrand::Rng::with_seed(seed());
+    for (parallelism, backend) in [(2, "rocksdb"), (3, "heap")] {
+        job.edit(|d| {
+            d["spec"]["job"]["parallelism"] = parallelism.into();
+            d["spec"]["stateBackend"] = backend.into();
+        });
+        let (mut child, _lines) = job.spawn();
+        // Two checkpoints of this run complete (retention keeps only the newest few).
+        let newest = || job.complete_checkpoints().last().copied().unwrap_or(0);
+        let before = newest();
+        let start = std::time::Instant::now();
+        while newest() < before + 2 {
+            assert!(start.elapsed().as_secs() < 30, "no checkpoints completed");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(rng.u64(0..300)));
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+    }
+    job.edit(|d| {
+        d["spec"]["job"]["parallelism"] = 1.into();
+        d["spec"]["stateBackend"] = "rocksdb".into();
+        d["spec"]["job"]["args"]
+            .as_mapping_mut()
+            .unwrap()
+            .remove("maxRecordsPerSecond");
+    });
+    assert_success(&job.run(&[]));
+    assert_eq!(job.output_lines(), alerts, "rescaled alerts differ");
+    assert_eq!(rejected_lines(&job), rejected, "rescaled rejected differ");
+}
+
+#[test]
+fn both_manifests_validate_against_the_binary_that_registers_the_job() {
+    for manifest in ["job.yaml", "streamjob-k8s.yaml"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fraud-detection"))
+            .arg("validate")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(manifest))
+            .output()
+            .expect("spawn");
+        assert_success(&out);
+    }
+}

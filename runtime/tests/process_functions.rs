@@ -1,0 +1,494 @@
+//! Keyed process functions through the public API, run by the library's `run_job`: a job
+//! with two sources joined by a union, a keyed process function with value, list, map and
+//! reducing state and event-time timers, a side output read by its own sink, and a second
+//! keyed stage; its committed output equals a reference computed here, on both backends.
+//! A graph error (a uid used twice) is reported by `build` naming the uid.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use weir_runtime::api::{
+    Context, JobBuilder, JobGraph, KeyedProcessFunction, ListStateDescriptor, MapStateDescriptor,
+    OpenContext, Output, OutputTag, ReducingStateDescriptor, Source, SourceReader, TaskContext,
+    TaskError, Timestamp, ValueStateDescriptor, WatermarkStrategy,
+};
+use weir_runtime::connectors::file_sink::LineEncoder;
+use weir_runtime::connectors::FileSink;
+use weir_runtime::runner::{run_job, RunOptions};
+
+/// A click or a view of a user at a time (ms).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Event {
+    user: u64,
+    ts: i64,
+    kind: String,
+}
+
+/// Events `i` of `0..n` with `i % modulo == residue`; subtask s of p reads those with
+/// `i % p == s`, in order; its position is the next index.
+#[derive(Clone)]
+struct Events {
+    n: u64,
+    kind: &'static str,
+}
+
+fn event(kind: &str, i: u64) -> Event {
+    Event {
+        user: (i * 7 + kind.len() as u64) % 13,
+        ts: i as i64 * 100,
+        kind: if i % 17 == 0 {
+            "bad".to_string()
+        } else {
+            kind.to_string()
+        },
+    }
+}
+
+struct EventReader {
+    src: Events,
+    next: u64,
+    step: u64,
+}
+
+impl Source<Event> for Events {
+    fn create_reader(
+        &self,
+        ctx: &TaskContext,
+        positions: Vec<serde_json::Value>,
+    ) -> Result<Box<dyn SourceReader<Event>>, TaskError> {
+        assert!(positions.is_empty(), "fresh runs only");
+        Ok(Box::new(EventReader {
+            src: self.clone(),
+            next: ctx.subtask as u64,
+            step: ctx.parallelism as u64,
+        }))
+    }
+}
+
+impl SourceReader<Event> for EventReader {
+    fn read_batch(&mut self, out: &mut Vec<Event>, max: usize) -> Result<bool, TaskError> {
+        for _ in 0..max {
+            if self.next >= self.src.n {
+                return Ok(false);
+            }
+            out.push(event(self.src.kind, self.next));
+            self.next += self.step;
+        }
+        Ok(true)
+    }
+    fn positions(&self) -> Vec<serde_json::Value> {
+        vec![self.next.into()]
+    }
+}
+
+const LAST_TS: ValueStateDescriptor<i64> = ValueStateDescriptor::new("last-ts");
+const KINDS: ListStateDescriptor<String> = ListStateDescriptor::new("kinds");
+const COUNTS: MapStateDescriptor<String, u64> = MapStateDescriptor::new("counts");
+const TOTAL: ReducingStateDescriptor<i64> = ReducingStateDescriptor::new("total", |a, b| a + b);
+const BAD: OutputTag<Event> = OutputTag::new("bad");
+
+/// The end of the 1 s bucket of event time holding `ts`.
+fn bucket_end(ts: i64) -> i64 {
+    ts - ts.rem_euclid(1000) + 1000
+}
+
+/// Keyed by `user,bucket end`: when the watermark passes the bucket's end, emits
+/// `user,bucket end,kinds sorted,counts per kind,sum of timestamps`.
+#[derive(Clone)]
+struct Buckets;
+
+impl KeyedProcessFunction for Buckets {
+    type Key = String;
+    type In = Event;
+    type Out = String;
+
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), TaskError> {
+        ctx.declare(&LAST_TS)?;
+        ctx.declare(&KINDS)?;
+        ctx.declare(&COUNTS)?;
+        ctx.declare(&TOTAL)
+    }
+
+    fn process_element(
+        &mut self,
+        e: Event,
+        ctx: &mut Context<'_, String>,
+        _out: &mut Output<'_, String>,
+    ) -> Result<(), TaskError> {
+        if e.kind == "bad" {
+            return ctx.output(&BAD, e);
+        }
+        let end = bucket_end(e.ts);
+        ctx.timer_service().register_event_time_timer(end)?;
+        ctx.value(&LAST_TS).update(&e.ts)?;
+        ctx.list(&KINDS).add(&e.kind)?;
+        let n = ctx.map(&COUNTS).get(&e.kind)?.unwrap_or(0);
+        ctx.map(&COUNTS).put(&e.kind, &(n + 1))?;
+        ctx.reducing(&TOTAL).add(e.ts)
+    }
+
+    fn on_timer(
+        &mut self,
+        timestamp: Timestamp,
+        ctx: &mut Context<'_, String>,
+        out: &mut Output<'_, String>,
+    ) -> Result<(), TaskError> {
+        assert!(
+            ctx.key().ends_with(&format!(",{timestamp}")),
+            "timer of its own key"
+        );
+        let mut kinds = ctx.list(&KINDS).get()?;
+        kinds.sort();
+        let counts: Vec<String> = ctx
+            .map(&COUNTS)
+            .entries()?
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let total = ctx.reducing(&TOTAL).get()?.unwrap_or(0);
+        let key = ctx.key().clone();
+        ctx.list(&KINDS).clear()?;
+        ctx.map(&COUNTS).clear()?;
+        ctx.reducing(&TOTAL).clear()?;
+        ctx.value(&LAST_TS).clear()?;
+        out.collect(format!(
+            "{key},{},{},{total}",
+            kinds.join("|"),
+            counts.join("|")
+        ))
+    }
+}
+
+/// Counts the bucket lines per user (a second keyed stage, keyed by another key type).
+#[derive(Clone)]
+struct LinesPerUser;
+
+const SEEN: ValueStateDescriptor<u64> = ValueStateDescriptor::new("seen");
+
+impl KeyedProcessFunction for LinesPerUser {
+    type Key = String;
+    type In = String;
+    type Out = String;
+
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), TaskError> {
+        ctx.declare(&SEEN)
+    }
+
+    fn process_element(
+        &mut self,
+        _line: String,
+        ctx: &mut Context<'_, String>,
+        _out: &mut Output<'_, String>,
+    ) -> Result<(), TaskError> {
+        let n = ctx.value(&SEEN).get()?.unwrap_or(0);
+        if n == 0 {
+            ctx.timer_service().register_event_time_timer(i64::MAX)?;
+        }
+        ctx.value(&SEEN).update(&(n + 1))
+    }
+
+    fn on_timer(
+        &mut self,
+        _timestamp: Timestamp,
+        ctx: &mut Context<'_, String>,
+        out: &mut Output<'_, String>,
+    ) -> Result<(), TaskError> {
+        let n = ctx.value(&SEEN).get()?.unwrap_or(0);
+        out.collect(format!("{},{n}", ctx.key()))
+    }
+}
+
+const N: u64 = 5_000;
+
+fn lines<T: 'static>(f: fn(&T) -> String) -> LineEncoder<T> {
+    Arc::new(move |v: &T, out: &mut Vec<u8>| out.extend_from_slice(f(v).as_bytes()))
+}
+
+fn graph(dir: &Path) -> JobGraph {
+    let job = JobBuilder::new();
+    let wm = || WatermarkStrategy::bounded_out_of_orderness(0, |e: &Event| e.ts);
+    let clicks = job.source(
+        "clicks",
+        Events {
+            n: N,
+            kind: "click",
+        },
+        wm(),
+    );
+    let views = job.source("views", Events { n: N, kind: "view" }, wm());
+    let buckets = clicks
+        .union(&[views])
+        .key_by(|e: &Event| format!("{},{}", e.user, bucket_end(e.ts)))
+        .process("buckets", Buckets);
+    buckets
+        .side_output(&BAD)
+        .map(|e: Event| format!("{},{},{}", e.user, e.ts, e.kind))
+        .sink(
+            "bad-sink",
+            FileSink::new(dir.join("bad"), lines(String::clone)),
+        );
+    buckets.sink(
+        "bucket-sink",
+        FileSink::new(dir.join("buckets"), lines(String::clone)),
+    );
+    buckets
+        .key_by(|l: &String| l.split(',').next().unwrap_or_default().to_string())
+        .process("lines-per-user", LinesPerUser)
+        .sink(
+            "count-sink",
+            FileSink::new(dir.join("counts"), lines(String::clone)),
+        );
+    job.build().expect("graph builds")
+}
+
+fn reference() -> (Vec<String>, Vec<String>, Vec<String>) {
+    let events: Vec<Event> = ["click", "view"]
+        .iter()
+        .flat_map(|k| (0..N).map(move |i| event(k, i)))
+        .collect();
+    let mut bad: Vec<String> = events
+        .iter()
+        .filter(|e| e.kind == "bad")
+        .map(|e| format!("{},{},{}", e.user, e.ts, e.kind))
+        .collect();
+    bad.sort();
+    let mut per: BTreeMap<(u64, i64), Vec<&Event>> = BTreeMap::new();
+    for e in events.iter().filter(|e| e.kind != "bad") {
+        per.entry((e.user, bucket_end(e.ts))).or_default().push(e);
+    }
+    let mut buckets = Vec::new();
+    let mut per_user: BTreeMap<u64, u64> = BTreeMap::new();
+    for ((user, end), es) in &per {
+        let mut kinds: Vec<&str> = es.iter().map(|e| e.kind.as_str()).collect();
+        kinds.sort();
+        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+        for k in &kinds {
+            *counts.entry(k).or_default() += 1;
+        }
+        // Map state iterates in the order of the keys' postcard bytes: length, then bytes.
+        let mut counts: Vec<(&str, u64)> = counts.into_iter().collect();
+        counts.sort_by_key(|(k, _)| (k.len(), k.to_string()));
+        let counts: Vec<String> = counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let total: i64 = es.iter().map(|e| e.ts).sum();
+        buckets.push(format!(
+            "{user},{end},{},{},{total}",
+            kinds.join("|"),
+            counts.join("|")
+        ));
+        *per_user.entry(*user).or_default() += 1;
+    }
+    buckets.sort();
+    let mut counts: Vec<String> = per_user.iter().map(|(u, n)| format!("{u},{n}")).collect();
+    counts.sort();
+    (buckets, bad, counts)
+}
+
+fn read_lines(dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for e in std::fs::read_dir(dir).expect("output directory") {
+        let p = e.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("part-")
+        {
+            lines.extend(
+                std::fs::read_to_string(&p)
+                    .unwrap()
+                    .lines()
+                    .map(String::from),
+            );
+        }
+    }
+    lines.sort();
+    lines
+}
+
+fn run(backend: &str, parallelism: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "apiVersion: weir.dev/v1alpha1\nkind: StreamJob\nmetadata: {{name: buckets}}\nspec:\n  job: {{entry: test, parallelism: {parallelism}, maxParallelism: 64}}\n  checkpointing: {{interval: 50ms, storage: 'file://{}'}}\n  stateBackend: {backend}\n",
+        dir.path().join("checkpoints").display()
+    );
+    let manifest = weir_crds::load_manifest(&yaml).expect("manifest");
+    let options = RunOptions {
+        local_state_dir: Some(dir.path().join("local")),
+        ..RunOptions::default()
+    };
+    run_job(&manifest, graph(dir.path()), &options).expect("run");
+    let (buckets, bad, counts) = reference();
+    assert!(buckets.len() > 1000 && !bad.is_empty());
+    assert_eq!(
+        read_lines(&dir.path().join("buckets")),
+        buckets,
+        "{backend} p={parallelism}"
+    );
+    assert_eq!(
+        read_lines(&dir.path().join("bad")),
+        bad,
+        "{backend} p={parallelism}"
+    );
+    assert_eq!(
+        read_lines(&dir.path().join("counts")),
+        counts,
+        "{backend} p={parallelism}"
+    );
+}
+
+#[test]
+fn union_keyed_state_timers_and_side_outputs_on_rocksdb() {
+    run("rocksdb", 2);
+}
+
+#[test]
+fn union_keyed_state_timers_and_side_outputs_on_heap() {
+    run("heap", 3);
+}
+
+#[test]
+fn a_uid_used_twice_is_a_graph_error_naming_it() {
+    let job = JobBuilder::new();
+    let wm = || WatermarkStrategy::bounded_out_of_orderness(0, |e: &Event| e.ts);
+    let s = job.source("events", Events { n: 1, kind: "x" }, wm());
+    s.key_by(|e: &Event| e.user.to_string())
+        .process("events", Buckets);
+    let err = job.build().err().expect("duplicate uid refused");
+    assert!(
+        err.to_string()
+            .contains("operator uid `events` is used twice"),
+        "{err}"
+    );
+}
+
+/// Joins clicks and views of the same user and 1 s bucket arriving on two connected
+/// streams: the first record of a bucket waits in state for a record of the other input;
+/// a pair is emitted once, an unmatched record when the watermark passes its bucket.
+#[derive(Clone)]
+struct PairUp;
+
+const WAITING: MapStateDescriptor<i64, String> = MapStateDescriptor::new("waiting");
+
+impl PairUp {
+    fn meet(
+        &self,
+        e: Event,
+        ctx: &mut Context<'_, u64>,
+        out: &mut Output<'_, String>,
+    ) -> Result<(), TaskError> {
+        let end = e.ts - e.ts.rem_euclid(1000) + 1000;
+        match ctx.map(&WAITING).get(&end)? {
+            Some(other) if !other.starts_with(&e.kind) => {
+                ctx.map(&WAITING).put(&end, &"paired".to_string())?;
+                out.collect(format!("{},{end},pair", e.user))
+            }
+            Some(_) => Ok(()),
+            None => {
+                ctx.timer_service().register_event_time_timer(end)?;
+                ctx.map(&WAITING).put(&end, &e.kind)
+            }
+        }
+    }
+}
+
+impl weir_runtime::api::KeyedCoProcessFunction for PairUp {
+    type Key = u64;
+    type In1 = Event;
+    type In2 = Event;
+    type Out = String;
+
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), TaskError> {
+        ctx.declare(&WAITING)
+    }
+    fn process_element1(
+        &mut self,
+        e: Event,
+        ctx: &mut Context<'_, u64>,
+        out: &mut Output<'_, String>,
+    ) -> Result<(), TaskError> {
+        self.meet(e, ctx, out)
+    }
+    fn process_element2(
+        &mut self,
+        e: Event,
+        ctx: &mut Context<'_, u64>,
+        out: &mut Output<'_, String>,
+    ) -> Result<(), TaskError> {
+        self.meet(e, ctx, out)
+    }
+    fn on_timer(
+        &mut self,
+        timestamp: Timestamp,
+        ctx: &mut Context<'_, u64>,
+        out: &mut Output<'_, String>,
+    ) -> Result<(), TaskError> {
+        let state = ctx.map(&WAITING).get(&timestamp)?;
+        ctx.map(&WAITING).remove(&timestamp)?;
+        match state {
+            Some(s) if s != "paired" => out.collect(format!("{},{timestamp},{s} only", ctx.key())),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[test]
+fn connected_streams_share_keyed_state_and_timers() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = JobBuilder::new();
+    let wm = || WatermarkStrategy::bounded_out_of_orderness(0, |e: &Event| e.ts);
+    let good = |e: &Event| e.kind != "bad";
+    let clicks = job
+        .source(
+            "clicks",
+            Events {
+                n: N,
+                kind: "click",
+            },
+            wm(),
+        )
+        .filter(good)
+        .key_by(|e: &Event| e.user);
+    let views = job
+        .source("views", Events { n: N, kind: "view" }, wm())
+        .filter(good)
+        .key_by(|e: &Event| e.user);
+    clicks.connect(&views).process("pair-up", PairUp).sink(
+        "pairs",
+        FileSink::new(dir.path().join("pairs"), lines(String::clone)),
+    );
+    let graph = job.build().unwrap();
+    let yaml = format!(
+        "apiVersion: weir.dev/v1alpha1\nkind: StreamJob\nmetadata: {{name: pairs}}\nspec:\n  job: {{entry: test, parallelism: 2, maxParallelism: 32}}\n  checkpointing: {{interval: 50ms, storage: 'file://{}'}}\n  stateBackend: rocksdb\n",
+        dir.path().join("checkpoints").display()
+    );
+    let manifest = weir_crds::load_manifest(&yaml).unwrap();
+    let options = RunOptions {
+        local_state_dir: Some(dir.path().join("local")),
+        ..RunOptions::default()
+    };
+    run_job(&manifest, graph, &options).expect("run");
+
+    let mut per: BTreeMap<(u64, i64), BTreeMap<String, u32>> = BTreeMap::new();
+    for k in ["click", "view"] {
+        for e in (0..N).map(|i| event(k, i)).filter(|e| e.kind != "bad") {
+            *per.entry((e.user, bucket_end(e.ts)))
+                .or_default()
+                .entry(e.kind)
+                .or_default() += 1;
+        }
+    }
+    let mut expected: Vec<String> = per
+        .iter()
+        .map(
+            |((user, end), kinds)| match kinds.keys().collect::<Vec<_>>().as_slice() {
+                [only] => format!("{user},{end},{only} only"),
+                _ => format!("{user},{end},pair"),
+            },
+        )
+        .collect();
+    expected.sort();
+    assert!(expected.iter().any(|l| l.ends_with("pair")));
+    assert!(expected.iter().any(|l| l.ends_with("only")));
+    assert_eq!(read_lines(&dir.path().join("pairs")), expected);
+}
