@@ -38,7 +38,7 @@ fn event(kind: &str, i: u64) -> Event {
     Event {
         user: (i * 7 + kind.len() as u64) % 13,
         ts: i as i64 * 100,
-        kind: if i % 17 == 0 {
+        kind: if i.is_multiple_of(17) {
             "bad".to_string()
         } else {
             kind.to_string()
@@ -491,4 +491,115 @@ fn connected_streams_share_keyed_state_and_timers() {
     assert!(expected.iter().any(|l| l.ends_with("pair")));
     assert!(expected.iter().any(|l| l.ends_with("only")));
     assert_eq!(read_lines(&dir.path().join("pairs")), expected);
+}
+
+/// Processing-time timers fired so far (by [`PingLater`]).
+static FIRED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+const KEYS: u64 = 10;
+
+/// Subtask 0 emits keys `0..KEYS` once, then holds the input open (empty batches) until every
+/// key's processing-time timer fired, or 20 s passed.
+struct WaitForTimers;
+
+struct WaitForTimersReader {
+    emitted: bool,
+    started: std::time::Instant,
+}
+
+impl Source<u64> for WaitForTimers {
+    fn create_reader(
+        &self,
+        ctx: &TaskContext,
+        _positions: Vec<serde_json::Value>,
+    ) -> Result<Box<dyn SourceReader<u64>>, TaskError> {
+        Ok(Box::new(WaitForTimersReader {
+            emitted: ctx.subtask != 0,
+            started: std::time::Instant::now(),
+        }))
+    }
+}
+
+impl SourceReader<u64> for WaitForTimersReader {
+    fn read_batch(&mut self, out: &mut Vec<u64>, _max: usize) -> Result<bool, TaskError> {
+        if !self.emitted {
+            self.emitted = true;
+            out.extend(0..KEYS);
+            return Ok(true);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let done = FIRED.load(std::sync::atomic::Ordering::SeqCst) >= KEYS as usize;
+        Ok(!done && self.started.elapsed().as_secs() < 20)
+    }
+    fn positions(&self) -> Vec<serde_json::Value> {
+        Vec::new()
+    }
+}
+
+/// Sets a processing-time timer 30 ms ahead per key (and, for even keys, a second one that
+/// it deletes again); each firing emits `key,domain`.
+#[derive(Clone)]
+struct PingLater;
+
+impl KeyedProcessFunction for PingLater {
+    type Key = u64;
+    type In = u64;
+    type Out = String;
+
+    fn process_element(
+        &mut self,
+        key: u64,
+        ctx: &mut Context<'_, u64>,
+        _out: &mut Output<'_, String>,
+    ) -> Result<(), TaskError> {
+        let at = ctx.current_processing_time() + 30;
+        ctx.timer_service().register_processing_time_timer(at)?;
+        if key.is_multiple_of(2) {
+            ctx.timer_service().register_processing_time_timer(at + 1)?;
+            ctx.timer_service().delete_processing_time_timer(at + 1)?;
+        }
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        timestamp: Timestamp,
+        ctx: &mut Context<'_, u64>,
+        out: &mut Output<'_, String>,
+    ) -> Result<(), TaskError> {
+        assert!(ctx.current_processing_time() >= timestamp, "fired early");
+        FIRED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        out.collect(format!("{},{:?}", ctx.key(), ctx.time_domain()))
+    }
+}
+
+#[test]
+fn processing_time_timers_fire_once_on_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = JobBuilder::new();
+    job.source(
+        "keys",
+        WaitForTimers,
+        WatermarkStrategy::bounded_out_of_orderness(0, |_: &u64| 0),
+    )
+    .key_by(|k: &u64| *k)
+    .process("ping-later", PingLater)
+    .sink(
+        "pings",
+        FileSink::new(dir.path().join("pings"), lines(String::clone)),
+    );
+    let yaml = format!(
+        "apiVersion: weir.dev/v1alpha1\nkind: StreamJob\nmetadata: {{name: pings}}\nspec:\n  job: {{entry: test, parallelism: 2, maxParallelism: 16}}\n  checkpointing: {{interval: 50ms, storage: 'file://{}'}}\n  stateBackend: heap\n",
+        dir.path().join("checkpoints").display()
+    );
+    let manifest = weir_crds::load_manifest(&yaml).unwrap();
+    let options = RunOptions {
+        local_state_dir: Some(dir.path().join("local")),
+        ..RunOptions::default()
+    };
+    run_job(&manifest, job.build().unwrap(), &options).expect("run");
+    let mut expected: Vec<String> = (0..KEYS)
+        .map(|k| format!("{k},Some(ProcessingTime)"))
+        .collect();
+    expected.sort();
+    assert_eq!(read_lines(&dir.path().join("pings")), expected);
 }

@@ -356,6 +356,7 @@ impl<T: Serialize + DeserializeOwned + 'static> ListAccess<'_, T> {
     ///
     /// # Errors
     /// As [`ValueAccess::get`].
+    #[allow(clippy::should_implement_trait)] // Flink's name for it
     pub fn add(self, value: &T) -> Result<(), TaskError> {
         self.handle?
             .add(self.store, &[], value)
@@ -472,6 +473,7 @@ impl<T: Serialize + DeserializeOwned + 'static> ReducingAccess<'_, T> {
     ///
     /// # Errors
     /// As [`ValueAccess::get`].
+    #[allow(clippy::should_implement_trait)] // Flink's name for it
     pub fn add(self, value: T) -> Result<(), TaskError> {
         self.handle?
             .add(self.store, &[], value)

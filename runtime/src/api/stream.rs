@@ -198,16 +198,18 @@ impl JobBuilder {
                     .unwrap_or_default(),
             );
             let reader = source.create_reader(ctx, positions)?;
-            Ok(Box::new(SourceTask::new(
-                uid_owned.clone(),
-                reader,
-                watermarks.clone(),
-                outputs.main::<T>(),
-                ctx.metrics.clone(),
-                ctx.subtask,
-                inst.batch_size,
-                max_ts,
-            )) as Box<dyn crate::task::Task>)
+            Ok(Box::new(
+                SourceTask::new(
+                    uid_owned.clone(),
+                    reader,
+                    watermarks.clone(),
+                    outputs.main::<T>(),
+                    ctx.metrics.clone(),
+                    ctx.subtask,
+                    inst.batch_size,
+                )
+                .with_restored_max_timestamp(max_ts),
+            ) as Box<dyn crate::task::Task>)
         };
         let id = self.add_node(Node {
             uid: uid.to_string(),
@@ -503,10 +505,13 @@ impl JobBuilder {
     }
 }
 
+/// A shared key selector.
+type KeySelector<T, K> = Arc<dyn Fn(&T) -> K + Send + Sync>;
+
 /// A stream partitioned by key.
 pub struct KeyedStream<K, T> {
     upstream: Stream<T>,
-    selector: Arc<dyn Fn(&T) -> K + Send + Sync>,
+    selector: KeySelector<T, K>,
 }
 
 impl<K: Key, T: Clone + Send + Serialize + DeserializeOwned + 'static> KeyedStream<K, T> {
@@ -617,11 +622,10 @@ where
     {
         let first = self.first.selector.clone();
         let second = self.second.selector.clone();
-        let selector: Arc<dyn Fn(&CoInput<A, B>) -> K + Send + Sync> =
-            Arc::new(move |r: &CoInput<A, B>| match r {
-                CoInput::First(a) => first(a),
-                CoInput::Second(b) => second(b),
-            });
+        let selector: KeySelector<CoInput<A, B>, K> = Arc::new(move |r: &CoInput<A, B>| match r {
+            CoInput::First(a) => first(a),
+            CoInput::Second(b) => second(b),
+        });
         let first_exchange =
             hash_exchange_from::<K, A, CoInput<A, B>>(selector.clone(), CoInput::First);
         let second_exchange = hash_exchange_from::<K, B, CoInput<A, B>>(selector, CoInput::Second);
@@ -792,6 +796,31 @@ impl JobGraph {
     /// Number of source operators.
     pub fn source_count(&self) -> usize {
         self.graph.source_count()
+    }
+
+    /// The uids the per-subtask record counters can be attributed to: `[source, keyed
+    /// operator, sink]` (or `[source, sink]`) when the job has one of each; empty for other
+    /// shapes, whose per-operator record counts are not reported yet (the counters are kept
+    /// per subtask, not per operator).
+    pub(crate) fn metric_operators(&self) -> Vec<String> {
+        let of = |kinds: &[OperatorKind]| -> Vec<&Node> {
+            self.graph
+                .nodes()
+                .iter()
+                .filter(|n| kinds.contains(&n.kind))
+                .collect()
+        };
+        let sources = of(&[OperatorKind::Source]);
+        let keyed = of(&[OperatorKind::KeyedProcess, OperatorKind::WindowAggregate]);
+        let sinks = of(&[OperatorKind::Sink]);
+        match (sources.as_slice(), keyed.as_slice(), sinks.as_slice()) {
+            ([source], keyed, [sink]) if keyed.len() <= 1 => std::iter::once(*source)
+                .chain(keyed.iter().copied())
+                .chain(std::iter::once(*sink))
+                .map(|n| n.uid.clone())
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// What a snapshot must fit to restore this graph with `max_parallelism` key groups

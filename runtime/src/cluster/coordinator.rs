@@ -298,7 +298,7 @@ impl Job<'_> {
                 restored_from: plan.as_ref().map(|(_, p)| p.location().to_string()),
                 restarts,
                 failure: failure.clone(),
-                uids: self.graph.uids().to_vec(),
+                uids: self.graph.metric_operators(),
             };
             let restored_from = info.restored_from.clone();
             info!(attempt, "deploying attempt {attempt}");

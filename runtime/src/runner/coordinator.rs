@@ -81,7 +81,8 @@ pub(crate) struct RunInfo {
     pub restarts: u32,
     /// The cause of the last failure.
     pub failure: Option<String>,
-    /// Operator uids in pipeline order (source first, sink last), for metric labels.
+    /// `[source, keyed operator, sink]` uids for the per-operator record metrics' labels
+    /// (empty for jobs of another shape: see `JobGraph::metric_operators`).
     pub uids: Vec<String>,
 }
 

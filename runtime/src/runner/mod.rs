@@ -234,7 +234,7 @@ pub fn run_job(
         restored_from: restore.as_ref().map(|r| r.location().to_string()),
         restarts: 0,
         failure: None,
-        uids: graph.uids().to_vec(),
+        uids: graph.metric_operators(),
     };
 
     let p = spec.parallelism;

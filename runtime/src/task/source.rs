@@ -49,9 +49,7 @@ impl<T: Send> SourceTask<T> {
         metrics: Arc<JobMetrics>,
         subtask: u32,
         batch_size: usize,
-        restored_max_ts: Option<i64>,
     ) -> Self {
-        let max_ts = restored_max_ts.unwrap_or(MIN_WATERMARK);
         Self {
             uid,
             reader,
@@ -60,9 +58,18 @@ impl<T: Send> SourceTask<T> {
             metrics,
             subtask,
             batch_size,
-            max_ts,
+            max_ts: MIN_WATERMARK,
             last_watermark: MIN_WATERMARK,
         }
+    }
+
+    /// Resumes event time from the largest timestamp a restored checkpoint recorded: the
+    /// first thing the task emits is that watermark.
+    pub fn with_restored_max_timestamp(mut self, max_ts: Option<i64>) -> Self {
+        if let Some(ts) = max_ts {
+            self.max_ts = ts;
+        }
+        self
     }
 
     /// The watermark for the largest timestamp seen so far.
