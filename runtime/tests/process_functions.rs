@@ -26,8 +26,8 @@ struct Event {
     kind: String,
 }
 
-/// Events `i` of `0..n` with `i % modulo == residue`; subtask s of p reads those with
-/// `i % p == s`, in order; its position is the next index.
+/// Events `0..n` of one kind; subtask s of p reads those with `i % p == s`, in order; its
+/// position is the next index.
 #[derive(Clone)]
 struct Events {
     n: u64,
@@ -58,10 +58,14 @@ impl Source<Event> for Events {
         ctx: &TaskContext,
         positions: Vec<serde_json::Value>,
     ) -> Result<Box<dyn SourceReader<Event>>, TaskError> {
-        assert!(positions.is_empty(), "fresh runs only");
+        // Restores at the same parallelism only: each subtask gets its own position back.
+        let next = positions
+            .first()
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(ctx.subtask as u64);
         Ok(Box::new(EventReader {
             src: self.clone(),
-            next: ctx.subtask as u64,
+            next,
             step: ctx.parallelism as u64,
         }))
     }
@@ -602,4 +606,88 @@ fn processing_time_timers_fire_once_on_the_clock() {
         .collect();
     expected.sort();
     assert_eq!(read_lines(&dir.path().join("pings")), expected);
+}
+
+const COUNT_V1: ValueStateDescriptor<u64> = ValueStateDescriptor::new("count");
+const COUNT_V2: ValueStateDescriptor<u64> = ValueStateDescriptor::new("count").with_version(2);
+
+/// Counts records per key in state `count`, declared at version 1 or 2.
+#[derive(Clone)]
+struct Counter {
+    v2: bool,
+}
+
+impl Counter {
+    fn state(&self) -> &'static ValueStateDescriptor<u64> {
+        if self.v2 {
+            &COUNT_V2
+        } else {
+            &COUNT_V1
+        }
+    }
+}
+
+impl KeyedProcessFunction for Counter {
+    type Key = u64;
+    type In = Event;
+    type Out = String;
+
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), TaskError> {
+        ctx.declare(self.state())
+    }
+
+    fn process_element(
+        &mut self,
+        _e: Event,
+        ctx: &mut Context<'_, u64>,
+        _out: &mut Output<'_, String>,
+    ) -> Result<(), TaskError> {
+        let d = self.state();
+        let n = ctx.value(d).get()?.unwrap_or(0);
+        ctx.value(d).update(&(n + 1))
+    }
+}
+
+#[test]
+fn a_state_version_change_is_refused_on_restore_naming_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "apiVersion: weir.dev/v1alpha1\nkind: StreamJob\nmetadata: {{name: counter}}\nspec:\n  job: {{entry: test, parallelism: 1, maxParallelism: 16}}\n  checkpointing: {{interval: 50ms, storage: 'file://{}'}}\n  stateBackend: heap\n",
+        dir.path().join("checkpoints").display()
+    );
+    let manifest = weir_crds::load_manifest(&yaml).unwrap();
+    let graph = |v2: bool| {
+        let job = JobBuilder::new();
+        job.source(
+            "events",
+            Events {
+                n: 100,
+                kind: "click",
+            },
+            WatermarkStrategy::bounded_out_of_orderness(0, |e: &Event| e.ts),
+        )
+        .key_by(|e: &Event| e.user)
+        .process("counter", Counter { v2 })
+        .sink(
+            "out",
+            FileSink::new(dir.path().join("out"), lines(String::clone)),
+        );
+        job.build().unwrap()
+    };
+    let options = RunOptions {
+        local_state_dir: Some(dir.path().join("local")),
+        ..RunOptions::default()
+    };
+    let first = run_job(&manifest, graph(false), &options).expect("first run");
+    assert_eq!(first.restored_from, None);
+    let err = run_job(&manifest, graph(true), &options).expect_err("version 2 refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("operator `counter` state `count` holds u64 version 1")
+            && msg.contains("declares u64 version 2"),
+        "{msg}"
+    );
+    // The same descriptor restores (the refusal changed nothing).
+    let again = run_job(&manifest, graph(false), &options).expect("same version restores");
+    assert!(again.restored_from.is_some());
 }

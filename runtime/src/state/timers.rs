@@ -300,3 +300,73 @@ mod tests {
         assert_eq!(q.len(ProcessingTime), 3);
     }
 }
+
+#[cfg(test)]
+mod redistribution {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::state::heap::HeapBackend;
+    use crate::state::key_group::{key_group_for_bytes, key_group_range};
+    use crate::state::KeyedStateInput;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Timers set on `old` subtasks and restored on `new` ones land in the subtask that
+        /// owns their key group and nowhere else, and none is lost.
+        #[test]
+        fn timers_land_in_the_owning_subtask_at_any_parallelism(
+            max_parallelism in 1u32..=96,
+            old in 1u32..=8,
+            new in 1u32..=8,
+            timers in proptest::collection::vec((any::<u16>(), -1000i64..1000, any::<bool>()), 0..200),
+        ) {
+            let old = old.min(max_parallelism);
+            let new = new.min(max_parallelism);
+            let mut all = BTreeSet::new();
+            let mut snapshots = Vec::new();
+            for s in 0..old {
+                let range = key_group_range(s, max_parallelism, old);
+                let mut b = HeapBackend::new(range);
+                let mut q = TimerQueue::open(&mut b).unwrap();
+                for (key, ts, event) in &timers {
+                    let key = key.to_be_bytes();
+                    let kg = key_group_for_bytes(&key, max_parallelism);
+                    if !range.contains(kg) {
+                        continue;
+                    }
+                    let domain = if *event { TimeDomain::EventTime } else { TimeDomain::ProcessingTime };
+                    let t = Timer { timestamp: *ts, key_group: kg, key: key.into(), namespace: Box::new([]) };
+                    q.register(&mut b, domain, t.clone()).unwrap();
+                    all.insert((domain == TimeDomain::EventTime, t));
+                }
+                snapshots.push(b.snapshot().unwrap());
+            }
+            let mut restored = BTreeSet::new();
+            for s in 0..new {
+                let range = key_group_range(s, max_parallelism, new);
+                let mut b = HeapBackend::new(range);
+                b.restore(&KeyedStateInput {
+                    range,
+                    sections: snapshots
+                        .iter()
+                        .filter(|k| k.range.intersect(&range).is_some())
+                        .map(|k| k.section())
+                        .collect(),
+                })
+                .unwrap();
+                let mut q = TimerQueue::open(&mut b).unwrap();
+                for domain in [TimeDomain::EventTime, TimeDomain::ProcessingTime] {
+                    while let Some(t) = q.pop_due(&mut b, domain, i64::MAX).unwrap() {
+                        prop_assert!(range.contains(t.key_group), "timer of {:?} on subtask {s} owning {range:?}", t.key_group);
+                        prop_assert!(restored.insert((domain == TimeDomain::EventTime, t)), "restored twice");
+                    }
+                }
+            }
+            prop_assert_eq!(restored, all);
+        }
+    }
+}
