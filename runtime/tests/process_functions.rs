@@ -608,8 +608,8 @@ fn processing_time_timers_fire_once_on_the_clock() {
     assert_eq!(read_lines(&dir.path().join("pings")), expected);
 }
 
-const COUNT_V1: ValueStateDescriptor<u64> = ValueStateDescriptor::new("count");
-const COUNT_V2: ValueStateDescriptor<u64> = ValueStateDescriptor::new("count").with_version(2);
+static COUNT_V1: ValueStateDescriptor<u64> = ValueStateDescriptor::new("count");
+static COUNT_V2: ValueStateDescriptor<u64> = ValueStateDescriptor::new("count").with_version(2);
 
 /// Counts records per key in state `count`, declared at version 1 or 2.
 #[derive(Clone)]
@@ -690,4 +690,115 @@ fn a_state_version_change_is_refused_on_restore_naming_the_state() {
     // The same descriptor restores (the refusal changed nothing).
     let again = run_job(&manifest, graph(false), &options).expect("same version restores");
     assert!(again.restored_from.is_some());
+}
+
+/// Counts records per key as text in state `count`, version 2, migrated from version 1's
+/// `u64`; emits every key's count at the end of the input.
+#[derive(Clone)]
+struct TextCounter {
+    count: Arc<ValueStateDescriptor<String>>,
+}
+
+impl TextCounter {
+    fn new() -> Self {
+        Self {
+            count: Arc::new(
+                ValueStateDescriptor::new("count")
+                    .with_version(2)
+                    .with_migration(1, |old: u64| format!("{old} (migrated)")),
+            ),
+        }
+    }
+}
+
+impl KeyedProcessFunction for TextCounter {
+    type Key = u64;
+    type In = Event;
+    type Out = String;
+
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), TaskError> {
+        ctx.declare(self.count.as_ref())
+    }
+
+    fn process_element(
+        &mut self,
+        _e: Event,
+        ctx: &mut Context<'_, u64>,
+        _out: &mut Output<'_, String>,
+    ) -> Result<(), TaskError> {
+        let text = ctx.value(&self.count).get()?.unwrap_or_else(|| "0".into());
+        let (n, rest) = text.split_once(' ').unwrap_or((&text, ""));
+        let n: u64 = n.parse().map_err(|_| TaskError::Data(text.clone()))?;
+        let next = if rest.is_empty() {
+            format!("{}", n + 1)
+        } else {
+            format!("{} {rest}", n + 1)
+        };
+        ctx.value(&self.count).update(&next)?;
+        ctx.timer_service().register_event_time_timer(i64::MAX)
+    }
+
+    fn on_timer(
+        &mut self,
+        _timestamp: Timestamp,
+        ctx: &mut Context<'_, u64>,
+        out: &mut Output<'_, String>,
+    ) -> Result<(), TaskError> {
+        let text = ctx.value(&self.count).get()?.unwrap_or_default();
+        out.collect(format!("{},{text}", ctx.key()))
+    }
+}
+
+#[test]
+fn a_declared_migration_restores_the_old_version_into_the_new_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "apiVersion: weir.dev/v1alpha1\nkind: StreamJob\nmetadata: {{name: counter}}\nspec:\n  job: {{entry: test, parallelism: 2, maxParallelism: 16}}\n  checkpointing: {{interval: 50ms, storage: 'file://{}'}}\n  stateBackend: rocksdb\n",
+        dir.path().join("checkpoints").display()
+    );
+    let manifest = weir_crds::load_manifest(&yaml).unwrap();
+    let options = RunOptions {
+        local_state_dir: Some(dir.path().join("local")),
+        ..RunOptions::default()
+    };
+    let source = |n| {
+        (
+            Events { n, kind: "click" },
+            WatermarkStrategy::bounded_out_of_orderness(0, |e: &Event| e.ts),
+        )
+    };
+    // Version 1 counts the first 100 events (u64 state), then the job is upgraded.
+    let job = JobBuilder::new();
+    let (events, wm) = source(100);
+    job.source("events", events, wm)
+        .key_by(|e: &Event| e.user)
+        .process("counter", Counter { v2: false })
+        .sink(
+            "out",
+            FileSink::new(dir.path().join("v1"), lines(String::clone)),
+        );
+    run_job(&manifest, job.build().unwrap(), &options).expect("version 1");
+    // Version 2 (text) restores with the migration and counts the next 100 events on.
+    let job = JobBuilder::new();
+    let (events, wm) = source(200);
+    job.source("events", events, wm)
+        .key_by(|e: &Event| e.user)
+        .process("counter", TextCounter::new())
+        .sink(
+            "out",
+            FileSink::new(dir.path().join("v2"), lines(String::clone)),
+        );
+    let summary = run_job(&manifest, job.build().unwrap(), &options).expect("version 2");
+    assert!(summary.restored_from.is_some());
+    let mut counts: BTreeMap<u64, u64> = BTreeMap::new();
+    for i in 0..200 {
+        *counts.entry(event("click", i).user).or_default() += 1;
+    }
+    let expected: Vec<String> = counts
+        .iter()
+        .map(|(u, n)| format!("{u},{n} (migrated)"))
+        .collect();
+    let mut expected = expected;
+    expected.sort();
+    assert_eq!(read_lines(&dir.path().join("v2")), expected);
 }

@@ -16,6 +16,7 @@
 
 use std::any::Any;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -66,6 +67,16 @@ pub trait StateDescriptor {
     fn register_in(&self, store: &mut KeyedStateStore) -> Result<Box<dyn Any + Send>, StateError>;
 }
 
+/// Turns a value of an older version (postcard bytes) into the current version's bytes.
+type MigrationFn = Arc<dyn Fn(&[u8]) -> Result<Vec<u8>, String> + Send + Sync>;
+
+/// A declared migration from an older version of a state's values.
+#[derive(Clone)]
+struct Migration {
+    from: u32,
+    apply: MigrationFn,
+}
+
 macro_rules! descriptor_builders {
     () => {
         /// The version of the value encoding (default 1): raise it when the value type
@@ -94,6 +105,7 @@ macro_rules! descriptor_builders {
 /// Declares a value state: one value of `T` per key (Flink's `ValueStateDescriptor`).
 pub struct ValueStateDescriptor<T> {
     common: Common,
+    migration: Option<Migration>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -102,10 +114,33 @@ impl<T> ValueStateDescriptor<T> {
     pub const fn new(name: &'static str) -> Self {
         Self {
             common: Common::new(name),
+            migration: None,
             _t: PhantomData,
         }
     }
     descriptor_builders!();
+}
+
+impl<T: Serialize + 'static> ValueStateDescriptor<T> {
+    /// Values restored at version `from_version` (of type `O`) are turned into `T` by
+    /// `migrate` while the job restores, so a savepoint of the old version restores into
+    /// this one (raise the version with [`with_version`](Self::with_version)). Every value of
+    /// the subtask's key groups is rewritten once, before the first record; a value that does
+    /// not decode as `O` fails the restore with the state's name.
+    pub fn with_migration<O: DeserializeOwned + 'static>(
+        mut self,
+        from_version: u32,
+        migrate: impl Fn(O) -> T + Send + Sync + 'static,
+    ) -> Self {
+        self.migration = Some(Migration {
+            from: from_version,
+            apply: Arc::new(move |bytes: &[u8]| {
+                let old: O = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+                postcard::to_stdvec(&migrate(old)).map_err(|e| e.to_string())
+            }),
+        });
+        self
+    }
 }
 
 impl<T: Serialize + DeserializeOwned + 'static> StateDescriptor for ValueStateDescriptor<T> {
@@ -113,13 +148,37 @@ impl<T: Serialize + DeserializeOwned + 'static> StateDescriptor for ValueStateDe
         self.common.name
     }
     fn info(&self) -> StateInfo {
-        self.common.info::<T>(StateKind::Value)
+        let mut info = self.common.info::<T>(StateKind::Value);
+        info.migrates_from = self.migration.as_ref().map(|m| m.from);
+        info
     }
     fn register_in(&self, store: &mut KeyedStateStore) -> Result<Box<dyn Any + Send>, StateError> {
         let info = self.info();
-        Ok(Box::new(
-            store.register_typed::<ValueState<T>>(&info, self.common.ttl)?,
-        ))
+        let restored = store
+            .backend()
+            .registered()
+            .iter()
+            .find(|s| s.name == info.name)
+            .map(|s| s.version);
+        let handle = store.register_typed::<ValueState<T>>(&info, self.common.ttl)?;
+        if let (Some(m), Some(v)) = (&self.migration, restored) {
+            if v == m.from && v != info.version {
+                let n = store.rewrite_values(
+                    handle.id(),
+                    self.common.ttl.is_some(),
+                    m.from,
+                    m.apply.as_ref(),
+                )?;
+                tracing::info!(
+                    state = info.name,
+                    from = v,
+                    to = info.version,
+                    values = n,
+                    "migrated restored state"
+                );
+            }
+        }
+        Ok(Box::new(handle))
     }
 }
 

@@ -65,12 +65,14 @@ pub fn incompatibilities(snapshot: &CheckpointMetadata, job: JobShape<'_>) -> Ve
                     old.name, old.kind, new.kind
                 )
             } else if let (Some(old_type), Some(new_type)) = (&old.type_name, &new.type_name) {
-                if old_type == new_type && old.version == new.version {
+                if (old_type == new_type && old.version == new.version)
+                    || new.migrates_from == Some(old.version)
+                {
                     continue;
                 }
                 format!(
-                    "operator `{uid}` state `{}` holds {old_type} version {} in snapshot {id} but the job declares {new_type} version {}; keep the state's type and version, or give the state a new name (its old values are then left unread)",
-                    old.name, old.version, new.version
+                    "operator `{uid}` state `{}` holds {old_type} version {} in snapshot {id} but the job declares {new_type} version {}; keep the state's type and version, declare a migration from version {} (`with_migration`), or give the state a new name (its old values are then left unread)",
+                    old.name, old.version, new.version, old.version
                 )
             } else {
                 continue;

@@ -83,6 +83,10 @@ fn copy_out(value: Option<&Vec<u8>>, out: &mut Vec<u8>) -> bool {
 }
 
 impl KeyedStateBackend for HeapBackend {
+    fn registered(&self) -> &[StateInfo] {
+        &self.states
+    }
+
     fn register(&mut self, info: &StateInfo) -> Result<StateId, StateError> {
         if let Some(id) = find_registered(&mut self.states, info)? {
             return Ok(id);
@@ -93,7 +97,10 @@ impl KeyedStateBackend for HeapBackend {
         } else {
             Store::Values((0..n).map(|_| Values::default()).collect())
         });
-        self.states.push(info.clone());
+        self.states.push(StateInfo {
+            migrates_from: None,
+            ..info.clone()
+        });
         Ok(StateId(self.states.len() - 1))
     }
 

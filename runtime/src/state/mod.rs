@@ -63,6 +63,10 @@ pub struct StateInfo {
     /// The descriptor's version of the value encoding (0 when not declared).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub version: u32,
+    /// The older version the descriptor migrates values from while restoring, if any (not
+    /// recorded in snapshots: what the job declares now).
+    #[serde(skip)]
+    pub migrates_from: Option<u32>,
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -77,6 +81,7 @@ impl StateInfo {
             kind,
             type_name: None,
             version: 0,
+            migrates_from: None,
         }
     }
 
@@ -133,6 +138,16 @@ pub enum StateError {
         #[source]
         source: postcard::Error,
     },
+    /// A value could not be migrated from the snapshot's version to the declared one.
+    #[error("state `{state}`: migration from version {from}: {message}")]
+    Migration {
+        /// State name.
+        state: String,
+        /// The version migrated from.
+        from: u32,
+        /// What the migration function or the codec said.
+        message: String,
+    },
     /// A snapshot is malformed (truncated section, unknown state index).
     #[error("malformed state snapshot: {0}")]
     MalformedSnapshot(String),
@@ -159,6 +174,8 @@ pub trait KeyedStateBackend: Send {
     /// # Errors
     /// [`StateError::KindMismatch`] if the name was restored or registered with another kind.
     fn register(&mut self, info: &StateInfo) -> Result<StateId, StateError>;
+    /// The registered (or restored and not yet re-registered) states, by id.
+    fn registered(&self) -> &[StateInfo];
     /// Copies the value of (state, key, namespace) into `out`; false when absent.
     fn get(
         &mut self,
@@ -250,7 +267,10 @@ pub(crate) fn find_registered(
             registered: info.kind,
         }),
         Some(i) => {
-            states[i] = info.clone();
+            states[i] = StateInfo {
+                migrates_from: None,
+                ..info.clone()
+            };
             Ok(Some(StateId(i)))
         }
         None => Ok(None),

@@ -243,6 +243,10 @@ impl KeyedStateBackend for RocksDbBackend {
         }))
     }
 
+    fn registered(&self) -> &[StateInfo] {
+        &self.states
+    }
+
     fn register(&mut self, info: &StateInfo) -> Result<StateId, StateError> {
         if let Some(id) = find_registered(&mut self.states, info)? {
             return Ok(id);
@@ -250,7 +254,10 @@ impl KeyedStateBackend for RocksDbBackend {
         self.db
             .create_cf(&info.name, &self.cf_opts)
             .map_err(rerr("create column family"))?;
-        self.states.push(info.clone());
+        self.states.push(StateInfo {
+            migrates_from: None,
+            ..info.clone()
+        });
         Ok(StateId(self.states.len() - 1))
     }
 

@@ -25,6 +25,9 @@ pub struct StateTtl {
     pub ttl_ms: i64,
 }
 
+/// Turns one stored value (without its TTL stamp) into another, or says why it cannot.
+pub(crate) type ValueRewrite = dyn Fn(&[u8]) -> Result<Vec<u8>, String>;
+
 /// Processing-time clock in ms since the epoch; injected so tests control time.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
@@ -115,6 +118,47 @@ impl KeyedStateStore {
     ) -> Result<H, StateError> {
         let id = self.backend.register(info)?;
         Ok(H::from_cell(Cell::new(id, &info.name, ttl)))
+    }
+
+    /// Rewrites every value of state `id` (all key groups, keys and namespaces of this
+    /// backend) with `migrate`, keeping each value's TTL stamp when `ttl` is set; returns the
+    /// number of values rewritten. Used to migrate restored state to a new version.
+    ///
+    /// # Errors
+    /// Backend failures; [`StateError::Migration`] with `migrate`'s message.
+    pub(crate) fn rewrite_values(
+        &mut self,
+        id: StateId,
+        ttl: bool,
+        from: u32,
+        migrate: &ValueRewrite,
+    ) -> Result<u64, StateError> {
+        let mut rows: Vec<(KeyGroup, Vec<u8>, Vec<u8>)> = Vec::new();
+        self.backend.for_each_key(id, &mut |kg, key, ns| {
+            rows.push((kg, key.to_vec(), ns.to_vec()));
+        })?;
+        let name = self.backend.registered()[id.0].name.clone();
+        let mut raw = Vec::new();
+        for (kg, key, ns) in &rows {
+            let key = KeyRef {
+                key_group: *kg,
+                key,
+            };
+            if !self.backend.get(id, key, ns, &mut raw)? {
+                continue;
+            }
+            let split = if ttl { 8.min(raw.len()) } else { 0 };
+            let mut value = raw[..split].to_vec();
+            value.extend(
+                migrate(&raw[split..]).map_err(|message| StateError::Migration {
+                    state: name.clone(),
+                    from,
+                    message,
+                })?,
+            );
+            self.backend.put(id, key, ns, &value)?;
+        }
+        Ok(rows.len() as u64)
     }
 
     /// Registers (or finds, after a restore) a value state.
@@ -339,6 +383,13 @@ impl Cell {
 pub struct ValueState<T> {
     cell: Cell,
     _t: PhantomData<fn() -> T>,
+}
+
+impl<T> ValueState<T> {
+    /// The state's id in its backend.
+    pub(crate) fn id(&self) -> StateId {
+        self.cell.id
+    }
 }
 
 impl<T: Serialize + DeserializeOwned> ValueState<T> {
