@@ -173,6 +173,17 @@ pub fn aws_env(access_key: &str, secret_key: &str, region: &str) -> Vec<(String,
     ]
 }
 
+/// The seed of a randomized test: `$WEIR_TEST_SEED`, or a random one; printed so that a
+/// failure can be replayed.
+pub fn test_seed() -> u64 {
+    let seed = std::env::var("WEIR_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("kill schedule seed: {seed} (set WEIR_TEST_SEED to replay)");
+    seed
+}
+
 /// How a series of killed runs went.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Kills {

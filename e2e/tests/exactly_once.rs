@@ -32,11 +32,7 @@ fn sigkill_at_random_points_then_resume_gives_exactly_once_output() {
         d["spec"]["checkpointing"]["interval"] = "300ms".into();
         d["spec"]["job"]["args"]["maxRecordsPerSecond"] = RATE.into();
     });
-    let seed = std::env::var("WEIR_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("kill schedule seed: {seed} (set WEIR_TEST_SEED to replay)");
+    let seed = weir_e2e::test_seed();
     let kills = kill_at_random_points(&job, 6, seed);
     eprintln!("{kills:?}");
     assert!(

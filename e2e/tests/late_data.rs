@@ -49,11 +49,7 @@ fn killed_and_resumed_runs_make_the_same_late_data_decisions() {
     let killed = manifest_job(weir_bin(), &manifest, |d| {
         d["spec"]["job"]["args"]["maxRecordsPerSecond"] = "3000".into();
     });
-    let seed = std::env::var("WEIR_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("kill schedule seed: {seed} (set WEIR_TEST_SEED to replay)");
+    let seed = weir_e2e::test_seed();
     let kills = kill_at_random_points(&killed, 6, seed);
     assert!(kills.total >= 5, "only {} kills landed", kills.total);
     assert_success(&killed.run(&[]));

@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use weir_e2e::{assert_success, kill_at_random_points, manifest_job, read_output, TestJob};
+use weir_e2e::{
+    assert_success, kill_at_random_points, manifest_job, read_output, test_seed, TestJob,
+};
 use weir_example_fraud_detection::{
     alert_line, reference_alerts, rejected_line, transaction, Transaction,
 };
@@ -44,15 +46,6 @@ fn reference() -> (Vec<String>, Vec<String>) {
     (alerts, rejected)
 }
 
-fn seed() -> u64 {
-    let seed = std::env::var("WEIR_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("kill schedule seed: {seed} (set WEIR_TEST_SEED to replay)");
-    seed
-}
-
 #[test]
 fn alerts_and_rejected_transactions_equal_the_reference_after_sigkills() {
     let (alerts, rejected) = reference();
@@ -71,7 +64,7 @@ fn alerts_and_rejected_transactions_equal_the_reference_after_sigkills() {
         d["spec"]["checkpointing"]["interval"] = "300ms".into();
         d["spec"]["job"]["args"]["maxRecordsPerSecond"] = "6000".into();
     });
-    let kills = kill_at_random_points(&killed, 6, seed());
+    let kills = kill_at_random_points(&killed, 6, test_seed());
     eprintln!("{kills:?}");
     assert!(kills.total >= 5, "only {} kills landed", kills.total);
     assert!(
@@ -99,7 +92,7 @@ fn state_and_timers_survive_rescales_that_switch_the_backend() {
         d["spec"]["checkpointing"]["interval"] = "200ms".into();
         d["spec"]["job"]["args"]["maxRecordsPerSecond"] = "20000".into();
     });
-    let mut rng = fastrand::Rng::with_seed(seed());
+    let mut rng = fastrand::Rng::with_seed(test_seed());
     for (parallelism, backend) in [(2, "rocksdb"), (3, "heap")] {
         job.edit(|d| {
             d["spec"]["job"]["parallelism"] = parallelism.into();

@@ -12,22 +12,63 @@ use crate::api::{
     CheckpointBarrier, Collector, Key, KeyedProcessFunction, KeyedRecord, OperatorSnapshot,
     TaskContext, TaskError, Timestamp, MIN_WATERMARK,
 };
-use crate::checkpoint::SnapshotKind;
 use crate::state::timers::{TimeDomain, TimerQueue};
 use crate::state::typed::Clock;
-use crate::state::KeyedStateStore;
+use crate::state::{KeyGroup, KeyedStateStore};
 
-/// The keyed process operator of one subtask.
-pub struct KeyedProcessOperator<F: KeyedProcessFunction> {
+/// What a function call sees besides its key: the operator's state, timers, time and side
+/// outputs.
+struct Keyed {
     uid: String,
-    function: F,
     store: KeyedStateStore,
     states: DeclaredStates,
     timers: TimerQueue,
     watermark: Timestamp,
     clock: Clock,
-    next: Box<dyn Collector<F::Out>>,
     sides: SideOutputs,
+}
+
+impl Keyed {
+    /// The context of a call for `key` (encoded `key_bytes`, in `key_group`) at `timestamp`;
+    /// `domain` is set for timer callbacks.
+    fn context<'a, K>(
+        &'a mut self,
+        key: &'a K,
+        key_group: KeyGroup,
+        key_bytes: &'a [u8],
+        timestamp: Timestamp,
+        domain: Option<TimeDomain>,
+    ) -> Context<'a, K> {
+        self.store.set_current_key(key_group, key_bytes);
+        Context {
+            uid: &self.uid,
+            key,
+            key_group,
+            key_bytes,
+            timestamp,
+            watermark: self.watermark,
+            domain,
+            store: &mut self.store,
+            states: &self.states,
+            timers: &mut self.timers,
+            clock: &self.clock,
+            sides: &mut self.sides,
+        }
+    }
+
+    fn state_err(&self, source: crate::state::StateError) -> TaskError {
+        TaskError::State {
+            uid: self.uid.clone(),
+            source,
+        }
+    }
+}
+
+/// The keyed process operator of one subtask.
+pub struct KeyedProcessOperator<F: KeyedProcessFunction> {
+    function: F,
+    keyed: Keyed,
+    next: Box<dyn Collector<F::Out>>,
     key_buf: Vec<u8>,
 }
 
@@ -59,15 +100,17 @@ impl<F: KeyedProcessFunction> KeyedProcessOperator<F> {
             states: &mut states,
         })?;
         Ok(Self {
-            uid: uid.to_string(),
             function,
-            store,
-            states,
-            timers,
-            watermark: MIN_WATERMARK,
-            clock: ctx.clock.clone(),
+            keyed: Keyed {
+                uid: uid.to_string(),
+                store,
+                states,
+                timers,
+                watermark: MIN_WATERMARK,
+                clock: ctx.clock.clone(),
+                sides,
+            },
             next,
-            sides,
             key_buf: Vec::with_capacity(32),
         })
     }
@@ -76,34 +119,23 @@ impl<F: KeyedProcessFunction> KeyedProcessOperator<F> {
     /// set at or before `upto` fire in the same pass.
     fn fire(&mut self, domain: TimeDomain, upto: Timestamp) -> Result<(), TaskError> {
         loop {
-            let popped = self
+            let k = &mut self.keyed;
+            let Some(timer) = k
                 .timers
-                .pop_due(self.store.backend(), domain, upto)
-                .map_err(|source| TaskError::State {
-                    uid: self.uid.clone(),
-                    source,
-                })?;
-            let Some(timer) = popped else {
+                .pop_due(k.store.backend(), domain, upto)
+                .map_err(|e| k.state_err(e))?
+            else {
                 return Ok(());
             };
-            let key = F::Key::decode(&timer.key).map_err(|e| {
-                TaskError::Restore(format!("operator `{}`: timer key: {e}", self.uid))
-            })?;
-            self.store.set_current_key(timer.key_group, &timer.key);
-            let mut ctx = Context {
-                uid: &self.uid,
-                key: &key,
-                key_group: timer.key_group,
-                key_bytes: &timer.key,
-                timestamp: timer.timestamp,
-                watermark: self.watermark,
-                domain: Some(domain),
-                store: &mut self.store,
-                states: &self.states,
-                timers: &mut self.timers,
-                clock: &self.clock,
-                sides: &mut self.sides,
-            };
+            let key = F::Key::decode(&timer.key)
+                .map_err(|e| TaskError::Restore(format!("operator `{}`: timer key: {e}", k.uid)))?;
+            let mut ctx = k.context(
+                &key,
+                timer.key_group,
+                &timer.key,
+                timer.timestamp,
+                Some(domain),
+            );
             let mut out = Output {
                 next: self.next.as_mut(),
                 timestamp: timer.timestamp,
@@ -118,21 +150,9 @@ impl<F: KeyedProcessFunction> Collector<KeyedRecord<F::Key, F::In>> for KeyedPro
     fn record(&mut self, ts: Timestamp, rec: KeyedRecord<F::Key, F::In>) -> Result<(), TaskError> {
         self.key_buf.clear();
         rec.key.encode(&mut self.key_buf);
-        self.store.set_current_key(rec.key_group, &self.key_buf);
-        let mut ctx = Context {
-            uid: &self.uid,
-            key: &rec.key,
-            key_group: rec.key_group,
-            key_bytes: &self.key_buf,
-            timestamp: ts,
-            watermark: self.watermark,
-            domain: None,
-            store: &mut self.store,
-            states: &self.states,
-            timers: &mut self.timers,
-            clock: &self.clock,
-            sides: &mut self.sides,
-        };
+        let mut ctx = self
+            .keyed
+            .context(&rec.key, rec.key_group, &self.key_buf, ts, None);
         let mut out = Output {
             next: self.next.as_mut(),
             timestamp: ts,
@@ -141,13 +161,13 @@ impl<F: KeyedProcessFunction> Collector<KeyedRecord<F::Key, F::In>> for KeyedPro
     }
 
     fn watermark(&mut self, watermark: Timestamp) -> Result<(), TaskError> {
-        if watermark <= self.watermark {
+        if watermark <= self.keyed.watermark {
             return Ok(());
         }
-        self.watermark = watermark;
+        self.keyed.watermark = watermark;
         self.fire(TimeDomain::EventTime, watermark)?;
         self.next.watermark(watermark)?;
-        self.sides.watermark(watermark)
+        self.keyed.sides.watermark(watermark)
     }
 
     fn checkpoint(
@@ -155,30 +175,20 @@ impl<F: KeyedProcessFunction> Collector<KeyedRecord<F::Key, F::In>> for KeyedPro
         barrier: CheckpointBarrier,
         out: &mut Vec<OperatorSnapshot>,
     ) -> Result<(), TaskError> {
-        let keyed = self
-            .store
-            .snapshot(barrier.id, barrier.kind == SnapshotKind::Checkpoint)
-            .map_err(|source| TaskError::State {
-                uid: self.uid.clone(),
-                source,
-            })?;
-        out.push(OperatorSnapshot {
-            uid: self.uid.clone(),
-            keyed: Some(keyed),
-            operator_state: Default::default(),
-        });
+        let k = &mut self.keyed;
+        out.push(super::keyed_snapshot(&k.uid, &mut k.store, barrier)?);
         self.next.checkpoint(barrier, out)?;
-        self.sides.checkpoint(barrier, out)
+        self.keyed.sides.checkpoint(barrier, out)
     }
 
     fn checkpoint_complete(&mut self, id: u64) -> Result<(), TaskError> {
         self.next.checkpoint_complete(id)?;
-        self.sides.checkpoint_complete(id)
+        self.keyed.sides.checkpoint_complete(id)
     }
 
     fn end_of_input(&mut self) -> Result<(), TaskError> {
         self.next.end_of_input()?;
-        self.sides.end_of_input()
+        self.keyed.sides.end_of_input()
     }
 
     fn processing_time(&mut self, now: Timestamp) -> Result<(), TaskError> {
@@ -186,6 +196,6 @@ impl<F: KeyedProcessFunction> Collector<KeyedRecord<F::Key, F::In>> for KeyedPro
     }
 
     fn next_processing_timer(&self) -> Option<Timestamp> {
-        self.timers.next(TimeDomain::ProcessingTime)
+        self.keyed.timers.next(TimeDomain::ProcessingTime)
     }
 }

@@ -18,7 +18,6 @@ use crate::api::{
     AggregateFunction, CheckpointBarrier, Collector, Key, KeyedRecord, OperatorSnapshot, TaskError,
     TimeWindow, Timestamp, WindowResult, MIN_WATERMARK,
 };
-use crate::checkpoint::SnapshotKind;
 use crate::metrics::JobMetrics;
 use crate::state::typed::AggregatingState;
 use crate::state::{KeyGroup, KeyedStateStore};
@@ -186,15 +185,7 @@ impl<K: Key, T, A: AggregateFunction<In = T>> Collector<KeyedRecord<K, T>>
         barrier: CheckpointBarrier,
         out: &mut Vec<OperatorSnapshot>,
     ) -> Result<(), TaskError> {
-        let keyed = self
-            .store
-            .snapshot(barrier.id, barrier.kind == SnapshotKind::Checkpoint)
-            .map_err(|e| self.state_err(e))?;
-        out.push(OperatorSnapshot {
-            uid: self.uid.clone(),
-            keyed: Some(keyed),
-            operator_state: Default::default(),
-        });
+        out.push(super::keyed_snapshot(&self.uid, &mut self.store, barrier)?);
         self.next.checkpoint(barrier, out)
     }
 
