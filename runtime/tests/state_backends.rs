@@ -107,7 +107,7 @@ fn ttl_never_returns_expired_values_and_writes_restart_it() {
     for (name, backend) in backends(full()).list {
         let (now, clock) = manual_clock();
         let mut s = KeyedStateStore::new(backend, clock);
-        let ttl = Some(StateTtl { ttl_ms: 100 });
+        let ttl = Some(StateTtl::new(100));
         let value = s.value_state::<u64>("v", ttl).unwrap();
         let list = s.list_state::<u64>("l", ttl).unwrap();
         let map = s.map_state::<u64, u64>("m", ttl).unwrap();
@@ -136,6 +136,57 @@ fn ttl_never_returns_expired_values_and_writes_restart_it() {
         );
         now.store(1_200, Ordering::SeqCst);
         assert_eq!(value.get(&mut s, b"").unwrap(), None, "{name}");
+    }
+}
+
+#[test]
+fn ttl_read_and_write_restarts_on_read_and_an_expired_read_cleans_up() {
+    for (name, backend) in backends(full()).list {
+        let (now, clock) = manual_clock();
+        let mut s = KeyedStateStore::new(backend, clock);
+        let on_read = Some(StateTtl::new(100).update_on_read_and_write());
+        let value = s.value_state::<u64>("v", on_read).unwrap();
+        let list = s.list_state::<u64>("l", on_read).unwrap();
+        let map = s.map_state::<u64, u64>("m", on_read).unwrap();
+        let plain = s.value_state::<u64>("p", Some(StateTtl::new(100))).unwrap();
+        set_key(&mut s, "k");
+        value.update(&mut s, b"", &1).unwrap();
+        list.add(&mut s, b"", &1).unwrap();
+        map.put(&mut s, b"", &1, &1).unwrap();
+        plain.update(&mut s, b"", &1).unwrap();
+        // Read at 1080: the read-and-write states live until 1180 now, the other until 1100.
+        now.store(1_080, Ordering::SeqCst);
+        assert_eq!(value.get(&mut s, b"").unwrap(), Some(1), "{name}");
+        assert_eq!(list.get(&mut s, b"").unwrap(), vec![1], "{name}");
+        assert_eq!(map.entries(&mut s, b"").unwrap(), vec![(1, 1)], "{name}");
+        assert_eq!(plain.get(&mut s, b"").unwrap(), Some(1), "{name}");
+        now.store(1_150, Ordering::SeqCst);
+        assert_eq!(
+            value.get(&mut s, b"").unwrap(),
+            Some(1),
+            "{name}: read restarted it"
+        );
+        assert_eq!(list.get(&mut s, b"").unwrap(), vec![1], "{name}");
+        assert_eq!(map.get(&mut s, b"", &1).unwrap(), Some(1), "{name}");
+        assert_eq!(
+            plain.get(&mut s, b"").unwrap(),
+            None,
+            "{name}: reads do not extend it"
+        );
+        assert_eq!(
+            s.backend().snapshot().unwrap().entries,
+            3,
+            "{name}: expired read removed"
+        );
+        now.store(1_300, Ordering::SeqCst);
+        assert_eq!(value.get(&mut s, b"").unwrap(), None, "{name}");
+        assert!(list.get(&mut s, b"").unwrap().is_empty(), "{name}");
+        assert!(map.entries(&mut s, b"").unwrap().is_empty(), "{name}");
+        assert_eq!(
+            s.backend().snapshot().unwrap().entries,
+            0,
+            "{name}: all cleaned up on read"
+        );
     }
 }
 

@@ -16,7 +16,7 @@ pub mod state;
 mod stream;
 
 pub use crate::state::timers::TimeDomain;
-pub use crate::state::StateTtl;
+pub use crate::state::{StateTtl, TtlUpdate};
 pub use collector::{
     CheckpointBarrier, Collector, OperatorListState, OperatorSnapshot, RedistributionMode,
 };

@@ -93,8 +93,9 @@ macro_rules! descriptor_builders {
             self
         }
 
-        /// Values expire `ttl` after they were created or last written (processing time);
-        /// an expired value is never returned.
+        /// Values expire `ttl.ttl_ms` ms of processing time after they were created or last
+        /// written (or read, with [`StateTtl::update_on_read_and_write`]); an expired value
+        /// is never returned, and a read that finds one removes it.
         pub const fn with_ttl(mut self, ttl: StateTtl) -> Self {
             self.common.ttl = Some(ttl);
             self

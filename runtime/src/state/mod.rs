@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 pub use key_group::{KeyGroup, KeyGroupRange};
 pub use native::{KeyedSnapshotData, NativeSnapshot, NativeSource};
 pub use snapshot::{KeyedSnapshot, KeyedStateInput};
-pub use typed::{KeyedStateStore, ListState, MapState, ReducingState, StateTtl, ValueState};
+pub use typed::{
+    KeyedStateStore, ListState, MapState, ReducingState, StateTtl, TtlUpdate, ValueState,
+};
 
 /// Index of a registered state inside one backend (order of registration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

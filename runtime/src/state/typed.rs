@@ -3,8 +3,10 @@
 //!
 //! Values are encoded with postcard (a stable, documented format). With TTL, every stored
 //! value is prefixed by its expiry time (i64 big endian, ms since the epoch, processing
-//! time); it is set when the value is created or written (Flink's `OnCreateAndWrite`) and an
-//! expired value is never returned (Flink's `NeverReturnExpired`).
+//! time); it is set when the value is created or written (Flink's `OnCreateAndWrite`), and
+//! also when it is read with [`TtlUpdate::OnReadAndWrite`]. An expired value is never returned
+//! (Flink's `NeverReturnExpired`) and a read that finds one removes it (Flink's cleanup on
+//! read); values nobody reads again stay until their key is cleared.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -18,11 +20,49 @@ use super::{
 };
 use crate::api::AggregateFunction;
 
-/// Time-to-live of a state's values.
+/// Time-to-live of a state's values (Flink's `StateTtlConfig`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StateTtl {
-    /// Lifetime of a value after its last write, in milliseconds of processing time.
+    /// Lifetime of a value after its last update, in milliseconds of processing time.
     pub ttl_ms: i64,
+    /// What restarts the lifetime.
+    pub update: TtlUpdate,
+}
+
+/// What restarts a value's time-to-live (Flink's `StateTtlConfig.UpdateType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TtlUpdate {
+    /// Creating or writing the value.
+    #[default]
+    OnCreateAndWrite,
+    /// Also reading it.
+    OnReadAndWrite,
+}
+
+impl StateTtl {
+    /// Values live `ttl_ms` ms of processing time after they were created or written.
+    pub const fn new(ttl_ms: i64) -> Self {
+        Self {
+            ttl_ms,
+            update: TtlUpdate::OnCreateAndWrite,
+        }
+    }
+
+    /// Reading a value also restarts its lifetime.
+    pub const fn update_on_read_and_write(mut self) -> Self {
+        self.update = TtlUpdate::OnReadAndWrite;
+        self
+    }
+}
+
+/// What a read found in one stored value (with its TTL stamp, if any).
+enum Stamp {
+    /// No TTL, or not expired and not to be refreshed.
+    Live,
+    /// Not expired; its stamp must be restarted (read-and-write TTL).
+    Refresh,
+    /// Expired: never returned, removed.
+    Expired,
 }
 
 /// Turns one stored value (without its TTL stamp) into another, or says why it cannot.
@@ -319,6 +359,31 @@ impl Cell {
         Ok(())
     }
 
+    /// What a read at `now` does with `bytes` (a stored value with its stamp).
+    fn stamp(&self, now: i64, bytes: &[u8]) -> Stamp {
+        let Some(ttl) = self.ttl else {
+            return Stamp::Live;
+        };
+        let expiry = bytes
+            .get(..8)
+            .map(|b| i64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
+            .unwrap_or(i64::MIN);
+        if expiry <= now {
+            Stamp::Expired
+        } else if ttl.update == TtlUpdate::OnReadAndWrite {
+            Stamp::Refresh
+        } else {
+            Stamp::Live
+        }
+    }
+
+    /// Restarts the lifetime of the stored value `bytes` at `now`.
+    fn restamp(&self, now: i64, bytes: &mut [u8]) {
+        if let (Some(ttl), Some(stamp)) = (self.ttl, bytes.get_mut(..8)) {
+            stamp.copy_from_slice(&now.saturating_add(ttl.ttl_ms).to_be_bytes());
+        }
+    }
+
     /// Decodes a stored value; `None` when it has expired.
     fn decode<T: DeserializeOwned>(&self, now: i64, bytes: &[u8]) -> Result<Option<T>, StateError> {
         let body = match self.ttl {
@@ -349,7 +414,19 @@ impl Cell {
         if !s.backend.get(self.id, key, ns, &mut s.raw)? {
             return Ok(None);
         }
-        self.decode((s.clock)(), &s.raw)
+        let now = (s.clock)();
+        match self.stamp(now, &s.raw) {
+            Stamp::Live => {}
+            Stamp::Refresh => {
+                self.restamp(now, &mut s.raw);
+                s.backend.put(self.id, key, ns, &s.raw)?;
+            }
+            Stamp::Expired => {
+                s.backend.remove(self.id, key, ns)?;
+                return Ok(None);
+            }
+        }
+        self.decode(now, &s.raw)
     }
 
     fn put<T: Serialize>(
@@ -441,14 +518,42 @@ impl<T: Serialize + DeserializeOwned> ListState<T> {
         }
         let now = (s.clock)();
         let mut out = Vec::new();
+        // The list as it stays: without expired elements, with restarted stamps.
+        let mut kept = Vec::new();
+        let mut changed = false;
         let mut b = s.raw.as_slice();
         while b.len() >= 4 {
             let n = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
             let Some(el) = b.get(4..4 + n) else { break };
-            if let Some(v) = self.cell.decode(now, el)? {
+            b = &b[4 + n..];
+            let mut el = el.to_vec();
+            match self.cell.stamp(now, &el) {
+                Stamp::Expired => {
+                    changed = true;
+                    continue;
+                }
+                Stamp::Refresh => {
+                    self.cell.restamp(now, &mut el);
+                    changed = true;
+                }
+                Stamp::Live => {}
+            }
+            if let Some(v) = self.cell.decode(now, &el)? {
                 out.push(v);
             }
-            b = &b[4 + n..];
+            kept.extend_from_slice(&(el.len() as u32).to_be_bytes());
+            kept.extend_from_slice(&el);
+        }
+        if changed {
+            let key = KeyRef {
+                key_group: s.key_group,
+                key: &s.key,
+            };
+            if kept.is_empty() {
+                s.backend.remove(self.cell.id, key, ns)?;
+            } else {
+                s.backend.put(self.cell.id, key, ns, &kept)?;
+            }
         }
         Ok(out)
     }
@@ -518,7 +623,19 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> MapState<
         if !s.backend.map_get(self.cell.id, key, ns, &uk, &mut s.raw)? {
             return Ok(None);
         }
-        self.cell.decode((s.clock)(), &s.raw)
+        let now = (s.clock)();
+        match self.cell.stamp(now, &s.raw) {
+            Stamp::Live => {}
+            Stamp::Refresh => {
+                self.cell.restamp(now, &mut s.raw);
+                s.backend.map_put(self.cell.id, key, ns, &uk, &s.raw)?;
+            }
+            Stamp::Expired => {
+                s.backend.map_remove(self.cell.id, key, ns, &uk)?;
+                return Ok(None);
+            }
+        }
+        self.cell.decode(now, &s.raw)
     }
 
     /// Sets `user_key` to `value` in the current key's map in `ns`.
@@ -571,7 +688,22 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> MapState<
         };
         let now = (s.clock)();
         let mut out = Vec::new();
-        for (uk, v) in s.backend.map_entries(self.cell.id, key, ns)? {
+        for (uk, mut v) in s.backend.map_entries(self.cell.id, key, ns)? {
+            let key = KeyRef {
+                key_group: s.key_group,
+                key: &s.key,
+            };
+            match self.cell.stamp(now, &v) {
+                Stamp::Live => {}
+                Stamp::Refresh => {
+                    self.cell.restamp(now, &mut v);
+                    s.backend.map_put(self.cell.id, key, ns, &uk, &v)?;
+                }
+                Stamp::Expired => {
+                    s.backend.map_remove(self.cell.id, key, ns, &uk)?;
+                    continue;
+                }
+            }
             if let Some(v) = self.cell.decode(now, &v)? {
                 out.push((
                     postcard::from_bytes(&uk).map_err(|e| self.cell.codec(e))?,
