@@ -802,3 +802,113 @@ fn a_declared_migration_restores_the_old_version_into_the_new_type() {
     expected.sort();
     assert_eq!(read_lines(&dir.path().join("v2")), expected);
 }
+
+/// Bucket timers fired so far (by [`CountBuckets`]), and whether [`Stalled`] ended because
+/// one fired while it was still open.
+static BUCKETS_FIRED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static ENDED_BY_TIMERS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A source that emits nothing and stays open until a bucket timer fired (or 10 s passed).
+struct Stalled;
+
+struct StalledReader(std::time::Instant);
+
+impl Source<Event> for Stalled {
+    fn create_reader(
+        &self,
+        _ctx: &TaskContext,
+        _positions: Vec<serde_json::Value>,
+    ) -> Result<Box<dyn SourceReader<Event>>, TaskError> {
+        Ok(Box::new(StalledReader(std::time::Instant::now())))
+    }
+}
+
+impl SourceReader<Event> for StalledReader {
+    fn read_batch(&mut self, _out: &mut Vec<Event>, _max: usize) -> Result<bool, TaskError> {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        if BUCKETS_FIRED.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            ENDED_BY_TIMERS.store(true, std::sync::atomic::Ordering::SeqCst);
+            return Ok(false);
+        }
+        Ok(self.0.elapsed().as_secs() < 10)
+    }
+    fn positions(&self) -> Vec<serde_json::Value> {
+        Vec::new()
+    }
+}
+
+/// Emits each `user,bucket end` key when the watermark passes the bucket's end.
+#[derive(Clone)]
+struct CountBuckets;
+
+impl KeyedProcessFunction for CountBuckets {
+    type Key = String;
+    type In = Event;
+    type Out = String;
+
+    fn process_element(
+        &mut self,
+        e: Event,
+        ctx: &mut Context<'_, String>,
+        _out: &mut Output<'_, String>,
+    ) -> Result<(), TaskError> {
+        ctx.timer_service()
+            .register_event_time_timer(bucket_end(e.ts))
+    }
+
+    fn on_timer(
+        &mut self,
+        _timestamp: Timestamp,
+        ctx: &mut Context<'_, String>,
+        out: &mut Output<'_, String>,
+    ) -> Result<(), TaskError> {
+        BUCKETS_FIRED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        out.collect(ctx.key().clone())
+    }
+}
+
+#[test]
+fn an_idle_source_does_not_hold_back_event_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = JobBuilder::new();
+    let wm = || WatermarkStrategy::bounded_out_of_orderness(0, |e: &Event| e.ts);
+    let clicks = job.source(
+        "clicks",
+        Events {
+            n: 2_000,
+            kind: "click",
+        },
+        wm(),
+    );
+    let stalled = job.source("stalled", Stalled, wm().with_idleness(50));
+    clicks
+        .union(&[stalled])
+        .key_by(|e: &Event| format!("{},{}", e.user, bucket_end(e.ts)))
+        .process("buckets", CountBuckets)
+        .sink(
+            "out",
+            FileSink::new(dir.path().join("out"), lines(String::clone)),
+        );
+    let yaml = format!(
+        "apiVersion: weir.dev/v1alpha1\nkind: StreamJob\nmetadata: {{name: idle}}\nspec:\n  job: {{entry: test, parallelism: 2, maxParallelism: 16}}\n  checkpointing: {{interval: 50ms, storage: 'file://{}'}}\n  stateBackend: heap\n",
+        dir.path().join("checkpoints").display()
+    );
+    let manifest = weir_crds::load_manifest(&yaml).unwrap();
+    let options = RunOptions {
+        local_state_dir: Some(dir.path().join("local")),
+        ..RunOptions::default()
+    };
+    run_job(&manifest, job.build().unwrap(), &options).expect("run");
+    assert!(
+        ENDED_BY_TIMERS.load(std::sync::atomic::Ordering::SeqCst),
+        "no timer fired while the stalled source was open: it held the watermark back"
+    );
+    let mut expected: Vec<String> = (0..2_000)
+        .map(|i| event("click", i))
+        .map(|e| format!("{},{}", e.user, bucket_end(e.ts)))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    expected.sort();
+    assert_eq!(read_lines(&dir.path().join("out")), expected);
+}

@@ -39,6 +39,13 @@ pub trait Collector<T>: Send {
     fn checkpoint_complete(&mut self, id: u64) -> Result<(), TaskError>;
     /// No more input will come.
     fn end_of_input(&mut self) -> Result<(), TaskError>;
+    /// The input is idle: no records for now (a source with
+    /// [`WatermarkStrategy::with_idleness`](super::WatermarkStrategy::with_idleness)), so
+    /// exchanges stop holding their consumers' watermark back for it, until its next
+    /// watermark. Operators that forward watermarks forward this; the default drops it.
+    fn idle(&mut self) -> Result<(), TaskError> {
+        Ok(())
+    }
     /// Processing time has reached `now` (ms since the epoch): fire the timers due. Called
     /// only on the first operator of a task fed by an exchange; the default does nothing.
     fn processing_time(&mut self, now: Timestamp) -> Result<(), TaskError> {

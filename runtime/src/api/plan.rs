@@ -188,6 +188,9 @@ impl<T: Clone + Send> Collector<T> for Tee<T> {
     fn end_of_input(&mut self) -> Result<(), TaskError> {
         self.outs.iter_mut().try_for_each(|o| o.end_of_input())
     }
+    fn idle(&mut self) -> Result<(), TaskError> {
+        self.outs.iter_mut().try_for_each(|o| o.idle())
+    }
 }
 
 /// The outputs of one subtask of an operator, by port, each already fanned out.

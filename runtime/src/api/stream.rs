@@ -91,6 +91,8 @@ pub trait Sink<T>: Send + Sync + 'static {
 pub struct WatermarkStrategy<T> {
     pub(crate) out_of_orderness_ms: i64,
     pub(crate) timestamp: Arc<dyn Fn(&T) -> Timestamp + Send + Sync>,
+    /// After this long without a record (ms of processing time) a source subtask is idle.
+    pub(crate) idle_timeout_ms: Option<u64>,
 }
 
 impl<T> Clone for WatermarkStrategy<T> {
@@ -98,6 +100,7 @@ impl<T> Clone for WatermarkStrategy<T> {
         Self {
             out_of_orderness_ms: self.out_of_orderness_ms,
             timestamp: self.timestamp.clone(),
+            idle_timeout_ms: self.idle_timeout_ms,
         }
     }
 }
@@ -112,7 +115,19 @@ impl<T> WatermarkStrategy<T> {
         Self {
             out_of_orderness_ms: out_of_orderness_ms.max(0),
             timestamp: Arc::new(timestamp),
+            idle_timeout_ms: None,
         }
+    }
+
+    /// A source subtask that reads no record for `timeout_ms` ms (processing time) is idle
+    /// (Flink's `withIdleness`): downstream operators stop waiting for its watermark, so an
+    /// empty or stalled split does not hold back event time. Its next record makes it active
+    /// again; from then on its watermark counts once it has caught up. Whether a record
+    /// arrives before or after the timeout depends on timing, so with idleness a restored
+    /// job's late-data decisions can differ from an uninterrupted run's.
+    pub fn with_idleness(mut self, timeout_ms: u64) -> Self {
+        self.idle_timeout_ms = Some(timeout_ms);
+        self
     }
 }
 

@@ -22,6 +22,9 @@ macro_rules! forward_control {
         fn end_of_input(&mut self) -> Result<(), TaskError> {
             self.next.end_of_input()
         }
+        fn idle(&mut self) -> Result<(), TaskError> {
+            self.next.idle()
+        }
     };
 }
 

@@ -88,6 +88,7 @@ impl BarrierAligner {
 #[derive(Debug, Clone)]
 pub struct WatermarkValve {
     inputs: Vec<i64>,
+    idle: Vec<bool>,
     emitted: i64,
 }
 
@@ -96,14 +97,35 @@ impl WatermarkValve {
     pub fn new(inputs: usize) -> Self {
         Self {
             inputs: vec![i64::MIN; inputs],
+            idle: vec![false; inputs],
             emitted: i64::MIN,
         }
     }
 
-    /// `input` reports `watermark`; returns the combined watermark when it advanced.
+    /// `input` reports `watermark` (and is active again); returns the combined watermark
+    /// when it advanced.
     pub fn update(&mut self, input: usize, watermark: i64) -> Option<i64> {
         self.inputs[input] = self.inputs[input].max(watermark);
-        let min = self.inputs.iter().copied().min().unwrap_or(i64::MAX);
+        self.idle[input] = false;
+        self.advance()
+    }
+
+    /// `input` is idle: the combined watermark is the smallest of the active inputs' (and
+    /// does not move while every input is idle, as Flink's `StatusWatermarkValve`); returns
+    /// it when it advanced.
+    pub fn set_idle(&mut self, input: usize) -> Option<i64> {
+        self.idle[input] = true;
+        self.advance()
+    }
+
+    fn advance(&mut self) -> Option<i64> {
+        let min = self
+            .inputs
+            .iter()
+            .zip(&self.idle)
+            .filter(|(_, idle)| !**idle)
+            .map(|(w, _)| *w)
+            .min()?;
         (min > self.emitted).then(|| {
             self.emitted = min;
             min
@@ -167,5 +189,23 @@ mod tests {
         assert_eq!(v.update(1, 5), None);
         assert_eq!(v.update(1, 20), Some(10));
         assert_eq!(v.update(0, i64::MAX), Some(20));
+    }
+
+    #[test]
+    fn idle_inputs_do_not_hold_the_watermark_back_until_they_speak_again() {
+        let mut v = WatermarkValve::new(3);
+        assert_eq!(v.update(0, 10), None);
+        assert_eq!(v.update(1, 20), None, "input 2 has said nothing");
+        assert_eq!(v.set_idle(2), Some(10));
+        assert_eq!(v.update(0, 30), Some(20));
+        assert_eq!(v.set_idle(0), None, "input 1 still holds 20");
+        assert_eq!(v.set_idle(1), None, "all idle: nothing moves");
+        assert_eq!(
+            v.update(2, 5),
+            None,
+            "an input back at 5 never moves it backwards"
+        );
+        assert_eq!(v.update(1, 40), None, "input 2 is active again at 5");
+        assert_eq!(v.update(2, 50), Some(40));
     }
 }

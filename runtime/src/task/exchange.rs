@@ -272,6 +272,10 @@ impl<K: Key, T: Send> Collector<T> for Partitioner<K, T> {
     fn end_of_input(&mut self) -> Result<(), TaskError> {
         self.broadcast(|| Message::EndOfInput)
     }
+
+    fn idle(&mut self) -> Result<(), TaskError> {
+        self.broadcast(|| Message::Idle)
+    }
 }
 
 /// Routes records without keys: to the same subtask index (forward) or round-robin batch by
@@ -349,6 +353,10 @@ impl<T: Send> Collector<T> for Distributor<T> {
 
     fn end_of_input(&mut self) -> Result<(), TaskError> {
         self.broadcast(|| Message::EndOfInput)
+    }
+
+    fn idle(&mut self) -> Result<(), TaskError> {
+        self.broadcast(|| Message::Idle)
     }
 }
 

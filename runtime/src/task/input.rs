@@ -130,6 +130,11 @@ impl<T: Send> KeyedInputTask<T> {
                     self.snapshot(id, io)?;
                 }
             }
+            Message::Idle => {
+                if let Some(w) = self.valve.set_idle(i) {
+                    self.head.watermark(w)?;
+                }
+            }
             Message::EndOfInput => {
                 self.ended[i] = true;
                 if let Some(w) = self.valve.update(i, i64::MAX) {

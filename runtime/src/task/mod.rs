@@ -19,6 +19,9 @@ pub(crate) enum Message<T> {
     Records(Vec<(Timestamp, T)>),
     /// The sender's watermark.
     Watermark(Timestamp),
+    /// The sender is idle: it sends no records for now, so its watermark must not hold back
+    /// the consumer's (until its next watermark).
+    Idle,
     /// Checkpoint barrier.
     Barrier(CheckpointBarrier),
     /// The sender has no more input.

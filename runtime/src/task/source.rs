@@ -38,6 +38,10 @@ pub(crate) struct SourceTask<T> {
     batch_size: usize,
     max_ts: i64,
     last_watermark: i64,
+    /// When the last record was read.
+    last_record: std::time::Instant,
+    /// Whether downstream was told this subtask is idle.
+    idle: bool,
 }
 
 impl<T: Send> SourceTask<T> {
@@ -60,7 +64,29 @@ impl<T: Send> SourceTask<T> {
             batch_size,
             max_ts: MIN_WATERMARK,
             last_watermark: MIN_WATERMARK,
+            last_record: std::time::Instant::now(),
+            idle: false,
         }
+    }
+
+    /// Tracks idleness after a batch of `n` records: with an idle timeout, a subtask that read
+    /// nothing for that long tells downstream it is idle; its next record makes it active
+    /// again (its watermark is re-sent, so downstream counts it again).
+    fn track_idleness(&mut self, n: usize) -> Result<(), TaskError> {
+        let Some(timeout) = self.watermarks.idle_timeout_ms else {
+            return Ok(());
+        };
+        if n > 0 {
+            self.last_record = std::time::Instant::now();
+            if self.idle {
+                self.idle = false;
+                self.chain.watermark(self.last_watermark)?;
+            }
+        } else if !self.idle && self.last_record.elapsed().as_millis() as u64 >= timeout {
+            self.idle = true;
+            self.chain.idle()?;
+        }
+        Ok(())
     }
 
     /// Resumes event time from the largest timestamp a restored checkpoint recorded: the
@@ -149,6 +175,7 @@ impl<T: Send> Task for SourceTask<T> {
             }
             let more = self.reader.read_batch(&mut batch, self.batch_size)?;
             self.metrics.add_in(self.subtask, batch.len() as u64);
+            self.track_idleness(batch.len())?;
             for r in batch.drain(..) {
                 let ts = (self.watermarks.timestamp)(&r);
                 self.max_ts = self.max_ts.max(ts);

@@ -6,6 +6,7 @@
 //! | 1 | watermark | `i64` |
 //! | 2 | barrier | `u64` checkpoint id, `u8` kind (0 checkpoint, 1 savepoint) |
 //! | 3 | end of input | — |
+//! | 4 | idle (no records for now) | — |
 //!
 //! All integers little endian. Only processes of the same build talk to each other, so the
 //! encoding is not versioned.
@@ -42,6 +43,7 @@ fn encode_with<R>(msg: &Message<R>, out: &mut Vec<u8>, mut record: impl FnMut(&R
             });
         }
         Message::EndOfInput => out.push(3),
+        Message::Idle => out.push(4),
     }
 }
 
@@ -128,6 +130,7 @@ fn decode_with<R>(
             Message::Barrier(CheckpointBarrier { id, kind })
         }
         3 => Message::EndOfInput,
+        4 => Message::Idle,
         t => return Err(format!("unknown message tag {t}")),
     })
 }
@@ -205,6 +208,7 @@ mod tests {
                 kind: SnapshotKind::Savepoint,
             }),
             Message::EndOfInput,
+            Message::Idle,
         ] {
             let mut out = Vec::new();
             encode_keyed::<String, u8>(&msg, &mut out);
