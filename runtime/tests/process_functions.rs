@@ -912,3 +912,114 @@ fn an_idle_source_does_not_hold_back_event_time() {
     expected.sort();
     assert_eq!(read_lines(&dir.path().join("out")), expected);
 }
+
+const NEXT_SEQ: weir_runtime::api::OperatorListDescriptor<u64> =
+    weir_runtime::api::OperatorListDescriptor::split("next-seq");
+const RUNS: weir_runtime::api::OperatorListDescriptor<u32> =
+    weir_runtime::api::OperatorListDescriptor::union("runs");
+
+/// Numbers the records of each subtask 0, 1, 2, ... with the counter in split operator
+/// state; its first line per run reports what it restored:
+/// `open,<subtask>,<union entries>,<split entries>`.
+#[derive(Clone, Default)]
+struct Sequence {
+    next: u64,
+    restored: Option<(usize, usize)>,
+}
+
+impl weir_runtime::api::ProcessFunction for Sequence {
+    type In = Event;
+    type Out = String;
+
+    fn open(&mut self, ctx: &mut weir_runtime::api::StateContext<'_>) -> Result<(), TaskError> {
+        let split = ctx.restored(&NEXT_SEQ)?;
+        let union = ctx.restored(&RUNS)?;
+        self.next = split.iter().sum();
+        self.restored = Some((union.len(), split.len()));
+        Ok(())
+    }
+
+    fn process_element(
+        &mut self,
+        _e: Event,
+        ctx: &mut weir_runtime::api::ProcessContext<'_>,
+        out: &mut Output<'_, String>,
+    ) -> Result<(), TaskError> {
+        if let Some((union, split)) = self.restored.take() {
+            out.collect(format!("open,{},{union},{split}", ctx.subtask()))?;
+        }
+        out.collect(format!("seq,{},{}", ctx.subtask(), self.next))?;
+        self.next += 1;
+        Ok(())
+    }
+
+    fn snapshot_state(
+        &mut self,
+        ctx: &mut weir_runtime::api::StateContext<'_>,
+    ) -> Result<(), TaskError> {
+        ctx.set(&NEXT_SEQ, &[self.next])?;
+        ctx.set(&RUNS, &[ctx.subtask()])
+    }
+}
+
+#[test]
+fn operator_state_is_restored_and_redistributed_by_its_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = |p: u32| {
+        weir_crds::load_manifest(&format!(
+            "apiVersion: weir.dev/v1alpha1\nkind: StreamJob\nmetadata: {{name: seq}}\nspec:\n  job: {{entry: test, parallelism: {p}, maxParallelism: 16, allowNonRestoredState: true}}\n  checkpointing: {{interval: 50ms, storage: 'file://{}'}}\n  stateBackend: heap\n",
+            dir.path().join("checkpoints").display()
+        ))
+        .unwrap()
+    };
+    let options = RunOptions {
+        local_state_dir: Some(dir.path().join("local")),
+        ..RunOptions::default()
+    };
+    // One sink directory throughout: the sink's pending files are part of its state.
+    let run = |p: u32, source_uid: &str, n: u64| {
+        let job = JobBuilder::new();
+        job.source(
+            source_uid,
+            Events { n, kind: "click" },
+            WatermarkStrategy::bounded_out_of_orderness(0, |e: &Event| e.ts),
+        )
+        .process("sequence", Sequence::default())
+        .sink(
+            "out",
+            FileSink::new(dir.path().join("out"), lines(String::clone)),
+        );
+        run_job(&manifest(p), job.build().unwrap(), &options).expect("run");
+        read_lines(&dir.path().join("out"))
+    };
+    // Two runs at parallelism 2: the second continues each subtask's numbering.
+    run(2, "events", 100);
+    let lines = run(2, "events", 200);
+    for s in 0..2 {
+        let mut seqs: Vec<u64> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix(&format!("seq,{s},")))
+            .map(|n| n.parse().unwrap())
+            .collect();
+        seqs.sort();
+        assert_eq!(seqs, (0..100).collect::<Vec<u64>>(), "subtask {s}");
+    }
+    assert!(lines.contains(&"open,0,1,1".to_string()), "{lines:?}");
+    // At parallelism 3 (a new source, its old positions dropped): the two split entries go to
+    // subtasks 0 and 1, and every subtask receives both union entries.
+    let before: std::collections::BTreeSet<String> = lines.into_iter().collect();
+    let lines: Vec<String> = run(3, "events-again", 30)
+        .into_iter()
+        .filter(|l| !before.contains(l))
+        .collect();
+    let opens: Vec<&String> = lines.iter().filter(|l| l.starts_with("open,")).collect();
+    assert_eq!(opens, vec!["open,0,2,1", "open,1,2,1", "open,2,2,0"]);
+    assert!(
+        lines.contains(&"seq,2,0".to_string()),
+        "subtask 2 starts from 0"
+    );
+    assert!(
+        lines.contains(&"seq,0,100".to_string()),
+        "subtask 0 continues"
+    );
+}

@@ -31,6 +31,8 @@ pub enum OperatorKind {
     Filter,
     /// One record in, any number out.
     FlatMap,
+    /// A process function over a plain stream, with operator state.
+    Process,
     /// A keyed process function with keyed state and timers.
     KeyedProcess,
     /// A window aggregation over keyed state.

@@ -10,6 +10,7 @@ mod error;
 mod functions;
 pub mod graph;
 mod key;
+pub mod operator_state;
 pub(crate) mod plan;
 pub mod process;
 pub mod state;
@@ -25,6 +26,7 @@ pub use error::TaskError;
 pub use functions::AggregateFunction;
 pub use graph::{NodeId, OperatorKind, OutputPort, Partitioning, StreamGraph};
 pub use key::{Key, KeyDecodeError};
+pub use operator_state::{OperatorListDescriptor, ProcessContext, ProcessFunction, StateContext};
 pub(crate) use plan::{Instantiation, TaskSpec};
 pub use process::{
     CoInput, Context, KeyedCoProcessFunction, KeyedProcessFunction, OpenContext, Output, OutputTag,

@@ -182,7 +182,7 @@ impl SideOutputs {
         }
     }
 
-    fn emit<T: 'static>(
+    pub(crate) fn emit<T: 'static>(
         &mut self,
         uid: &str,
         tag: &OutputTag<T>,

@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::graph::{Edge, Node, NodeId, OperatorKind, OutputPort, Partitioning, StreamGraph};
+use super::operator_state::{ProcessFunction, ProcessOperator};
 use super::plan::{tee, ExchangeBuilder, NodeFactory, Typed};
 use super::process::{
     CoInput, CoProcess, KeyedCoProcessFunction, OpenContext, OutputTag, SideOutputs,
@@ -430,6 +431,27 @@ impl<T: Clone + Send + 'static> Stream<T> {
             .ports
             .insert(port.clone(), tee::<S>);
         Stream::new(self.job.clone(), vec![(*node, port)], None)
+    }
+
+    /// Runs `function` on every record, with operator state of `uid` (restored after a
+    /// failure, redistributed on a rescale) and side outputs; chained to the operator before
+    /// it.
+    pub fn process<F>(&self, uid: &str, function: F) -> Stream<F::Out>
+    where
+        F: ProcessFunction<In = T>,
+    {
+        let uid_owned = uid.to_string();
+        self.forward_to(
+            Some(uid),
+            OperatorKind::Process,
+            true,
+            Arc::new(move |ctx, mut outs| {
+                let next = outs.main::<F::Out>();
+                let sides = SideOutputs::new(outs.sides());
+                let op = ProcessOperator::new(&uid_owned, ctx, function.clone(), next, sides)?;
+                Ok(Typed::<T>::erase(Box::new(op)))
+            }),
+        )
     }
 
     /// Partitions the stream by the key `selector` returns: records with equal keys meet in
