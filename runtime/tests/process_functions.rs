@@ -289,6 +289,32 @@ fn reference() -> (Vec<String>, Vec<String>, Vec<String>) {
     (buckets, bad, counts)
 }
 
+/// A `StreamJob` for `run_job`: job `name` at `parallelism` over `max_parallelism` key groups
+/// on `backend`, with `extra` fields of `spec.job` (`, key: value` ...), checkpointing every
+/// 50 ms under `dir`.
+fn manifest(
+    dir: &Path,
+    name: &str,
+    parallelism: u32,
+    max_parallelism: u32,
+    backend: &str,
+    extra: &str,
+) -> weir_crds::LoadedManifest {
+    weir_crds::load_manifest(&format!(
+        "apiVersion: weir.dev/v1alpha1\nkind: StreamJob\nmetadata: {{name: {name}}}\nspec:\n  job: {{entry: test, parallelism: {parallelism}, maxParallelism: {max_parallelism}{extra}}}\n  checkpointing: {{interval: 50ms, storage: 'file://{}'}}\n  stateBackend: {backend}\n",
+        dir.join("checkpoints").display()
+    ))
+    .expect("manifest")
+}
+
+/// Run options keeping the local state under `dir`.
+fn options(dir: &Path) -> RunOptions {
+    RunOptions {
+        local_state_dir: Some(dir.join("local")),
+        ..RunOptions::default()
+    }
+}
+
 fn read_lines(dir: &Path) -> Vec<String> {
     let mut lines = Vec::new();
     for e in std::fs::read_dir(dir).expect("output directory") {
@@ -312,15 +338,8 @@ fn read_lines(dir: &Path) -> Vec<String> {
 
 fn run(backend: &str, parallelism: u32) {
     let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "apiVersion: weir.dev/v1alpha1\nkind: StreamJob\nmetadata: {{name: buckets}}\nspec:\n  job: {{entry: test, parallelism: {parallelism}, maxParallelism: 64}}\n  checkpointing: {{interval: 50ms, storage: 'file://{}'}}\n  stateBackend: {backend}\n",
-        dir.path().join("checkpoints").display()
-    );
-    let manifest = weir_crds::load_manifest(&yaml).expect("manifest");
-    let options = RunOptions {
-        local_state_dir: Some(dir.path().join("local")),
-        ..RunOptions::default()
-    };
+    let manifest = manifest(dir.path(), "buckets", parallelism, 64, backend, "");
+    let options = options(dir.path());
     run_job(&manifest, graph(dir.path()), &options).expect("run");
     let (buckets, bad, counts) = reference();
     assert!(buckets.len() > 1000 && !bad.is_empty());
@@ -462,15 +481,8 @@ fn connected_streams_share_keyed_state_and_timers() {
         FileSink::new(dir.path().join("pairs"), lines(String::clone)),
     );
     let graph = job.build().unwrap();
-    let yaml = format!(
-        "apiVersion: weir.dev/v1alpha1\nkind: StreamJob\nmetadata: {{name: pairs}}\nspec:\n  job: {{entry: test, parallelism: 2, maxParallelism: 32}}\n  checkpointing: {{interval: 50ms, storage: 'file://{}'}}\n  stateBackend: rocksdb\n",
-        dir.path().join("checkpoints").display()
-    );
-    let manifest = weir_crds::load_manifest(&yaml).unwrap();
-    let options = RunOptions {
-        local_state_dir: Some(dir.path().join("local")),
-        ..RunOptions::default()
-    };
+    let manifest = manifest(dir.path(), "pairs", 2, 32, "rocksdb", "");
+    let options = options(dir.path());
     run_job(&manifest, graph, &options).expect("run");
 
     let mut per: BTreeMap<(u64, i64), BTreeMap<String, u32>> = BTreeMap::new();
@@ -591,15 +603,8 @@ fn processing_time_timers_fire_once_on_the_clock() {
         "pings",
         FileSink::new(dir.path().join("pings"), lines(String::clone)),
     );
-    let yaml = format!(
-        "apiVersion: weir.dev/v1alpha1\nkind: StreamJob\nmetadata: {{name: pings}}\nspec:\n  job: {{entry: test, parallelism: 2, maxParallelism: 16}}\n  checkpointing: {{interval: 50ms, storage: 'file://{}'}}\n  stateBackend: heap\n",
-        dir.path().join("checkpoints").display()
-    );
-    let manifest = weir_crds::load_manifest(&yaml).unwrap();
-    let options = RunOptions {
-        local_state_dir: Some(dir.path().join("local")),
-        ..RunOptions::default()
-    };
+    let manifest = manifest(dir.path(), "pings", 2, 16, "heap", "");
+    let options = options(dir.path());
     run_job(&manifest, job.build().unwrap(), &options).expect("run");
     let mut expected: Vec<String> = (0..KEYS)
         .map(|k| format!("{k},Some(ProcessingTime)"))
@@ -651,11 +656,7 @@ impl KeyedProcessFunction for Counter {
 #[test]
 fn a_state_version_change_is_refused_on_restore_naming_the_state() {
     let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "apiVersion: weir.dev/v1alpha1\nkind: StreamJob\nmetadata: {{name: counter}}\nspec:\n  job: {{entry: test, parallelism: 1, maxParallelism: 16}}\n  checkpointing: {{interval: 50ms, storage: 'file://{}'}}\n  stateBackend: heap\n",
-        dir.path().join("checkpoints").display()
-    );
-    let manifest = weir_crds::load_manifest(&yaml).unwrap();
+    let manifest = manifest(dir.path(), "counter", 1, 16, "heap", "");
     let graph = |v2: bool| {
         let job = JobBuilder::new();
         job.source(
@@ -674,10 +675,7 @@ fn a_state_version_change_is_refused_on_restore_naming_the_state() {
         );
         job.build().unwrap()
     };
-    let options = RunOptions {
-        local_state_dir: Some(dir.path().join("local")),
-        ..RunOptions::default()
-    };
+    let options = options(dir.path());
     let first = run_job(&manifest, graph(false), &options).expect("first run");
     assert_eq!(first.restored_from, None);
     let err = run_job(&manifest, graph(true), &options).expect_err("version 2 refused");
@@ -752,15 +750,8 @@ impl KeyedProcessFunction for TextCounter {
 #[test]
 fn a_declared_migration_restores_the_old_version_into_the_new_type() {
     let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "apiVersion: weir.dev/v1alpha1\nkind: StreamJob\nmetadata: {{name: counter}}\nspec:\n  job: {{entry: test, parallelism: 2, maxParallelism: 16}}\n  checkpointing: {{interval: 50ms, storage: 'file://{}'}}\n  stateBackend: rocksdb\n",
-        dir.path().join("checkpoints").display()
-    );
-    let manifest = weir_crds::load_manifest(&yaml).unwrap();
-    let options = RunOptions {
-        local_state_dir: Some(dir.path().join("local")),
-        ..RunOptions::default()
-    };
+    let manifest = manifest(dir.path(), "counter", 2, 16, "rocksdb", "");
+    let options = options(dir.path());
     let source = |n| {
         (
             Events { n, kind: "click" },
@@ -889,15 +880,8 @@ fn an_idle_source_does_not_hold_back_event_time() {
             "out",
             FileSink::new(dir.path().join("out"), lines(String::clone)),
         );
-    let yaml = format!(
-        "apiVersion: weir.dev/v1alpha1\nkind: StreamJob\nmetadata: {{name: idle}}\nspec:\n  job: {{entry: test, parallelism: 2, maxParallelism: 16}}\n  checkpointing: {{interval: 50ms, storage: 'file://{}'}}\n  stateBackend: heap\n",
-        dir.path().join("checkpoints").display()
-    );
-    let manifest = weir_crds::load_manifest(&yaml).unwrap();
-    let options = RunOptions {
-        local_state_dir: Some(dir.path().join("local")),
-        ..RunOptions::default()
-    };
+    let manifest = manifest(dir.path(), "idle", 2, 16, "heap", "");
+    let options = options(dir.path());
     run_job(&manifest, job.build().unwrap(), &options).expect("run");
     assert!(
         ENDED_BY_TIMERS.load(std::sync::atomic::Ordering::SeqCst),
@@ -966,16 +950,16 @@ impl weir_runtime::api::ProcessFunction for Sequence {
 fn operator_state_is_restored_and_redistributed_by_its_mode() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = |p: u32| {
-        weir_crds::load_manifest(&format!(
-            "apiVersion: weir.dev/v1alpha1\nkind: StreamJob\nmetadata: {{name: seq}}\nspec:\n  job: {{entry: test, parallelism: {p}, maxParallelism: 16, allowNonRestoredState: true}}\n  checkpointing: {{interval: 50ms, storage: 'file://{}'}}\n  stateBackend: heap\n",
-            dir.path().join("checkpoints").display()
-        ))
-        .unwrap()
+        manifest(
+            dir.path(),
+            "seq",
+            p,
+            16,
+            "heap",
+            ", allowNonRestoredState: true",
+        )
     };
-    let options = RunOptions {
-        local_state_dir: Some(dir.path().join("local")),
-        ..RunOptions::default()
-    };
+    let options = options(dir.path());
     // One sink directory throughout: the sink's pending files are part of its state.
     let run = |p: u32, source_uid: &str, n: u64| {
         let job = JobBuilder::new();

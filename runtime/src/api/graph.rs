@@ -41,6 +41,17 @@ pub enum OperatorKind {
     Sink,
 }
 
+impl OperatorKind {
+    /// True for the kinds without state (map, filter, flat_map): the builder names them
+    /// after their kind and position, and they never appear in snapshots.
+    pub fn is_stateless(self) -> bool {
+        matches!(
+            self,
+            OperatorKind::Map | OperatorKind::Filter | OperatorKind::FlatMap
+        )
+    }
+}
+
 /// How records travel an edge from the producer's subtasks to the consumer's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -49,8 +60,6 @@ pub enum Partitioning {
     Forward,
     /// By key group of the record's key (`key_by`).
     Hash,
-    /// Round-robin over the consumer's subtasks, batch by batch.
-    Rebalance,
 }
 
 /// Which output of an operator an edge leaves from.
@@ -71,8 +80,6 @@ pub struct Node {
     pub kind: OperatorKind,
     /// The keyed states it declares (empty for non-keyed operators).
     pub states: Vec<StateInfo>,
-    /// True when the user named the uid (stateful operators must be named).
-    pub named: bool,
     pub(crate) factory: NodeFactory,
     /// The output ports in use, with how to fan a port out to several consumers.
     pub(crate) ports: BTreeMap<OutputPort, TeeBuilder>,
@@ -164,8 +171,8 @@ impl StreamGraph {
         self.edges.push(edge);
     }
 
-    /// Checks what the builder cannot check as it goes: uids are unique and every side
-    /// output read has a producer that declared it. Returns the problems, each a sentence.
+    /// Checks what the builder cannot check as it goes: uids are unique. Returns the
+    /// problems, each a sentence.
     pub(crate) fn problems(&self) -> Vec<String> {
         let mut seen = BTreeMap::new();
         let mut problems = Vec::new();

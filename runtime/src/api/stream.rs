@@ -20,7 +20,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::graph::{Edge, Node, NodeId, OperatorKind, OutputPort, Partitioning, StreamGraph};
 use super::operator_state::{ProcessFunction, ProcessOperator};
@@ -40,7 +40,7 @@ use crate::operators::window::{WindowOperator, WINDOW_STATE};
 use crate::state::heap::HeapBackend;
 use crate::state::typed::{system_clock, KeyedStateStore};
 use crate::state::{KeyGroupRange, StateInfo, StateKind};
-use crate::task::exchange::{hash_exchange, hash_exchange_from, plain_exchange};
+use crate::task::exchange::{forward_exchange, hash_exchange, hash_exchange_from};
 use crate::task::input::input_task;
 use crate::task::source::SourceTask;
 
@@ -144,7 +144,7 @@ pub struct KeyedRecord<K, T> {
 }
 
 /// An event-time window `[start, end)` in ms since the epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TimeWindow {
     /// First ms of the window, inclusive.
     pub start: Timestamp,
@@ -231,7 +231,6 @@ impl JobBuilder {
             uid: uid.to_string(),
             kind: OperatorKind::Source,
             states: Vec::new(),
-            named: true,
             factory: NodeFactory::Source(Arc::new(create)),
             ports: BTreeMap::from([(OutputPort::Main, tee::<T> as super::plan::TeeBuilder)]),
         });
@@ -280,7 +279,7 @@ pub struct Stream<T> {
     inputs: Vec<(NodeId, OutputPort)>,
     /// Builds a forward exchange of `T` (set when the stream's type is serializable; needed
     /// when a union feeds a non-keyed operator).
-    forward_exchange: Option<fn(Partitioning) -> ExchangeBuilder>,
+    forward_exchange: Option<fn() -> ExchangeBuilder>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -302,7 +301,7 @@ impl<T: Clone + Send + 'static> Stream<T> {
     fn new(
         job: JobBuilder,
         inputs: Vec<(NodeId, OutputPort)>,
-        forward_exchange: Option<fn(Partitioning) -> ExchangeBuilder>,
+        forward_exchange: Option<fn() -> ExchangeBuilder>,
     ) -> Self {
         Self {
             job,
@@ -323,7 +322,7 @@ impl<T: Clone + Send + 'static> Stream<T> {
     ) -> Stream<U> {
         let exchange = if self.inputs.len() > 1 {
             match self.forward_exchange {
-                Some(make) => Some(make(Partitioning::Forward)),
+                Some(make) => Some(make()),
                 None => {
                     self.job.problem(format!(
                         "a union of streams that are not serializable feeds a {kind:?} operator; map the inputs to a type with serde's Serialize and Deserialize before the union"
@@ -413,7 +412,7 @@ impl<T: Clone + Send + 'static> Stream<T> {
             }
             inputs.extend(o.inputs.iter().cloned());
         }
-        Stream::new(self.job.clone(), inputs, Some(plain_exchange::<T>))
+        Stream::new(self.job.clone(), inputs, Some(forward_exchange::<T>))
     }
 
     /// The records the operator that produced this stream emitted to side output `tag`
@@ -517,10 +516,6 @@ impl JobBuilder {
             uid,
             kind,
             states,
-            named: !matches!(
-                kind,
-                OperatorKind::Map | OperatorKind::Filter | OperatorKind::FlatMap
-            ),
             factory: NodeFactory::Operator {
                 create,
                 input_task: Arc::new(input_task::<I>),
@@ -775,7 +770,7 @@ impl JobGraph {
         let uids = graph
             .nodes()
             .iter()
-            .filter(|n| n.named)
+            .filter(|n| !n.kind.is_stateless())
             .map(|n| n.uid.clone())
             .collect();
         let keyed_states = graph

@@ -1,6 +1,6 @@
-//! Exchanges between tasks. The hash shuffle behind `key_by`: a partitioner at the end of the
-//! upstream chain routes each record to the subtask owning its key group; forward and
-//! rebalance exchanges (a union's inputs) route records without keys. Records travel in
+//! Exchanges between tasks. The hash shuffle behind `key_by`: a router at the end of the
+//! upstream chain routes each record to the subtask owning its key group; a forward exchange
+//! (a union's inputs into a non-keyed operator) keeps records in their subtask. Records travel in
 //! batches over bounded channels (a full channel blocks the producer: backpressure, never
 //! unbounded buffering).
 
@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::wire::{decode_keyed, decode_plain, encode_keyed, encode_plain};
 use super::Message;
-use crate::api::graph::{AnyBox, Erased, Partitioning};
+use crate::api::graph::{AnyBox, Erased};
 use crate::api::plan::{ExchangeBuilder, ExchangeEnds, Instantiation, Typed};
 use crate::api::{
     CheckpointBarrier, Collector, Key, KeyedRecord, OperatorSnapshot, TaskError, Timestamp,
@@ -159,24 +159,76 @@ pub(crate) fn build_exchange<T: Send + 'static>(
     Ok((outlets, inputs))
 }
 
-/// Routes records by key group; broadcasts watermarks, barriers and end of input after
-/// flushing its batches, so every channel keeps stream order.
-pub(crate) struct Partitioner<K, T> {
+/// Where a record goes: the consumer index and what travels to it.
+pub(crate) trait Route: Send {
+    /// Records the producer emits.
+    type In;
+    /// What travels on the channel.
+    type Out: Send;
+    /// The consumer (of `consumers`) that receives `value`, and its form on the channel.
+    fn route(&mut self, value: Self::In, consumers: usize) -> (usize, Self::Out);
+}
+
+/// By key group of the record's key (`key_by`): the consumer that owns the key group.
+pub(crate) struct ByKeyGroup<K, T> {
     selector: Arc<dyn Fn(&T) -> K + Send + Sync>,
-    outputs: Vec<Outlet<KeyedRecord<K, T>>>,
-    metrics: Arc<JobMetrics>,
-    subtask: u32,
-    buffers: Vec<Vec<(Timestamp, KeyedRecord<K, T>)>>,
     max_parallelism: u32,
-    batch_size: usize,
     key_buf: Vec<u8>,
 }
 
-impl<K: Key, T: Send> Partitioner<K, T> {
+impl<K: Key, T: Send> Route for ByKeyGroup<K, T> {
+    type In = T;
+    type Out = KeyedRecord<K, T>;
+
+    fn route(&mut self, value: T, consumers: usize) -> (usize, KeyedRecord<K, T>) {
+        let key = (self.selector)(&value);
+        self.key_buf.clear();
+        key.encode(&mut self.key_buf);
+        let key_group = key_group_for_bytes(&self.key_buf, self.max_parallelism);
+        let target =
+            subtask_for_key_group(key_group, self.max_parallelism, consumers as u32) as usize;
+        (
+            target,
+            KeyedRecord {
+                key_group,
+                key,
+                value,
+            },
+        )
+    }
+}
+
+/// Records without keys, to the consumer with the producer's own index (forward).
+pub(crate) struct Forward<T> {
+    target: usize,
+    _t: std::marker::PhantomData<fn(T)>,
+}
+
+impl<T: Send> Route for Forward<T> {
+    type In = T;
+    type Out = T;
+
+    fn route(&mut self, value: T, _consumers: usize) -> (usize, T) {
+        (self.target, value)
+    }
+}
+
+/// The producer end of an exchange: routes each record with `R`, batches per consumer, and
+/// broadcasts watermarks, barriers, idleness and end of input after flushing its batches, so
+/// every channel keeps stream order.
+pub(crate) struct Router<R: Route> {
+    route: R,
+    outputs: Vec<Outlet<R::Out>>,
+    buffers: Vec<Vec<(Timestamp, R::Out)>>,
+    batch_size: usize,
+    metrics: Arc<JobMetrics>,
+    subtask: u32,
+}
+
+impl<R: Route> Router<R> {
     pub fn new(
-        selector: Arc<dyn Fn(&T) -> K + Send + Sync>,
-        outputs: Vec<Outlet<KeyedRecord<K, T>>>,
-        max_parallelism: u32,
+        route: R,
+        outputs: Vec<Outlet<R::Out>>,
         batch_size: usize,
         metrics: Arc<JobMetrics>,
         subtask: u32,
@@ -186,18 +238,16 @@ impl<K: Key, T: Send> Partitioner<K, T> {
             .map(|_| Vec::with_capacity(batch_size))
             .collect();
         Self {
-            selector,
+            route,
             outputs,
+            buffers,
+            batch_size,
             metrics,
             subtask,
-            buffers,
-            max_parallelism,
-            batch_size,
-            key_buf: Vec::with_capacity(32),
         }
     }
 
-    fn send(&self, target: usize, msg: Message<KeyedRecord<K, T>>) -> Result<(), TaskError> {
+    fn send(&self, target: usize, msg: Message<R::Out>) -> Result<(), TaskError> {
         let waited = self.outputs[target].send(msg)?;
         if !waited.is_zero() {
             self.metrics.add_backpressure(self.subtask, waited);
@@ -218,10 +268,7 @@ impl<K: Key, T: Send> Partitioner<K, T> {
         self.send(target, Message::Records(batch))
     }
 
-    fn broadcast(
-        &mut self,
-        make: impl Fn() -> Message<KeyedRecord<K, T>>,
-    ) -> Result<(), TaskError> {
+    fn broadcast(&mut self, make: impl Fn() -> Message<R::Out>) -> Result<(), TaskError> {
         for t in 0..self.outputs.len() {
             self.flush(t)?;
             self.send(t, make())?;
@@ -230,107 +277,12 @@ impl<K: Key, T: Send> Partitioner<K, T> {
     }
 }
 
-impl<K: Key, T: Send> Collector<T> for Partitioner<K, T> {
-    fn record(&mut self, ts: Timestamp, value: T) -> Result<(), TaskError> {
-        let key = (self.selector)(&value);
-        self.key_buf.clear();
-        key.encode(&mut self.key_buf);
-        let key_group = key_group_for_bytes(&self.key_buf, self.max_parallelism);
-        let target =
-            subtask_for_key_group(key_group, self.max_parallelism, self.outputs.len() as u32)
-                as usize;
-        self.buffers[target].push((
-            ts,
-            KeyedRecord {
-                key_group,
-                key,
-                value,
-            },
-        ));
+impl<R: Route> Collector<R::In> for Router<R> {
+    fn record(&mut self, ts: Timestamp, value: R::In) -> Result<(), TaskError> {
+        let (target, out) = self.route.route(value, self.outputs.len());
+        self.buffers[target].push((ts, out));
         if self.buffers[target].len() >= self.batch_size {
             self.flush(target)?;
-        }
-        Ok(())
-    }
-
-    fn watermark(&mut self, watermark: Timestamp) -> Result<(), TaskError> {
-        self.broadcast(|| Message::Watermark(watermark))
-    }
-
-    fn checkpoint(
-        &mut self,
-        barrier: CheckpointBarrier,
-        _out: &mut Vec<OperatorSnapshot>,
-    ) -> Result<(), TaskError> {
-        self.broadcast(|| Message::Barrier(barrier))
-    }
-
-    fn checkpoint_complete(&mut self, _id: u64) -> Result<(), TaskError> {
-        Ok(())
-    }
-
-    fn end_of_input(&mut self) -> Result<(), TaskError> {
-        self.broadcast(|| Message::EndOfInput)
-    }
-
-    fn idle(&mut self) -> Result<(), TaskError> {
-        self.broadcast(|| Message::Idle)
-    }
-}
-
-/// Routes records without keys: to the same subtask index (forward) or round-robin batch by
-/// batch (rebalance); broadcasts watermarks, barriers and end of input after flushing.
-pub(crate) struct Distributor<T> {
-    outputs: Vec<Outlet<T>>,
-    /// `Some(i)`: every record goes to consumer i (forward).
-    fixed: Option<usize>,
-    next: usize,
-    buffer: Vec<(Timestamp, T)>,
-    batch_size: usize,
-    metrics: Arc<JobMetrics>,
-    subtask: u32,
-}
-
-impl<T: Send> Distributor<T> {
-    fn send(&self, target: usize, msg: Message<T>) -> Result<(), TaskError> {
-        let waited = self.outputs[target].send(msg)?;
-        if !waited.is_zero() {
-            self.metrics.add_backpressure(self.subtask, waited);
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), TaskError> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let target = match self.fixed {
-            Some(t) => t,
-            None => {
-                self.next = (self.next + 1) % self.outputs.len();
-                self.next
-            }
-        };
-        let batch = std::mem::replace(&mut self.buffer, Vec::with_capacity(self.batch_size));
-        self.metrics
-            .add_shuffled_out(self.subtask, batch.len() as u64);
-        self.send(target, Message::Records(batch))
-    }
-
-    fn broadcast(&mut self, make: impl Fn() -> Message<T>) -> Result<(), TaskError> {
-        self.flush()?;
-        for t in 0..self.outputs.len() {
-            self.send(t, make())?;
-        }
-        Ok(())
-    }
-}
-
-impl<T: Send> Collector<T> for Distributor<T> {
-    fn record(&mut self, ts: Timestamp, value: T) -> Result<(), TaskError> {
-        self.buffer.push((ts, value));
-        if self.buffer.len() >= self.batch_size {
-            self.flush()?;
         }
         Ok(())
     }
@@ -364,7 +316,7 @@ impl<T: Send> Collector<T> for Distributor<T> {
 pub(crate) fn hash_exchange<K, T>(selector: Arc<dyn Fn(&T) -> K + Send + Sync>) -> ExchangeBuilder
 where
     K: Key,
-    T: Clone + Serialize + DeserializeOwned + Send + 'static,
+    T: Serialize + DeserializeOwned + Send + 'static,
 {
     hash_exchange_wrapped::<K, T>(selector, Arc::new(|p| Typed::<T>::erase(p)))
 }
@@ -391,7 +343,7 @@ where
     )
 }
 
-/// A hash exchange of `T` whose producer ends are the partitioners wrapped by `wrap`.
+/// A hash exchange of `T` whose producer ends are the routers wrapped by `wrap`.
 fn hash_exchange_wrapped<K, T>(
     selector: Arc<dyn Fn(&T) -> K + Send + Sync>,
     wrap: Arc<dyn Fn(Box<dyn Collector<T>>) -> Erased + Send + Sync>,
@@ -416,10 +368,13 @@ where
             .into_iter()
             .zip(&inst.contexts)
             .map(|(s, ctx)| {
-                wrap(Box::new(Partitioner::new(
-                    selector.clone(),
+                wrap(Box::new(Router::new(
+                    ByKeyGroup {
+                        selector: selector.clone(),
+                        max_parallelism: ctx.max_parallelism,
+                        key_buf: Vec::with_capacity(32),
+                    },
                     s,
-                    ctx.max_parallelism,
                     inst.batch_size,
                     ctx.metrics.clone(),
                     ctx.subtask,
@@ -436,8 +391,9 @@ where
     })
 }
 
-/// The [`ExchangeBuilder`] of a forward or rebalance exchange of records `T`.
-pub(crate) fn plain_exchange<T>(partitioning: Partitioning) -> ExchangeBuilder
+/// The [`ExchangeBuilder`] of a forward exchange of records `T` (between tasks: a union's
+/// inputs into a non-keyed operator).
+pub(crate) fn forward_exchange<T>() -> ExchangeBuilder
 where
     T: Serialize + DeserializeOwned + Send + 'static,
 {
@@ -457,15 +413,16 @@ where
             .into_iter()
             .zip(&inst.contexts)
             .map(|(outputs, ctx)| {
-                Typed::<T>::erase(Box::new(Distributor {
+                Typed::<T>::erase(Box::new(Router::new(
+                    Forward {
+                        target: ctx.subtask as usize,
+                        _t: std::marker::PhantomData,
+                    },
                     outputs,
-                    fixed: (partitioning == Partitioning::Forward).then_some(ctx.subtask as usize),
-                    next: ctx.subtask as usize,
-                    buffer: Vec::with_capacity(inst.batch_size),
-                    batch_size: inst.batch_size,
-                    metrics: ctx.metrics.clone(),
-                    subtask: ctx.subtask,
-                }))
+                    inst.batch_size,
+                    ctx.metrics.clone(),
+                    ctx.subtask,
+                )))
             })
             .collect();
         Ok(ExchangeEnds {

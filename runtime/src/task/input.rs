@@ -31,15 +31,7 @@ pub(crate) fn input_task<I: Send + 'static>(
                 .expect("invariant: an exchange carries its consumer's input type")
         })
         .collect();
-    let mut task = KeyedInputTask::new(
-        inputs,
-        unerase::<I>(head),
-        mode,
-        ctx.metrics.clone(),
-        ctx.subtask,
-    );
-    task.clock = Some(ctx.clock.clone());
-    Box::new(task)
+    Box::new(KeyedInputTask::new(inputs, unerase::<I>(head), mode, ctx))
 }
 
 pub(crate) struct KeyedInputTask<T> {
@@ -52,8 +44,8 @@ pub(crate) struct KeyedInputTask<T> {
     ended: Vec<bool>,
     /// Barriers of the checkpoints being aligned, by id.
     barriers: BTreeMap<u64, CheckpointBarrier>,
-    /// Processing time for the head's timers; `None` in tests of the loop alone.
-    clock: Option<Clock>,
+    /// Processing time for the head's timers.
+    clock: Clock,
 }
 
 impl<T: Send> KeyedInputTask<T> {
@@ -61,38 +53,35 @@ impl<T: Send> KeyedInputTask<T> {
         inputs: Vec<Receiver<Message<T>>>,
         head: Box<dyn Collector<T>>,
         mode: CheckpointingMode,
-        metrics: Arc<JobMetrics>,
-        subtask: u32,
+        ctx: &TaskContext,
     ) -> Self {
         let n = inputs.len();
         Self {
             inputs,
             head,
-            metrics,
-            subtask,
+            metrics: ctx.metrics.clone(),
+            subtask: ctx.subtask,
             aligner: BarrierAligner::new(n, mode == CheckpointingMode::ExactlyOnce),
             valve: WatermarkValve::new(n),
             ended: vec![false; n],
             barriers: BTreeMap::new(),
-            clock: None,
+            clock: ctx.clock.clone(),
         }
     }
 
     /// Fires the head's due processing-time timers; returns how long until the next one.
     fn fire_processing_timers(&mut self) -> Result<Option<std::time::Duration>, TaskError> {
-        let Some(clock) = &self.clock else {
-            return Ok(None);
-        };
         let Some(due) = self.head.next_processing_timer() else {
             return Ok(None);
         };
-        let now = clock();
-        if due > now {
-            return Ok(Some(std::time::Duration::from_millis((due - now) as u64)));
+        let now = (self.clock)();
+        if due <= now {
+            self.head.processing_time(now)?;
         }
-        self.head.processing_time(now)?;
-        let next = self.head.next_processing_timer();
-        Ok(next.map(|due| std::time::Duration::from_millis(due.saturating_sub(now).max(0) as u64)))
+        Ok(self
+            .head
+            .next_processing_timer()
+            .map(|due| std::time::Duration::from_millis(due.saturating_sub(now).max(0) as u64)))
     }
 
     fn snapshot(&mut self, id: u64, io: &TaskIo) -> Result<(), TaskError> {

@@ -70,7 +70,7 @@ pub(crate) fn encode_keyed<K: Key, T: Serialize>(
     });
 }
 
-/// Appends `msg` of a forward or rebalance exchange (records without keys) to `out`.
+/// Appends `msg` of a forward exchange (records without keys) to `out`.
 pub(crate) fn encode_plain<T: Serialize>(msg: &Message<T>, out: &mut Vec<u8>) {
     encode_with(msg, out, |r, out| put_value(r, out));
 }
