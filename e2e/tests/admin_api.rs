@@ -158,7 +158,7 @@ fn bad_requests_are_refused_and_stop_with_savepoint_restores_exactly_once() {
 fn stop_with_drain_and_cancel() {
     // Drain: event time jumps to the end, every window fires, then the savepoint.
     let job = throttled();
-    let (mut child, _lines) = job.spawn();
+    let mut child = spawn_with_stdout(&job);
     let url = admin_url(&job);
     let (s, b) = call(
         "POST",
@@ -169,6 +169,22 @@ fn stop_with_drain_and_cancel() {
     assert!(child.wait().unwrap().success());
     let drained = job.output_lines();
     assert!(!drained.is_empty() && drained.len() < reference_retail_revenue().len());
+    // The drained job's final snapshot is the savepoint, and it restores.
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let savepoint = stdout
+        .lines()
+        .find_map(|l| l.split("stopped with savepoint ").nth(1))
+        .unwrap_or_else(|| panic!("no savepoint after a drain:\n{stdout}"))
+        .trim()
+        .to_string();
+    let path = savepoint.strip_prefix("file://").unwrap();
+    assert!(std::path::Path::new(path).join("_metadata").exists());
 
     // Cancel: no savepoint, the run just ends.
     let job = throttled();

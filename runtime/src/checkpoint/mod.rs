@@ -1,6 +1,6 @@
-//! Checkpoints: the `_metadata` format, the coordinator's bookkeeping (pure), finding and
-//! verifying the latest complete checkpoint, and the restore plan that hands each new subtask
-//! its key groups and operator state.
+//! Checkpoints: the `_metadata` format, the checkpoint coordinator, finding and verifying the
+//! latest complete checkpoint, the rule that chooses what a job restores, and the restore plan
+//! that hands each new subtask its key groups and operator state.
 
 pub mod compat;
 pub mod coordinator;
@@ -8,6 +8,7 @@ pub mod gc;
 pub mod incremental;
 pub mod metadata;
 pub mod restore;
+pub mod restore_point;
 pub mod writer;
 
 pub use compat::{incompatibilities, JobShape};
@@ -16,3 +17,4 @@ pub use metadata::{
     SubtaskMetadata,
 };
 pub use restore::{find_latest_checkpoint, load_snapshot, LoadedCheckpoint, RestorePlan};
+pub use restore_point::{RestoreChoice, RestoreDecision, RestoreRequest};

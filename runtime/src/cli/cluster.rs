@@ -40,8 +40,9 @@ pub(super) struct CoordinatorArgs {
     /// Largest delay between restarts.
     #[arg(long, default_value = "60s")]
     restart_max_backoff: String,
-    /// Restore from this savepoint unless the job has a newer checkpoint (overrides
-    /// job.initialSavepointPath).
+    /// Restore from this savepoint: it starts a new lineage (the job's older checkpoints are
+    /// deleted); a restart of that lineage resumes its own latest checkpoint instead.
+    /// Overrides job.initialSavepointPath.
     #[arg(long)]
     from_savepoint: Option<String>,
     /// Delete the job's checkpoints and start from the beginning of the input.

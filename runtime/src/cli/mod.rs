@@ -41,8 +41,9 @@ enum Command {
         /// Also write the run summary as JSON to this file.
         #[arg(long)]
         summary_json: Option<PathBuf>,
-        /// Restore from this savepoint directory (file:// or s3:// URI) instead of the
-        /// latest checkpoint.
+        /// Restore from this savepoint directory (file:// or s3:// URI): it starts a new
+        /// lineage (the job's older checkpoints are deleted); the same command again after a
+        /// crash resumes that lineage's latest checkpoint.
         #[arg(long)]
         from_savepoint: Option<String>,
         /// Port of the admin API on 127.0.0.1 (default: any free port, published next to

@@ -18,13 +18,12 @@ use super::protocol::{Deployment, RestoreSource, ToWorker, WireControl};
 use super::restart::RestartStrategy;
 use crate::admin::AdminRequest;
 use crate::api::{CheckpointBarrier, JobGraph};
-use crate::checkpoint::restore::list_checkpoint_ids;
 use crate::checkpoint::writer::SnapshotTarget;
-use crate::checkpoint::{find_latest_checkpoint, LoadedCheckpoint, RestorePlan, SnapshotKind};
+use crate::checkpoint::{RestorePlan, RestoreRequest, SnapshotKind};
 use crate::metrics::JobMetrics;
 use crate::runner::{
-    error_chain, load_savepoint, log_restore, new_job_id, open_storage, prepare_storage,
-    Coordinator, History, JobEvent, RunEnd, RunError, RunInfo, TaskSet,
+    choose_restore, error_chain, log_restore, new_job_id, open_storage, restart_restore,
+    ChosenRestore, Coordinator, History, JobEvent, RunEnd, RunError, RunInfo, TaskSet,
 };
 use crate::storage::paths::JobPaths;
 use crate::task::Control;
@@ -42,16 +41,17 @@ pub struct CoordinatorOptions {
     pub heartbeat_timeout: Duration,
     /// Restarts after failures.
     pub restart: RestartStrategy,
-    /// Restore from this savepoint unless a newer checkpoint of the job exists.
+    /// Restore from this savepoint when it starts a new lineage (see
+    /// [`crate::checkpoint::restore_point`]).
     pub from_savepoint: Option<String>,
     /// Delete the job's checkpoints first.
     pub fresh: bool,
     /// The deployment this coordinator belongs to (any string; the operator uses the
-    /// StreamJob's uid and generation). Stored at `<job>/_lineage`: a coordinator whose lineage
-    /// differs from the stored one starts a new deployment and applies `fresh` and
+    /// StreamJob's generation and a time). Stored at `<job>/_lineage`: a coordinator whose
+    /// lineage differs from the stored one starts a new deployment and applies `fresh` and
     /// `from_savepoint` as given; one with the same lineage is a restart and resumes from the
-    /// latest checkpoint. `None`: `fresh` always applies, a savepoint only without newer
-    /// checkpoints.
+    /// latest checkpoint. `None`: `from_savepoint` names the lineage, as for `weir run`
+    /// ([`crate::checkpoint::restore_point`]).
     pub lineage: Option<String>,
     /// After the job ends (finished, stopped with a savepoint, cancelled), go on serving the
     /// admin API (state `FINISHED`, `STOPPED`, `CANCELED`) until the process is terminated,
@@ -130,25 +130,6 @@ impl TaskSet for RemoteTasks {
             control: wire,
         });
     }
-}
-
-/// What the first attempt restores: the latest checkpoint unless a savepoint was given that
-/// is newer than it (checkpoints after restoring a savepoint have larger ids), else the
-/// savepoint, else nothing. Pure.
-fn choose_restore(latest_checkpoint: Option<u64>, savepoint: Option<u64>) -> Choice {
-    match (latest_checkpoint, savepoint) {
-        (Some(c), Some(s)) if c > s => Choice::Checkpoint,
-        (_, Some(_)) => Choice::Savepoint,
-        (Some(_), None) => Choice::Checkpoint,
-        (None, None) => Choice::Nothing,
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Choice {
-    Checkpoint,
-    Savepoint,
-    Nothing,
 }
 
 /// Everything a job attempt needs that does not change between attempts.
@@ -247,7 +228,12 @@ impl Job<'_> {
         let mut restarts = 0u32;
         let mut failure: Option<String> = None;
         let mut attempt = 0u64;
-        let mut initial: Option<String> = None;
+        let request = RestoreRequest {
+            savepoint: self.options.from_savepoint.clone(),
+            initial_savepoint: self.manifest.spec.spec.job.initial_savepoint_path.clone(),
+            lineage: self.options.lineage.clone(),
+            fresh: self.options.fresh,
+        };
         let mut next_id = 1u64;
         loop {
             let idle = Idle {
@@ -265,33 +251,28 @@ impl Job<'_> {
             {
                 return Ok(RunEnd::Cancelled);
             }
-            let restore = match attempt {
-                0 => {
-                    let (restore, init) = self.first_restore()?;
-                    initial = init;
-                    restore
-                }
-                _ => self.later_restore(initial.as_deref())?,
+            let spec = &self.manifest.spec;
+            let s3 = spec.spec.checkpointing.s3.as_ref();
+            let check = |c: ChosenRestore| {
+                RestorePlan::new(
+                    c.loaded,
+                    self.graph
+                        .shape(spec.max_parallelism, spec.spec.job.allow_non_restored_state),
+                )
+                .map(|plan| (c.source, plan))
+                .map_err(RunError::Incompatible)
+            };
+            let plan = if attempt == 0 {
+                let (plan, first_id) =
+                    choose_restore(self.storage.as_ref(), &self.paths, &request, s3, check)?;
+                next_id = first_id;
+                plan
+            } else {
+                restart_restore(self.storage.as_ref(), &self.paths, &request, s3)?
+                    .map(check)
+                    .transpose()?
             };
             attempt += 1;
-            let loaded_id = restore.as_ref().map(|(_, l)| l.metadata.checkpoint_id);
-            let existing = list_checkpoint_ids(self.storage.as_ref(), &self.paths)?;
-            next_id = next_id
-                .max(existing.last().copied().unwrap_or(0) + 1)
-                .max(loaded_id.unwrap_or(0) + 1);
-            let plan = restore
-                .map(|(source, loaded)| {
-                    RestorePlan::new(
-                        loaded,
-                        self.graph.shape(
-                            self.manifest.spec.max_parallelism,
-                            self.manifest.spec.spec.job.allow_non_restored_state,
-                        ),
-                    )
-                    .map(|plan| (source, plan))
-                    .map_err(RunError::Incompatible)
-                })
-                .transpose()?;
             let info = RunInfo {
                 job_id: self.job_id.clone(),
                 start_time: self.start_time.clone(),
@@ -408,103 +389,6 @@ impl Job<'_> {
             records_out: 0,
             watermark: None,
         }
-    }
-
-    /// The first attempt's snapshot (see [`choose_restore`]); a savepoint restore deletes the
-    /// job's older checkpoints, which belong to the lineage before the savepoint.
-    ///
-    /// With `--lineage`, a coordinator of a new deployment (a lineage other than the one in
-    /// storage) does exactly what its flags say (`--fresh` deletes the checkpoints,
-    /// `--from-savepoint` restores that savepoint even if newer checkpoints exist), and a
-    /// restarted coordinator of the same deployment resumes from its own latest checkpoint.
-    #[allow(clippy::type_complexity)]
-    fn first_restore(
-        &self,
-    ) -> Result<(Option<(RestoreSource, LoadedCheckpoint)>, Option<String>), RunError> {
-        let spec = &self.manifest.spec.spec;
-        let lineage = self.options.lineage.as_deref();
-        let stored = match lineage {
-            Some(_) => self
-                .storage
-                .read(&self.paths.lineage())?
-                .map(|b| String::from_utf8_lossy(&b).trim().to_string()),
-            None => None,
-        };
-        let same_deployment = lineage.is_some() && stored.as_deref() == lineage;
-        let new_deployment = lineage.is_some() && !same_deployment;
-        let fresh = self.options.fresh && !same_deployment;
-        let latest = prepare_storage(self.storage.as_ref(), &self.paths, fresh)?;
-        let savepoint_uri = self
-            .options
-            .from_savepoint
-            .clone()
-            .or_else(|| spec.job.initial_savepoint_path.clone());
-        // A restarted deployment with checkpoints of its own never reads its savepoint again
-        // (it may have been disposed of since).
-        let savepoint = match &savepoint_uri {
-            Some(uri) if !(same_deployment && latest.is_some()) => Some((
-                uri.clone(),
-                load_savepoint(uri, spec.checkpointing.s3.as_ref())?,
-            )),
-            _ => None,
-        };
-        let initial = savepoint_uri;
-        let choice = match &savepoint {
-            Some(_) if new_deployment => Choice::Savepoint,
-            _ => choose_restore(
-                latest.as_ref().map(|l| l.metadata.checkpoint_id),
-                savepoint.as_ref().map(|(_, l)| l.metadata.checkpoint_id),
-            ),
-        };
-        if let (true, Some(l)) = (new_deployment, lineage) {
-            info!(lineage = l, previous = ?stored, "new deployment {l}");
-            self.storage.write(&self.paths.lineage(), l.as_bytes())?;
-        }
-        Ok((
-            match (choice, latest, savepoint) {
-                (Choice::Checkpoint, Some(l), _) => Some((
-                    RestoreSource::Checkpoint {
-                        id: l.metadata.checkpoint_id,
-                    },
-                    l,
-                )),
-                (Choice::Savepoint, _, Some((uri, l))) => {
-                    let old = list_checkpoint_ids(self.storage.as_ref(), &self.paths)?;
-                    if !old.is_empty() {
-                        warn!(
-                            count = old.len(),
-                            "restoring from savepoint {uri}: deleting the job's {} older checkpoints (the lineage before the savepoint)",
-                            old.len()
-                        );
-                        self.storage.delete_all(&self.paths.checkpoints())?;
-                    }
-                    Some((RestoreSource::Savepoint { uri }, l))
-                }
-                _ => None,
-            },
-            initial,
-        ))
-    }
-
-    /// A restart's snapshot: the latest complete checkpoint, else the initial savepoint.
-    fn later_restore(
-        &self,
-        initial: Option<&str>,
-    ) -> Result<Option<(RestoreSource, LoadedCheckpoint)>, RunError> {
-        if let Some(l) = find_latest_checkpoint(self.storage.as_ref(), &self.paths)? {
-            return Ok(Some((
-                RestoreSource::Checkpoint {
-                    id: l.metadata.checkpoint_id,
-                },
-                l,
-            )));
-        }
-        initial
-            .map(|uri| {
-                let s3 = self.manifest.spec.spec.checkpointing.s3.as_ref();
-                load_savepoint(uri, s3).map(|l| (RestoreSource::Savepoint { uri: uri.into() }, l))
-            })
-            .transpose()
     }
 
     /// Assigns the subtasks to the first `workers` registered workers and deploys them.
@@ -630,21 +514,5 @@ fn wait_idle(
                 let _ = reply.send(idle.history.savepoints.get(&trigger_id).cloned());
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_savepoint_wins_over_older_checkpoints_only() {
-        assert_eq!(choose_restore(None, None), Choice::Nothing);
-        assert_eq!(choose_restore(Some(4), None), Choice::Checkpoint);
-        assert_eq!(choose_restore(None, Some(7)), Choice::Savepoint);
-        // Checkpoints of the lineage before the savepoint have smaller ids.
-        assert_eq!(choose_restore(Some(6), Some(7)), Choice::Savepoint);
-        // After restoring the savepoint, the job's own checkpoints are newer.
-        assert_eq!(choose_restore(Some(9), Some(7)), Choice::Checkpoint);
     }
 }

@@ -1,20 +1,19 @@
 //! `weir run`: runs a job in this process. One thread per task; the calling thread is the
-//! checkpoint coordinator ([`coordinator`]) and prints progress.
+//! checkpoint coordinator ([`crate::checkpoint::coordinator`]) and prints progress.
 //!
 //! The run: lock the job's local directory, prepare checkpoint storage (`--fresh`, remove
 //! incomplete checkpoints, find the latest restorable one and check it fits the job),
 //! instantiate the job graph with its restore plan, start the tasks, coordinate checkpoints
 //! until the input ends, and report a [`RunSummary`].
 
-pub(crate) mod coordinator;
 mod local_dir;
-mod summary;
+pub(crate) mod summary;
 mod tasks;
 pub(crate) mod taskset;
 mod uploader;
 
+pub(crate) use crate::checkpoint::coordinator::{JobEvent, TaskSet};
 pub(crate) use tasks::RunningTasks;
-pub(crate) use taskset::{JobEvent, TaskSet};
 pub(crate) use uploader::{spawn_uploader, UploadCommand};
 
 pub use local_dir::local_dir_path;
@@ -27,16 +26,19 @@ use tracing::{info, warn};
 use weir_crds::{LoadedManifest, StorageLocation};
 
 use crate::api::{Instantiation, JobGraph, TaskContext, TaskError, TaskSpec};
+pub(crate) use crate::checkpoint::coordinator::{Coordinator, History, RunInfo};
 use crate::checkpoint::restore::list_checkpoint_ids;
 use crate::checkpoint::writer::SnapshotWriter;
-use crate::checkpoint::{find_latest_checkpoint, LoadedCheckpoint, RestorePlan, SnapshotKind};
+use crate::checkpoint::{
+    find_latest_checkpoint, LoadedCheckpoint, RestoreChoice, RestorePlan, RestoreRequest,
+    SnapshotKind,
+};
 use crate::metrics::JobMetrics;
 use crate::net::NetworkContext;
 use crate::state::key_group::key_group_range;
 use crate::state::typed::system_clock;
 use crate::storage::paths::JobPaths;
 use crate::storage::{CheckpointStorage, LocalStorage, S3Storage, StorageError};
-pub(crate) use coordinator::{Coordinator, History, RunInfo};
 pub use summary::{peak_rss_bytes, RunSummary};
 use taskset::LocalTasks;
 
@@ -50,7 +52,8 @@ pub struct RunOptions {
     pub local_state_dir: Option<PathBuf>,
     /// Time between progress lines (zero = none).
     pub progress_interval: Duration,
-    /// Restore from this savepoint (a directory URI) instead of the latest checkpoint.
+    /// Restore from this savepoint (a directory URI); it starts a new lineage
+    /// ([`crate::checkpoint::restore_point`]).
     pub from_savepoint: Option<String>,
     /// Port of the admin API on 127.0.0.1 (0 = any free port).
     pub admin_port: u16,
@@ -189,45 +192,20 @@ pub fn run_job(
         source,
     })?;
     let s3 = spec.spec.checkpointing.s3.as_ref();
-    let restore = match &options.from_savepoint {
-        Some(uri) => Some(load_savepoint(uri, s3)?),
-        None => match prepare_storage(storage.as_ref(), &paths, options.fresh)? {
-            Some(checkpoint) => Some(checkpoint),
-            None => match &spec.spec.job.initial_savepoint_path {
-                Some(uri) => Some(load_savepoint(uri, s3)?),
-                None => None,
-            },
-        },
+    let request = RestoreRequest {
+        savepoint: options.from_savepoint.clone(),
+        initial_savepoint: spec.spec.job.initial_savepoint_path.clone(),
+        lineage: None,
+        fresh: options.fresh,
     };
-    let restore = restore
-        .map(|loaded| {
-            RestorePlan::new(
-                loaded,
-                graph.shape(spec.max_parallelism, spec.spec.job.allow_non_restored_state),
-            )
+    let shape = graph.shape(spec.max_parallelism, spec.spec.job.allow_non_restored_state);
+    let (restore, next_id) = choose_restore(storage.as_ref(), &paths, &request, s3, |c| {
+        RestorePlan::new(c.loaded, shape)
             .map(Arc::new)
             .map_err(RunError::Incompatible)
-        })
-        .transpose()?;
+    })?;
     log_restore(restore.as_deref());
     let restored_from = restore.as_ref().map(|r| r.checkpoint_id());
-    let existing = list_checkpoint_ids(storage.as_ref(), &paths)?;
-    let next_id = existing
-        .last()
-        .copied()
-        .unwrap_or(0)
-        .max(restored_from.unwrap_or(0))
-        + 1;
-    if options.from_savepoint.is_some() && !existing.is_empty() {
-        // The savepoint starts a new lineage: a later resume must never pick up a checkpoint
-        // of the old one (it would restore state from before the savepoint's restore).
-        warn!(
-            count = existing.len(),
-            "restoring from a savepoint: deleting the job's {} checkpoints of the previous run",
-            existing.len()
-        );
-        storage.delete_all(&paths.checkpoints())?;
-    }
     let info = RunInfo {
         job_id: new_job_id(&manifest.name),
         start_time: chrono::Utc::now().to_rfc3339(),
@@ -426,6 +404,106 @@ pub(crate) fn prepare_storage(
         }
     }
     Ok(find_latest_checkpoint(storage, paths)?)
+}
+
+/// A snapshot chosen for restore: where it is, and its loaded metadata and state.
+pub(crate) struct ChosenRestore {
+    /// The snapshot, as workers are told about it.
+    pub source: crate::cluster::protocol::RestoreSource,
+    /// Its metadata and state files.
+    pub loaded: LoadedCheckpoint,
+}
+
+impl ChosenRestore {
+    fn load(
+        choice: RestoreChoice,
+        latest: Option<LoadedCheckpoint>,
+        s3: Option<&weir_crds::S3Spec>,
+    ) -> Result<Option<Self>, RunError> {
+        Ok(match choice {
+            RestoreChoice::LatestCheckpoint => latest.map(|l| ChosenRestore {
+                source: crate::cluster::protocol::RestoreSource::Checkpoint {
+                    id: l.metadata.checkpoint_id,
+                },
+                loaded: l,
+            }),
+            RestoreChoice::Savepoint(uri) => Some(ChosenRestore {
+                loaded: load_savepoint(&uri, s3)?,
+                source: crate::cluster::protocol::RestoreSource::Savepoint { uri },
+            }),
+            RestoreChoice::Nothing => None,
+        })
+    }
+}
+
+/// Chooses and loads what a job's first attempt restores, by the one rule of
+/// [`RestoreRequest::decide`]: applies `--fresh`, deletes incomplete checkpoints, reads the
+/// stored lineage, hands the chosen snapshot to `check` (which turns it into a restore plan,
+/// refusing one that does not fit the job), and only then deletes the checkpoints of a
+/// lineage a savepoint replaces, so a refused savepoint loses nothing. Returns `check`'s
+/// result (if anything is restored) and the id the job's next checkpoint gets (above every id
+/// the job has used, so ids never repeat).
+///
+/// # Errors
+/// [`RunError::Storage`] when storage fails; [`RunError::Savepoint`] when the chosen savepoint
+/// is missing or damaged (no fallback: the user named it); `check`'s error.
+pub(crate) fn choose_restore<T>(
+    storage: &dyn CheckpointStorage,
+    paths: &JobPaths,
+    request: &RestoreRequest,
+    s3: Option<&weir_crds::S3Spec>,
+    check: impl FnOnce(ChosenRestore) -> Result<T, RunError>,
+) -> Result<(Option<T>, u64), RunError> {
+    let read_lineage = || -> Result<Option<String>, RunError> {
+        Ok(storage
+            .read(&paths.lineage())?
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string()))
+    };
+    let mut stored = read_lineage()?;
+    let wipe = request.wipes(stored.as_deref());
+    if wipe && stored.is_some() {
+        storage.delete_all(&paths.lineage())?;
+        stored = None;
+    }
+    let latest = prepare_storage(storage, paths, wipe)?;
+    let highest = list_checkpoint_ids(storage, paths)?.last().copied();
+    let decision = request.decide(stored.as_deref(), latest.is_some());
+    if let Some(l) = &decision.store_lineage {
+        info!(lineage = %l, previous = ?stored, "new lineage {l}");
+    }
+    let chosen = ChosenRestore::load(decision.choice, latest, s3)?;
+    let restored = chosen
+        .as_ref()
+        .map_or(0, |c| c.loaded.metadata.checkpoint_id);
+    let checked = chosen.map(check).transpose()?;
+    if decision.delete_checkpoints {
+        warn!(
+            "restoring from a savepoint: deleting the job's checkpoints of the lineage before it ({})",
+            storage.uri(&paths.checkpoints())
+        );
+        storage.delete_all(&paths.checkpoints())?;
+    }
+    if let Some(l) = &decision.store_lineage {
+        storage.write(&paths.lineage(), l.as_bytes())?;
+    } else if decision.clear_lineage {
+        storage.delete_all(&paths.lineage())?;
+    }
+    Ok((checked, highest.unwrap_or(0).max(restored) + 1))
+}
+
+/// What a restart after a failure restores: the latest checkpoint of the lineage, else the
+/// savepoint it began with (see [`RestoreRequest::restart`]).
+///
+/// # Errors
+/// As [`choose_restore`].
+pub(crate) fn restart_restore(
+    storage: &dyn CheckpointStorage,
+    paths: &JobPaths,
+    request: &RestoreRequest,
+    s3: Option<&weir_crds::S3Spec>,
+) -> Result<Option<ChosenRestore>, RunError> {
+    let latest = find_latest_checkpoint(storage, paths)?;
+    ChosenRestore::load(request.restart(latest.is_some()), latest, s3)
 }
 
 /// Loads the savepoint (or retained checkpoint) in directory `uri`; `s3` settings apply to an

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::coordinator::CheckpointStats;
 use super::RunEnd;
+use crate::checkpoint::coordinator::CheckpointStats;
 use crate::metrics::JobMetrics;
 use crate::storage::StorageStats;
 
@@ -101,7 +101,7 @@ impl RunSummary {
 }
 
 /// Formats a watermark (ms since the epoch) for the progress line.
-pub(super) fn format_watermark(w: i64) -> String {
+pub(crate) fn format_watermark(w: i64) -> String {
     match w {
         i64::MIN => "none".into(),
         i64::MAX => "end of input".into(),

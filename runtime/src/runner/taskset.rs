@@ -1,56 +1,14 @@
-//! What the checkpoint coordinator drives: the tasks of a job, in this process
-//! ([`LocalTasks`]) or on worker processes (the distributed coordinator's `RemoteTasks`).
-//! Both deliver [`JobEvent`]s in which snapshots are already written.
+//! The tasks of a local run as the checkpoint coordinator drives them ([`TaskSet`]): threads
+//! of this process, with an uploader thread writing their snapshots.
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
 use super::tasks::RunningTasks;
 use super::uploader::{spawn_uploader, UploadCommand};
 use crate::api::{CheckpointBarrier, TaskSpec};
+use crate::checkpoint::coordinator::{JobEvent, TaskSet};
 use crate::checkpoint::writer::{SnapshotTarget, SnapshotWriter};
-use crate::checkpoint::SubtaskMetadata;
 use crate::task::Control;
-
-/// What the coordinator hears from the tasks.
-#[derive(Debug)]
-pub(crate) enum JobEvent {
-    /// Task `task` snapshotted checkpoint `checkpoint`; its files are written.
-    Ack {
-        task: usize,
-        checkpoint: u64,
-        metas: Vec<(String, SubtaskMetadata)>,
-    },
-    /// Writing a task's snapshot of `checkpoint` failed: abort that checkpoint.
-    Declined { checkpoint: u64, cause: String },
-    /// A source read all its input.
-    SourceExhausted,
-    /// A task ended normally.
-    Finished,
-    /// A task failed.
-    Failed {
-        task: usize,
-        category: String,
-        cause: String,
-    },
-    /// A worker process is gone (connection lost, heartbeats missed).
-    WorkerLost { worker: String, cause: String },
-}
-
-/// The tasks of a job as the coordinator sees them.
-pub(crate) trait TaskSet {
-    /// Number of tasks (each acknowledges every checkpoint).
-    fn len(&self) -> usize;
-    /// Number of source tasks.
-    fn sources(&self) -> usize;
-    /// `uid#subtask` of task `task`.
-    fn name(&self, task: usize) -> String;
-    /// The tasks' events.
-    fn events(&self) -> &Receiver<JobEvent>;
-    /// Starts a snapshot: its files go to `target`, then the sources inject `barrier`.
-    fn trigger(&self, barrier: CheckpointBarrier, target: &SnapshotTarget);
-    /// Sends `control` to every task that needs it (`Drain` to sources only).
-    fn control(&self, control: Control);
-}
 
 /// The tasks of a local run: threads of this process, with an uploader thread writing
 /// their snapshots.

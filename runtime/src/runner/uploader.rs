@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::Receiver;
 use tracing::warn;
 
-use super::taskset::JobEvent;
+use crate::checkpoint::coordinator::JobEvent;
 use crate::checkpoint::writer::{SnapshotTarget, SnapshotWriter};
 use crate::task::TaskEvent;
 

@@ -2,12 +2,14 @@
 //! object of a job lives (paths are formatted only in [`paths`]).
 
 pub mod local;
+pub mod memory;
 pub mod paths;
 pub mod s3;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 pub use local::LocalStorage;
+pub use memory::MemoryStorage;
 pub use s3::S3Storage;
 
 /// A storage operation failed.

@@ -1,11 +1,10 @@
-//! The checkpoint coordinator's bookkeeping: which tasks acknowledged the pending checkpoint,
-//! when it times out, which old checkpoints retention removes. Pure: time is passed in, and
-//! the runner does the I/O.
+//! The bookkeeping of one snapshot in flight (which tasks acknowledged it, with what state),
+//! and which old checkpoints retention removes. Pure.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::metadata::{
+use crate::checkpoint::metadata::{
     CheckpointMetadata, OperatorMetadata, SnapshotKind, SubtaskMetadata, FORMAT_VERSION,
 };
 
@@ -63,11 +62,6 @@ impl PendingCheckpoint {
         self.acked.iter().all(|a| *a)
     }
 
-    /// True when the checkpoint has run longer than `timeout` at `now`.
-    pub fn is_expired(&self, now: Instant, timeout: Duration) -> bool {
-        now.duration_since(self.started) > timeout
-    }
-
     /// The `_metadata` of the completed checkpoint.
     pub fn into_metadata(
         mut self,
@@ -112,8 +106,6 @@ mod tests {
         let mut p = PendingCheckpoint::new(5, 2, now, false);
         assert!(!p.acknowledge(1, 2, vec![]));
         assert!(p.acknowledge(0, 2, vec![]));
-        assert!(!p.is_expired(now, Duration::from_secs(1)));
-        assert!(p.is_expired(now + Duration::from_secs(2), Duration::from_secs(1)));
     }
 
     #[test]

@@ -1,8 +1,24 @@
-//! The checkpoint coordinator of a local run: triggers checkpoints and savepoints at the
-//! sources, collects acknowledgements, writes state files and `_metadata` (last), applies
-//! retention to checkpoints, tells the tasks the outcome, aborts on timeout or failed writes,
-//! answers the admin API and prints progress. Its decisions about one checkpoint are the pure
-//! [`PendingCheckpoint`]; this is the I/O around it.
+//! The checkpoint coordinator, one for a local run (`weir run`) and for the distributed
+//! coordinator (`weir coordinator`): triggers checkpoints and savepoints at the sources,
+//! collects acknowledgements, writes `_metadata` (last), applies retention to checkpoints and
+//! collects unreferenced shared files, tells the tasks the outcome, aborts on timeout or
+//! failed writes, answers the admin API ([`admin`]), renders metrics ([`metrics`]) and
+//! prints progress.
+//!
+//! Its decisions are pure: when to trigger and what has expired ([`schedule`]), the state of
+//! one snapshot in flight and retention ([`pending`]). It drives any [`TaskSet`] (threads,
+//! worker processes, or a fake in its unit tests) and any
+//! [`CheckpointStorage`](crate::storage::CheckpointStorage).
+
+mod admin;
+mod metrics;
+pub mod pending;
+pub mod schedule;
+mod tasks;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use tasks::{JobEvent, TaskSet};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -10,24 +26,21 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver};
 use tracing::{error, info, warn};
-use weir_crds::{CheckpointSettings, S3Spec, StorageLocation};
+use weir_crds::{CheckpointSettings, S3Spec};
 
-use super::summary::format_watermark;
-use super::taskset::{JobEvent, TaskSet};
-use super::{error_chain, open_storage, RunEnd, RunError};
-use crate::admin::{
-    AdminRequest, ApiError, CheckpointInfo, CheckpointsInfo, JobInfo, SavepointState,
-    SavepointStatus, StopRequest,
-};
+use crate::admin::{AdminRequest, CheckpointInfo, SavepointState, SavepointStatus};
 use crate::api::CheckpointBarrier;
-use crate::checkpoint::coordinator::{checkpoints_to_delete, PendingCheckpoint};
 use crate::checkpoint::metadata::{SnapshotKind, SubtaskMetadata};
 use crate::checkpoint::restore::list_checkpoint_ids;
 use crate::checkpoint::writer::SnapshotTarget;
 use crate::metrics::JobMetrics;
+use crate::runner::summary::format_watermark;
+use crate::runner::{error_chain, RunEnd, RunError};
 use crate::storage::paths::{join, savepoint_dir_name, JobPaths, METADATA};
 use crate::storage::{CheckpointStorage, StorageStats};
 use crate::task::Control;
+use pending::{checkpoints_to_delete, PendingCheckpoint};
+use schedule::{Next, Schedule, Situation};
 
 /// Figures of the checkpoints of one run.
 #[derive(Debug, Default, Clone)]
@@ -205,57 +218,57 @@ impl<'a> Coordinator<'a> {
     ) -> Result<RunEnd, RunError> {
         let mut exhausted = 0usize;
         let mut finished = 0usize;
-        let mut last_trigger = Instant::now();
-        let mut last_end = Instant::now()
-            .checked_sub(self.settings.min_pause)
-            .unwrap_or_else(Instant::now);
+        let mut schedule = Schedule::new(self.settings, Instant::now());
         let mut final_done = false;
         let mut last_progress = (Instant::now(), 0u64);
         self.load_complete();
         loop {
             let now = Instant::now();
-            let all_exhausted = exhausted == tasks.sources();
-            self.finishing = all_exhausted;
-            // A final snapshot waits for the ones in flight; others may overlap them up to
-            // maxConcurrent, unless a minimum pause separates checkpoints.
-            let idle = self.pending.is_empty();
-            let may_overlap = self.pending.len() < self.settings.max_concurrent
-                && self.settings.min_pause.is_zero()
-                && !all_exhausted;
-            if (idle || may_overlap) && !final_done {
-                if all_exhausted {
-                    for t in std::mem::take(&mut self.queued_savepoints) {
-                        self.fail_trigger(
-                            &t,
-                            "the input ended before the savepoint could be taken".into(),
-                        );
+            let input_ended = exhausted == tasks.sources();
+            self.finishing = input_ended;
+            if input_ended {
+                for t in std::mem::take(&mut self.queued_savepoints) {
+                    self.fail_trigger(
+                        &t,
+                        "the input ended before the savepoint could be taken".into(),
+                    );
+                }
+            }
+            let situation = Situation {
+                in_flight: self.pending.len(),
+                input_ended,
+                savepoint_queued: !self.queued_savepoints.is_empty(),
+                drain_savepoint: self.stop.as_ref().is_some_and(|s| s.drain_target.is_some()),
+                final_done,
+            };
+            match schedule.next(now, situation) {
+                Next::Wait => {}
+                Next::DrainSavepoint => {
+                    // Stop with drain: the drained job's final snapshot is the savepoint.
+                    if let Some(target) = self.stop.as_mut().and_then(|s| s.drain_target.take()) {
+                        self.trigger(tasks, now, target, true);
                     }
                 }
-                let drain_target = self.stop.as_mut().and_then(|s| s.drain_target.take());
-                if let (true, true, Some(target)) = (idle, all_exhausted, drain_target) {
-                    // Stop with drain: the drained job's final snapshot is the savepoint.
-                    self.trigger(tasks, now, target, true);
-                } else if let Some(target) = self.queued_savepoints.pop_front() {
-                    self.trigger(tasks, now, target, false);
-                } else {
-                    let due = now.duration_since(last_trigger) >= self.settings.interval
-                        && now.duration_since(last_end) >= self.settings.min_pause;
-                    if (all_exhausted && idle) || (due && !all_exhausted) {
-                        last_trigger = now;
-                        let target = Target {
-                            storage: self.storage.clone(),
-                            dir: String::new(),
-                            kind: SnapshotKind::Checkpoint,
-                            trigger: None,
-                        };
-                        self.trigger(tasks, now, target, all_exhausted);
+                Next::Savepoint => {
+                    if let Some(target) = self.queued_savepoints.pop_front() {
+                        self.trigger(tasks, now, target, false);
                     }
+                }
+                Next::Checkpoint { is_final } => {
+                    schedule.periodic_triggered(now);
+                    let target = Target {
+                        storage: self.storage.clone(),
+                        dir: String::new(),
+                        kind: SnapshotKind::Checkpoint,
+                        trigger: None,
+                    };
+                    self.trigger(tasks, now, target, is_final);
                 }
             }
             let expired: Vec<u64> = self
                 .pending
                 .values()
-                .filter(|p| p.checkpoint.is_expired(now, self.settings.timeout))
+                .filter(|p| schedule.is_expired(p.checkpoint.started, now))
                 .map(|p| p.checkpoint.id)
                 .collect();
             for id in expired {
@@ -263,7 +276,7 @@ impl<'a> Coordinator<'a> {
                 warn!(checkpoint = id, "checkpoint {id} {cause}; aborting it");
                 self.abort(id, cause);
                 tasks.control(Control::AbortCheckpoint(id));
-                last_end = now;
+                schedule.ended(now);
             }
             if !progress_interval.is_zero()
                 && now.duration_since(last_progress.0) >= progress_interval
@@ -284,6 +297,12 @@ impl<'a> Coordinator<'a> {
                 );
                 last_progress = (now, n);
             }
+            // Decide again when the next checkpoint is due, or after 50 ms (expiry, progress);
+            // one that is due but waits for a free slot is decided on the event that frees it.
+            let wait = match schedule.due_in(Instant::now()) {
+                d if d.is_zero() => Duration::from_millis(50),
+                d => d.min(Duration::from_millis(50)),
+            };
             let event = select! {
                 recv(tasks.events()) -> e => match e {
                     Ok(e) => e,
@@ -299,7 +318,7 @@ impl<'a> Coordinator<'a> {
                     }
                     continue;
                 }
-                default(Duration::from_millis(50)) => continue,
+                default(wait) => continue,
             };
             match event {
                 JobEvent::Declined { checkpoint, cause } => {
@@ -307,7 +326,7 @@ impl<'a> Coordinator<'a> {
                         warn!(checkpoint, "checkpoint {checkpoint} failed: {cause}; aborting it, the job continues");
                         self.abort(checkpoint, cause);
                         tasks.control(Control::AbortCheckpoint(checkpoint));
-                        last_end = Instant::now();
+                        schedule.ended(Instant::now());
                     }
                 }
                 JobEvent::Ack {
@@ -316,7 +335,7 @@ impl<'a> Coordinator<'a> {
                     metas,
                 } => {
                     if let Some(done) = self.acknowledge(task, checkpoint, metas) {
-                        last_end = Instant::now();
+                        schedule.ended(Instant::now());
                         if let Some(location) = self.stopped_at.clone() {
                             if !self.stop.as_ref().is_some_and(|s| s.drain) {
                                 // Stop without drain: the savepoint is the job's last state.
@@ -597,183 +616,6 @@ impl<'a> Coordinator<'a> {
         }
     }
 
-    /// Answers an admin request.
-    fn answer(&mut self, request: AdminRequest, tasks: &dyn TaskSet, metrics: &JobMetrics) {
-        // A requester that went away needs no answer.
-        match request {
-            AdminRequest::Job(reply) => {
-                let watermark = metrics.watermark();
-                let _ = reply.send(JobInfo {
-                    name: self.job.to_string(),
-                    id: self.info.job_id.clone(),
-                    state: if self.finishing {
-                        "FINISHING"
-                    } else {
-                        "RUNNING"
-                    }
-                    .into(),
-                    restarts: self.info.restarts,
-                    failure: self.info.failure.clone(),
-                    parallelism: self.parallelism,
-                    max_parallelism: self.max_parallelism,
-                    start_time: self.info.start_time.clone(),
-                    restored_from: self.info.restored_from.clone(),
-                    records_in: metrics.records_in(),
-                    records_out: metrics.records_out(),
-                    watermark: (watermark != i64::MIN).then_some(watermark),
-                });
-            }
-            AdminRequest::Checkpoints(reply) => {
-                let _ = reply.send(CheckpointsInfo {
-                    latest: self.history.stats.last_info.clone(),
-                    in_progress: self.pending.keys().next().copied(),
-                    completed: self.history.stats.completed,
-                    failed: self.history.stats.failed,
-                    recent_failures: self.history.recent_failures.iter().cloned().collect(),
-                });
-            }
-            AdminRequest::TriggerSavepoint {
-                directory,
-                trigger_id,
-                reply,
-            } => {
-                let _ = reply.send(self.queue_savepoint(directory, trigger_id));
-            }
-            AdminRequest::Stop { request, reply } => {
-                let _ = reply.send(self.request_stop(request, tasks));
-            }
-            AdminRequest::Metrics(reply) => {
-                let _ = reply.send(self.render_metrics(metrics));
-            }
-            AdminRequest::Savepoint { trigger_id, reply } => {
-                let _ = reply.send(self.history.savepoints.get(&trigger_id).cloned());
-            }
-        }
-    }
-
-    /// The target of a savepoint into `directory` (default: the job's savepoint directory),
-    /// checked writable by writing and deleting a probe object.
-    fn savepoint_target(&self, directory: Option<String>) -> Result<Target, ApiError> {
-        let invalid =
-            |m: String| ApiError::new(400, "invalid_directory", format!("directory: {m}"));
-        let (storage, dir) = match directory {
-            None => (self.storage.clone(), self.paths.savepoints()),
-            Some(uri) => {
-                let location = StorageLocation::parse_with(&uri, self.s3).map_err(invalid)?;
-                let storage = open_storage(&location).map_err(|e| invalid(error_chain(&e)))?;
-                (storage, String::new())
-            }
-        };
-        let probe = join(&dir, ".weir-write-probe");
-        storage
-            .write(&probe, b"probe")
-            .and_then(|()| storage.delete_all(&probe))
-            .map_err(|e| {
-                ApiError::new(
-                    400,
-                    "unwritable_directory",
-                    format!(
-                        "cannot write savepoints to {}: {}",
-                        storage.uri(&dir),
-                        error_chain(&e)
-                    ),
-                )
-            })?;
-        Ok(Target {
-            storage,
-            dir,
-            kind: SnapshotKind::Savepoint,
-            trigger: None,
-        })
-    }
-
-    /// Registers a new savepoint trigger as in progress, under the caller's id if given.
-    fn new_trigger(&mut self, id: Option<String>) -> String {
-        self.history.next_trigger += 1;
-        let trigger =
-            id.unwrap_or_else(|| format!("{:x}-{}", std::process::id(), self.history.next_trigger));
-        self.history.savepoints.insert(
-            trigger.clone(),
-            SavepointStatus {
-                trigger_id: trigger.clone(),
-                status: SavepointState::InProgress,
-                location: None,
-                failure: None,
-            },
-        );
-        trigger
-    }
-
-    fn refuse_when_finishing(&self) -> Result<(), ApiError> {
-        if self.finishing {
-            return Err(ApiError::new(
-                409,
-                "job_finishing",
-                "the input has ended; the job takes its final checkpoint",
-            ));
-        }
-        Ok(())
-    }
-
-    fn queue_savepoint(
-        &mut self,
-        directory: Option<String>,
-        trigger_id: Option<String>,
-    ) -> Result<String, ApiError> {
-        if let Some(known) = self.history.known_trigger(trigger_id.as_deref()) {
-            return Ok(known);
-        }
-        self.refuse_when_finishing()?;
-        let mut target = self.savepoint_target(directory)?;
-        let trigger = self.new_trigger(trigger_id);
-        target.trigger = Some(trigger.clone());
-        self.queued_savepoints.push_back(target);
-        info!(trigger = %trigger, "savepoint requested");
-        Ok(trigger)
-    }
-
-    fn request_stop(
-        &mut self,
-        request: StopRequest,
-        tasks: &dyn TaskSet,
-    ) -> Result<Option<String>, ApiError> {
-        if let Some(known) = self.history.known_trigger(request.trigger_id.as_deref()) {
-            return Ok(Some(known));
-        }
-        if self.stop.is_some() || self.cancelled {
-            return Err(ApiError::new(
-                409,
-                "stop_in_progress",
-                "the job is already stopping",
-            ));
-        }
-        self.refuse_when_finishing()?;
-        if !request.with_savepoint {
-            self.cancelled = true;
-            return Ok(None);
-        }
-        let mut target = self.savepoint_target(request.directory)?;
-        let trigger = self.new_trigger(request.trigger_id);
-        target.trigger = Some(trigger.clone());
-        info!(trigger = %trigger, drain = request.drain, "stop with savepoint requested");
-        if request.drain {
-            tasks.control(Control::Drain);
-            self.stop = Some(Stop {
-                trigger: trigger.clone(),
-                drain: true,
-                drain_target: Some(target),
-            });
-        } else {
-            self.queued_savepoints.push_front(target);
-            self.stop = Some(Stop {
-                trigger: trigger.clone(),
-                drain: false,
-                drain_target: None,
-            });
-        }
-        Ok(Some(trigger))
-    }
-
     /// How the run ends once every task finished.
     fn end(&self) -> RunEnd {
         match &self.stopped_at {
@@ -782,164 +624,5 @@ impl<'a> Coordinator<'a> {
             },
             None => RunEnd::Finished,
         }
-    }
-
-    /// Per operator and subtask: records in and out of the source, the window and the sink,
-    /// and records the window dropped as late; per task and subtask: time blocked on a full
-    /// shuffle.
-    fn register_subtask_metrics(
-        &self,
-        r: &mut prometheus_client::registry::Registry,
-        metrics: &JobMetrics,
-    ) {
-        use prometheus_client::metrics::counter::Counter;
-        use prometheus_client::metrics::family::Family;
-        type Labels = Vec<(String, String)>;
-        let uids = &self.info.uids;
-        let (Some(source), Some(sink)) = (uids.first(), uids.last()) else {
-            return;
-        };
-        let window = (uids.len() >= 3).then(|| &uids[uids.len() - 2]);
-        let records_in = Family::<Labels, Counter>::default();
-        let records_out = Family::<Labels, Counter>::default();
-        let late = Family::<Labels, Counter>::default();
-        let backpressure = Family::<Labels, Counter<f64>>::default();
-        let labels = |uid: &str, subtask: u32| {
-            vec![
-                ("operator".to_string(), uid.to_string()),
-                ("subtask".to_string(), subtask.to_string()),
-            ]
-        };
-        for f in metrics.all_figures() {
-            // The source reads records and sends what its chain makes of them into the
-            // shuffle; the window takes them from the shuffle and emits results, which the
-            // sink writes.
-            let count = |uid: &str, input: u64, output: u64| {
-                records_in
-                    .get_or_create(&labels(uid, f.subtask))
-                    .inc_by(input);
-                records_out
-                    .get_or_create(&labels(uid, f.subtask))
-                    .inc_by(output);
-            };
-            count(source, f.records_in, f.shuffled_out);
-            if let Some(w) = window {
-                count(w, f.shuffled_in, f.records_out);
-                late.get_or_create(&labels(w, f.subtask))
-                    .inc_by(f.late_records);
-            }
-            count(sink, f.records_out, f.records_out);
-            backpressure
-                .get_or_create(&labels(source, f.subtask))
-                .inc_by(f.backpressure_ns as f64 / 1e9);
-        }
-        r.register(
-            "operator_records_in",
-            "Records into an operator (read by a source), per operator and subtask",
-            records_in,
-        );
-        r.register(
-            "operator_records_out",
-            "Records out of an operator (written by a sink), per operator and subtask",
-            records_out,
-        );
-        r.register(
-            "operator_late_records",
-            "Records dropped as late, per window operator and subtask",
-            late,
-        );
-        r.register(
-            "backpressure_seconds",
-            "Time a subtask's shuffle output waited for buffer space downstream, per task (named by its first operator) and subtask",
-            backpressure,
-        );
-    }
-
-    /// The job's metrics in the Prometheus text format.
-    fn render_metrics(&self, metrics: &JobMetrics) -> String {
-        use prometheus_client::metrics::counter::ConstCounter;
-        use prometheus_client::metrics::gauge::ConstGauge;
-        let mut r = prometheus_client::registry::Registry::with_prefix("weir");
-        let io = self.storage.stats();
-        r.register(
-            "records_in",
-            "Records read by sources",
-            ConstCounter::new(metrics.records_in()),
-        );
-        r.register(
-            "records_out",
-            "Records written by sinks",
-            ConstCounter::new(metrics.records_out()),
-        );
-        r.register(
-            "late_records",
-            "Records dropped as late",
-            ConstCounter::new(metrics.late_records()),
-        );
-        r.register(
-            "checkpoints_completed",
-            "Checkpoints completed",
-            ConstCounter::new(self.history.stats.completed),
-        );
-        r.register(
-            "checkpoints_failed",
-            "Checkpoints aborted",
-            ConstCounter::new(self.history.stats.failed),
-        );
-        let (duration, size) = self
-            .history
-            .stats
-            .last_info
-            .as_ref()
-            .map(|c| (c.duration_ms as f64 / 1000.0, c.size_bytes as i64))
-            .unwrap_or((0.0, 0));
-        r.register(
-            "last_checkpoint_duration_seconds",
-            "Duration of the last completed checkpoint",
-            ConstGauge::new(duration),
-        );
-        r.register(
-            "last_checkpoint_size_bytes",
-            "State bytes of the last completed checkpoint",
-            ConstGauge::new(size),
-        );
-        r.register(
-            "storage_requests",
-            "Checkpoint storage requests",
-            ConstCounter::new(io.requests),
-        );
-        r.register(
-            "storage_written_bytes",
-            "Bytes written to checkpoint storage",
-            ConstCounter::new(io.bytes_written),
-        );
-        r.register(
-            "storage_read_bytes",
-            "Bytes read from checkpoint storage",
-            ConstCounter::new(io.bytes_read),
-        );
-        let watermark = metrics.watermark();
-        if watermark != i64::MIN && watermark != i64::MAX {
-            r.register(
-                "watermark_milliseconds",
-                "Event-time watermark (ms since the epoch)",
-                ConstGauge::new(watermark),
-            );
-            r.register(
-                "watermark_lag_milliseconds",
-                "Wall-clock time minus the event-time watermark",
-                ConstGauge::new(chrono::Utc::now().timestamp_millis() - watermark),
-            );
-        }
-        r.register(
-            "restarts",
-            "Restarts of the job after failures",
-            ConstCounter::new(u64::from(self.info.restarts)),
-        );
-        self.register_subtask_metrics(&mut r, metrics);
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &r)
-            .expect("invariant: writing to a String cannot fail");
-        out
     }
 }
