@@ -1,8 +1,11 @@
-//! Job counters shared by the tasks of a process: records in and out, late records,
-//! watermarks and backpressure, per subtask. Atomics, updated per batch; read by the progress
-//! line, the run summary, the admin API's `/metrics` and a worker's heartbeats.
+//! Job counters shared by the tasks of a process: per subtask, records read by sources and
+//! written by sinks, watermarks and backpressure; per operator (by uid, from the job graph)
+//! and subtask, records in and out and late records. Atomics; read by the progress line, the
+//! run summary, the admin API's `/metrics` and a worker's heartbeats.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -11,45 +14,75 @@ use serde::{Deserialize, Serialize};
 struct SubtaskCounters {
     records_in: AtomicU64,
     records_out: AtomicU64,
-    shuffled_out: AtomicU64,
-    shuffled_in: AtomicU64,
-    late_records: AtomicU64,
     backpressure_ns: AtomicU64,
     watermark: AtomicI64,
 }
 
-/// Counters of one job run, per subtask.
+/// The counters of one operator subtask. Each is written by the one thread that runs the
+/// subtask, so [`OperatorCounters::add`] is a load and a store, not a locked read-modify-write;
+/// aligned to a cache line so that subtasks on other threads never share one.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct OperatorCounters {
+    /// Records into the operator (for a source: read).
+    pub records_in: AtomicU64,
+    /// Records out of the operator, main and side outputs.
+    pub records_out: AtomicU64,
+    /// Records the operator dropped as late.
+    pub late_records: AtomicU64,
+}
+
+impl OperatorCounters {
+    /// Adds `n` to `counter`, which only the calling thread writes.
+    #[inline]
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.store(counter.load(Relaxed) + n, Relaxed);
+    }
+}
+
+/// Counters of one job run, per subtask and per operator subtask.
 #[derive(Debug)]
 pub struct JobMetrics {
     subtasks: Vec<SubtaskCounters>,
+    /// Per operator uid, per subtask.
+    operators: BTreeMap<String, Vec<Arc<OperatorCounters>>>,
+}
+
+/// The counters of one operator subtask at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorFigures {
+    /// Operator uid.
+    pub uid: String,
+    /// Records in (read, for a source).
+    pub records_in: u64,
+    /// Records out, main and side outputs.
+    pub records_out: u64,
+    /// Records dropped as late.
+    pub late_records: u64,
 }
 
 /// The counters of one subtask at one moment (what a worker reports in its heartbeats).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubtaskFigures {
     /// Subtask index.
     pub subtask: u32,
-    /// Records read by the source subtask.
+    /// Records read by the subtask's sources.
     pub records_in: u64,
-    /// Records written by the sink subtask.
+    /// Records written by the subtask's sinks.
     pub records_out: u64,
-    /// Records the subtask's source chain sent into the shuffle.
-    #[serde(default)]
-    pub shuffled_out: u64,
-    /// Records the subtask's keyed task received from the shuffle.
-    #[serde(default)]
-    pub shuffled_in: u64,
-    /// Records dropped as late by the window subtask.
-    pub late_records: u64,
-    /// Time the subtask's shuffle output waited for buffer space downstream (ns).
+    /// Time the subtask's exchange outputs waited for buffer space downstream (ns).
     pub backpressure_ns: u64,
-    /// The keyed subtask's event-time watermark (ms), `i64::MIN` before any.
+    /// The subtask's event-time watermark (ms) as its keyed operators saw it, `i64::MIN`
+    /// before any.
     pub watermark: i64,
+    /// Per operator of the job, this subtask's counters.
+    #[serde(default)]
+    pub operators: Vec<OperatorFigures>,
 }
 
 impl JobMetrics {
-    /// Counters for a job of `parallelism` subtasks per operator.
-    pub fn new(parallelism: usize) -> Self {
+    /// Counters for a job of `parallelism` subtasks of each of the operators `uids`.
+    pub fn new(parallelism: usize, uids: &[String]) -> Self {
         Self {
             subtasks: (0..parallelism)
                 .map(|_| SubtaskCounters {
@@ -57,7 +90,29 @@ impl JobMetrics {
                     ..Default::default()
                 })
                 .collect(),
+            operators: uids
+                .iter()
+                .map(|u| {
+                    let counters = (0..parallelism).map(|_| Arc::default()).collect();
+                    (u.clone(), counters)
+                })
+                .collect(),
         }
+    }
+
+    /// The counters of subtask `subtask` of operator `uid`; a detached set (counted, never
+    /// reported) for an operator or subtask the metrics were not made for.
+    pub fn operator(&self, uid: &str, subtask: u32) -> Arc<OperatorCounters> {
+        self.operators
+            .get(uid)
+            .and_then(|v| v.get(subtask as usize))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The operator uids counted, in uid order.
+    pub fn operator_uids(&self) -> impl Iterator<Item = &str> {
+        self.operators.keys().map(String::as_str)
     }
 
     fn at(&self, subtask: u32) -> Option<&SubtaskCounters> {
@@ -75,27 +130,6 @@ impl JobMetrics {
     pub fn add_out(&self, subtask: u32, n: u64) {
         if let Some(c) = self.at(subtask) {
             c.records_out.fetch_add(n, Relaxed);
-        }
-    }
-
-    /// Counts `n` records sent into the shuffle by subtask `subtask`.
-    pub fn add_shuffled_out(&self, subtask: u32, n: u64) {
-        if let Some(c) = self.at(subtask) {
-            c.shuffled_out.fetch_add(n, Relaxed);
-        }
-    }
-
-    /// Counts `n` records received from the shuffle by keyed subtask `subtask`.
-    pub fn add_shuffled_in(&self, subtask: u32, n: u64) {
-        if let Some(c) = self.at(subtask) {
-            c.shuffled_in.fetch_add(n, Relaxed);
-        }
-    }
-
-    /// Counts records dropped as late by window subtask `subtask`.
-    pub fn add_late(&self, subtask: u32, n: u64) {
-        if let Some(c) = self.at(subtask) {
-            c.late_records.fetch_add(n, Relaxed);
         }
     }
 
@@ -120,11 +154,14 @@ impl JobMetrics {
             if let Some(c) = self.at(f.subtask) {
                 c.records_in.store(f.records_in, Relaxed);
                 c.records_out.store(f.records_out, Relaxed);
-                c.shuffled_out.store(f.shuffled_out, Relaxed);
-                c.shuffled_in.store(f.shuffled_in, Relaxed);
-                c.late_records.store(f.late_records, Relaxed);
                 c.backpressure_ns.store(f.backpressure_ns, Relaxed);
                 c.watermark.store(f.watermark, Relaxed);
+            }
+            for o in &f.operators {
+                let c = self.operator(&o.uid, f.subtask);
+                c.records_in.store(o.records_in, Relaxed);
+                c.records_out.store(o.records_out, Relaxed);
+                c.late_records.store(o.late_records, Relaxed);
             }
         }
     }
@@ -138,11 +175,21 @@ impl JobMetrics {
                     subtask: s,
                     records_in: c.records_in.load(Relaxed),
                     records_out: c.records_out.load(Relaxed),
-                    shuffled_out: c.shuffled_out.load(Relaxed),
-                    shuffled_in: c.shuffled_in.load(Relaxed),
-                    late_records: c.late_records.load(Relaxed),
                     backpressure_ns: c.backpressure_ns.load(Relaxed),
                     watermark: c.watermark.load(Relaxed),
+                    operators: self
+                        .operators
+                        .iter()
+                        .filter_map(|(uid, v)| {
+                            let o = v.get(s as usize)?;
+                            Some(OperatorFigures {
+                                uid: uid.clone(),
+                                records_in: o.records_in.load(Relaxed),
+                                records_out: o.records_out.load(Relaxed),
+                                late_records: o.late_records.load(Relaxed),
+                            })
+                        })
+                        .collect(),
                 })
             })
             .collect()
@@ -168,9 +215,13 @@ impl JobMetrics {
         self.sum(|c| &c.records_out)
     }
 
-    /// Late records dropped since the run started.
+    /// Late records dropped by any operator since the run started.
     pub fn late_records(&self) -> u64 {
-        self.sum(|c| &c.late_records)
+        self.operators
+            .values()
+            .flatten()
+            .map(|o| o.late_records.load(Relaxed))
+            .sum()
     }
 
     /// The job's watermark: the minimum over keyed subtasks (ms), `i64::MIN` before any.

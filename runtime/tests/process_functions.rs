@@ -340,9 +340,31 @@ fn run(backend: &str, parallelism: u32) {
     let dir = tempfile::tempdir().unwrap();
     let manifest = manifest(dir.path(), "buckets", parallelism, 64, backend, "");
     let options = options(dir.path());
-    run_job(&manifest, graph(dir.path()), &options).expect("run");
+    let summary = run_job(&manifest, graph(dir.path()), &options).expect("run");
     let (buckets, bad, counts) = reference();
     assert!(buckets.len() > 1000 && !bad.is_empty());
+    // Per-operator record counts follow the graph: two sources, a union, a side output.
+    let op = |uid: &str| {
+        let o = summary
+            .operators
+            .iter()
+            .find(|o| o.uid == uid)
+            .unwrap_or_else(|| panic!("no operator {uid} in {:?}", summary.operators));
+        (o.records_in, o.records_out)
+    };
+    let (n, b, x, c) = (
+        N,
+        buckets.len() as u64,
+        bad.len() as u64,
+        counts.len() as u64,
+    );
+    assert_eq!(op("clicks"), (n, n));
+    assert_eq!(op("views"), (n, n));
+    assert_eq!(op("buckets"), (2 * n, b + x), "main and side outputs");
+    assert_eq!(op("bucket-sink").0, b);
+    assert_eq!(op("bad-sink").0, x);
+    assert_eq!(op("lines-per-user"), (b, c));
+    assert_eq!(op("count-sink").0, c);
     assert_eq!(
         read_lines(&dir.path().join("buckets")),
         buckets,
@@ -1006,4 +1028,215 @@ fn operator_state_is_restored_and_redistributed_by_its_mode() {
         lines.contains(&"seq,0,100".to_string()),
         "subtask 0 continues"
     );
+}
+
+/// From event time `ts` on, every `every`-th event of a user raises an alert.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Rule {
+    ts: i64,
+    every: u64,
+}
+
+const RULES: [Rule; 3] = [
+    Rule { ts: 0, every: 3 },
+    Rule {
+        ts: 30_000,
+        every: 5,
+    },
+    Rule {
+        ts: 70_000,
+        every: 2,
+    },
+];
+
+/// The rules, all read by subtask 0 (its position: how many it emitted).
+#[derive(Clone)]
+struct Rules;
+
+struct RulesReader {
+    next: usize,
+    mine: bool,
+}
+
+impl Source<Rule> for Rules {
+    fn create_reader(
+        &self,
+        ctx: &TaskContext,
+        positions: Vec<serde_json::Value>,
+    ) -> Result<Box<dyn SourceReader<Rule>>, TaskError> {
+        let next = positions.first().and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+        Ok(Box::new(RulesReader {
+            next,
+            mine: ctx.subtask == 0,
+        }))
+    }
+}
+
+impl SourceReader<Rule> for RulesReader {
+    fn read_batch(&mut self, out: &mut Vec<Rule>, _max: usize) -> Result<bool, TaskError> {
+        if self.mine && self.next < RULES.len() {
+            out.push(RULES[self.next].clone());
+            self.next += 1;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+    fn positions(&self) -> Vec<serde_json::Value> {
+        if self.mine {
+            vec![self.next.into()]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+const EVERY: MapStateDescriptor<i64, u64> = MapStateDescriptor::new("every");
+const SEEN_EVENTS: ValueStateDescriptor<u64> = ValueStateDescriptor::new("seen");
+const PENDING: MapStateDescriptor<i64, u64> = MapStateDescriptor::new("pending");
+
+/// Counts each user's events in event-time order (buffered until the watermark passes them,
+/// so that every rule up to their time has arrived) and alerts on every n-th, n from the rule
+/// in force at the event's time, read from broadcast state.
+#[derive(Clone)]
+struct Alerts;
+
+impl weir_runtime::api::KeyedBroadcastProcessFunction for Alerts {
+    type Key = u64;
+    type In = Event;
+    type Broadcast = Rule;
+    type Out = String;
+
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), TaskError> {
+        ctx.declare(&SEEN_EVENTS)?;
+        ctx.declare(&PENDING)
+    }
+
+    fn process_element(
+        &mut self,
+        e: Event,
+        ctx: &mut Context<'_, u64>,
+        _rules: &weir_runtime::api::BroadcastState,
+        _out: &mut Output<'_, String>,
+    ) -> Result<(), TaskError> {
+        let n = ctx.map(&PENDING).get(&e.ts)?.unwrap_or(0);
+        ctx.map(&PENDING).put(&e.ts, &(n + 1))?;
+        ctx.timer_service().register_event_time_timer(e.ts)
+    }
+
+    fn process_broadcast_element(
+        &mut self,
+        rule: Rule,
+        _ctx: &mut weir_runtime::api::BroadcastContext<'_>,
+        rules: &mut weir_runtime::api::BroadcastState,
+        _out: &mut Output<'_, String>,
+    ) -> Result<(), TaskError> {
+        rules.get_mut(&EVERY)?.insert(rule.ts, rule.every);
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        t: Timestamp,
+        ctx: &mut Context<'_, u64>,
+        rules: &weir_runtime::api::BroadcastState,
+        out: &mut Output<'_, String>,
+    ) -> Result<(), TaskError> {
+        let every = *rules
+            .get(&EVERY)?
+            .range(..=t)
+            .next_back()
+            .map(|(_, e)| e)
+            .ok_or_else(|| TaskError::Data(format!("no rule at {t}")))?;
+        let n = ctx.map(&PENDING).get(&t)?.unwrap_or(0);
+        ctx.map(&PENDING).remove(&t)?;
+        let mut seen = ctx.value(&SEEN_EVENTS).get()?.unwrap_or(0);
+        for _ in 0..n {
+            seen += 1;
+            if seen.is_multiple_of(every) {
+                out.collect(format!("{},{t},{seen}", ctx.key()))?;
+            }
+        }
+        ctx.value(&SEEN_EVENTS).update(&seen)
+    }
+}
+
+/// The alerts of [`Alerts`] over `runs` (events of each run, in order of runs).
+fn reference_alerts(runs: &[Vec<Event>]) -> Vec<String> {
+    let every = |t: i64| RULES.iter().rev().find(|r| r.ts <= t).unwrap().every;
+    let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut out = Vec::new();
+    for events in runs {
+        let mut events = events.clone();
+        events.sort_by_key(|e| (e.user, e.ts));
+        for e in events {
+            let s = seen.entry(e.user).or_default();
+            *s += 1;
+            if s.is_multiple_of(every(e.ts)) {
+                out.push(format!("{},{},{s}", e.user, e.ts));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn broadcast_state_is_checkpointed_once_and_restored_to_every_subtask_at_any_parallelism() {
+    for backend in ["heap", "rocksdb"] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = options(dir.path());
+        // Each run reads a new event source (the old one's positions are dropped); the rules
+        // source is restored, has nothing left to emit, and every subtask must find the rules
+        // in its restored broadcast state.
+        let run = |p: u32, source: &str, kind: &'static str, n: u64| {
+            let job = JobBuilder::new();
+            let rules = job
+                .source(
+                    "rules",
+                    Rules,
+                    WatermarkStrategy::bounded_out_of_orderness(0, |r: &Rule| r.ts),
+                )
+                .broadcast(&EVERY);
+            job.source(
+                source,
+                Events { n, kind },
+                WatermarkStrategy::bounded_out_of_orderness(0, |e: &Event| e.ts),
+            )
+            .key_by(|e: &Event| e.user)
+            .connect_broadcast(&rules)
+            .process("alerts", Alerts)
+            .sink(
+                "out",
+                FileSink::new(dir.path().join("out"), lines(String::clone)),
+            );
+            let m = manifest(
+                dir.path(),
+                "rules",
+                p,
+                16,
+                backend,
+                ", allowNonRestoredState: true",
+            );
+            let summary = run_job(&m, job.build().unwrap(), &options).expect("run");
+            // The rules reach every subtask, once, in the first run only.
+            let alerts = summary
+                .operators
+                .iter()
+                .find(|o| o.uid == "alerts")
+                .unwrap();
+            let broadcast = if source == "first" { 3 * p as u64 } else { 0 };
+            assert_eq!(alerts.records_in, n + broadcast, "{backend} p={p}");
+            (0..n).map(|i| event(kind, i)).collect::<Vec<_>>()
+        };
+        let runs = [
+            run(2, "first", "click", 1_000),
+            run(3, "second", "view", 1_000),
+            run(1, "third", "open", 500),
+        ];
+        assert_eq!(
+            read_lines(&dir.path().join("out")),
+            reference_alerts(&runs),
+            "{backend}"
+        );
+    }
 }

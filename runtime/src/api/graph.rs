@@ -35,6 +35,8 @@ pub enum OperatorKind {
     Process,
     /// A keyed process function with keyed state and timers.
     KeyedProcess,
+    /// A keyed broadcast process function: keyed state and timers, and broadcast state.
+    KeyedBroadcastProcess,
     /// A window aggregation over keyed state.
     WindowAggregate,
     /// Writes records outside; its pending output is operator state.
@@ -60,6 +62,8 @@ pub enum Partitioning {
     Forward,
     /// By key group of the record's key (`key_by`).
     Hash,
+    /// Every record to every subtask (`broadcast`).
+    Broadcast,
 }
 
 /// Which output of an operator an edge leaves from.

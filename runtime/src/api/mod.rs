@@ -4,6 +4,7 @@
 //! [`StreamGraph`] and what is read from it); nothing runs until the runtime plans it into
 //! tasks (`plan`).
 
+pub mod broadcast;
 mod collector;
 mod context;
 mod error;
@@ -18,6 +19,10 @@ mod stream;
 
 pub use crate::state::timers::TimeDomain;
 pub use crate::state::{StateTtl, TtlUpdate};
+pub use broadcast::{
+    BroadcastConnectedStream, BroadcastContext, BroadcastState, BroadcastStream,
+    KeyedBroadcastProcessFunction,
+};
 pub use collector::{
     CheckpointBarrier, Collector, OperatorListState, OperatorSnapshot, RedistributionMode,
 };

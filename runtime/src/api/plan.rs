@@ -18,6 +18,7 @@ use weir_crds::CheckpointingMode;
 
 use super::graph::{AnyBox, Erased, NodeId, OutputPort, StreamGraph};
 use super::{CheckpointBarrier, Collector, OperatorSnapshot, TaskContext, TaskError, Timestamp};
+use crate::metrics::OperatorCounters;
 use crate::net::NetworkContext;
 use crate::task::Task;
 
@@ -111,17 +112,90 @@ pub(crate) fn unerase<T: 'static>(c: Erased) -> Box<dyn Collector<T>> {
 }
 
 /// Fans a port out to its consumers: none (records are dropped), one, or several (each gets
-/// a clone).
-pub(crate) type TeeBuilder = fn(Vec<Erased>) -> Erased;
+/// a clone), counting the records into the operator's `records_out`.
+pub(crate) type TeeBuilder = fn(Vec<Erased>, Arc<OperatorCounters>) -> Erased;
+
+/// Wraps an operator's erased input collector so that it counts the records into the
+/// operator's `records_in`.
+pub(crate) type InputCounter = fn(Erased, Arc<OperatorCounters>) -> Erased;
 
 /// The [`TeeBuilder`] of record type `T`.
-pub(crate) fn tee<T: Clone + Send + 'static>(mut outs: Vec<Erased>) -> Erased {
-    match outs.len() {
-        0 => Typed::<T>::erase(Box::new(Discard)),
-        1 => outs.pop().expect("invariant: one output"),
-        _ => Typed::<T>::erase(Box::new(Tee {
+pub(crate) fn tee<T: Clone + Send + 'static>(
+    mut outs: Vec<Erased>,
+    counters: Arc<OperatorCounters>,
+) -> Erased {
+    let inner: Box<dyn Collector<T>> = match outs.len() {
+        0 => Box::new(Discard),
+        1 => unerase::<T>(outs.pop().expect("invariant: one output")),
+        _ => Box::new(Tee {
             outs: outs.into_iter().map(unerase::<T>).collect(),
-        })),
+        }),
+    };
+    Typed::<T>::erase(Box::new(Counted {
+        inner,
+        counters,
+        input: false,
+    }))
+}
+
+/// The [`InputCounter`] of record type `T`.
+pub(crate) fn count_input<T: Send + 'static>(
+    input: Erased,
+    counters: Arc<OperatorCounters>,
+) -> Erased {
+    Typed::<T>::erase(Box::new(Counted {
+        inner: unerase::<T>(input),
+        counters,
+        input: true,
+    }))
+}
+
+/// Counts the records passing into (`input`) or out of an operator subtask, and forwards
+/// everything, processing time included.
+struct Counted<T> {
+    inner: Box<dyn Collector<T>>,
+    counters: Arc<OperatorCounters>,
+    input: bool,
+}
+
+impl<T: Send> Collector<T> for Counted<T> {
+    #[inline]
+    fn record(&mut self, ts: Timestamp, value: T) -> Result<(), TaskError> {
+        let c = &*self.counters;
+        OperatorCounters::add(
+            if self.input {
+                &c.records_in
+            } else {
+                &c.records_out
+            },
+            1,
+        );
+        self.inner.record(ts, value)
+    }
+    fn watermark(&mut self, watermark: Timestamp) -> Result<(), TaskError> {
+        self.inner.watermark(watermark)
+    }
+    fn checkpoint(
+        &mut self,
+        barrier: CheckpointBarrier,
+        out: &mut Vec<OperatorSnapshot>,
+    ) -> Result<(), TaskError> {
+        self.inner.checkpoint(barrier, out)
+    }
+    fn checkpoint_complete(&mut self, id: u64) -> Result<(), TaskError> {
+        self.inner.checkpoint_complete(id)
+    }
+    fn end_of_input(&mut self) -> Result<(), TaskError> {
+        self.inner.end_of_input()
+    }
+    fn idle(&mut self) -> Result<(), TaskError> {
+        self.inner.idle()
+    }
+    fn processing_time(&mut self, now: Timestamp) -> Result<(), TaskError> {
+        self.inner.processing_time(now)
+    }
+    fn next_processing_timer(&self) -> Option<Timestamp> {
+        self.inner.next_processing_timer()
     }
 }
 
@@ -240,6 +314,7 @@ pub(crate) enum NodeFactory {
     Operator {
         create: Arc<OperatorFactory>,
         input_task: Arc<InputTaskFactory>,
+        count_input: InputCounter,
     },
 }
 
@@ -287,6 +362,7 @@ pub(crate) fn plan(graph: &StreamGraph, inst: &Instantiation) -> Result<Vec<Task
         let heads_task = !graph.inputs(id).any(|(_, e)| graph.is_chained(e));
         for (l, ctx) in inst.contexts.iter().enumerate() {
             let mut ports = BTreeMap::new();
+            let counters = ctx.metrics.operator(&node.uid, ctx.subtask);
             for (port, tee) in &node.ports {
                 let outs: Vec<Erased> = graph
                     .outputs(id)
@@ -300,7 +376,7 @@ pub(crate) fn plan(graph: &StreamGraph, inst: &Instantiation) -> Result<Vec<Task
                         .expect("invariant: each output end is used once")
                     })
                     .collect();
-                ports.insert(port.clone(), tee(outs));
+                ports.insert(port.clone(), tee(outs, counters.clone()));
             }
             let outputs = Outputs { ports };
             match &node.factory {
@@ -316,8 +392,12 @@ pub(crate) fn plan(graph: &StreamGraph, inst: &Instantiation) -> Result<Vec<Task
                         },
                     ));
                 }
-                NodeFactory::Operator { create, input_task } => {
-                    let input = create(ctx, outputs)?;
+                NodeFactory::Operator {
+                    create,
+                    input_task,
+                    count_input,
+                } => {
+                    let input = count_input(create(ctx, outputs)?, counters);
                     if heads_task {
                         let receivers = graph
                             .inputs(id)

@@ -22,6 +22,9 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::broadcast::{
+    BroadcastConnectedStream, BroadcastStream, Connected, KeyedBroadcastProcessFunction,
+};
 use super::graph::{Edge, Node, NodeId, OperatorKind, OutputPort, Partitioning, StreamGraph};
 use super::operator_state::{ProcessFunction, ProcessOperator};
 use super::plan::{tee, ExchangeBuilder, NodeFactory, Typed};
@@ -29,18 +32,23 @@ use super::process::{
     CoInput, CoProcess, KeyedCoProcessFunction, OpenContext, OutputTag, SideOutputs,
 };
 use super::state::DeclaredStates;
+use super::state::MapStateDescriptor;
 use super::{
     AggregateFunction, Collector, Key, KeyedProcessFunction, OperatorStateMap, TaskContext,
     TaskError, Timestamp,
 };
 use crate::checkpoint::JobShape;
+use crate::operators::broadcast::KeyedBroadcastOperator;
 use crate::operators::keyed_process::KeyedProcessOperator;
 use crate::operators::stateless::{Filter, FlatMap, Map};
 use crate::operators::window::{WindowOperator, WINDOW_STATE};
 use crate::state::heap::HeapBackend;
 use crate::state::typed::{system_clock, KeyedStateStore};
 use crate::state::{KeyGroupRange, StateInfo, StateKind};
-use crate::task::exchange::{forward_exchange, hash_exchange, hash_exchange_from};
+use crate::task::exchange::{
+    broadcast_exchange, forward_exchange, hash_exchange, hash_exchange_from,
+    keyed_into_broadcast_exchange,
+};
 use crate::task::input::input_task;
 use crate::task::source::SourceTask;
 
@@ -415,6 +423,17 @@ impl<T: Clone + Send + 'static> Stream<T> {
         Stream::new(self.job.clone(), inputs, Some(forward_exchange::<T>))
     }
 
+    /// This stream broadcast to every subtask of the keyed operator it is connected to
+    /// ([`KeyedStream::connect_broadcast`]), which keeps broadcast state in the map
+    /// `descriptor` declares (more with [`BroadcastStream::and`]); Flink's `broadcast`.
+    pub fn broadcast<K, V>(&self, descriptor: &MapStateDescriptor<K, V>) -> BroadcastStream<T>
+    where
+        K: Ord + Serialize + DeserializeOwned + Send + 'static,
+        V: Serialize + DeserializeOwned + Send + 'static,
+    {
+        BroadcastStream::new(self.clone(), descriptor)
+    }
+
     /// The records the operator that produced this stream emitted to side output `tag`
     /// (Flink's `getSideOutput`).
     pub fn side_output<S: Clone + Send + 'static>(&self, tag: &OutputTag<S>) -> Stream<S> {
@@ -519,6 +538,7 @@ impl JobBuilder {
             factory: NodeFactory::Operator {
                 create,
                 input_task: Arc::new(input_task::<I>),
+                count_input: super::plan::count_input::<I>,
             },
             ports,
         });
@@ -588,6 +608,24 @@ impl<K: Key, T: Clone + Send + Serialize + DeserializeOwned + 'static> KeyedStre
             second: KeyedStream {
                 upstream: other.upstream.clone(),
                 selector: other.selector.clone(),
+            },
+        }
+    }
+
+    /// This stream connected to `broadcast`, whose every element reaches every subtask
+    /// (Flink's `connect` of a keyed stream with a `BroadcastStream`).
+    pub fn connect_broadcast<B: Clone + Send + Serialize + DeserializeOwned + 'static>(
+        &self,
+        broadcast: &BroadcastStream<B>,
+    ) -> BroadcastConnectedStream<K, T, B> {
+        BroadcastConnectedStream {
+            keyed: KeyedStream {
+                upstream: self.upstream.clone(),
+                selector: self.selector.clone(),
+            },
+            broadcast: BroadcastStream {
+                upstream: broadcast.upstream.clone(),
+                descriptors: broadcast.descriptors.clone(),
             },
         }
     }
@@ -682,17 +720,92 @@ where
     }
 }
 
+impl<K, T, B> BroadcastConnectedStream<K, T, B>
+where
+    K: Key,
+    T: Clone + Send + Serialize + DeserializeOwned + 'static,
+    B: Clone + Send + Serialize + DeserializeOwned + 'static,
+{
+    /// Runs `function` on the keyed records (with their key's state and timers, keyed state
+    /// of `uid`) and the broadcast elements (with the broadcast state, operator state of
+    /// `uid`).
+    pub fn process<F>(&self, uid: &str, function: F) -> Stream<F::Out>
+    where
+        F: KeyedBroadcastProcessFunction<Key = K, In = T, Broadcast = B>,
+    {
+        let job = &self.keyed.upstream.job;
+        let mut probe = function.clone();
+        let states = match declared_states_of(uid, |c| probe.open(c)) {
+            Ok(s) => s,
+            Err(e) => {
+                job.problem(e.to_string());
+                Vec::new()
+            }
+        };
+        let keyed_exchange = keyed_into_broadcast_exchange::<K, T, B>(self.keyed.selector.clone());
+        let broadcast_exchange = broadcast_exchange::<K, T, B>();
+        let edges = self
+            .keyed
+            .upstream
+            .inputs
+            .iter()
+            .map(|(from, port)| (*from, port.clone(), Partitioning::Hash, &keyed_exchange))
+            .chain(self.broadcast.upstream.inputs.iter().map(|(from, port)| {
+                (
+                    *from,
+                    port.clone(),
+                    Partitioning::Broadcast,
+                    &broadcast_exchange,
+                )
+            }))
+            .map(|(from, port, p, e)| (from, port, p, Some(e.clone())))
+            .collect();
+        let uid_owned = uid.to_string();
+        let descriptors = self.broadcast.descriptors.clone();
+        let create = move |ctx: &TaskContext, mut outs: super::plan::Outputs| {
+            let next = outs.main::<F::Out>();
+            let sides = SideOutputs::new(outs.sides());
+            let op = KeyedBroadcastOperator::new(
+                &uid_owned,
+                ctx,
+                function.clone(),
+                &descriptors,
+                next,
+                sides,
+            )?;
+            Ok(Typed::<Connected<K, T, B>>::erase(Box::new(op)))
+        };
+        job.add_operator::<F::Out, Connected<K, T, B>>(
+            Some(uid),
+            OperatorKind::KeyedBroadcastProcess,
+            states,
+            true,
+            Arc::new(create),
+            edges,
+        )
+    }
+}
+
 /// The states `function`'s `open` declares, learned against a throwaway heap backend.
 fn declared_states<F: KeyedProcessFunction>(
     uid: &str,
     mut function: F,
+) -> Result<Vec<StateInfo>, TaskError> {
+    declared_states_of(uid, |c| function.open(c))
+}
+
+/// The states `open` declares (with the timers' states), learned against a throwaway heap
+/// backend.
+fn declared_states_of(
+    uid: &str,
+    open: impl FnOnce(&mut OpenContext<'_>) -> Result<(), TaskError>,
 ) -> Result<Vec<StateInfo>, TaskError> {
     let mut store = KeyedStateStore::new(
         Box::new(HeapBackend::new(KeyGroupRange { start: 0, end: 0 })),
         system_clock(),
     );
     let mut states = DeclaredStates::default();
-    function.open(&mut OpenContext {
+    open(&mut OpenContext {
         uid,
         subtask: 0,
         parallelism: 1,
@@ -830,29 +943,10 @@ impl JobGraph {
         self.graph.source_count()
     }
 
-    /// The uids the per-subtask record counters can be attributed to: `[source, keyed
-    /// operator, sink]` (or `[source, sink]`) when the job has one of each; empty for other
-    /// shapes, whose per-operator record counts are not reported yet (the counters are kept
-    /// per subtask, not per operator).
-    pub(crate) fn metric_operators(&self) -> Vec<String> {
-        let of = |kinds: &[OperatorKind]| -> Vec<&Node> {
-            self.graph
-                .nodes()
-                .iter()
-                .filter(|n| kinds.contains(&n.kind))
-                .collect()
-        };
-        let sources = of(&[OperatorKind::Source]);
-        let keyed = of(&[OperatorKind::KeyedProcess, OperatorKind::WindowAggregate]);
-        let sinks = of(&[OperatorKind::Sink]);
-        match (sources.as_slice(), keyed.as_slice(), sinks.as_slice()) {
-            ([source], keyed, [sink]) if keyed.len() <= 1 => std::iter::once(*source)
-                .chain(keyed.iter().copied())
-                .chain(std::iter::once(*sink))
-                .map(|n| n.uid.clone())
-                .collect(),
-            _ => Vec::new(),
-        }
+    /// The uid of every operator of the graph, stateless ones included (the per-operator
+    /// metrics' `operator` label), in graph order.
+    pub fn operator_uids(&self) -> Vec<String> {
+        self.graph.nodes().iter().map(|n| n.uid.clone()).collect()
     }
 
     /// What a snapshot must fit to restore this graph with `max_parallelism` key groups

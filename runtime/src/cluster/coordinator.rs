@@ -279,7 +279,6 @@ impl Job<'_> {
                 restored_from: plan.as_ref().map(|(_, p)| p.location().to_string()),
                 restarts,
                 failure: failure.clone(),
-                uids: self.graph.metric_operators(),
             };
             let restored_from = info.restored_from.clone();
             info!(attempt, "deploying attempt {attempt}");
@@ -409,7 +408,7 @@ impl Job<'_> {
             .enumerate()
             .map(|(i, n)| (n.clone(), i))
             .collect();
-        let metrics = Arc::new(JobMetrics::new(p as usize));
+        let metrics = Arc::new(JobMetrics::new(p as usize, &self.graph.operator_uids()));
         let (events_tx, events) = unbounded();
         let mut state = self.members.lock();
         let workers = state.members.len().min(n);

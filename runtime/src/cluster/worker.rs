@@ -382,7 +382,10 @@ fn deploy(
     let _ = std::fs::remove_dir_all(&local_dir);
     std::fs::create_dir_all(&local_dir)
         .map_err(|e| fail("io", format!("create {}: {e}", local_dir.display())))?;
-    let metrics = Arc::new(JobMetrics::new(spec.parallelism as usize));
+    let metrics = Arc::new(JobMetrics::new(
+        spec.parallelism as usize,
+        &graph.operator_uids(),
+    ));
     let specs = instantiate(
         &manifest,
         graph,

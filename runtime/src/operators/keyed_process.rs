@@ -17,21 +17,56 @@ use crate::state::typed::Clock;
 use crate::state::{KeyGroup, KeyedStateStore};
 
 /// What a function call sees besides its key: the operator's state, timers, time and side
-/// outputs.
-struct Keyed {
-    uid: String,
-    store: KeyedStateStore,
-    states: DeclaredStates,
-    timers: TimerQueue,
-    watermark: Timestamp,
-    clock: Clock,
-    sides: SideOutputs,
+/// outputs. Shared by the keyed operators that run user functions.
+pub(super) struct Keyed {
+    pub uid: String,
+    pub store: KeyedStateStore,
+    pub states: DeclaredStates,
+    pub timers: TimerQueue,
+    pub watermark: Timestamp,
+    pub clock: Clock,
+    pub sides: SideOutputs,
 }
 
 impl Keyed {
+    /// Opens the subtask's keyed state of `uid` (restored when the job restores) and its
+    /// timers, and runs the function's `open`, which declares its states.
+    ///
+    /// # Errors
+    /// [`TaskError::State`] when the state cannot be opened or restored; what `open` returns.
+    pub fn open(
+        uid: &str,
+        ctx: &TaskContext,
+        sides: SideOutputs,
+        open: impl FnOnce(&mut OpenContext<'_>) -> Result<(), TaskError>,
+    ) -> Result<Self, TaskError> {
+        let mut store = ctx.keyed_state(uid)?;
+        let timers = TimerQueue::open(store.backend()).map_err(|source| TaskError::State {
+            uid: uid.to_string(),
+            source,
+        })?;
+        let mut states = DeclaredStates::default();
+        open(&mut OpenContext {
+            uid,
+            subtask: ctx.subtask,
+            parallelism: ctx.parallelism,
+            store: &mut store,
+            states: &mut states,
+        })?;
+        Ok(Self {
+            uid: uid.to_string(),
+            store,
+            states,
+            timers,
+            watermark: MIN_WATERMARK,
+            clock: ctx.clock.clone(),
+            sides,
+        })
+    }
+
     /// The context of a call for `key` (encoded `key_bytes`, in `key_group`) at `timestamp`;
     /// `domain` is set for timer callbacks.
-    fn context<'a, K>(
+    pub fn context<'a, K>(
         &'a mut self,
         key: &'a K,
         key_group: KeyGroup,
@@ -56,7 +91,7 @@ impl Keyed {
         }
     }
 
-    fn state_err(&self, source: crate::state::StateError) -> TaskError {
+    pub fn state_err(&self, source: crate::state::StateError) -> TaskError {
         TaskError::State {
             uid: self.uid.clone(),
             source,
@@ -86,30 +121,10 @@ impl<F: KeyedProcessFunction> KeyedProcessOperator<F> {
         next: Box<dyn Collector<F::Out>>,
         sides: SideOutputs,
     ) -> Result<Self, TaskError> {
-        let mut store = ctx.keyed_state(uid)?;
-        let timers = TimerQueue::open(store.backend()).map_err(|source| TaskError::State {
-            uid: uid.to_string(),
-            source,
-        })?;
-        let mut states = DeclaredStates::default();
-        function.open(&mut OpenContext {
-            uid,
-            subtask: ctx.subtask,
-            parallelism: ctx.parallelism,
-            store: &mut store,
-            states: &mut states,
-        })?;
+        let keyed = Keyed::open(uid, ctx, sides, |c| function.open(c))?;
         Ok(Self {
             function,
-            keyed: Keyed {
-                uid: uid.to_string(),
-                store,
-                states,
-                timers,
-                watermark: MIN_WATERMARK,
-                clock: ctx.clock.clone(),
-                sides,
-            },
+            keyed,
             next,
             key_buf: Vec::with_capacity(32),
         })

@@ -18,7 +18,7 @@ use crate::api::{
     AggregateFunction, CheckpointBarrier, Collector, Key, KeyedRecord, OperatorSnapshot, TaskError,
     TimeWindow, Timestamp, WindowResult, MIN_WATERMARK,
 };
-use crate::metrics::JobMetrics;
+use crate::metrics::{JobMetrics, OperatorCounters};
 use crate::state::typed::AggregatingState;
 use crate::state::{KeyGroup, KeyedStateStore};
 
@@ -37,6 +37,7 @@ pub struct WindowOperator<K, A: AggregateFunction> {
     watermark: Timestamp,
     next: Box<dyn Collector<WindowResult<K, A::Out>>>,
     metrics: Arc<JobMetrics>,
+    counters: Arc<OperatorCounters>,
     subtask: usize,
     key_buf: Vec<u8>,
 }
@@ -90,6 +91,7 @@ impl<K: Key, A: AggregateFunction> WindowOperator<K, A> {
             timers,
             watermark: MIN_WATERMARK,
             next,
+            counters: metrics.operator(uid, subtask as u32),
             metrics,
             subtask,
             key_buf: Vec::with_capacity(32),
@@ -144,7 +146,7 @@ impl<K: Key, T, A: AggregateFunction<In = T>> Collector<KeyedRecord<K, T>>
         let start = ts - ts.rem_euclid(self.size_ms);
         let end = start + self.size_ms;
         if end - 1 <= self.watermark {
-            self.metrics.add_late(self.subtask as u32, 1);
+            OperatorCounters::add(&self.counters.late_records, 1);
             return Ok(());
         }
         self.key_buf.clear();

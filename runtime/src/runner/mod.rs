@@ -39,7 +39,7 @@ use crate::state::key_group::key_group_range;
 use crate::state::typed::system_clock;
 use crate::storage::paths::JobPaths;
 use crate::storage::{CheckpointStorage, LocalStorage, S3Storage, StorageError};
-pub use summary::{peak_rss_bytes, RunSummary};
+pub use summary::{peak_rss_bytes, OperatorSummary, RunSummary};
 use taskset::LocalTasks;
 
 /// Options of a local run besides the manifest.
@@ -212,11 +212,11 @@ pub fn run_job(
         restored_from: restore.as_ref().map(|r| r.location().to_string()),
         restarts: 0,
         failure: None,
-        uids: graph.metric_operators(),
     };
 
     let p = spec.parallelism;
-    let metrics = Arc::new(JobMetrics::new(p as usize));
+    let operator_uids = graph.operator_uids();
+    let metrics = Arc::new(JobMetrics::new(p as usize, &operator_uids));
     let output = graph.output().map(str::to_string);
     let specs = instantiate(
         manifest,
@@ -264,6 +264,7 @@ pub fn run_job(
     let stats = coordinator.history.stats;
     Ok(RunSummary::new(
         &manifest.name,
+        &operator_uids,
         restored_from,
         &metrics,
         &stats,

@@ -51,8 +51,25 @@ pub struct RunSummary {
     pub storage: StorageStats,
     /// Checkpoint storage requests and bytes of the last completed checkpoint.
     pub last_checkpoint_storage: StorageStats,
+    /// Per operator of the job graph (in graph order): records in, out and late, summed
+    /// over its subtasks.
+    pub operators: Vec<OperatorSummary>,
     /// How the run ended.
     pub end: RunEnd,
+}
+
+/// One operator's records in a run, summed over its subtasks.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperatorSummary {
+    /// Operator uid.
+    pub uid: String,
+    /// Records into the operator (read, for a source).
+    pub records_in: u64,
+    /// Records out of the operator, main and side outputs.
+    pub records_out: u64,
+    /// Records it dropped as late.
+    pub late_records: u64,
 }
 
 impl RunSummary {
@@ -60,6 +77,7 @@ impl RunSummary {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         job: &str,
+        operators: &[String],
         restored_from: Option<u64>,
         metrics: &JobMetrics,
         stats: &CheckpointStats,
@@ -95,6 +113,25 @@ impl RunSummary {
             output,
             storage,
             last_checkpoint_storage: stats.last_storage,
+            operators: operators
+                .iter()
+                .map(|uid| {
+                    let mut o = OperatorSummary {
+                        uid: uid.clone(),
+                        records_in: 0,
+                        records_out: 0,
+                        late_records: 0,
+                    };
+                    for f in metrics.all_figures() {
+                        for c in f.operators.iter().filter(|c| c.uid == *uid) {
+                            o.records_in += c.records_in;
+                            o.records_out += c.records_out;
+                            o.late_records += c.late_records;
+                        }
+                    }
+                    o
+                })
+                .collect(),
             end,
         }
     }

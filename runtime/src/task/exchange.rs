@@ -1,6 +1,7 @@
 //! Exchanges between tasks. The hash shuffle behind `key_by`: a router at the end of the
 //! upstream chain routes each record to the subtask owning its key group; a forward exchange
-//! (a union's inputs into a non-keyed operator) keeps records in their subtask. Records travel in
+//! (a union's inputs into a non-keyed operator) keeps records in their subtask; a broadcast
+//! exchange sends every record to every subtask (the broadcast state pattern). Records travel in
 //! batches over bounded channels (a full channel blocks the producer: backpressure, never
 //! unbounded buffering).
 
@@ -11,8 +12,11 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::wire::{decode_keyed, decode_plain, encode_keyed, encode_plain};
+use super::wire::{
+    decode_connected, decode_keyed, decode_plain, encode_connected, encode_keyed, encode_plain,
+};
 use super::Message;
+use crate::api::broadcast::Connected;
 use crate::api::graph::{AnyBox, Erased};
 use crate::api::plan::{ExchangeBuilder, ExchangeEnds, Instantiation, Typed};
 use crate::api::{
@@ -213,22 +217,20 @@ impl<T: Send> Route for Forward<T> {
     }
 }
 
-/// The producer end of an exchange: routes each record with `R`, batches per consumer, and
-/// broadcasts watermarks, barriers, idleness and end of input after flushing its batches, so
+/// The sending side of one producer subtask of an exchange: a batch buffer per consumer;
+/// watermarks, barriers, idleness and end of input go to every consumer after its batch, so
 /// every channel keeps stream order.
-pub(crate) struct Router<R: Route> {
-    route: R,
-    outputs: Vec<Outlet<R::Out>>,
-    buffers: Vec<Vec<(Timestamp, R::Out)>>,
+pub(crate) struct Outlets<T> {
+    outputs: Vec<Outlet<T>>,
+    buffers: Vec<Vec<(Timestamp, T)>>,
     batch_size: usize,
     metrics: Arc<JobMetrics>,
     subtask: u32,
 }
 
-impl<R: Route> Router<R> {
+impl<T> Outlets<T> {
     pub fn new(
-        route: R,
-        outputs: Vec<Outlet<R::Out>>,
+        outputs: Vec<Outlet<T>>,
         batch_size: usize,
         metrics: Arc<JobMetrics>,
         subtask: u32,
@@ -238,7 +240,6 @@ impl<R: Route> Router<R> {
             .map(|_| Vec::with_capacity(batch_size))
             .collect();
         Self {
-            route,
             outputs,
             buffers,
             batch_size,
@@ -247,10 +248,24 @@ impl<R: Route> Router<R> {
         }
     }
 
-    fn send(&self, target: usize, msg: Message<R::Out>) -> Result<(), TaskError> {
+    fn consumers(&self) -> usize {
+        self.outputs.len()
+    }
+
+    fn send(&self, target: usize, msg: Message<T>) -> Result<(), TaskError> {
         let waited = self.outputs[target].send(msg)?;
         if !waited.is_zero() {
             self.metrics.add_backpressure(self.subtask, waited);
+        }
+        Ok(())
+    }
+
+    /// Buffers `value` for consumer `target`, sending the batch once it is full.
+    #[inline]
+    fn push(&mut self, target: usize, ts: Timestamp, value: T) -> Result<(), TaskError> {
+        self.buffers[target].push((ts, value));
+        if self.buffers[target].len() >= self.batch_size {
+            self.flush(target)?;
         }
         Ok(())
     }
@@ -263,12 +278,10 @@ impl<R: Route> Router<R> {
             &mut self.buffers[target],
             Vec::with_capacity(self.batch_size),
         );
-        self.metrics
-            .add_shuffled_out(self.subtask, batch.len() as u64);
         self.send(target, Message::Records(batch))
     }
 
-    fn broadcast(&mut self, make: impl Fn() -> Message<R::Out>) -> Result<(), TaskError> {
+    fn send_to_all(&mut self, make: impl Fn() -> Message<T>) -> Result<(), TaskError> {
         for t in 0..self.outputs.len() {
             self.flush(t)?;
             self.send(t, make())?;
@@ -277,38 +290,127 @@ impl<R: Route> Router<R> {
     }
 }
 
+/// The control events of a producer subtask's [`Outlets`], for every router.
+macro_rules! forward_events_to_all {
+    () => {
+        fn watermark(&mut self, watermark: Timestamp) -> Result<(), TaskError> {
+            self.outlets.send_to_all(|| Message::Watermark(watermark))
+        }
+
+        fn checkpoint(
+            &mut self,
+            barrier: CheckpointBarrier,
+            _out: &mut Vec<OperatorSnapshot>,
+        ) -> Result<(), TaskError> {
+            self.outlets.send_to_all(|| Message::Barrier(barrier))
+        }
+
+        fn checkpoint_complete(&mut self, _id: u64) -> Result<(), TaskError> {
+            Ok(())
+        }
+
+        fn end_of_input(&mut self) -> Result<(), TaskError> {
+            self.outlets.send_to_all(|| Message::EndOfInput)
+        }
+
+        fn idle(&mut self) -> Result<(), TaskError> {
+            self.outlets.send_to_all(|| Message::Idle)
+        }
+    };
+}
+
+/// The producer end of an exchange that sends each record to one consumer, chosen by `R`.
+pub(crate) struct Router<R: Route> {
+    route: R,
+    outlets: Outlets<R::Out>,
+}
+
+impl<R: Route> Router<R> {
+    pub fn new(
+        route: R,
+        outputs: Vec<Outlet<R::Out>>,
+        batch_size: usize,
+        metrics: Arc<JobMetrics>,
+        subtask: u32,
+    ) -> Self {
+        Self {
+            route,
+            outlets: Outlets::new(outputs, batch_size, metrics, subtask),
+        }
+    }
+}
+
 impl<R: Route> Collector<R::In> for Router<R> {
     fn record(&mut self, ts: Timestamp, value: R::In) -> Result<(), TaskError> {
-        let (target, out) = self.route.route(value, self.outputs.len());
-        self.buffers[target].push((ts, out));
-        if self.buffers[target].len() >= self.batch_size {
-            self.flush(target)?;
+        let (target, out) = self.route.route(value, self.outlets.consumers());
+        self.outlets.push(target, ts, out)
+    }
+
+    forward_events_to_all!();
+}
+
+/// The producer end of a broadcast exchange: every record to every consumer, as `into` makes
+/// it (Flink's broadcast partitioning).
+pub(crate) struct BroadcastRouter<T, O> {
+    into: fn(T) -> O,
+    outlets: Outlets<O>,
+}
+
+impl<T: Send, O: Clone + Send> Collector<T> for BroadcastRouter<T, O> {
+    fn record(&mut self, ts: Timestamp, value: T) -> Result<(), TaskError> {
+        let value = (self.into)(value);
+        let last = self.outlets.consumers() - 1;
+        for t in 0..last {
+            self.outlets.push(t, ts, value.clone())?;
         }
-        Ok(())
+        self.outlets.push(last, ts, value)
     }
 
-    fn watermark(&mut self, watermark: Timestamp) -> Result<(), TaskError> {
-        self.broadcast(|| Message::Watermark(watermark))
-    }
+    forward_events_to_all!();
+}
 
-    fn checkpoint(
-        &mut self,
-        barrier: CheckpointBarrier,
-        _out: &mut Vec<OperatorSnapshot>,
-    ) -> Result<(), TaskError> {
-        self.broadcast(|| Message::Barrier(barrier))
-    }
+/// The ends of exchange number `exchange` in this process, with channels carrying `O` coded
+/// by `codec`: `producer` makes each local producer subtask's collector from its outlets.
+fn exchange_ends<O: Send + 'static>(
+    inst: &Instantiation,
+    exchange: u32,
+    codec: Codec<O>,
+    producer: impl Fn(Vec<Outlet<O>>, &crate::api::TaskContext) -> Erased,
+) -> Result<ExchangeEnds, TaskError> {
+    let (senders, receivers) = build_exchange::<O>(
+        exchange,
+        &inst.local_subtasks(),
+        inst.parallelism,
+        inst.channel_capacity,
+        inst.network.as_ref(),
+        codec,
+    )?;
+    Ok(ExchangeEnds {
+        producers: senders
+            .into_iter()
+            .zip(&inst.contexts)
+            .map(|(outlets, ctx)| producer(outlets, ctx))
+            .collect(),
+        consumers: receivers
+            .into_iter()
+            .map(|r| Box::new(r) as AnyBox)
+            .collect(),
+    })
+}
 
-    fn checkpoint_complete(&mut self, _id: u64) -> Result<(), TaskError> {
-        Ok(())
-    }
+/// A route whose records are turned into another form for the channel.
+struct MapRoute<R: Route, O> {
+    inner: R,
+    into: fn(R::Out) -> O,
+}
 
-    fn end_of_input(&mut self) -> Result<(), TaskError> {
-        self.broadcast(|| Message::EndOfInput)
-    }
+impl<R: Route, O: Send> Route for MapRoute<R, O> {
+    type In = R::In;
+    type Out = O;
 
-    fn idle(&mut self) -> Result<(), TaskError> {
-        self.broadcast(|| Message::Idle)
+    fn route(&mut self, value: R::In, consumers: usize) -> (usize, O) {
+        let (target, out) = self.inner.route(value, consumers);
+        (target, (self.into)(out))
     }
 }
 
@@ -343,6 +445,17 @@ where
     )
 }
 
+fn by_key_group<K: Key, T>(
+    selector: &Arc<dyn Fn(&T) -> K + Send + Sync>,
+    ctx: &crate::api::TaskContext,
+) -> ByKeyGroup<K, T> {
+    ByKeyGroup {
+        selector: selector.clone(),
+        max_parallelism: ctx.max_parallelism,
+        key_buf: Vec::with_capacity(32),
+    }
+}
+
 /// A hash exchange of `T` whose producer ends are the routers wrapped by `wrap`.
 fn hash_exchange_wrapped<K, T>(
     selector: Arc<dyn Fn(&T) -> K + Send + Sync>,
@@ -353,40 +466,18 @@ where
     T: Serialize + DeserializeOwned + Send + 'static,
 {
     Arc::new(move |inst: &Instantiation, exchange: u32| {
-        let (senders, receivers) = build_exchange::<KeyedRecord<K, T>>(
-            exchange,
-            &inst.local_subtasks(),
-            inst.parallelism,
-            inst.channel_capacity,
-            inst.network.as_ref(),
-            Codec {
-                encode: encode_keyed::<K, T>,
-                decode: decode_keyed::<K, T>,
-            },
-        )?;
-        let producers = senders
-            .into_iter()
-            .zip(&inst.contexts)
-            .map(|(s, ctx)| {
-                wrap(Box::new(Router::new(
-                    ByKeyGroup {
-                        selector: selector.clone(),
-                        max_parallelism: ctx.max_parallelism,
-                        key_buf: Vec::with_capacity(32),
-                    },
-                    s,
-                    inst.batch_size,
-                    ctx.metrics.clone(),
-                    ctx.subtask,
-                )))
-            })
-            .collect();
-        Ok(ExchangeEnds {
-            producers,
-            consumers: receivers
-                .into_iter()
-                .map(|r| Box::new(r) as AnyBox)
-                .collect(),
+        let codec = Codec {
+            encode: encode_keyed::<K, T>,
+            decode: decode_keyed::<K, T>,
+        };
+        exchange_ends(inst, exchange, codec, |outlets, ctx| {
+            wrap(Box::new(Router::new(
+                by_key_group(&selector, ctx),
+                outlets,
+                inst.batch_size,
+                ctx.metrics.clone(),
+                ctx.subtask,
+            )))
         })
     })
 }
@@ -398,39 +489,76 @@ where
     T: Serialize + DeserializeOwned + Send + 'static,
 {
     Arc::new(move |inst: &Instantiation, exchange: u32| {
-        let (senders, receivers) = build_exchange::<T>(
-            exchange,
-            &inst.local_subtasks(),
-            inst.parallelism,
-            inst.channel_capacity,
-            inst.network.as_ref(),
-            Codec {
-                encode: encode_plain::<T>,
-                decode: decode_plain::<T>,
-            },
-        )?;
-        let producers = senders
-            .into_iter()
-            .zip(&inst.contexts)
-            .map(|(outputs, ctx)| {
-                Typed::<T>::erase(Box::new(Router::new(
-                    Forward {
-                        target: ctx.subtask as usize,
-                        _t: std::marker::PhantomData,
-                    },
-                    outputs,
-                    inst.batch_size,
-                    ctx.metrics.clone(),
-                    ctx.subtask,
-                )))
-            })
-            .collect();
-        Ok(ExchangeEnds {
-            producers,
-            consumers: receivers
-                .into_iter()
-                .map(|r| Box::new(r) as AnyBox)
-                .collect(),
+        let codec = Codec {
+            encode: encode_plain::<T>,
+            decode: decode_plain::<T>,
+        };
+        exchange_ends(inst, exchange, codec, |outlets, ctx| {
+            Typed::<T>::erase(Box::new(Router::new(
+                Forward {
+                    target: ctx.subtask as usize,
+                    _t: std::marker::PhantomData,
+                },
+                outlets,
+                inst.batch_size,
+                ctx.metrics.clone(),
+                ctx.subtask,
+            )))
+        })
+    })
+}
+
+fn connected_codec<K: Key, T, B>() -> Codec<Connected<K, T, B>>
+where
+    T: Serialize + DeserializeOwned,
+    B: Serialize + DeserializeOwned,
+{
+    Codec {
+        encode: encode_connected::<K, T, B>,
+        decode: decode_connected::<K, T, B>,
+    }
+}
+
+/// The [`ExchangeBuilder`] of the keyed input of a keyed broadcast operator: a hash exchange
+/// of `T` keyed by `selector`, delivering [`Connected::Keyed`].
+pub(crate) fn keyed_into_broadcast_exchange<K, T, B>(
+    selector: Arc<dyn Fn(&T) -> K + Send + Sync>,
+) -> ExchangeBuilder
+where
+    K: Key,
+    T: Clone + Serialize + DeserializeOwned + Send + 'static,
+    B: Clone + Serialize + DeserializeOwned + Send + 'static,
+{
+    Arc::new(move |inst: &Instantiation, exchange: u32| {
+        exchange_ends(inst, exchange, connected_codec(), |outlets, ctx| {
+            Typed::<T>::erase(Box::new(Router::new(
+                MapRoute {
+                    inner: by_key_group(&selector, ctx),
+                    into: Connected::<K, T, B>::Keyed,
+                },
+                outlets,
+                inst.batch_size,
+                ctx.metrics.clone(),
+                ctx.subtask,
+            )))
+        })
+    })
+}
+
+/// The [`ExchangeBuilder`] of the broadcast input of a keyed broadcast operator: every
+/// element of `B` to every subtask, as [`Connected::Broadcast`].
+pub(crate) fn broadcast_exchange<K, T, B>() -> ExchangeBuilder
+where
+    K: Key,
+    T: Clone + Serialize + DeserializeOwned + Send + 'static,
+    B: Clone + Serialize + DeserializeOwned + Send + 'static,
+{
+    Arc::new(move |inst: &Instantiation, exchange: u32| {
+        exchange_ends(inst, exchange, connected_codec(), |outlets, ctx| {
+            Typed::<B>::erase(Box::new(BroadcastRouter {
+                into: Connected::<K, T, B>::Broadcast,
+                outlets: Outlets::new(outlets, inst.batch_size, ctx.metrics.clone(), ctx.subtask),
+            }))
         })
     })
 }

@@ -3,7 +3,6 @@
 //! processing-time timers when they are due, and drives its chain.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Select};
 use weir_crds::CheckpointingMode;
@@ -13,7 +12,6 @@ use super::{Control, Message, Task, TaskEvent, TaskIo};
 use crate::api::graph::{AnyBox, Erased};
 use crate::api::plan::unerase;
 use crate::api::{CheckpointBarrier, Collector, TaskContext, TaskError};
-use crate::metrics::JobMetrics;
 use crate::state::typed::Clock;
 
 /// The task of an exchange-fed operator whose input records are `I`: `receivers` holds one
@@ -37,8 +35,6 @@ pub(crate) fn input_task<I: Send + 'static>(
 pub(crate) struct KeyedInputTask<T> {
     inputs: Vec<Receiver<Message<T>>>,
     head: Box<dyn Collector<T>>,
-    metrics: Arc<JobMetrics>,
-    subtask: u32,
     aligner: BarrierAligner,
     valve: WatermarkValve,
     ended: Vec<bool>,
@@ -59,8 +55,6 @@ impl<T: Send> KeyedInputTask<T> {
         Self {
             inputs,
             head,
-            metrics: ctx.metrics.clone(),
-            subtask: ctx.subtask,
             aligner: BarrierAligner::new(n, mode == CheckpointingMode::ExactlyOnce),
             valve: WatermarkValve::new(n),
             ended: vec![false; n],
@@ -102,8 +96,6 @@ impl<T: Send> KeyedInputTask<T> {
     fn on_message(&mut self, i: usize, msg: Message<T>, io: &TaskIo) -> Result<(), TaskError> {
         match msg {
             Message::Records(batch) => {
-                self.metrics
-                    .add_shuffled_in(self.subtask, batch.len() as u64);
                 for (ts, r) in batch {
                     self.head.record(ts, r)?;
                 }

@@ -15,7 +15,7 @@ use crate::api::{
     CheckpointBarrier, Collector, OperatorListState, OperatorSnapshot, RedistributionMode,
     SourceReader, TaskError, WatermarkStrategy, MAX_WATERMARK, MIN_WATERMARK,
 };
-use crate::metrics::JobMetrics;
+use crate::metrics::{JobMetrics, OperatorCounters};
 
 /// Name of the operator state list holding a source's positions.
 pub(crate) const POSITIONS: &str = "positions";
@@ -34,6 +34,7 @@ pub(crate) struct SourceTask<T> {
     watermarks: WatermarkStrategy<T>,
     chain: Box<dyn Collector<T>>,
     metrics: Arc<JobMetrics>,
+    counters: Arc<OperatorCounters>,
     subtask: u32,
     batch_size: usize,
     max_ts: i64,
@@ -55,6 +56,7 @@ impl<T: Send> SourceTask<T> {
         batch_size: usize,
     ) -> Self {
         Self {
+            counters: metrics.operator(&uid, subtask),
             uid,
             reader,
             watermarks,
@@ -175,6 +177,7 @@ impl<T: Send> Task for SourceTask<T> {
             }
             let more = self.reader.read_batch(&mut batch, self.batch_size)?;
             self.metrics.add_in(self.subtask, batch.len() as u64);
+            OperatorCounters::add(&self.counters.records_in, batch.len() as u64);
             self.track_idleness(batch.len())?;
             for r in batch.drain(..) {
                 let ts = (self.watermarks.timestamp)(&r);

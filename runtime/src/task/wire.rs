@@ -2,7 +2,7 @@
 //!
 //! | tag | message | payload |
 //! | --- | --- | --- |
-//! | 0 | records | `u32` count, then per record: `i64` event time, then on a hash exchange `u16` key group, `u32` key length, key bytes ([`Key::encode`]), and always the value (postcard) |
+//! | 0 | records | `u32` count, then per record: `i64` event time, then on a hash exchange `u16` key group, `u32` key length, key bytes ([`Key::encode`]), and always the value (postcard); into a keyed broadcast operator a `u8` first: 0 keyed record as on a hash exchange, 1 broadcast element (its value) |
 //! | 1 | watermark | `i64` |
 //! | 2 | barrier | `u64` checkpoint id, `u8` kind (0 checkpoint, 1 savepoint) |
 //! | 3 | end of input | — |
@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::Message;
+use crate::api::broadcast::Connected;
 use crate::api::{CheckpointBarrier, Key, KeyedRecord};
 use crate::checkpoint::SnapshotKind;
 use crate::state::KeyGroup;
@@ -54,19 +55,40 @@ fn put_value<T: Serialize>(value: &T, out: &mut Vec<u8>) {
         postcard::to_extend(value, taken).expect("invariant: serializing into a Vec cannot fail");
 }
 
+/// Appends keyed record `r` to `out` (`key` is scratch space).
+fn put_keyed<K: Key, T: Serialize>(r: &KeyedRecord<K, T>, key: &mut Vec<u8>, out: &mut Vec<u8>) {
+    out.extend_from_slice(&r.key_group.0.to_le_bytes());
+    key.clear();
+    r.key.encode(key);
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
+    put_value(&r.value, out);
+}
+
 /// Appends `msg` of a hash exchange to `out`.
 pub(crate) fn encode_keyed<K: Key, T: Serialize>(
     msg: &Message<KeyedRecord<K, T>>,
     out: &mut Vec<u8>,
 ) {
     let mut key = Vec::with_capacity(32);
-    encode_with(msg, out, |r, out| {
-        out.extend_from_slice(&r.key_group.0.to_le_bytes());
-        key.clear();
-        r.key.encode(&mut key);
-        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        out.extend_from_slice(&key);
-        put_value(&r.value, out);
+    encode_with(msg, out, |r, out| put_keyed(r, &mut key, out));
+}
+
+/// Appends `msg` into a keyed broadcast operator to `out`.
+pub(crate) fn encode_connected<K: Key, T: Serialize, B: Serialize>(
+    msg: &Message<Connected<K, T, B>>,
+    out: &mut Vec<u8>,
+) {
+    let mut key = Vec::with_capacity(32);
+    encode_with(msg, out, |r, out| match r {
+        Connected::Keyed(r) => {
+            out.push(0);
+            put_keyed(r, &mut key, out);
+        }
+        Connected::Broadcast(b) => {
+            out.push(1);
+            put_value(b, out);
+        }
     });
 }
 
@@ -142,15 +164,35 @@ fn decode_with<R>(
 pub(crate) fn decode_keyed<K: Key, T: DeserializeOwned>(
     frame: &[u8],
 ) -> Result<Message<KeyedRecord<K, T>>, String> {
-    decode_with(frame, |c| {
-        let key_group = KeyGroup(u16::from_le_bytes(c.array()?));
-        let len = u32::from_le_bytes(c.array()?) as usize;
-        let key = K::decode(c.take(len)?).map_err(|e| e.to_string())?;
-        Ok(KeyedRecord {
-            key_group,
-            key,
-            value: c.value()?,
-        })
+    decode_with(frame, take_keyed)
+}
+
+/// Reads a keyed record written by [`put_keyed`].
+fn take_keyed<K: Key, T: DeserializeOwned>(
+    c: &mut Cursor<'_>,
+) -> Result<KeyedRecord<K, T>, String> {
+    let key_group = KeyGroup(u16::from_le_bytes(c.array()?));
+    let len = u32::from_le_bytes(c.array()?) as usize;
+    let key = K::decode(c.take(len)?).map_err(|e| e.to_string())?;
+    Ok(KeyedRecord {
+        key_group,
+        key,
+        value: c.value()?,
+    })
+}
+
+/// Decodes a frame written by [`encode_connected`].
+///
+/// # Errors
+/// A message when the frame is truncated, its element tag is unknown, or a key or value does
+/// not decode.
+pub(crate) fn decode_connected<K: Key, T: DeserializeOwned, B: DeserializeOwned>(
+    frame: &[u8],
+) -> Result<Message<Connected<K, T, B>>, String> {
+    decode_with(frame, |c| match c.u8()? {
+        0 => take_keyed(c).map(Connected::Keyed),
+        1 => c.value().map(Connected::Broadcast),
+        t => Err(format!("unknown element tag {t}")),
     })
 }
 
@@ -216,6 +258,26 @@ mod tests {
             assert_eq!(format!("{back:?}"), format!("{msg:?}"));
         }
         assert!(decode_keyed::<String, u8>(&[0, 1, 0, 0, 0, 1]).is_err());
+        let connected = vec![
+            (
+                1i64,
+                Connected::<String, u8, String>::Keyed(KeyedRecord {
+                    key_group: KeyGroup(3),
+                    key: "k".into(),
+                    value: 9,
+                }),
+            ),
+            (2, Connected::Broadcast("rule".into())),
+        ];
+        let mut out = Vec::new();
+        encode_connected(&Message::Records(connected), &mut out);
+        match decode_connected::<String, u8, String>(&out).unwrap() {
+            Message::Records(b) => {
+                assert!(matches!(&b[0].1, Connected::Keyed(r) if r.key == "k" && r.value == 9));
+                assert!(matches!(&b[1].1, Connected::Broadcast(s) if s == "rule"));
+            }
+            _ => panic!("expected records"),
+        }
         let mut out = Vec::new();
         encode_plain(&Message::Records(vec![(3i64, "v".to_string())]), &mut out);
         match decode_plain::<String>(&out).unwrap() {

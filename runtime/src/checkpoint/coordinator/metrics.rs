@@ -5,9 +5,8 @@ use super::Coordinator;
 use crate::metrics::JobMetrics;
 
 impl Coordinator<'_> {
-    /// Per operator and subtask: records in and out of the source, the window and the sink,
-    /// and records the window dropped as late; per task and subtask: time blocked on a full
-    /// shuffle.
+    /// Per operator (every node of the job graph, by uid) and subtask: records in and out
+    /// and records dropped as late; per subtask: time blocked on full exchange buffers.
     fn register_subtask_metrics(
         &self,
         r: &mut prometheus_client::registry::Registry,
@@ -16,11 +15,6 @@ impl Coordinator<'_> {
         use prometheus_client::metrics::counter::Counter;
         use prometheus_client::metrics::family::Family;
         type Labels = Vec<(String, String)>;
-        let uids = &self.info.uids;
-        let (Some(source), Some(sink)) = (uids.first(), uids.last()) else {
-            return;
-        };
-        let window = (uids.len() >= 3).then(|| &uids[uids.len() - 2]);
         let records_in = Family::<Labels, Counter>::default();
         let records_out = Family::<Labels, Counter>::default();
         let late = Family::<Labels, Counter>::default();
@@ -32,46 +26,34 @@ impl Coordinator<'_> {
             ]
         };
         for f in metrics.all_figures() {
-            // The source reads records and sends what its chain makes of them into the
-            // shuffle; the window takes them from the shuffle and emits results, which the
-            // sink writes.
-            let count = |uid: &str, input: u64, output: u64| {
-                records_in
-                    .get_or_create(&labels(uid, f.subtask))
-                    .inc_by(input);
-                records_out
-                    .get_or_create(&labels(uid, f.subtask))
-                    .inc_by(output);
-            };
-            count(source, f.records_in, f.shuffled_out);
-            if let Some(w) = window {
-                count(w, f.shuffled_in, f.records_out);
-                late.get_or_create(&labels(w, f.subtask))
-                    .inc_by(f.late_records);
+            for o in &f.operators {
+                let l = labels(&o.uid, f.subtask);
+                records_in.get_or_create(&l).inc_by(o.records_in);
+                records_out.get_or_create(&l).inc_by(o.records_out);
+                late.get_or_create(&l).inc_by(o.late_records);
             }
-            count(sink, f.records_out, f.records_out);
             backpressure
-                .get_or_create(&labels(source, f.subtask))
+                .get_or_create(&vec![("subtask".to_string(), f.subtask.to_string())])
                 .inc_by(f.backpressure_ns as f64 / 1e9);
         }
         r.register(
             "operator_records_in",
-            "Records into an operator (read by a source), per operator and subtask",
+            "Records into an operator (read, for a source), per operator uid and subtask",
             records_in,
         );
         r.register(
             "operator_records_out",
-            "Records out of an operator (written by a sink), per operator and subtask",
+            "Records out of an operator (main and side outputs), per operator uid and subtask",
             records_out,
         );
         r.register(
             "operator_late_records",
-            "Records dropped as late, per window operator and subtask",
+            "Records an operator dropped as late, per operator uid and subtask",
             late,
         );
         r.register(
             "backpressure_seconds",
-            "Time a subtask's shuffle output waited for buffer space downstream, per task (named by its first operator) and subtask",
+            "Time a subtask's exchange outputs waited for buffer space downstream, per subtask",
             backpressure,
         );
     }

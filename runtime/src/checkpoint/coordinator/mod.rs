@@ -94,9 +94,6 @@ pub(crate) struct RunInfo {
     pub restarts: u32,
     /// The cause of the last failure.
     pub failure: Option<String>,
-    /// `[source, keyed operator, sink]` uids for the per-operator record metrics' labels
-    /// (empty for jobs of another shape: see `JobGraph::metric_operators`).
-    pub uids: Vec<String>,
 }
 
 /// What outlives one attempt of a job: checkpoint figures, savepoint triggers, failures.

@@ -196,7 +196,6 @@ impl Run {
             restored_from: None,
             restarts: 0,
             failure: None,
-            uids: Vec::new(),
         };
         let mut coordinator = Coordinator::new(
             self.storage.clone(),
@@ -213,7 +212,7 @@ impl Run {
         for r in admin {
             admin_tx.send(r).unwrap();
         }
-        let metrics = JobMetrics::new(1);
+        let metrics = JobMetrics::new(1, &[]);
         let end = coordinator
             .run(tasks, &metrics, Duration::ZERO, &admin_rx)
             .expect("the run ends normally");
