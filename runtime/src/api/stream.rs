@@ -220,6 +220,8 @@ impl JobBuilder {
                 &restored
                     .remove(crate::task::source::WATERMARK)
                     .unwrap_or_default(),
+                ctx.subtask,
+                ctx.parallelism,
             );
             let reader = source.create_reader(ctx, positions)?;
             Ok(Box::new(
@@ -229,7 +231,7 @@ impl JobBuilder {
                     watermarks.clone(),
                     outputs.main::<T>(),
                     ctx.metrics.clone(),
-                    ctx.subtask,
+                    (ctx.subtask, ctx.parallelism),
                     inst.batch_size,
                 )
                 .with_restored_max_timestamp(max_ts),

@@ -355,9 +355,9 @@ impl RestorePlan {
             })
     }
 
-    /// Operator state of `uid` for new subtask `subtask` of `parallelism`: unchanged
-    /// parallelism keeps each subtask's lists; otherwise `Split` lists are dealt round-robin
-    /// and `Union` lists go whole to every subtask (Flink's redistribution).
+    /// Operator state of `uid` for new subtask `subtask` of `parallelism`: `Union` lists go
+    /// whole to every subtask, at any parallelism (Flink's `UnionListState`); `Split` lists stay
+    /// with their subtask at unchanged parallelism and are otherwise dealt round-robin.
     pub fn operator_state(&self, uid: &str, subtask: u32, parallelism: u32) -> OperatorStateMap {
         let mut out: OperatorStateMap = BTreeMap::new();
         let Some(op) = self.checkpoint.metadata.operators.get(uid) else {
@@ -369,12 +369,12 @@ impl RestorePlan {
             for (name, list) in &s.operator_state {
                 let entries = out.entry(name.clone()).or_default();
                 match list.mode {
+                    RedistributionMode::Union => entries.extend(list.entries.iter().cloned()),
                     _ if same => {
                         if s.subtask == subtask {
                             entries.extend(list.entries.iter().cloned());
                         }
                     }
-                    RedistributionMode::Union => entries.extend(list.entries.iter().cloned()),
                     RedistributionMode::Split => {
                         let next = split_index.entry(name.as_str()).or_default();
                         for e in &list.entries {

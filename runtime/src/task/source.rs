@@ -22,10 +22,40 @@ pub(crate) const POSITIONS: &str = "positions";
 /// Name of the operator state list holding a source subtask's largest timestamp seen.
 pub(crate) const WATERMARK: &str = "watermark";
 
-/// The largest timestamp to resume from, given the restored `watermark` entries: the
-/// smallest of them (one per old subtask after a rescale), or none.
-pub(crate) fn restored_max_timestamp(entries: &[serde_json::Value]) -> Option<i64> {
-    entries.iter().filter_map(serde_json::Value::as_i64).min()
+/// One entry of the `watermark` list: the largest timestamp old subtask `subtask` of
+/// `parallelism` had seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WatermarkEntry {
+    pub subtask: u32,
+    pub parallelism: u32,
+    pub max_timestamp: i64,
+}
+
+/// The largest timestamp subtask `subtask` of `parallelism` resumes from, given the restored
+/// `watermark` entries (every old subtask's: the list is union state): its own at unchanged
+/// parallelism (its splits are the same), else the smallest of them (its splits may come from
+/// any old subtask); none on a fresh start. A bare number (written before entries named their
+/// subtask) counts as any subtask's.
+pub(crate) fn restored_max_timestamp(
+    entries: &[serde_json::Value],
+    subtask: u32,
+    parallelism: u32,
+) -> Option<i64> {
+    let parsed: Vec<(Option<WatermarkEntry>, i64)> = entries
+        .iter()
+        .filter_map(
+            |v| match serde_json::from_value::<WatermarkEntry>(v.clone()) {
+                Ok(e) => Some((Some(e), e.max_timestamp)),
+                Err(_) => v.as_i64().map(|ts| (None, ts)),
+            },
+        )
+        .collect();
+    let own = parsed.iter().find_map(|(e, ts)| {
+        e.filter(|e| e.subtask == subtask && e.parallelism == parallelism)
+            .map(|_| *ts)
+    });
+    own.or_else(|| parsed.iter().map(|(_, ts)| *ts).min())
 }
 
 pub(crate) struct SourceTask<T> {
@@ -36,6 +66,7 @@ pub(crate) struct SourceTask<T> {
     metrics: Arc<JobMetrics>,
     counters: Arc<OperatorCounters>,
     subtask: u32,
+    parallelism: u32,
     batch_size: usize,
     max_ts: i64,
     last_watermark: i64,
@@ -52,7 +83,7 @@ impl<T: Send> SourceTask<T> {
         watermarks: WatermarkStrategy<T>,
         chain: Box<dyn Collector<T>>,
         metrics: Arc<JobMetrics>,
-        subtask: u32,
+        (subtask, parallelism): (u32, u32),
         batch_size: usize,
     ) -> Self {
         Self {
@@ -63,6 +94,7 @@ impl<T: Send> SourceTask<T> {
             chain,
             metrics,
             subtask,
+            parallelism,
             batch_size,
             max_ts: MIN_WATERMARK,
             last_watermark: MIN_WATERMARK,
@@ -123,7 +155,12 @@ impl<T: Send> SourceTask<T> {
             WATERMARK.to_string(),
             OperatorListState {
                 mode: RedistributionMode::Union,
-                entries: vec![self.max_ts.into()],
+                entries: vec![serde_json::to_value(WatermarkEntry {
+                    subtask: self.subtask,
+                    parallelism: self.parallelism,
+                    max_timestamp: self.max_ts,
+                })
+                .expect("invariant: a watermark entry serializes")],
             },
         );
         let mut snapshots = vec![OperatorSnapshot {
@@ -197,5 +234,30 @@ impl<T: Send> Task for SourceTask<T> {
         }
         io.send(TaskEvent::Finished);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(subtask: u32, parallelism: u32, max_timestamp: i64) -> serde_json::Value {
+        serde_json::to_value(WatermarkEntry {
+            subtask,
+            parallelism,
+            max_timestamp,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_source_resumes_its_own_watermark_and_the_smallest_after_a_rescale() {
+        let entries = [entry(0, 2, 900), entry(1, 2, 400)];
+        assert_eq!(restored_max_timestamp(&entries, 0, 2), Some(900));
+        assert_eq!(restored_max_timestamp(&entries, 1, 2), Some(400));
+        assert_eq!(restored_max_timestamp(&entries, 2, 3), Some(400));
+        assert_eq!(restored_max_timestamp(&[], 0, 1), None);
+        // Bare numbers, as written before entries named their subtask.
+        assert_eq!(restored_max_timestamp(&[7.into(), 5.into()], 0, 2), Some(5));
     }
 }
