@@ -681,7 +681,7 @@ pub fn reference(events: u64, parallelism: u32) -> BTreeMap<&'static str, Vec<St
             .collect(),
     );
 
-    out.insert("alerts", reference_alerts(&[clicks.clone()]));
+    out.insert("alerts", reference_alerts(std::slice::from_ref(&clicks)));
 
     let mut milestones = Vec::new();
     for s in 0..parallelism as u64 {
