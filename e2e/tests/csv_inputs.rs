@@ -1,7 +1,8 @@
 //! `csv-window-aggregate` on CSV files other than the retail data: no header with listed
 //! columns, quoted fields with commas, empty fields, timestamps with and without
-//! milliseconds, a compound key, every aggregate, late records; and a gzip file with a header,
-//! another delimiter and a strftime timestamp format.
+//! milliseconds, a compound key, every aggregate, late records; a gzip file with a header,
+//! another delimiter and a strftime timestamp format; and a directory of files over the same
+//! time range, each file a split with its own watermark.
 
 use std::io::Write;
 
@@ -131,4 +132,47 @@ fn gzip_with_header_delimiter_and_strftime_format() {
             "B,2010-12-01 09:00:00,2010-12-01 10:00:00,1,2.5",
         ]
     );
+}
+
+#[test]
+fn files_of_one_subtask_are_splits_with_their_own_watermarks() {
+    // Two files over the same hour, one subtask: read one after the other with one
+    // watermark, the second file would be entirely late; as splits in turns, each holds the
+    // watermark back for itself and nothing is late.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    let mut expected: std::collections::BTreeMap<(String, u32), u64> = Default::default();
+    for (f, store) in ["a", "b"].iter().enumerate() {
+        let mut csv = String::from("store,qty,ts\n");
+        for i in 0..5_000u32 {
+            let (min, sec) = (i / 100 % 60, i % 60);
+            csv.push_str(&format!("{store},1,2024-01-01 00:{min:02}:{sec:02}\n"));
+            *expected.entry((store.to_string(), min)).or_default() += 1;
+        }
+        std::fs::write(input.join(format!("part-{f}.csv")), csv).unwrap();
+    }
+    let input = input.display().to_string();
+    let m = manifest(
+        dir.path(),
+        &[
+            ("input", &input),
+            ("timestamp", "ts"),
+            ("key", "store"),
+            ("value", "qty"),
+            ("window", "1m"),
+            ("aggregates", "count"),
+            ("outOfOrderness", "0s"),
+        ],
+    );
+    let summary = run(&m, dir.path());
+    assert_eq!(summary["recordsIn"], 10_000);
+    assert_eq!(summary["lateRecords"], 0, "{summary}");
+    let lines = read_output(&dir.path().join("out"));
+    let counted: u64 = lines
+        .iter()
+        .map(|l| l.rsplit(',').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(counted, 10_000);
+    assert_eq!(lines.len(), expected.len());
 }

@@ -43,7 +43,7 @@ pub use state::{
 };
 pub use stream::{
     ConnectedStreams, JobBuilder, JobGraph, KeyedRecord, KeyedStream, Sink, Source, SourceReader,
-    Stream, TimeWindow, WatermarkStrategy, WindowResult, WindowedStream,
+    SplitStatus, Stream, TimeWindow, WatermarkStrategy, WindowResult, WindowedStream,
 };
 
 /// Event time, in milliseconds since the Unix epoch.

@@ -77,6 +77,30 @@ pub trait SourceReader<T>: Send {
     fn read_batch(&mut self, out: &mut Vec<T>, max: usize) -> Result<bool, TaskError>;
     /// The reader's position after the records returned so far, as operator state entries.
     fn positions(&self) -> Vec<serde_json::Value>;
+    /// The splits this reader owns (files, partitions), each read in event-time order, with
+    /// whether it has ended. A reader of several splits returns them, and returns the records
+    /// of one split per [`SourceReader::read_batch`] call, so that the source's watermark is
+    /// the smallest over its unfinished splits (Flink's per-split watermarks: a split read
+    /// ahead does not make another split's records late), and each split's largest timestamp
+    /// is checkpointed with the positions. Default: none, the subtask's records are one
+    /// stream.
+    fn splits(&self) -> Vec<SplitStatus> {
+        Vec::new()
+    }
+    /// The split the records of the last [`SourceReader::read_batch`] came from, for readers
+    /// that return [`SourceReader::splits`].
+    fn last_split(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// One split of a source reader (see [`SourceReader::splits`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitStatus {
+    /// Its id, stable across restores (a file name, a partition).
+    pub id: String,
+    /// True once it has no more records.
+    pub ended: bool,
 }
 
 /// A sink: one writer per subtask, which is the last operator of its chain.
@@ -216,7 +240,7 @@ impl JobBuilder {
             let positions = restored
                 .remove(crate::task::source::POSITIONS)
                 .unwrap_or_default();
-            let max_ts = crate::task::source::restored_max_timestamp(
+            let event_time = crate::task::source::restored_event_time(
                 &restored
                     .remove(crate::task::source::WATERMARK)
                     .unwrap_or_default(),
@@ -234,7 +258,7 @@ impl JobBuilder {
                     (ctx.subtask, ctx.parallelism),
                     inst.batch_size,
                 )
-                .with_restored_max_timestamp(max_ts),
+                .with_restored_event_time(event_time),
             ) as Box<dyn crate::task::Task>)
         };
         let id = self.add_node(Node {

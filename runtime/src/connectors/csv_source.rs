@@ -1,8 +1,11 @@
 //! A replayable CSV source over plain or gzip-compressed files. Files are dealt to subtasks
-//! round-robin (file `f` to subtask `f % parallelism`); each subtask reads its files in order.
-//! Its position per file (bytes of decompressed input consumed) is operator state, union
-//! redistributed, so a restored job resumes each file exactly after the last checkpointed
-//! record: plain files by seeking, gzip files by decompressing and skipping.
+//! round-robin (file `f` to subtask `f % parallelism`); each file is a split with its own
+//! watermark (see [`SourceReader::splits`]): a subtask reads its files in turns, one batch
+//! from each, and its watermark is the smallest over its unfinished files, so a file whose
+//! timestamps lag another's is not dropped as late. Its position per file (bytes of
+//! decompressed input consumed) is operator state, union redistributed, so a restored job
+//! resumes each file exactly after the last checkpointed record: plain files by seeking, gzip
+//! files by decompressing and skipping.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -12,7 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::throttle::Throttle;
-use crate::api::{Source, SourceReader, TaskContext, TaskError};
+use crate::api::{Source, SourceReader, SplitStatus, TaskContext, TaskError};
 
 /// Parses one CSV record into a `T`; `Err` is a message naming the field and the problem.
 pub type RecordParser<T> = Arc<dyn Fn(&csv::ByteRecord) -> Result<T, String> + Send + Sync>;
@@ -124,9 +127,10 @@ impl<T: Send + 'static> Source<T> for CsvSource<T> {
         Ok(Box::new(CsvReader {
             config: self.config.clone(),
             parse: self.parse.clone(),
+            open: files.iter().map(|_| None).collect(),
             files,
             current: 0,
-            open: None,
+            last: None,
             record: csv::ByteRecord::new(),
             throttle: Throttle::new(self.config.max_records_per_second),
         }))
@@ -142,8 +146,12 @@ struct CsvReader<T> {
     config: CsvSourceConfig,
     parse: RecordParser<T>,
     files: Vec<FilePosition>,
+    /// The file the next batch comes from.
     current: usize,
-    open: Option<OpenFile>,
+    /// The file the last batch came from.
+    last: Option<usize>,
+    /// The open reader of each file (opened on its first turn, closed at its end).
+    open: Vec<Option<OpenFile>>,
     record: csv::ByteRecord,
     throttle: Throttle,
 }
@@ -151,6 +159,7 @@ struct CsvReader<T> {
 impl<T> CsvReader<T> {
     fn open_current(&mut self) -> Result<(), TaskError> {
         let pos = &mut self.files[self.current];
+        debug_assert!(self.open[self.current].is_none());
         let path = PathBuf::from(&pos.file);
         let inner = open_at(&path, pos.offset)?;
         let mut reader = csv::ReaderBuilder::new()
@@ -167,7 +176,7 @@ impl<T> CsvReader<T> {
             pos.offset = reader.position().byte();
             base_offset = 0;
         }
-        self.open = Some(OpenFile {
+        self.open[self.current] = Some(OpenFile {
             reader,
             base_offset,
         });
@@ -191,31 +200,36 @@ fn csv_error(file: &str, e: csv::Error) -> TaskError {
 }
 
 impl<T: Send> SourceReader<T> for CsvReader<T> {
+    /// Appends up to `max` records of one file (the next unfinished one in turn) to `out`.
     fn read_batch(&mut self, out: &mut Vec<T>, max: usize) -> Result<bool, TaskError> {
         let start_len = out.len();
+        self.last = None;
+        let n = self.files.len();
+        // The next unfinished file, in turn after the last one read.
+        let Some(current) = (0..n)
+            .map(|i| (self.current + i) % n)
+            .find(|&f| !self.files[f].done)
+        else {
+            return Ok(false);
+        };
+        self.current = current;
+        if self.open[current].is_none() {
+            self.open_current()?;
+        }
+        self.last = Some(current);
+        let open = self.open[current]
+            .as_mut()
+            .expect("invariant: opened above");
+        let pos = &mut self.files[current];
         while out.len() - start_len < max {
-            if self.current >= self.files.len() {
-                self.throttle((out.len() - start_len) as u64);
-                return Ok(false);
-            }
-            if self.files[self.current].done {
-                self.current += 1;
-                continue;
-            }
-            if self.open.is_none() {
-                self.open_current()?;
-            }
-            let open = self.open.as_mut().expect("invariant: opened above");
-            let pos = &mut self.files[self.current];
             let more = open
                 .reader
                 .read_byte_record(&mut self.record)
                 .map_err(|e| csv_error(&pos.file, e))?;
             if !more {
                 pos.done = true;
-                self.open = None;
-                self.current += 1;
-                continue;
+                self.open[current] = None;
+                break;
             }
             pos.offset = open.base_offset + open.reader.position().byte();
             pos.records += 1;
@@ -228,8 +242,9 @@ impl<T: Send> SourceReader<T> for CsvReader<T> {
             })?;
             out.push(value);
         }
+        self.current = (current + 1) % n;
         self.throttle((out.len() - start_len) as u64);
-        Ok(true)
+        Ok(self.files.iter().any(|f| !f.done))
     }
 
     fn positions(&self) -> Vec<serde_json::Value> {
@@ -237,5 +252,19 @@ impl<T: Send> SourceReader<T> for CsvReader<T> {
             .iter()
             .map(|p| serde_json::to_value(p).expect("invariant: positions serialize"))
             .collect()
+    }
+
+    fn splits(&self) -> Vec<SplitStatus> {
+        self.files
+            .iter()
+            .map(|f| SplitStatus {
+                id: f.file.clone(),
+                ended: f.done,
+            })
+            .collect()
+    }
+
+    fn last_split(&self) -> Option<&str> {
+        self.last.map(|f| self.files[f].file.as_str())
     }
 }

@@ -23,39 +23,63 @@ pub(crate) const POSITIONS: &str = "positions";
 pub(crate) const WATERMARK: &str = "watermark";
 
 /// One entry of the `watermark` list: the largest timestamp old subtask `subtask` of
-/// `parallelism` had seen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// `parallelism` had seen, over all its records, or (with `split`) in that split.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct WatermarkEntry {
     pub subtask: u32,
     pub parallelism: u32,
     pub max_timestamp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<String>,
 }
 
-/// The largest timestamp subtask `subtask` of `parallelism` resumes from, given the restored
-/// `watermark` entries (every old subtask's: the list is union state): its own at unchanged
-/// parallelism (its splits are the same), else the smallest of them (its splits may come from
-/// any old subtask); none on a fresh start. A bare number (written before entries named their
-/// subtask) counts as any subtask's.
-pub(crate) fn restored_max_timestamp(
+/// What a source subtask resumes event time from, given the restored `watermark` entries
+/// (every old subtask's: the list is union state).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct RestoredEventTime {
+    /// The subtask's largest timestamp: its own at unchanged parallelism (its splits are the
+    /// same), else the smallest of them (its splits may come from any old subtask); none on
+    /// a fresh start. A bare number (written before entries named their subtask) counts as
+    /// any subtask's.
+    pub max_timestamp: Option<i64>,
+    /// The largest timestamp per split, whichever subtask read it.
+    pub splits: BTreeMap<String, i64>,
+}
+
+/// See [`RestoredEventTime`].
+pub(crate) fn restored_event_time(
     entries: &[serde_json::Value],
     subtask: u32,
     parallelism: u32,
-) -> Option<i64> {
-    let parsed: Vec<(Option<WatermarkEntry>, i64)> = entries
-        .iter()
-        .filter_map(
-            |v| match serde_json::from_value::<WatermarkEntry>(v.clone()) {
-                Ok(e) => Some((Some(e), e.max_timestamp)),
-                Err(_) => v.as_i64().map(|ts| (None, ts)),
-            },
-        )
-        .collect();
-    let own = parsed.iter().find_map(|(e, ts)| {
-        e.filter(|e| e.subtask == subtask && e.parallelism == parallelism)
+) -> RestoredEventTime {
+    let mut out = RestoredEventTime::default();
+    let mut whole: Vec<(Option<WatermarkEntry>, i64)> = Vec::new();
+    for v in entries {
+        match serde_json::from_value::<WatermarkEntry>(v.clone()) {
+            Ok(WatermarkEntry {
+                split: Some(split),
+                max_timestamp,
+                ..
+            }) => {
+                let ts = out.splits.entry(split).or_insert(max_timestamp);
+                *ts = (*ts).max(max_timestamp);
+            }
+            Ok(e) => whole.push((Some(e.clone()), e.max_timestamp)),
+            Err(_) => {
+                if let Some(ts) = v.as_i64() {
+                    whole.push((None, ts));
+                }
+            }
+        }
+    }
+    let own = whole.iter().find_map(|(e, ts)| {
+        e.as_ref()
+            .filter(|e| e.subtask == subtask && e.parallelism == parallelism)
             .map(|_| *ts)
     });
-    own.or_else(|| parsed.iter().map(|(_, ts)| *ts).min())
+    out.max_timestamp = own.or_else(|| whole.iter().map(|(_, ts)| *ts).min());
+    out
 }
 
 pub(crate) struct SourceTask<T> {
@@ -69,6 +93,8 @@ pub(crate) struct SourceTask<T> {
     parallelism: u32,
     batch_size: usize,
     max_ts: i64,
+    /// Per split (readers with [`SourceReader::splits`]): the largest timestamp seen.
+    split_max: BTreeMap<String, i64>,
     last_watermark: i64,
     /// When the last record was read.
     last_record: std::time::Instant,
@@ -97,6 +123,7 @@ impl<T: Send> SourceTask<T> {
             parallelism,
             batch_size,
             max_ts: MIN_WATERMARK,
+            split_max: BTreeMap::new(),
             last_watermark: MIN_WATERMARK,
             last_record: std::time::Instant::now(),
             idle: false,
@@ -123,22 +150,39 @@ impl<T: Send> SourceTask<T> {
         Ok(())
     }
 
-    /// Resumes event time from the largest timestamp a restored checkpoint recorded: the
-    /// first thing the task emits is that watermark.
-    pub fn with_restored_max_timestamp(mut self, max_ts: Option<i64>) -> Self {
-        if let Some(ts) = max_ts {
+    /// Resumes event time from what a restored checkpoint recorded: the first thing the task
+    /// emits is that watermark.
+    pub fn with_restored_event_time(mut self, restored: RestoredEventTime) -> Self {
+        if let Some(ts) = restored.max_timestamp {
             self.max_ts = ts;
         }
+        self.split_max = restored.splits;
         self
     }
 
-    /// The watermark for the largest timestamp seen so far.
+    /// The largest timestamp event time has reached: over all records, or, for a reader of
+    /// splits, the smallest over its unfinished splits of each one's largest (a split not
+    /// read yet holds it back).
+    fn event_time(&self) -> i64 {
+        let splits = self.reader.splits();
+        if splits.is_empty() {
+            return self.max_ts;
+        }
+        splits
+            .iter()
+            .filter(|s| !s.ended)
+            .map(|s| self.split_max.get(&s.id).copied().unwrap_or(MIN_WATERMARK))
+            .min()
+            .unwrap_or(self.max_ts)
+    }
+
+    /// The watermark for the event time reached.
     fn current_watermark(&self) -> i64 {
-        if self.max_ts == MIN_WATERMARK {
+        let ts = self.event_time();
+        if ts == MIN_WATERMARK {
             return MIN_WATERMARK;
         }
-        self.max_ts
-            .saturating_sub(self.watermarks.out_of_orderness_ms)
+        ts.saturating_sub(self.watermarks.out_of_orderness_ms)
             .saturating_sub(1)
     }
 
@@ -155,12 +199,22 @@ impl<T: Send> SourceTask<T> {
             WATERMARK.to_string(),
             OperatorListState {
                 mode: RedistributionMode::Union,
-                entries: vec![serde_json::to_value(WatermarkEntry {
-                    subtask: self.subtask,
-                    parallelism: self.parallelism,
-                    max_timestamp: self.max_ts,
-                })
-                .expect("invariant: a watermark entry serializes")],
+                entries: std::iter::once((None, self.max_ts))
+                    .chain(
+                        self.split_max
+                            .iter()
+                            .map(|(split, ts)| (Some(split.clone()), *ts)),
+                    )
+                    .map(|(split, max_timestamp)| {
+                        serde_json::to_value(WatermarkEntry {
+                            subtask: self.subtask,
+                            parallelism: self.parallelism,
+                            max_timestamp,
+                            split,
+                        })
+                        .expect("invariant: a watermark entry serializes")
+                    })
+                    .collect(),
             },
         );
         let mut snapshots = vec![OperatorSnapshot {
@@ -216,10 +270,23 @@ impl<T: Send> Task for SourceTask<T> {
             self.metrics.add_in(self.subtask, batch.len() as u64);
             OperatorCounters::add(&self.counters.records_in, batch.len() as u64);
             self.track_idleness(batch.len())?;
+            let before = self.max_ts;
+            let mut batch_max = MIN_WATERMARK;
             for r in batch.drain(..) {
                 let ts = (self.watermarks.timestamp)(&r);
-                self.max_ts = self.max_ts.max(ts);
+                batch_max = batch_max.max(ts);
                 self.chain.record(ts, r)?;
+            }
+            self.max_ts = before.max(batch_max);
+            if batch_max != MIN_WATERMARK {
+                if let Some(split) = self.reader.last_split() {
+                    match self.split_max.get_mut(split) {
+                        Some(ts) => *ts = (*ts).max(batch_max),
+                        None => {
+                            self.split_max.insert(split.to_string(), batch_max);
+                        }
+                    }
+                }
             }
             let wm = self.current_watermark();
             if wm > self.last_watermark {
@@ -241,23 +308,44 @@ impl<T: Send> Task for SourceTask<T> {
 mod tests {
     use super::*;
 
-    fn entry(subtask: u32, parallelism: u32, max_timestamp: i64) -> serde_json::Value {
+    fn entry(
+        subtask: u32,
+        parallelism: u32,
+        max_ts: i64,
+        split: Option<&str>,
+    ) -> serde_json::Value {
         serde_json::to_value(WatermarkEntry {
             subtask,
             parallelism,
-            max_timestamp,
+            max_timestamp: max_ts,
+            split: split.map(str::to_string),
         })
         .unwrap()
     }
 
     #[test]
     fn a_source_resumes_its_own_watermark_and_the_smallest_after_a_rescale() {
-        let entries = [entry(0, 2, 900), entry(1, 2, 400)];
-        assert_eq!(restored_max_timestamp(&entries, 0, 2), Some(900));
-        assert_eq!(restored_max_timestamp(&entries, 1, 2), Some(400));
-        assert_eq!(restored_max_timestamp(&entries, 2, 3), Some(400));
-        assert_eq!(restored_max_timestamp(&[], 0, 1), None);
+        let entries = [entry(0, 2, 900, None), entry(1, 2, 400, None)];
+        let at = |s, p| restored_event_time(&entries, s, p).max_timestamp;
+        assert_eq!(at(0, 2), Some(900));
+        assert_eq!(at(1, 2), Some(400));
+        assert_eq!(at(2, 3), Some(400));
+        assert_eq!(restored_event_time(&[], 0, 1), RestoredEventTime::default());
         // Bare numbers, as written before entries named their subtask.
-        assert_eq!(restored_max_timestamp(&[7.into(), 5.into()], 0, 2), Some(5));
+        let bare = restored_event_time(&[7.into(), 5.into()], 0, 2);
+        assert_eq!(bare.max_timestamp, Some(5));
+    }
+
+    #[test]
+    fn split_entries_restore_per_split_whichever_subtask_wrote_them() {
+        let entries = [
+            entry(0, 2, 900, None),
+            entry(0, 2, 900, Some("a.csv")),
+            entry(1, 2, 300, Some("b.csv")),
+        ];
+        let r = restored_event_time(&entries, 0, 3);
+        assert_eq!(r.splits["a.csv"], 900);
+        assert_eq!(r.splits["b.csv"], 300);
+        assert_eq!(r.max_timestamp, Some(900), "subtask-wide entries only");
     }
 }

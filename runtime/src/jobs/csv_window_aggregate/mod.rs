@@ -8,7 +8,7 @@
 //!
 //! | arg | meaning | default |
 //! | --- | --- | --- |
-//! | `input` | a file, a directory (its files, sorted), or a comma-separated list; `.gz` is decompressed | required |
+//! | `input` | a file, a directory (its files, sorted), or a comma-separated list; `.gz` is decompressed; each file is a split with its own watermark, dealt to subtasks round-robin | required |
 //! | `header` | `true` if each file starts with a header row | `true` |
 //! | `columns` | comma-separated column names (required without a header) | from the header |
 //! | `delimiter` | one-byte field delimiter | `,` |
