@@ -21,6 +21,7 @@ use weir_runtime::checkpoint::{
 use weir_runtime::state::key_group::{key_group_for_bytes, key_group_range};
 use weir_runtime::state::rocksdb::RocksDbBackend;
 use weir_runtime::state::snapshot::SnapshotSection;
+use weir_runtime::state::typed::system_clock;
 use weir_runtime::state::{
     KeyRef, KeyedStateBackend, KeyedStateInput, StateId, StateInfo, StateKind,
 };
@@ -112,6 +113,7 @@ fn main() {
             let mut b = RocksDbBackend::open(
                 &work.path().join(format!("db-{s}")),
                 key_group_range(s, MAX_PARALLELISM, 2),
+                system_clock(),
             )
             .unwrap();
             let id = b.register(&info).unwrap();
@@ -127,7 +129,7 @@ fn main() {
     let before = storage.stats();
     let t = Instant::now();
     for (s, (b, _)) in backends.iter_mut().enumerate() {
-        let snap = b.snapshot().unwrap();
+        let snap = b.snapshot(0).unwrap();
         storage
             .write(&format!("full/window-{s}.state"), &snap.bytes)
             .unwrap();
@@ -240,7 +242,8 @@ fn main() {
         let sources = plan.native_sources(UID, range);
         let dir = work.path().join(format!("restore-{s}"));
         sources[0].materialize(&dir).unwrap();
-        let mut b = RocksDbBackend::open_restored(&dir, range, sources[0].states).unwrap();
+        let mut b =
+            RocksDbBackend::open_restored(&dir, range, sources[0].states, system_clock()).unwrap();
         let id = b.register(&info).unwrap();
         checked += check(&mut b, id, range);
     }
@@ -257,8 +260,12 @@ fn main() {
     let mut rescaled = 0;
     for s in 0..4 {
         let range = key_group_range(s, MAX_PARALLELISM, 4);
-        let mut b =
-            RocksDbBackend::open(&work.path().join(format!("rescaled-{s}")), range).unwrap();
+        let mut b = RocksDbBackend::open(
+            &work.path().join(format!("rescaled-{s}")),
+            range,
+            system_clock(),
+        )
+        .unwrap();
         let converted: Vec<_> = plan
             .native_sources(UID, range)
             .iter()

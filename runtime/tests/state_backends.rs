@@ -10,8 +10,10 @@ use weir_runtime::state::heap::HeapBackend;
 use weir_runtime::state::key_group::{key_group_for_bytes, key_group_range};
 use weir_runtime::state::rocksdb::RocksDbBackend;
 use weir_runtime::state::snapshot::SnapshotSection;
+use weir_runtime::state::typed::system_clock;
 use weir_runtime::state::{
-    KeyGroupRange, KeyedSnapshot, KeyedStateBackend, KeyedStateInput, KeyedStateStore, StateTtl,
+    KeyGroupRange, KeyRef, KeyedSnapshot, KeyedStateBackend, KeyedStateInput, KeyedStateStore,
+    StateInfo, StateKind, StateTtl,
 };
 
 const M: u32 = 16;
@@ -23,7 +25,7 @@ struct Backends {
 
 fn backends(range: KeyGroupRange) -> Backends {
     let dir = tempfile::tempdir().unwrap();
-    let rocks = RocksDbBackend::open(&dir.path().join("db"), range).unwrap();
+    let rocks = RocksDbBackend::open(&dir.path().join("db"), range, system_clock()).unwrap();
     Backends {
         list: vec![
             ("heap", Box::new(HeapBackend::new(range))),
@@ -174,7 +176,7 @@ fn ttl_read_and_write_restarts_on_read_and_an_expired_read_cleans_up() {
             "{name}: reads do not extend it"
         );
         assert_eq!(
-            s.backend().snapshot().unwrap().entries,
+            s.backend().snapshot(0).unwrap().entries,
             3,
             "{name}: expired read removed"
         );
@@ -183,7 +185,7 @@ fn ttl_read_and_write_restarts_on_read_and_an_expired_read_cleans_up() {
         assert!(list.get(&mut s, b"").unwrap().is_empty(), "{name}");
         assert!(map.entries(&mut s, b"").unwrap().is_empty(), "{name}");
         assert_eq!(
-            s.backend().snapshot().unwrap().entries,
+            s.backend().snapshot(0).unwrap().entries,
             0,
             "{name}: all cleaned up on read"
         );
@@ -218,7 +220,7 @@ fn fill(backend: Box<dyn KeyedStateBackend>, keys: &[String]) -> KeyedSnapshot {
         }
         map.put(&mut s, b"", &"k".to_string(), k).unwrap();
     }
-    s.backend().snapshot().unwrap()
+    s.backend().snapshot(0).unwrap()
 }
 
 fn section(s: &KeyedSnapshot) -> SnapshotSection<'_> {
@@ -279,7 +281,7 @@ fn snapshots_are_canonical_and_restore_across_backends_and_ranges() {
                         Some(k.as_str())
                     );
                 }
-                let restored = s.backend().snapshot().unwrap();
+                let restored = s.backend().snapshot(0).unwrap();
                 let owned = keys
                     .iter()
                     .filter(|k| range.contains(key_group_for_bytes(k.as_bytes(), M)))
@@ -340,4 +342,84 @@ fn a_damaged_key_group_section_is_refused() {
             sections: vec![section(&snap)],
         })
         .unwrap();
+}
+
+#[test]
+fn expired_values_are_left_out_of_full_snapshots() {
+    for (name, backend) in backends(full()).list {
+        let (now, clock) = manual_clock();
+        let mut s = KeyedStateStore::new(backend, clock);
+        let ttl = Some(StateTtl::new(100));
+        let value = s.value_state::<u64>("v", ttl).unwrap();
+        let list = s.list_state::<u64>("l", ttl).unwrap();
+        let kept = s.value_state::<u64>("kept", None).unwrap();
+        for k in 0..10 {
+            set_key(&mut s, &format!("k{k}"));
+            value.update(&mut s, b"", &k).unwrap();
+            kept.update(&mut s, b"", &k).unwrap();
+        }
+        set_key(&mut s, "k0");
+        list.add(&mut s, b"", &1).unwrap();
+        now.store(1_080, Ordering::SeqCst);
+        list.add(&mut s, b"", &2).unwrap();
+        // At 1150 the values and the list's first element have expired, unread.
+        let snap = s.backend().snapshot(1_150).unwrap();
+        assert_eq!(snap.entries, 10 + 1, "{name}: the kept values and the list");
+        let mut restored = KeyedStateStore::new(Box::new(HeapBackend::new(full())), {
+            let (later, clock) = manual_clock();
+            later.store(1_150, Ordering::SeqCst);
+            clock
+        });
+        restored
+            .backend()
+            .restore(&KeyedStateInput {
+                range: full(),
+                sections: vec![section(&snap)],
+            })
+            .unwrap();
+        let list = restored.list_state::<u64>("l", ttl).unwrap();
+        set_key(&mut restored, "k0");
+        assert_eq!(list.get(&mut restored, b"").unwrap(), vec![2], "{name}");
+    }
+}
+
+#[test]
+fn rocksdb_compaction_drops_expired_values_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (now, clock) = manual_clock();
+    let mut b = RocksDbBackend::open(&dir.path().join("db"), full(), clock).unwrap();
+    let ttl = b
+        .register(&StateInfo::new("v", StateKind::Value).with_ttl(true))
+        .unwrap();
+    let plain = b.register(&StateInfo::new("p", StateKind::Value)).unwrap();
+    let stamped = |expiry: i64| {
+        let mut v = expiry.to_be_bytes().to_vec();
+        v.extend_from_slice(b"value");
+        v
+    };
+    for k in 0..100u32 {
+        let key = k.to_be_bytes();
+        let at = KeyRef {
+            key_group: key_group_for_bytes(&key, M),
+            key: &key,
+        };
+        b.put(ttl, at, b"", &stamped(if k < 60 { 1_100 } else { 5_000 }))
+            .unwrap();
+        b.put(plain, at, b"", b"value").unwrap();
+    }
+    let rows = |b: &mut RocksDbBackend, id| {
+        let mut n = 0;
+        b.for_each_key(id, &mut |_, _, _| n += 1).unwrap();
+        n
+    };
+    b.compact().unwrap();
+    assert_eq!(rows(&mut b, ttl), 100, "nothing expired yet");
+    now.store(2_000, Ordering::SeqCst);
+    b.compact().unwrap();
+    assert_eq!(rows(&mut b, ttl), 40, "the expired values are gone");
+    assert_eq!(
+        rows(&mut b, plain),
+        100,
+        "a state without TTL keeps everything"
+    );
 }

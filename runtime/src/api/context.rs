@@ -73,14 +73,15 @@ impl TaskContext {
             // The same key groups in the same format: open the restored files as they are.
             natives[0].materialize(&dir).map_err(state_err)?;
             Box::new(
-                RocksDbBackend::open_restored(&dir, range, natives[0].states).map_err(state_err)?,
+                RocksDbBackend::open_restored(&dir, range, natives[0].states, self.clock.clone())
+                    .map_err(state_err)?,
             )
         } else {
             let mut backend: Box<dyn KeyedStateBackend> = match self.state_backend {
                 StateBackend::Heap => Box::new(HeapBackend::new(range)),
-                StateBackend::Rocksdb => {
-                    Box::new(RocksDbBackend::open(&dir, range).map_err(state_err)?)
-                }
+                StateBackend::Rocksdb => Box::new(
+                    RocksDbBackend::open(&dir, range, self.clock.clone()).map_err(state_err)?,
+                ),
             };
             // Native files of other ranges (or into heap): read exactly the key groups owned.
             let scratch = self

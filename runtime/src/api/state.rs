@@ -46,10 +46,12 @@ impl Common {
     }
 
     fn info<T: ?Sized>(&self, kind: StateKind) -> StateInfo {
-        StateInfo::new(self.name, kind).with_type(
-            self.type_name.unwrap_or_else(|| std::any::type_name::<T>()),
-            self.version,
-        )
+        StateInfo::new(self.name, kind)
+            .with_type(
+                self.type_name.unwrap_or_else(|| std::any::type_name::<T>()),
+                self.version,
+            )
+            .with_ttl(self.ttl.is_some())
     }
 }
 

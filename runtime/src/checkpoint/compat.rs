@@ -1,5 +1,5 @@
 //! Whether a snapshot can restore a job graph: max parallelism, operator uids, and the kind,
-//! value type and version of the keyed states both know. Pure. Used by every restore ([`super::RestorePlan`]) and by
+//! value type, version and TTL setting of the keyed states both know. Pure. Used by every restore ([`super::RestorePlan`]) and by
 //! `weir check`, the operator's pre-flight check before an upgrade stops anything.
 
 use std::collections::BTreeMap;
@@ -63,6 +63,16 @@ pub fn incompatibilities(snapshot: &CheckpointMetadata, job: JobShape<'_>) -> Ve
                 format!(
                     "operator `{uid}` state `{}` is {:?} state in snapshot {id} but the job declares it as {:?}; keep its kind or give the operator a new uid",
                     old.name, old.kind, new.kind
+                )
+            } else if new.ttl != old.ttl {
+                let (was, now) = if old.ttl {
+                    ("with", "without")
+                } else {
+                    ("without", "with")
+                };
+                format!(
+                    "operator `{uid}` state `{}` was written {was} a TTL in snapshot {id} but the job declares it {now} one; its values are stored differently, so keep the TTL setting (any duration) or give the state a new name",
+                    old.name
                 )
             } else if let (Some(old_type), Some(new_type)) = (&old.type_name, &new.type_name) {
                 if (old_type == new_type && old.version == new.version)
@@ -215,6 +225,16 @@ mod tests {
         );
         let retyped = BTreeMap::from([("fn".to_string(), vec![typed("app::Flag2", 1)])]);
         assert!(shape(&retyped)[0].contains("declares app::Flag2 version 1"));
+        // Turning a TTL on (or off) changes how values are stored.
+        let with_ttl =
+            BTreeMap::from([("fn".to_string(), vec![typed("app::Flag", 1).with_ttl(true)])]);
+        let r = shape(&with_ttl);
+        assert!(
+            r.len() == 1
+                && r[0].contains("written without a TTL")
+                && r[0].contains("declares it with one"),
+            "{r:?}"
+        );
         // A snapshot written before descriptors (no type recorded) restores.
         let untyped = BTreeMap::from([(
             "fn".to_string(),

@@ -225,7 +225,7 @@ impl KeyedStateBackend for HeapBackend {
         Ok(())
     }
 
-    fn snapshot(&mut self) -> Result<KeyedSnapshot, StateError> {
+    fn snapshot(&mut self, now: i64) -> Result<KeyedSnapshot, StateError> {
         let mut w = SnapshotWriter::new(self.range, self.states.clone());
         for (slot, kg) in self.range.iter().enumerate() {
             w.begin_key_group(kg);
@@ -233,13 +233,13 @@ impl KeyedStateBackend for HeapBackend {
                 match store {
                     Store::Values(v) => {
                         for (c, val) in &v[slot] {
-                            w.entry(idx as u16, c, None, val);
+                            w.live_entry(idx as u16, c, None, val, now);
                         }
                     }
                     Store::Maps(v) => {
                         for (c, m) in &v[slot] {
                             for (uk, val) in m {
-                                w.entry(idx as u16, c, Some(uk), val);
+                                w.live_entry(idx as u16, c, Some(uk), val, now);
                             }
                         }
                     }

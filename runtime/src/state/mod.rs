@@ -5,6 +5,7 @@
 //! Typed handles live in [`typed`]; they encode values with postcard and add TTL stamps, so
 //! backends stay byte stores that know nothing of types or time.
 
+pub(crate) mod expiry;
 pub mod heap;
 pub mod key_group;
 pub mod native;
@@ -65,6 +66,11 @@ pub struct StateInfo {
     /// The descriptor's version of the value encoding (0 when not declared).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub version: u32,
+    /// True when the values carry an expiry stamp: the descriptor sets a time-to-live
+    /// ([`crate::state::StateTtl`]). Cleanup on read, in full snapshots and in RocksDB's
+    /// compaction drops expired values.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub ttl: bool,
     /// The older version the descriptor migrates values from while restoring, if any (not
     /// recorded in snapshots: what the job declares now).
     #[serde(skip)]
@@ -75,6 +81,10 @@ fn is_zero(v: &u32) -> bool {
     *v == 0
 }
 
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
 impl StateInfo {
     /// A state of `kind` named `name`, with no declared type or version.
     pub fn new(name: &str, kind: StateKind) -> Self {
@@ -83,8 +93,15 @@ impl StateInfo {
             kind,
             type_name: None,
             version: 0,
+            ttl: false,
             migrates_from: None,
         }
+    }
+
+    /// `self` with values stamped with an expiry time when `ttl`.
+    pub fn with_ttl(mut self, ttl: bool) -> Self {
+        self.ttl = ttl;
+        self
     }
 
     /// `self` with the declared value type `type_name` at `version`.
@@ -232,8 +249,10 @@ pub trait KeyedStateBackend: Send {
     /// Calls `f(key_group, key, namespace)` for every (key, namespace) holding a value of
     /// `state`. Used to rebuild derived structures (timers) after a restore.
     fn for_each_key(&mut self, state: StateId, f: KeyVisitor<'_>) -> Result<(), StateError>;
-    /// Writes every entry of every state in the canonical format, key group by key group.
-    fn snapshot(&mut self) -> Result<KeyedSnapshot, StateError>;
+    /// Writes every entry of every state in the canonical format, key group by key group;
+    /// entries of states with TTL that have expired at processing time `now` (ms) are left
+    /// out (list elements one by one).
+    fn snapshot(&mut self, now: i64) -> Result<KeyedSnapshot, StateError>;
     /// Takes a native (RocksDB) checkpoint into the new directory `dir`, for incremental
     /// checkpoints; `None` for backends without one (heap).
     ///

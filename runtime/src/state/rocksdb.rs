@@ -5,6 +5,10 @@
 //!
 //! Durability comes from checkpoints, not from RocksDB: the write-ahead log is off, as in
 //! Flink's RocksDB backend, and the local directory is wiped when the backend opens.
+//!
+//! The column family of a state with TTL has a compaction filter that drops entries whose
+//! values have all expired by the backend's clock (Flink's `cleanupInRocksdbCompactFilter`), so
+//! expired state leaves the disk and the incremental checkpoints without being read.
 
 use std::path::{Path, PathBuf};
 
@@ -12,13 +16,15 @@ use rocksdb::{
     BlockBasedOptions, Cache, DBCompressionType, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
 
+use super::expiry::{purge, Purge};
 use super::native::NativeSnapshot;
 use super::snapshot::SnapshotWriter;
 use super::{
     encode_composite, find_registered, split_composite, KeyGroup, KeyGroupRange, KeyRef,
     KeyVisitor, KeyedSnapshot, KeyedStateBackend, KeyedStateInput, MapEntries, StateError, StateId,
-    StateInfo,
+    StateInfo, StateKind,
 };
+use crate::state::typed::Clock;
 
 /// Keyed state of one subtask in a local RocksDB instance.
 pub struct RocksDbBackend {
@@ -28,8 +34,13 @@ pub struct RocksDbBackend {
     range: KeyGroupRange,
     states: Vec<StateInfo>,
     cf_opts: Options,
+    /// The options of the column families created after opening, which RocksDB references
+    /// (their compaction filters) until it closes: dropped after `db`.
+    created_cf_opts: Vec<Options>,
     write_opts: WriteOptions,
     scratch: Vec<u8>,
+    /// Processing time for the TTL compaction filter.
+    clock: Clock,
 }
 
 fn rerr(action: &'static str) -> impl FnOnce(rocksdb::Error) -> StateError {
@@ -37,12 +48,13 @@ fn rerr(action: &'static str) -> impl FnOnce(rocksdb::Error) -> StateError {
 }
 
 impl RocksDbBackend {
-    /// Opens a fresh instance in `dir` (anything already there is deleted) for `range`.
+    /// Opens a fresh instance in `dir` (anything already there is deleted) for `range`;
+    /// `clock` (processing time, ms) decides which TTL values compaction drops.
     ///
     /// # Errors
     /// [`StateError::LocalDir`] when the directory cannot be prepared,
     /// [`StateError::Rocksdb`] when RocksDB cannot open it.
-    pub fn open(dir: &Path, range: KeyGroupRange) -> Result<Self, StateError> {
+    pub fn open(dir: &Path, range: KeyGroupRange, clock: Clock) -> Result<Self, StateError> {
         let local = |source| StateError::LocalDir {
             path: dir.display().to_string(),
             source,
@@ -54,7 +66,7 @@ impl RocksDbBackend {
         let opts = db_options();
         let cf_opts = column_family_options();
         let db = DB::open(&opts, dir).map_err(rerr("open"))?;
-        Ok(Self::with_db(db, dir, range, Vec::new(), cf_opts))
+        Ok(Self::with_db(db, dir, range, Vec::new(), cf_opts, clock))
     }
 
     fn with_db(
@@ -63,6 +75,7 @@ impl RocksDbBackend {
         range: KeyGroupRange,
         states: Vec<StateInfo>,
         cf_opts: Options,
+        clock: Clock,
     ) -> Self {
         let mut write_opts = WriteOptions::default();
         write_opts.disable_wal(true);
@@ -72,13 +85,16 @@ impl RocksDbBackend {
             range,
             states,
             cf_opts,
+            created_cf_opts: Vec::new(),
             write_opts,
             scratch: Vec::with_capacity(64),
+            clock,
         }
     }
 
     /// Opens the RocksDB checkpoint restored into `dir` (the files of one old subtask with the
-    /// same key-group range) as this subtask's working instance.
+    /// same key-group range) as this subtask's working instance; `clock` as for
+    /// [`RocksDbBackend::open`].
     ///
     /// # Errors
     /// [`StateError::Rocksdb`] when the files do not open as a RocksDB database with `states`.
@@ -86,15 +102,45 @@ impl RocksDbBackend {
         dir: &Path,
         range: KeyGroupRange,
         states: &[StateInfo],
+        clock: Clock,
     ) -> Result<Self, StateError> {
         let mut opts = db_options();
         opts.create_missing_column_families(true);
         let cf_opts = column_family_options();
-        let descriptors = std::iter::once("default")
-            .chain(states.iter().map(|s| s.name.as_str()))
-            .map(|n| rocksdb::ColumnFamilyDescriptor::new(n, cf_opts.clone()));
+        let descriptors = std::iter::once(rocksdb::ColumnFamilyDescriptor::new(
+            "default",
+            cf_opts.clone(),
+        ))
+        .chain(states.iter().map(|s| {
+            rocksdb::ColumnFamilyDescriptor::new(
+                s.name.as_str(),
+                state_options(&cf_opts, s, &clock),
+            )
+        }));
         let db = DB::open_cf_descriptors(&opts, dir, descriptors).map_err(rerr("open restored"))?;
-        Ok(Self::with_db(db, dir, range, states.to_vec(), cf_opts))
+        Ok(Self::with_db(
+            db,
+            dir,
+            range,
+            states.to_vec(),
+            cf_opts,
+            clock,
+        ))
+    }
+
+    /// Compacts every column family now (compaction filters run: expired TTL values go).
+    ///
+    /// # Errors
+    /// [`StateError::Rocksdb`] when a compaction fails.
+    pub fn compact(&self) -> Result<(), StateError> {
+        for s in &self.states {
+            let cf = self
+                .db
+                .cf_handle(&s.name)
+                .expect("invariant: registered states have a column family");
+            self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
     }
 
     fn row_key(&mut self, key: KeyRef<'_>, ns: &[u8], user_key: Option<&[u8]>) {
@@ -205,6 +251,24 @@ fn column_family_options() -> Options {
     opts
 }
 
+/// The column family options of state `info`: `base`, with a compaction filter dropping
+/// expired entries (by `clock`) when the state has TTL. A list whose elements have partly
+/// expired stays as it is (its next read or full snapshot drops them).
+fn state_options(base: &Options, info: &StateInfo, clock: &Clock) -> Options {
+    let mut opts = base.clone();
+    if info.ttl {
+        let kind: StateKind = info.kind;
+        let clock = clock.clone();
+        opts.set_compaction_filter("weir-ttl", move |_level: u32, _key: &[u8], value: &[u8]| {
+            match purge(kind, clock(), value) {
+                Purge::Drop => rocksdb::compaction_filter::Decision::Remove,
+                Purge::Keep | Purge::Rewrite(_) => rocksdb::compaction_filter::Decision::Keep,
+            }
+        });
+    }
+    opts
+}
+
 /// Deletes the backend's working directory when dropped (after the database closed).
 struct RemoveOnDrop(PathBuf);
 
@@ -251,9 +315,11 @@ impl KeyedStateBackend for RocksDbBackend {
         if let Some(id) = find_registered(&mut self.states, info)? {
             return Ok(id);
         }
+        let opts = state_options(&self.cf_opts, info, &self.clock);
         self.db
-            .create_cf(&info.name, &self.cf_opts)
+            .create_cf(&info.name, &opts)
             .map_err(rerr("create column family"))?;
+        self.created_cf_opts.push(opts);
         self.states.push(StateInfo {
             migrates_from: None,
             ..info.clone()
@@ -361,7 +427,7 @@ impl KeyedStateBackend for RocksDbBackend {
         Ok(())
     }
 
-    fn snapshot(&mut self) -> Result<KeyedSnapshot, StateError> {
+    fn snapshot(&mut self, now: i64) -> Result<KeyedSnapshot, StateError> {
         // One forward pass per column family: rows are ordered by key group, so the
         // iterators advance in lockstep, key group by key group, without seeks.
         let mut w = SnapshotWriter::new(self.range, self.states.clone());
@@ -387,10 +453,10 @@ impl KeyedStateBackend for RocksDbBackend {
                     } else if is_map {
                         if let Some((_, _, uk)) = split_composite(body) {
                             let composite = &body[..body.len() - uk.len()];
-                            w.entry(idx as u16, composite, Some(uk), v);
+                            w.live_entry(idx as u16, composite, Some(uk), v, now);
                         }
                     } else {
-                        w.entry(idx as u16, body, None, v);
+                        w.live_entry(idx as u16, body, None, v, now);
                     }
                     it.next();
                 }

@@ -74,6 +74,27 @@ impl SnapshotWriter {
         }
     }
 
+    /// Writes the entry (as [`SnapshotWriter::entry`]) unless it has expired at `now`, when
+    /// state `state` has TTL; a list without its expired elements.
+    pub fn live_entry(
+        &mut self,
+        state: u16,
+        composite: &[u8],
+        user_key: Option<&[u8]>,
+        value: &[u8],
+        now: i64,
+    ) {
+        let info = &self.snap.states[state as usize];
+        if !info.ttl {
+            return self.entry(state, composite, user_key, value);
+        }
+        match super::expiry::purge(info.kind, now, value) {
+            super::expiry::Purge::Keep => self.entry(state, composite, user_key, value),
+            super::expiry::Purge::Drop => {}
+            super::expiry::Purge::Rewrite(v) => self.entry(state, composite, user_key, &v),
+        }
+    }
+
     /// Opens the section of `kg`; key groups must come in ascending order without gaps.
     pub fn begin_key_group(&mut self, kg: KeyGroup) {
         debug_assert_eq!(

@@ -282,7 +282,7 @@ mod tests {
             q.register(&mut b, ProcessingTime, timer(7, kg, "p"))
                 .unwrap();
         }
-        let snap = b.snapshot().unwrap();
+        let snap = b.snapshot(0).unwrap();
         // A new subtask owning key groups 2..=4 gets exactly their timers.
         let mut restored = HeapBackend::new(range(2, 4));
         restored
@@ -343,7 +343,7 @@ mod redistribution {
                     q.register(&mut b, domain, t.clone()).unwrap();
                     all.insert((domain == TimeDomain::EventTime, t));
                 }
-                snapshots.push(b.snapshot().unwrap());
+                snapshots.push(b.snapshot(0).unwrap());
             }
             let mut restored = BTreeSet::new();
             for s in 0..new {

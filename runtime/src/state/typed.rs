@@ -127,7 +127,9 @@ impl KeyedStateStore {
                 return Ok(KeyedSnapshotData::Native(n));
             }
         }
-        Ok(KeyedSnapshotData::Canonical(self.backend.snapshot()?))
+        Ok(KeyedSnapshotData::Canonical(
+            self.backend.snapshot((self.clock)())?,
+        ))
     }
 
     /// Sets the key that subsequent state accesses apply to.
@@ -142,8 +144,14 @@ impl KeyedStateStore {
         self.backend.as_mut()
     }
 
-    fn register(&mut self, name: &str, kind: StateKind) -> Result<StateId, StateError> {
-        self.backend.register(&StateInfo::new(name, kind))
+    fn register(
+        &mut self,
+        name: &str,
+        kind: StateKind,
+        ttl: Option<StateTtl>,
+    ) -> Result<StateId, StateError> {
+        self.backend
+            .register(&StateInfo::new(name, kind).with_ttl(ttl.is_some()))
     }
 
     /// Registers (or finds, after a restore) the state `info` with `ttl` and returns its typed
@@ -156,6 +164,11 @@ impl KeyedStateStore {
         info: &StateInfo,
         ttl: Option<StateTtl>,
     ) -> Result<H, StateError> {
+        debug_assert_eq!(
+            info.ttl,
+            ttl.is_some(),
+            "the descriptor's info records its TTL"
+        );
         let id = self.backend.register(info)?;
         Ok(H::from_cell(Cell::new(id, &info.name, ttl)))
     }
@@ -187,7 +200,11 @@ impl KeyedStateStore {
             if !self.backend.get(id, key, ns, &mut raw)? {
                 continue;
             }
-            let split = if ttl { 8.min(raw.len()) } else { 0 };
+            let split = if ttl {
+                super::expiry::STAMP_LEN.min(raw.len())
+            } else {
+                0
+            };
             let mut value = raw[..split].to_vec();
             value.extend(
                 migrate(&raw[split..]).map_err(|message| StateError::Migration {
@@ -211,7 +228,7 @@ impl KeyedStateStore {
         ttl: Option<StateTtl>,
     ) -> Result<ValueState<T>, StateError> {
         Ok(ValueState {
-            cell: Cell::new(self.register(name, StateKind::Value)?, name, ttl),
+            cell: Cell::new(self.register(name, StateKind::Value, ttl)?, name, ttl),
             _t: PhantomData,
         })
     }
@@ -226,7 +243,7 @@ impl KeyedStateStore {
         ttl: Option<StateTtl>,
     ) -> Result<ListState<T>, StateError> {
         Ok(ListState {
-            cell: Cell::new(self.register(name, StateKind::List)?, name, ttl),
+            cell: Cell::new(self.register(name, StateKind::List, ttl)?, name, ttl),
             _t: PhantomData,
         })
     }
@@ -241,7 +258,7 @@ impl KeyedStateStore {
         ttl: Option<StateTtl>,
     ) -> Result<MapState<K, V>, StateError> {
         Ok(MapState {
-            cell: Cell::new(self.register(name, StateKind::Map)?, name, ttl),
+            cell: Cell::new(self.register(name, StateKind::Map, ttl)?, name, ttl),
             _t: PhantomData,
         })
     }
@@ -257,7 +274,7 @@ impl KeyedStateStore {
         reduce: impl Fn(T, T) -> T + Send + Sync + 'static,
     ) -> Result<ReducingState<T>, StateError> {
         Ok(ReducingState {
-            cell: Cell::new(self.register(name, StateKind::Reducing)?, name, ttl),
+            cell: Cell::new(self.register(name, StateKind::Reducing, ttl)?, name, ttl),
             reduce: Arc::new(reduce),
         })
     }
@@ -273,7 +290,7 @@ impl KeyedStateStore {
         function: Arc<A>,
     ) -> Result<AggregatingState<A>, StateError> {
         Ok(AggregatingState {
-            cell: Cell::new(self.register(name, StateKind::Aggregating)?, name, ttl),
+            cell: Cell::new(self.register(name, StateKind::Aggregating, ttl)?, name, ttl),
             function,
         })
     }
@@ -364,11 +381,7 @@ impl Cell {
         let Some(ttl) = self.ttl else {
             return Stamp::Live;
         };
-        let expiry = bytes
-            .get(..8)
-            .map(|b| i64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
-            .unwrap_or(i64::MIN);
-        if expiry <= now {
+        if super::expiry::expiry(bytes) <= now {
             Stamp::Expired
         } else if ttl.update == TtlUpdate::OnReadAndWrite {
             Stamp::Refresh
@@ -388,12 +401,10 @@ impl Cell {
     fn decode<T: DeserializeOwned>(&self, now: i64, bytes: &[u8]) -> Result<Option<T>, StateError> {
         let body = match self.ttl {
             Some(_) => {
-                let (stamp, body) = bytes.split_at(8.min(bytes.len()));
-                let expiry = i64::from_be_bytes(stamp.try_into().unwrap_or([0; 8]));
-                if expiry <= now {
+                if super::expiry::expiry(bytes) <= now {
                     return Ok(None);
                 }
-                body
+                &bytes[super::expiry::STAMP_LEN..]
             }
             None => bytes,
         };
