@@ -684,3 +684,87 @@ fn broadcast_state_is_checkpointed_once_and_restored_to_every_subtask_at_any_par
         );
     }
 }
+
+/// Subtask 0 emits `0..n`; the others emit nothing (a skewed source).
+struct Skewed(u64);
+
+struct SkewedReader {
+    next: u64,
+    end: u64,
+}
+
+impl Source<u64> for Skewed {
+    fn create_reader(
+        &self,
+        ctx: &TaskContext,
+        _positions: Vec<serde_json::Value>,
+    ) -> Result<Box<dyn SourceReader<u64>>, TaskError> {
+        Ok(Box::new(SkewedReader {
+            next: 0,
+            end: if ctx.subtask == 0 { self.0 } else { 0 },
+        }))
+    }
+}
+
+impl SourceReader<u64> for SkewedReader {
+    fn read_batch(&mut self, out: &mut Vec<u64>, max: usize) -> Result<bool, TaskError> {
+        let to = (self.next + max as u64).min(self.end);
+        out.extend(self.next..to);
+        self.next = to;
+        Ok(self.next < self.end)
+    }
+    fn positions(&self) -> Vec<serde_json::Value> {
+        Vec::new()
+    }
+}
+
+/// Tags each record with the subtask that processed it.
+#[derive(Clone)]
+struct WhereAmI;
+
+impl weir_runtime::api::ProcessFunction for WhereAmI {
+    type In = u64;
+    type Out = String;
+
+    fn process_element(
+        &mut self,
+        n: u64,
+        ctx: &mut weir_runtime::api::ProcessContext<'_>,
+        out: &mut Output<'_, String>,
+    ) -> Result<(), TaskError> {
+        out.collect(format!("{},{n}", ctx.subtask()))
+    }
+}
+
+#[test]
+fn rebalance_deals_a_skewed_stream_round_robin_over_the_subtasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = JobBuilder::new();
+    job.source(
+        "skewed",
+        Skewed(300),
+        WatermarkStrategy::bounded_out_of_orderness(0, |_: &u64| 0),
+    )
+    .rebalance()
+    .process("where", WhereAmI)
+    .sink("out", FileSink::new(dir.path().join("out"), lines()));
+    let graph = job.build().unwrap();
+    let edge = &graph.stream_graph().edges()[0];
+    assert_eq!(
+        edge.partitioning,
+        weir_runtime::api::Partitioning::Rebalance
+    );
+    let manifest = manifest(dir.path(), "skewed", 3, 16, "heap", "");
+    run_job(&manifest, graph, &options(dir.path())).expect("run");
+    let lines = read_lines(&dir.path().join("out"));
+    assert_eq!(lines.len(), 300);
+    for s in 0..3u64 {
+        let mine: Vec<u64> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix(&format!("{s},")))
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(mine.len(), 100, "subtask {s}");
+        assert!(mine.iter().all(|n| n % 3 == s), "in turns: {mine:?}");
+    }
+}

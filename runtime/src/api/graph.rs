@@ -64,6 +64,8 @@ pub enum Partitioning {
     Hash,
     /// Every record to every subtask (`broadcast`).
     Broadcast,
+    /// Round-robin over the subtasks (`rebalance`), to even out skewed producers.
+    Rebalance,
 }
 
 /// Which output of an operator an edge leaves from.

@@ -47,7 +47,7 @@ use crate::state::typed::{system_clock, KeyedStateStore};
 use crate::state::{KeyGroupRange, StateInfo, StateKind};
 use crate::task::exchange::{
     broadcast_exchange, forward_exchange, hash_exchange, hash_exchange_from,
-    keyed_into_broadcast_exchange,
+    keyed_into_broadcast_exchange, rebalance_exchange,
 };
 use crate::task::input::input_task;
 use crate::task::source::SourceTask;
@@ -314,6 +314,8 @@ pub struct Stream<T> {
     /// Builds a forward exchange of `T` (set when the stream's type is serializable; needed
     /// when a union feeds a non-keyed operator).
     forward_exchange: Option<fn() -> ExchangeBuilder>,
+    /// Set by [`Stream::rebalance`]: the next operator reads through this exchange.
+    rebalance: Option<ExchangeBuilder>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -323,6 +325,7 @@ impl<T> Clone for Stream<T> {
             job: self.job.clone(),
             inputs: self.inputs.clone(),
             forward_exchange: self.forward_exchange,
+            rebalance: self.rebalance.clone(),
             _t: PhantomData,
         }
     }
@@ -341,8 +344,20 @@ impl<T: Clone + Send + 'static> Stream<T> {
             job,
             inputs,
             forward_exchange,
+            rebalance: None,
             _t: PhantomData,
         }
+    }
+
+    /// This stream dealt round-robin over the subtasks of the operator that reads it (Flink's
+    /// `rebalance`): evens out a skewed producer, at the cost of an exchange.
+    pub fn rebalance(&self) -> Stream<T>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        let mut s = self.clone();
+        s.rebalance = Some(rebalance_exchange::<T>());
+        s
     }
 
     /// Adds an operator fed by this stream through forward edges (chained when this stream
@@ -354,7 +369,7 @@ impl<T: Clone + Send + 'static> Stream<T> {
         main_port: bool,
         create: Arc<Create>,
     ) -> Stream<U> {
-        let exchange = if self.inputs.len() > 1 {
+        let exchange = if self.inputs.len() > 1 && self.rebalance.is_none() {
             match self.forward_exchange {
                 Some(make) => Some(make()),
                 None => {
@@ -367,10 +382,14 @@ impl<T: Clone + Send + 'static> Stream<T> {
         } else {
             None
         };
+        let (partitioning, exchange) = match &self.rebalance {
+            Some(r) => (Partitioning::Rebalance, Some(r.clone())),
+            None => (Partitioning::Forward, exchange),
+        };
         let edges = self
             .inputs
             .iter()
-            .map(|(from, port)| (*from, port.clone(), Partitioning::Forward, exchange.clone()))
+            .map(|(from, port)| (*from, port.clone(), partitioning, exchange.clone()))
             .collect();
         self.job
             .add_operator::<U, T>(uid, kind, Vec::new(), main_port, create, edges)

@@ -1,7 +1,8 @@
 //! Exchanges between tasks. The hash shuffle behind `key_by`: a router at the end of the
 //! upstream chain routes each record to the subtask owning its key group; a forward exchange
-//! (a union's inputs into a non-keyed operator) keeps records in their subtask; a broadcast
-//! exchange sends every record to every subtask (the broadcast state pattern). Records travel in
+//! (a union's inputs into a non-keyed operator) keeps records in their subtask; a rebalance
+//! exchange deals them round-robin; a broadcast exchange sends every record to every subtask
+//! (the broadcast state pattern). Records travel in
 //! batches over bounded channels (a full channel blocks the producer: backpressure, never
 //! unbounded buffering).
 
@@ -214,6 +215,24 @@ impl<T: Send> Route for Forward<T> {
 
     fn route(&mut self, value: T, _consumers: usize) -> (usize, T) {
         (self.target, value)
+    }
+}
+
+/// Records without keys, to the consumers in turn (rebalance), starting at the producer's
+/// own index so that producers do not all start at the same consumer.
+pub(crate) struct RoundRobin<T> {
+    next: usize,
+    _t: std::marker::PhantomData<fn(T)>,
+}
+
+impl<T: Send> Route for RoundRobin<T> {
+    type In = T;
+    type Out = T;
+
+    fn route(&mut self, value: T, consumers: usize) -> (usize, T) {
+        let target = self.next % consumers;
+        self.next = target + 1;
+        (target, value)
     }
 }
 
@@ -497,6 +516,32 @@ where
             Typed::<T>::erase(Box::new(Router::new(
                 Forward {
                     target: ctx.subtask as usize,
+                    _t: std::marker::PhantomData,
+                },
+                outlets,
+                inst.batch_size,
+                ctx.metrics.clone(),
+                ctx.subtask,
+            )))
+        })
+    })
+}
+
+/// The [`ExchangeBuilder`] of a rebalance exchange of records `T`: each producer subtask
+/// sends its records to the consumers in turn.
+pub(crate) fn rebalance_exchange<T>() -> ExchangeBuilder
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    Arc::new(move |inst: &Instantiation, exchange: u32| {
+        let codec = Codec {
+            encode: encode_plain::<T>,
+            decode: decode_plain::<T>,
+        };
+        exchange_ends(inst, exchange, codec, |outlets, ctx| {
+            Typed::<T>::erase(Box::new(Router::new(
+                RoundRobin {
+                    next: ctx.subtask as usize,
                     _t: std::marker::PhantomData,
                 },
                 outlets,
