@@ -46,6 +46,25 @@ fn spawn_with_stdout(job: &TestJob) -> std::process::Child {
         .unwrap()
 }
 
+/// Waits for a run that was stopped with a savepoint to exit successfully; returns the
+/// savepoint's location from its summary.
+fn stopped_with_savepoint(mut child: std::process::Child) -> String {
+    assert!(child.wait().unwrap().success());
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    stdout
+        .lines()
+        .find_map(|l| l.split("stopped with savepoint ").nth(1))
+        .unwrap_or_else(|| panic!("no savepoint in the summary:\n{stdout}"))
+        .trim()
+        .to_string()
+}
+
 fn throttled() -> TestJob {
     example_job(|d| {
         d["spec"]["checkpointing"]["interval"] = "300ms".into();
@@ -56,7 +75,7 @@ fn throttled() -> TestJob {
 #[test]
 fn bad_requests_are_refused_and_stop_with_savepoint_restores_exactly_once() {
     let job = throttled();
-    let mut child = spawn_with_stdout(&job);
+    let child = spawn_with_stdout(&job);
     let url = admin_url(&job);
 
     let cases = [
@@ -133,21 +152,7 @@ fn bad_requests_are_refused_and_stop_with_savepoint_restores_exactly_once() {
         (409, "stop_in_progress".to_string()),
         "{b2}"
     );
-    let status = child.wait().unwrap();
-    assert!(status.success());
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    let savepoint = stdout
-        .lines()
-        .find_map(|l| l.split("stopped with savepoint ").nth(1))
-        .unwrap_or_else(|| panic!("no savepoint in the summary:\n{stdout}"))
-        .trim()
-        .to_string();
+    let savepoint = stopped_with_savepoint(child);
 
     let out = job.run(&["--from-savepoint", &savepoint]);
     assert_success(&out);
@@ -158,7 +163,7 @@ fn bad_requests_are_refused_and_stop_with_savepoint_restores_exactly_once() {
 fn stop_with_drain_and_cancel() {
     // Drain: event time jumps to the end, every window fires, then the savepoint.
     let job = throttled();
-    let mut child = spawn_with_stdout(&job);
+    let child = spawn_with_stdout(&job);
     let url = admin_url(&job);
     let (s, b) = call(
         "POST",
@@ -166,23 +171,10 @@ fn stop_with_drain_and_cancel() {
         Some(r#"{"drain": true}"#),
     );
     assert_eq!(s, 202, "{b}");
-    assert!(child.wait().unwrap().success());
+    // The drained job's final snapshot is the savepoint.
+    let savepoint = stopped_with_savepoint(child);
     let drained = job.output_lines();
     assert!(!drained.is_empty() && drained.len() < reference_retail_revenue().len());
-    // The drained job's final snapshot is the savepoint, and it restores.
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    let savepoint = stdout
-        .lines()
-        .find_map(|l| l.split("stopped with savepoint ").nth(1))
-        .unwrap_or_else(|| panic!("no savepoint after a drain:\n{stdout}"))
-        .trim()
-        .to_string();
     let path = savepoint.strip_prefix("file://").unwrap();
     assert!(std::path::Path::new(path).join("_metadata").exists());
 

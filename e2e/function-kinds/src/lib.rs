@@ -32,7 +32,7 @@ use weir_runtime::api::{
 use weir_runtime::connectors::file_sink::LineEncoder;
 use weir_runtime::connectors::throttle::Throttle;
 use weir_runtime::connectors::FileSink;
-use weir_runtime::jobs::{ArgError, JobArgs, JobEntry, Registry};
+use weir_runtime::jobs::{optional_arg, ArgError, JobArgs, JobEntry, Registry};
 
 /// The registry name of the job.
 pub const ENTRY: &str = "function-kinds";
@@ -576,15 +576,6 @@ pub fn graph(events: u64, output: &str, rate: Option<u64>) -> Result<JobGraph, T
     job.build()
 }
 
-fn arg_u64(args: &JobArgs, name: &str, default: u64) -> Result<u64, ArgError> {
-    match args.get(name) {
-        None => Ok(default),
-        Some(v) => v
-            .parse()
-            .map_err(|_| ArgError::new(name, format!("`{v}` is not a whole number"))),
-    }
-}
-
 /// Builds the job from `job.args` (see the crate docs).
 ///
 /// # Errors
@@ -593,12 +584,13 @@ pub fn build(args: &JobArgs) -> Result<JobGraph, ArgError> {
     let output = args
         .get("output")
         .ok_or_else(|| ArgError::new("output", "required: the directory of the outputs"))?;
-    let rate = args
-        .get("maxRecordsPerSecond")
-        .map(|_| arg_u64(args, "maxRecordsPerSecond", 0))
-        .transpose()?;
-    graph(arg_u64(args, "events", 20_000)?, output, rate)
-        .map_err(|e| ArgError::new("(job graph)", e.to_string()))
+    let rate = optional_arg(args, "maxRecordsPerSecond")?;
+    graph(
+        optional_arg(args, "events")?.unwrap_or(20_000),
+        output,
+        rate,
+    )
+    .map_err(|e| ArgError::new("(job graph)", e.to_string()))
 }
 
 /// The built-in jobs plus `function-kinds`.

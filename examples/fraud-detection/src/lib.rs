@@ -43,7 +43,7 @@ use weir_runtime::api::{
 use weir_runtime::connectors::file_sink::LineEncoder;
 use weir_runtime::connectors::throttle::Throttle;
 use weir_runtime::connectors::FileSink;
-use weir_runtime::jobs::{ArgError, JobArgs, JobEntry, Registry};
+use weir_runtime::jobs::{optional_arg, ArgError, JobArgs, JobEntry, Registry};
 
 /// The registry name of the job.
 pub const ENTRY: &str = "fraud-detection";
@@ -333,15 +333,6 @@ pub fn rejected_line(t: &Transaction) -> String {
     format!("{},{},{},{}", t.id, t.account, t.timestamp, t.amount)
 }
 
-fn arg_u64(args: &JobArgs, name: &str, default: u64) -> Result<u64, ArgError> {
-    match args.get(name) {
-        None => Ok(default),
-        Some(v) => v
-            .parse()
-            .map_err(|_| ArgError::new(name, format!("`{v}` is not a whole number"))),
-    }
-}
-
 /// Builds the job from `job.args` (see the crate docs).
 ///
 /// # Errors
@@ -366,13 +357,10 @@ pub fn build(args: &JobArgs) -> Result<JobGraph, ArgError> {
         }
     };
     let source = TransactionSource {
-        seed: arg_u64(args, "seed", 42)?,
-        accounts: arg_u64(args, "accounts", 100)?.max(1),
-        count: arg_u64(args, "transactions", 200_000)?,
-        max_records_per_second: args
-            .get("maxRecordsPerSecond")
-            .map(|_| arg_u64(args, "maxRecordsPerSecond", 0))
-            .transpose()?,
+        seed: optional_arg(args, "seed")?.unwrap_or(42),
+        accounts: optional_arg(args, "accounts")?.unwrap_or(100).max(1),
+        count: optional_arg(args, "transactions")?.unwrap_or(200_000),
+        max_records_per_second: optional_arg(args, "maxRecordsPerSecond")?,
     };
     let alert_encoder: LineEncoder<Alert> = Arc::new(|a: &Alert, out: &mut Vec<u8>| {
         out.extend_from_slice(alert_line(a).as_bytes());

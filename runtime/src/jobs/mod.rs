@@ -30,6 +30,28 @@ impl ArgError {
     }
 }
 
+/// Argument `name` of `args` parsed as a `T` (a number, a flag), `None` when absent: for the
+/// optional arguments of a job's builder.
+///
+/// # Errors
+/// [`ArgError`] naming the argument, its value and the parse error when it does not parse.
+pub fn optional_arg<T>(args: &JobArgs, name: &str) -> Result<Option<T>, ArgError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    args.get(name)
+        .map(|v| {
+            v.trim().parse::<T>().map_err(|e| {
+                ArgError::new(
+                    name,
+                    format!("`{v}` is not a valid {}: {e}", std::any::type_name::<T>()),
+                )
+            })
+        })
+        .transpose()
+}
+
 /// Builds a job graph from its arguments, validating them; must not start any work.
 pub type JobBuilder = fn(&JobArgs) -> Result<JobGraph, ArgError>;
 

@@ -51,33 +51,16 @@ impl<F: KeyedBroadcastProcessFunction> KeyedBroadcastOperator<F> {
         })
     }
 
-    /// Fires the timers of `domain` due at `upto`, in timestamp order.
+    /// Fires the timers of `domain` due at `upto` (see [`Keyed::fire`]).
     fn fire(&mut self, domain: TimeDomain, upto: Timestamp) -> Result<(), TaskError> {
-        loop {
-            let k = &mut self.keyed;
-            let Some(timer) = k
-                .timers
-                .pop_due(k.store.backend(), domain, upto)
-                .map_err(|e| k.state_err(e))?
-            else {
-                return Ok(());
-            };
-            let key = F::Key::decode(&timer.key)
-                .map_err(|e| TaskError::Restore(format!("operator `{}`: timer key: {e}", k.uid)))?;
-            let mut ctx = k.context(
-                &key,
-                timer.key_group,
-                &timer.key,
-                timer.timestamp,
-                Some(domain),
-            );
+        let (function, next, broadcast) = (&mut self.function, &mut self.next, &self.broadcast);
+        self.keyed.fire::<F::Key>(domain, upto, |timestamp, ctx| {
             let mut out = Output {
-                next: self.next.as_mut(),
-                timestamp: timer.timestamp,
+                next: next.as_mut(),
+                timestamp,
             };
-            self.function
-                .on_timer(timer.timestamp, &mut ctx, &self.broadcast, &mut out)?;
-        }
+            function.on_timer(timestamp, ctx, broadcast, &mut out)
+        })
     }
 }
 

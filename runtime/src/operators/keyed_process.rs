@@ -91,6 +91,41 @@ impl Keyed {
         }
     }
 
+    /// Fires the timers of `domain` due at `upto`, in timestamp order, calling `on_timer`
+    /// with each one's timestamp and its key's context; timers the callbacks set at or before
+    /// `upto` fire in the same pass. Each timer leaves the queue and state before its call.
+    ///
+    /// # Errors
+    /// State failures; a stored timer key that does not decode as `K`; what `on_timer`
+    /// returns.
+    pub fn fire<K: Key>(
+        &mut self,
+        domain: TimeDomain,
+        upto: Timestamp,
+        mut on_timer: impl FnMut(Timestamp, &mut Context<'_, K>) -> Result<(), TaskError>,
+    ) -> Result<(), TaskError> {
+        loop {
+            let Some(timer) = self
+                .timers
+                .pop_due(self.store.backend(), domain, upto)
+                .map_err(|e| self.state_err(e))?
+            else {
+                return Ok(());
+            };
+            let key = K::decode(&timer.key).map_err(|e| {
+                TaskError::Restore(format!("operator `{}`: timer key: {e}", self.uid))
+            })?;
+            let mut ctx = self.context(
+                &key,
+                timer.key_group,
+                &timer.key,
+                timer.timestamp,
+                Some(domain),
+            );
+            on_timer(timer.timestamp, &mut ctx)?;
+        }
+    }
+
     pub fn state_err(&self, source: crate::state::StateError) -> TaskError {
         TaskError::State {
             uid: self.uid.clone(),
@@ -130,34 +165,16 @@ impl<F: KeyedProcessFunction> KeyedProcessOperator<F> {
         })
     }
 
-    /// Fires the timers of `domain` due at `upto`, in timestamp order; timers the callbacks
-    /// set at or before `upto` fire in the same pass.
+    /// Fires the timers of `domain` due at `upto` (see [`Keyed::fire`]).
     fn fire(&mut self, domain: TimeDomain, upto: Timestamp) -> Result<(), TaskError> {
-        loop {
-            let k = &mut self.keyed;
-            let Some(timer) = k
-                .timers
-                .pop_due(k.store.backend(), domain, upto)
-                .map_err(|e| k.state_err(e))?
-            else {
-                return Ok(());
-            };
-            let key = F::Key::decode(&timer.key)
-                .map_err(|e| TaskError::Restore(format!("operator `{}`: timer key: {e}", k.uid)))?;
-            let mut ctx = k.context(
-                &key,
-                timer.key_group,
-                &timer.key,
-                timer.timestamp,
-                Some(domain),
-            );
+        let (function, next) = (&mut self.function, &mut self.next);
+        self.keyed.fire::<F::Key>(domain, upto, |timestamp, ctx| {
             let mut out = Output {
-                next: self.next.as_mut(),
-                timestamp: timer.timestamp,
+                next: next.as_mut(),
+                timestamp,
             };
-            self.function
-                .on_timer(timer.timestamp, &mut ctx, &mut out)?;
-        }
+            function.on_timer(timestamp, ctx, &mut out)
+        })
     }
 }
 

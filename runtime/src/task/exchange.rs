@@ -501,11 +501,12 @@ where
     })
 }
 
-/// The [`ExchangeBuilder`] of a forward exchange of records `T` (between tasks: a union's
-/// inputs into a non-keyed operator).
-pub(crate) fn forward_exchange<T>() -> ExchangeBuilder
+/// The [`ExchangeBuilder`] of an exchange of records `T` without keys, each producer subtask
+/// routing with the route `route` makes for it.
+fn plain_exchange<T, R>(route: fn(u32) -> R) -> ExchangeBuilder
 where
     T: Serialize + DeserializeOwned + Send + 'static,
+    R: Route<In = T, Out = T> + 'static,
 {
     Arc::new(move |inst: &Instantiation, exchange: u32| {
         let codec = Codec {
@@ -514,10 +515,7 @@ where
         };
         exchange_ends(inst, exchange, codec, |outlets, ctx| {
             Typed::<T>::erase(Box::new(Router::new(
-                Forward {
-                    target: ctx.subtask as usize,
-                    _t: std::marker::PhantomData,
-                },
+                route(ctx.subtask),
                 outlets,
                 inst.batch_size,
                 ctx.metrics.clone(),
@@ -527,29 +525,27 @@ where
     })
 }
 
+/// The [`ExchangeBuilder`] of a forward exchange of records `T` (between tasks: a union's
+/// inputs into a non-keyed operator).
+pub(crate) fn forward_exchange<T>() -> ExchangeBuilder
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    plain_exchange::<T, _>(|subtask| Forward {
+        target: subtask as usize,
+        _t: std::marker::PhantomData,
+    })
+}
+
 /// The [`ExchangeBuilder`] of a rebalance exchange of records `T`: each producer subtask
 /// sends its records to the consumers in turn.
 pub(crate) fn rebalance_exchange<T>() -> ExchangeBuilder
 where
     T: Serialize + DeserializeOwned + Send + 'static,
 {
-    Arc::new(move |inst: &Instantiation, exchange: u32| {
-        let codec = Codec {
-            encode: encode_plain::<T>,
-            decode: decode_plain::<T>,
-        };
-        exchange_ends(inst, exchange, codec, |outlets, ctx| {
-            Typed::<T>::erase(Box::new(Router::new(
-                RoundRobin {
-                    next: ctx.subtask as usize,
-                    _t: std::marker::PhantomData,
-                },
-                outlets,
-                inst.batch_size,
-                ctx.metrics.clone(),
-                ctx.subtask,
-            )))
-        })
+    plain_exchange::<T, _>(|subtask| RoundRobin {
+        next: subtask as usize,
+        _t: std::marker::PhantomData,
     })
 }
 
