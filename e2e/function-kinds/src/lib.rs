@@ -13,7 +13,8 @@
 //! | `milestones` | `milestones` | process over a plain stream with operator (split) state |
 //!
 //! Arguments: `events` (per source, default 20000), `output` (required),
-//! `maxRecordsPerSecond` (per source subtask, default unbounded).
+//! `maxRecordsPerSecond` (per source subtask, default unbounded), `alertsSeenVersion` (1 or 2:
+//! the version `alerts` declares its state `seen` at; default 1).
 //!
 //! Every output is independent of how the inputs interleave, so that a run killed and resumed
 //! any number of times, or rescaled through savepoints, must produce exactly the reference.
@@ -405,14 +406,36 @@ impl SourceReader<Rule> for RulesReader {
 
 /// Broadcast state of [`Alerts`]: rule start (ms) -> every.
 pub const EVERY: MapStateDescriptor<i64, u64> = MapStateDescriptor::new("every");
-const SEEN_EVENTS: ValueStateDescriptor<u64> = ValueStateDescriptor::new("seen");
+static SEEN_EVENTS: ValueStateDescriptor<u64> = ValueStateDescriptor::new("seen");
+static SEEN_EVENTS_V2: ValueStateDescriptor<u64> =
+    ValueStateDescriptor::new("seen").with_version(2);
 const PENDING: MapStateDescriptor<i64, u64> = MapStateDescriptor::new("pending");
 
 /// Counts each user's events in event-time order (buffered until the watermark passes them,
 /// so that every rule up to their time has arrived) and alerts `user,ts,count` on every n-th,
-/// n from the rule in force at the event's time, read from broadcast state.
-#[derive(Clone)]
-pub struct Alerts;
+/// n from the rule in force at the event's time, read from broadcast state. Its count is state
+/// `seen`, declared at version 1, or 2 with [`Alerts::with_seen_version_2`] (a descriptor
+/// change without a migration, which a restore must refuse).
+#[derive(Clone, Default)]
+pub struct Alerts {
+    seen_v2: bool,
+}
+
+impl Alerts {
+    /// Declares state `seen` at version 2.
+    pub fn with_seen_version_2(mut self) -> Self {
+        self.seen_v2 = true;
+        self
+    }
+
+    fn seen(&self) -> &'static ValueStateDescriptor<u64> {
+        if self.seen_v2 {
+            &SEEN_EVENTS_V2
+        } else {
+            &SEEN_EVENTS
+        }
+    }
+}
 
 impl KeyedBroadcastProcessFunction for Alerts {
     type Key = u64;
@@ -421,7 +444,7 @@ impl KeyedBroadcastProcessFunction for Alerts {
     type Out = String;
 
     fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), TaskError> {
-        ctx.declare(&SEEN_EVENTS)?;
+        ctx.declare(self.seen())?;
         ctx.declare(&PENDING)
     }
 
@@ -463,14 +486,14 @@ impl KeyedBroadcastProcessFunction for Alerts {
             .ok_or_else(|| TaskError::Data(format!("no rule at {t}")))?;
         let n = ctx.map(&PENDING).get(&t)?.unwrap_or(0);
         ctx.map(&PENDING).remove(&t)?;
-        let mut seen = ctx.value(&SEEN_EVENTS).get()?.unwrap_or(0);
+        let mut seen = ctx.value(self.seen()).get()?.unwrap_or(0);
         for _ in 0..n {
             seen += 1;
             if seen.is_multiple_of(every) {
                 out.collect(format!("{},{t},{seen}", ctx.key()))?;
             }
         }
-        ctx.value(&SEEN_EVENTS).update(&seen)
+        ctx.value(self.seen()).update(&seen)
     }
 }
 
@@ -523,6 +546,19 @@ pub const OUTPUTS: [&str; 6] = ["buckets", "bad", "counts", "pairs", "alerts", "
 /// # Errors
 /// A graph error (never, for this graph).
 pub fn graph(events: u64, output: &str, rate: Option<u64>) -> Result<JobGraph, TaskError> {
+    graph_with(events, output, rate, Alerts::default())
+}
+
+/// [`graph`] with `alerts` as the broadcast function.
+///
+/// # Errors
+/// A graph error (never, for this graph).
+pub fn graph_with(
+    events: u64,
+    output: &str,
+    rate: Option<u64>,
+    alerts: Alerts,
+) -> Result<JobGraph, TaskError> {
     let job = JobBuilder::new();
     let dir = |name: &str| format!("{output}/{name}");
     let source = |uid: &str, kind: &'static str| {
@@ -568,7 +604,7 @@ pub fn graph(events: u64, output: &str, rate: Option<u64>) -> Result<JobGraph, T
     clicks
         .key_by(|e: &Event| e.user)
         .connect_broadcast(&rules)
-        .process("alerts", Alerts)
+        .process("alerts", alerts)
         .sink("alert-sink", FileSink::new(dir("alerts"), lines()));
     all.process("milestones", Milestones::default())
         .sink("milestone-sink", FileSink::new(dir("milestones"), lines()));
@@ -585,10 +621,21 @@ pub fn build(args: &JobArgs) -> Result<JobGraph, ArgError> {
         .get("output")
         .ok_or_else(|| ArgError::new("output", "required: the directory of the outputs"))?;
     let rate = optional_arg(args, "maxRecordsPerSecond")?;
-    graph(
+    let alerts = match optional_arg::<u32>(args, "alertsSeenVersion")?.unwrap_or(1) {
+        1 => Alerts::default(),
+        2 => Alerts::default().with_seen_version_2(),
+        v => {
+            return Err(ArgError::new(
+                "alertsSeenVersion",
+                format!("{v} is not 1 or 2"),
+            ))
+        }
+    };
+    graph_with(
         optional_arg(args, "events")?.unwrap_or(20_000),
         output,
         rate,
+        alerts,
     )
     .map_err(|e| ArgError::new("(job graph)", e.to_string()))
 }

@@ -651,7 +651,7 @@ fn broadcast_state_is_checkpointed_once_and_restored_to_every_subtask_at_any_par
             )
             .key_by(|e: &Event| e.user)
             .connect_broadcast(&rules)
-            .process("alerts", Alerts)
+            .process("alerts", Alerts::default())
             .sink("out", FileSink::new(dir.path().join("out"), lines()));
             let m = manifest(
                 dir.path(),

@@ -125,3 +125,37 @@ fn the_manifest_validates_against_the_binary_that_registers_the_job() {
         .expect("spawn");
     assert_success(&out);
 }
+
+#[test]
+fn a_changed_state_descriptor_is_refused_by_check_and_by_restore_naming_the_state() {
+    let job = job(|d| d["spec"]["job"]["args"]["events"] = "2000".into());
+    assert_success(&job.run(&[]));
+    let check = || {
+        std::process::Command::new(&job.bin)
+            .arg("check")
+            .arg(&job.manifest)
+            .output()
+            .expect("spawn")
+    };
+    job.edit(|d| d["spec"]["job"]["args"]["alertsSeenVersion"] = "2".into());
+    let out = check();
+    assert_eq!(out.status.code(), Some(3), "incompatible");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["compatible"], false);
+    let reasons = report["reasons"].to_string();
+    assert!(
+        reasons.contains("`alerts` state `seen`") && reasons.contains("version 1"),
+        "{reasons}"
+    );
+    // A restore refuses it as well, before anything runs.
+    assert_eq!(job.run(&[]).status.code(), Some(1));
+    // Back at version 1 the snapshot fits again.
+    job.edit(|d| d["spec"]["job"]["args"]["alertsSeenVersion"] = "1".into());
+    let out = check();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
