@@ -3,7 +3,6 @@
 //! run with a savepoint that restores exactly once; metrics are in the Prometheus format;
 //! cancel ends the run without a savepoint.
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use weir_e2e::cluster::http as call;
@@ -34,34 +33,36 @@ fn code(body: &str) -> String {
         .to_string()
 }
 
-/// `weir run` of `job` with its stdout (the summary) piped.
-fn spawn_with_stdout(job: &TestJob) -> std::process::Child {
+/// `weir run` of `job`, writing its summary to `summary.json` in the job's directory.
+fn spawn_with_summary(job: &TestJob) -> std::process::Child {
     std::process::Command::new(weir_e2e::weir_bin())
         .arg("run")
         .arg(&job.manifest)
-        .args(["--progress-interval", "0s"])
-        .stdout(std::process::Stdio::piped())
+        .args(["--progress-interval", "0s", "--summary-json"])
+        .arg(job.dir.path().join("summary.json"))
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap()
 }
 
+/// Waits for `child` (of [`spawn_with_summary`]) to exit successfully; returns how the run
+/// ended, from its summary JSON (`{"state": ..., "savepoint": ...}`).
+fn run_end(mut child: std::process::Child, job: &TestJob) -> serde_json::Value {
+    assert!(child.wait().unwrap().success());
+    let summary = std::fs::read(job.dir.path().join("summary.json")).expect("summary written");
+    let summary: serde_json::Value = serde_json::from_slice(&summary).unwrap();
+    summary["end"].clone()
+}
+
 /// Waits for a run that was stopped with a savepoint to exit successfully; returns the
 /// savepoint's location from its summary.
-fn stopped_with_savepoint(mut child: std::process::Child) -> String {
-    assert!(child.wait().unwrap().success());
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    stdout
-        .lines()
-        .find_map(|l| l.split("stopped with savepoint ").nth(1))
-        .unwrap_or_else(|| panic!("no savepoint in the summary:\n{stdout}"))
-        .trim()
+fn stopped_with_savepoint(child: std::process::Child, job: &TestJob) -> String {
+    let end = run_end(child, job);
+    assert_eq!(end["state"], "stopped", "{end}");
+    end["savepoint"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no savepoint in {end}"))
         .to_string()
 }
 
@@ -75,7 +76,7 @@ fn throttled() -> TestJob {
 #[test]
 fn bad_requests_are_refused_and_stop_with_savepoint_restores_exactly_once() {
     let job = throttled();
-    let child = spawn_with_stdout(&job);
+    let child = spawn_with_summary(&job);
     let url = admin_url(&job);
 
     let cases = [
@@ -152,7 +153,7 @@ fn bad_requests_are_refused_and_stop_with_savepoint_restores_exactly_once() {
         (409, "stop_in_progress".to_string()),
         "{b2}"
     );
-    let savepoint = stopped_with_savepoint(child);
+    let savepoint = stopped_with_savepoint(child, &job);
 
     let out = job.run(&["--from-savepoint", &savepoint]);
     assert_success(&out);
@@ -163,7 +164,7 @@ fn bad_requests_are_refused_and_stop_with_savepoint_restores_exactly_once() {
 fn stop_with_drain_and_cancel() {
     // Drain: event time jumps to the end, every window fires, then the savepoint.
     let job = throttled();
-    let child = spawn_with_stdout(&job);
+    let child = spawn_with_summary(&job);
     let url = admin_url(&job);
     let (s, b) = call(
         "POST",
@@ -172,7 +173,7 @@ fn stop_with_drain_and_cancel() {
     );
     assert_eq!(s, 202, "{b}");
     // The drained job's final snapshot is the savepoint.
-    let savepoint = stopped_with_savepoint(child);
+    let savepoint = stopped_with_savepoint(child, &job);
     let drained = job.output_lines();
     assert!(!drained.is_empty() && drained.len() < reference_retail_revenue().len());
     let path = savepoint.strip_prefix("file://").unwrap();
@@ -180,7 +181,7 @@ fn stop_with_drain_and_cancel() {
 
     // Cancel: no savepoint, the run just ends.
     let job = throttled();
-    let mut child = spawn_with_stdout(&job);
+    let child = spawn_with_summary(&job);
     let url = admin_url(&job);
     let (s, b) = call(
         "POST",
@@ -188,13 +189,6 @@ fn stop_with_drain_and_cancel() {
         Some(r#"{"withSavepoint": false}"#),
     );
     assert_eq!(s, 202, "{b}");
-    assert!(child.wait().unwrap().success());
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    assert!(stdout.contains("cancelled"), "{stdout}");
+    let end = run_end(child, &job);
+    assert_eq!(end["state"], "cancelled", "{end}");
 }

@@ -254,8 +254,7 @@ impl JobBuilder {
                     reader,
                     watermarks.clone(),
                     outputs.main::<T>(),
-                    ctx.metrics.clone(),
-                    (ctx.subtask, ctx.parallelism),
+                    ctx,
                     inst.batch_size,
                 )
                 .with_restored_event_time(event_time),

@@ -126,6 +126,7 @@ impl Keyed {
         }
     }
 
+    /// `source` as the task error of this operator's state.
     pub fn state_err(&self, source: crate::state::StateError) -> TaskError {
         TaskError::State {
             uid: self.uid.clone(),

@@ -385,17 +385,18 @@ pub(crate) fn seed_writer(
 
 /// Prepares checkpoint storage for a run: `--fresh` deletes the job's checkpoints; incomplete
 /// checkpoints (no `_metadata`), which can never complete, are deleted; returns the newest
-/// restorable checkpoint.
-pub(crate) fn prepare_storage(
+/// restorable checkpoint and the highest checkpoint id found (incomplete ones included).
+fn prepare_storage(
     storage: &dyn CheckpointStorage,
     paths: &JobPaths,
     fresh: bool,
-) -> Result<Option<LoadedCheckpoint>, RunError> {
+) -> Result<(Option<LoadedCheckpoint>, Option<u64>), RunError> {
     if fresh {
         info!(location = %storage.uri(&paths.checkpoints()), "--fresh: deleting the job's checkpoints (savepoints are kept)");
         storage.delete_all(&paths.checkpoints())?;
     }
-    for id in list_checkpoint_ids(storage, paths)? {
+    let ids = list_checkpoint_ids(storage, paths)?;
+    for &id in &ids {
         if storage.read(&paths.metadata(id))?.is_none() {
             warn!(
                 checkpoint = id,
@@ -404,7 +405,7 @@ pub(crate) fn prepare_storage(
             storage.delete_all(&paths.checkpoint(id))?;
         }
     }
-    Ok(find_latest_checkpoint(storage, paths)?)
+    Ok((find_latest_checkpoint(storage, paths)?, ids.last().copied()))
 }
 
 /// A snapshot chosen for restore: where it is, and its loaded metadata and state.
@@ -466,8 +467,7 @@ pub(crate) fn choose_restore<T>(
         storage.delete_all(&paths.lineage())?;
         stored = None;
     }
-    let latest = prepare_storage(storage, paths, wipe)?;
-    let highest = list_checkpoint_ids(storage, paths)?.last().copied();
+    let (latest, highest) = prepare_storage(storage, paths, wipe)?;
     let decision = request.decide(stored.as_deref(), latest.is_some());
     if let Some(l) = &decision.store_lineage {
         info!(lineage = %l, previous = ?stored, "new lineage {l}");

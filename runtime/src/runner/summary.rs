@@ -113,28 +113,38 @@ impl RunSummary {
             output,
             storage,
             last_checkpoint_storage: stats.last_storage,
-            operators: operators
-                .iter()
-                .map(|uid| {
-                    let mut o = OperatorSummary {
-                        uid: uid.clone(),
-                        records_in: 0,
-                        records_out: 0,
-                        late_records: 0,
-                    };
-                    for f in metrics.all_figures() {
-                        for c in f.operators.iter().filter(|c| c.uid == *uid) {
-                            o.records_in += c.records_in;
-                            o.records_out += c.records_out;
-                            o.late_records += c.late_records;
-                        }
-                    }
-                    o
-                })
-                .collect(),
+            operators: operator_summaries(operators, metrics),
             end,
         }
     }
+}
+
+/// Per operator of `uids` (in that order), its counters summed over the subtasks.
+fn operator_summaries(uids: &[String], metrics: &JobMetrics) -> Vec<OperatorSummary> {
+    let mut by_uid: std::collections::HashMap<&str, OperatorSummary> = uids
+        .iter()
+        .map(|uid| {
+            let o = OperatorSummary {
+                uid: uid.clone(),
+                records_in: 0,
+                records_out: 0,
+                late_records: 0,
+            };
+            (uid.as_str(), o)
+        })
+        .collect();
+    for f in metrics.all_figures() {
+        for c in &f.operators {
+            if let Some(o) = by_uid.get_mut(c.uid.as_str()) {
+                o.records_in += c.records_in;
+                o.records_out += c.records_out;
+                o.late_records += c.late_records;
+            }
+        }
+    }
+    uids.iter()
+        .filter_map(|uid| by_uid.remove(uid.as_str()))
+        .collect()
 }
 
 /// Formats a watermark (ms since the epoch) for the progress line.

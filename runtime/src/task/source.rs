@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::{Control, Task, TaskEvent, TaskIo};
 use crate::api::{
     CheckpointBarrier, Collector, OperatorListState, OperatorSnapshot, RedistributionMode,
-    SourceReader, TaskError, WatermarkStrategy, MAX_WATERMARK, MIN_WATERMARK,
+    SourceReader, TaskContext, TaskError, WatermarkStrategy, MAX_WATERMARK, MIN_WATERMARK,
 };
 use crate::metrics::{JobMetrics, OperatorCounters};
 
@@ -103,15 +103,17 @@ pub(crate) struct SourceTask<T> {
 }
 
 impl<T: Send> SourceTask<T> {
+    /// The task of source `uid` in subtask `ctx.subtask`, reading batches of `batch_size`
+    /// records from `reader` into `chain`.
     pub fn new(
         uid: String,
         reader: Box<dyn SourceReader<T>>,
         watermarks: WatermarkStrategy<T>,
         chain: Box<dyn Collector<T>>,
-        metrics: Arc<JobMetrics>,
-        (subtask, parallelism): (u32, u32),
+        ctx: &TaskContext,
         batch_size: usize,
     ) -> Self {
+        let (subtask, parallelism, metrics) = (ctx.subtask, ctx.parallelism, ctx.metrics.clone());
         Self {
             counters: metrics.operator(&uid, subtask),
             uid,
