@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building Weir needs on a fresh Debian/Ubuntu machine: clang and libclang
-# (bindgen for RocksDB's -sys crate); with --test also Lua 5.4, the Helm SDK for Python
-# (helm-python-sdk, which lints and renders the chart in its test) and the S3-compatible servers
+# (bindgen for RocksDB's -sys crate); with --test also Lua 5.4, iproute2, the Helm SDK for Python
+# (helm-python-sdk, which lints and renders the chart in its test), the S3-compatible servers
 # the tests start (s3s-fs and Garage, built once into ~/.cache/weir-tools; Garage takes about 15
-# minutes the first time). Does nothing for what is already there.
+# minutes the first time) and the Kubernetes control plane of the cluster test (etcd,
+# kube-apiserver, kube-controller-manager, kube-scheduler and kubectl, built from the versions
+# pinned in e2e/k8s/control-plane/go.mod with Go into ~/.cache/weir-tools/bin; about 5 minutes
+# the first time). Does nothing for what is already there.
 set -euo pipefail
 TOOLS="$HOME/.cache/weir-tools"
 if [ "${1:-}" = "--test" ]; then
@@ -14,11 +17,12 @@ if [ "${1:-}" = "--test" ]; then
   if [ ! -x "$TOOLS/bin/garage" ]; then
     CARGO_TARGET_DIR="$TOOLS/target" cargo install --root "$TOOLS" garage@2.5.0 --locked
   fi
+  bash "$(dirname "$0")/../e2e/k8s/control-plane/build.sh" "$TOOLS"
 fi
 # Debian packages: clang and libclang for the build; with --test also Lua, which runs the Argo CD
-# health check in its test.
+# health check in its test, and iproute2, with which the node agent gives pods their networks.
 PACKAGES="clang libclang-dev"
-[ "${1:-}" = "--test" ] && PACKAGES="$PACKAGES lua5.4"
+[ "${1:-}" = "--test" ] && PACKAGES="$PACKAGES lua5.4 iproute2"
 if [ "${1:-}" = "--test" ] && ! python3 -m pip --version >/dev/null 2>&1; then
   PACKAGES="$PACKAGES python3 python3-pip"
 fi

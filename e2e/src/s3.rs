@@ -41,19 +41,26 @@ pub struct S3Server {
     child: Option<Child>,
     /// Its data directory; bucket `b` is the directory `root/b`.
     pub root: tempfile::TempDir,
-    /// Its port on 127.0.0.1.
+    /// Its port.
     pub port: u16,
     /// The bucket created for the test.
     pub bucket: String,
+    /// The address it listens on (`127.0.0.1`, or `0.0.0.0` for pods in their own network
+    /// namespaces).
+    host: String,
 }
 
 impl S3Server {
-    /// Starts a server with one bucket, `checkpoints`.
+    /// Starts a server on 127.0.0.1 with one bucket, `checkpoints`.
     pub fn start() -> Self {
+        Self::start_on("127.0.0.1", "checkpoints")
+    }
+
+    /// Starts a server listening on `host` (an address of this machine) with one bucket.
+    pub fn start_on(host: &str, bucket: &str) -> Self {
         let root = tempfile::tempdir().expect("temp dir");
-        let bucket = "checkpoints".to_string();
-        std::fs::create_dir_all(root.path().join(&bucket)).expect("bucket dir");
-        let port = TcpListener::bind("127.0.0.1:0")
+        std::fs::create_dir_all(root.path().join(bucket)).expect("bucket dir");
+        let port = TcpListener::bind((host, 0))
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
@@ -61,7 +68,8 @@ impl S3Server {
             child: None,
             root,
             port,
-            bucket,
+            bucket: bucket.to_string(),
+            host: host.to_string(),
         };
         server.restart();
         server
@@ -90,7 +98,7 @@ impl S3Server {
     pub fn restart(&mut self) {
         self.stop();
         let child = Command::new(s3s_fs_bin())
-            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--host", &self.host, "--port", &self.port.to_string()])
             .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
             .arg(self.root.path())
             .stdout(Stdio::null())

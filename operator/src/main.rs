@@ -65,6 +65,9 @@ struct RunArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // With both of rustls' providers compiled in (a workspace build), it picks none on its
+    // own and the first TLS connection panics; ring is the one kube's features name.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => {
