@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration, Volume, VolumeMount};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -163,6 +163,28 @@ pub struct PodOverrides {
     /// Extra environment variables of the container (for example `RUST_LOG`), as in a Pod.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
+    /// Extra volumes of the pods, as in a Pod (for example a PersistentVolumeClaim for a file
+    /// sink's output). The names `manifest` and `scratch` are the operator's own. The CRD's
+    /// schema leaves the items open (the full Volume schema would take the CRD past the size
+    /// `kubectl apply` accepts); the API server validates them when the operator creates the
+    /// pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "open_objects")]
+    pub volumes: Vec<Volume>,
+    /// Where the container mounts them, as in a Container's `volumeMounts`. `/tmp` and the
+    /// manifest's directory are the operator's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "open_objects")]
+    pub volume_mounts: Vec<VolumeMount>,
+}
+
+/// Schema of a list of Kubernetes objects the API server validates elsewhere: objects whose
+/// fields are kept as they are.
+fn open_objects(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+    })
 }
 
 /// The job to run: its entry point, its arguments, and its parallelism.

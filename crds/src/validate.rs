@@ -148,6 +148,43 @@ pub fn validate_spec(spec: &StreamJobSpec) -> Result<ValidatedSpec, Vec<FieldErr
             err("spec.savepoints.directory", message);
         }
     }
+    for (component, o) in [
+        ("coordinator", &spec.coordinator),
+        ("workers", &spec.workers),
+    ] {
+        for (i, v) in o.volumes.iter().enumerate() {
+            if ["manifest", "scratch"].contains(&v.name.as_str()) {
+                err(
+                    &format!("spec.{component}.volumes[{i}].name"),
+                    format!(
+                        "{:?} is the operator's own volume; choose another name",
+                        v.name
+                    ),
+                );
+            }
+        }
+        for (i, m) in o.volume_mounts.iter().enumerate() {
+            if !o.volumes.iter().any(|v| v.name == m.name) {
+                err(
+                    &format!("spec.{component}.volumeMounts[{i}].name"),
+                    format!(
+                        "no volume named {:?} in spec.{component}.volumes; add it there",
+                        m.name
+                    ),
+                );
+            }
+            // The operator mounts the scratch volume at /tmp and the manifest at /etc/weir.
+            if ["/tmp", "/etc/weir"].contains(&m.mount_path.trim_end_matches('/')) {
+                err(
+                    &format!("spec.{component}.volumeMounts[{i}].mountPath"),
+                    format!(
+                        "{} is the operator's own mount; mount below another directory",
+                        m.mount_path
+                    ),
+                );
+            }
+        }
+    }
     if spec.coordinator.replicas.is_some() {
         err(
             "spec.coordinator.replicas",

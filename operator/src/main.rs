@@ -126,6 +126,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .build()
         .await
         .context("leader election: cannot create or read the Lease")?;
+    // Ready once this replica can take part: the API server answers and the Lease is
+    // readable. Not tied to leadership: a standby that reported NotReady would never let a
+    // rolling update (`helm upgrade`, `kubectl rollout restart`) of the operator complete,
+    // since the old pod keeps the Lease until it is gone.
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let (mut leader, lease_task) = manager.watch().await;
     info!(
         identity,
@@ -136,7 +141,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         leader.changed().await.context("leader election stopped")?;
     }
     info!(identity, "leader: starting the controller");
-    ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let lost = async {
         while *leader.borrow_and_update() {
             if leader.changed().await.is_err() {
@@ -158,8 +162,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Serves `/metrics`, `/healthz` (the process runs) and `/readyz` (this replica leads, or
-/// leader election is off) on `bind`.
+/// Serves `/metrics`, `/healthz` (the process runs) and `/readyz` (the replica reached the API
+/// server and takes part in leader election, leading or standing by; or election is off) on
+/// `bind`.
 async fn serve_telemetry(
     bind: SocketAddr,
     metrics: Arc<Metrics>,

@@ -145,6 +145,14 @@ impl TestCluster {
         PathBuf::from("/var/lib/weir-node-agent").join(id.trim_start_matches('.'))
     }
 
+    /// A host directory for a pod's hostPath volume: outside /tmp (the pods' scratch mount),
+    /// removed with the cluster.
+    pub fn host_dir(&self, name: &str) -> PathBuf {
+        let p = self.node_dir().join("host").join(name);
+        std::fs::create_dir_all(&p).expect("host dir");
+        p
+    }
+
     /// Starts the node agent (again).
     pub fn start_agent(&mut self) {
         let state = self.node_dir();

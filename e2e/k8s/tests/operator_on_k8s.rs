@@ -1,29 +1,67 @@
 //! The operator on a real control plane (etcd, kube-apiserver, kube-controller-manager,
 //! kube-scheduler built from source) with the node agent running pods as processes: the chart
-//! installed with kubectl, the example applied and driven through its lifecycle with kubectl
-//! only.
+//! rendered with the Helm SDK and applied with kubectl, then the example driven through its
+//! life with kubectl only: create, an argument change (savepoint, pre-flight check Job,
+//! redeploy), `kubectl scale` (rescale 2 -> 3 through a savepoint), a refused
+//! `maxParallelism` change (the CRD's CEL rule), suspend and resume, a rolling restart of the
+//! operator itself, deletion with a final savepoint, and a new job restored from that
+//! savepoint running to the end: its committed output is exactly the reference output.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use weir_e2e_k8s::cluster::{TestCluster, RUNTIME_IMAGE};
+use weir_e2e_k8s::cluster::{TestCluster, OPERATOR_NAMESPACE, RUNTIME_IMAGE};
 
 const NAME: &str = "retail-revenue";
+const STEP: Duration = Duration::from_secs(240);
 
-fn job(c: &TestCluster) -> Value {
-    let text = c.kubectl_ok(&["get", "streamjob", NAME, "-o", "json"]);
-    serde_json::from_str(&text).expect("StreamJob JSON")
+fn condition(j: &Value, type_: &str) -> String {
+    j["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == type_)
+        .map(|c| c["status"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
 }
 
-/// The example manifest, on the test cluster's images and S3 store.
-fn example(c: &TestCluster) -> String {
+fn stable_at(j: &Value, generation: i64) -> bool {
+    j["status"]["observedGeneration"] == generation
+        && j["status"]["lifecycleState"] == "Stable"
+        && j["status"]["deployed"]["generation"] == generation
+}
+
+/// The example manifest on the test cluster's images and S3 store, its output on a hostPath
+/// volume that outlives the pods.
+fn example(c: &TestCluster, output: &std::path::Path) -> serde_yaml::Value {
     let text =
         std::fs::read_to_string(weir_e2e::repo_root().join("examples/retail-revenue-k8s.yaml"))
             .unwrap();
     let mut m: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
     m["spec"]["image"] = RUNTIME_IMAGE.into();
     m["spec"]["checkpointing"]["s3"]["endpoint"] = c.s3_endpoint().into();
-    serde_yaml::to_string(&m).unwrap()
+    m["spec"]["checkpointing"]["interval"] = "1s".into();
+    m["spec"]["job"]["args"]["output"] = "/data/output/retail-revenue".into();
+    m["spec"]["job"]["args"]["maxRecordsPerSecond"] = "2500".into();
+    m["spec"]["savepoints"]["onDeletion"] = true.into();
+    let volumes: serde_yaml::Value = serde_yaml::from_str(&format!(
+        "volumes: [{{name: output, hostPath: {{path: {}, type: DirectoryOrCreate}}}}]\nvolumeMounts: [{{name: output, mountPath: /data/output}}]",
+        output.display()
+    ))
+    .unwrap();
+    m["spec"]["workers"] = volumes.clone();
+    m["spec"]["coordinator"] = volumes;
+    m
+}
+
+fn savepoints(c: &TestCluster) -> Vec<String> {
+    let mut out: Vec<String> =
+        c.s3.objects("savepoints")
+            .into_iter()
+            .filter_map(|k| k.strip_suffix("/_metadata").map(str::to_string))
+            .collect();
+    out.sort();
+    out
 }
 
 #[test]
@@ -44,20 +82,22 @@ fn the_operator_runs_a_job_through_its_lifecycle_on_a_real_control_plane() {
             weir_e2e::s3::SECRET_KEY
         ),
     ]);
-    let (ok, text) = c.kubectl(&["apply", "-f", "-"], Some(&example(&c)));
-    assert!(ok, "{text}");
+    let output = c.host_dir("output");
+    let manifest = example(&c, &output);
     let (ok, text) = c.kubectl(
-        &[
-            "wait",
-            "--for=condition=Ready",
-            &format!("streamjob/{NAME}"),
-            "--timeout=180s",
-        ],
+        &["apply", "-f", "-"],
+        Some(&serde_yaml::to_string(&manifest).unwrap()),
+    );
+    assert!(ok, "{text}");
+    let sj = format!("streamjob/{NAME}");
+    let (ok, text) = c.kubectl(
+        &["wait", "--for=condition=Ready", &sj, "--timeout=180s"],
         None,
     );
-    assert!(ok, "{text}\n{:#}\n{}", job(&c)["status"], c.diagnostics());
+    assert!(ok, "{text}\n{}", c.diagnostics());
+    let first = c.wait_json(&[&sj], STEP, |j| stable_at(j, 1));
     // Checkpoints reach the store through the pods' network.
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     while c
         .s3
         .objects("checkpoints")
@@ -65,13 +105,167 @@ fn the_operator_runs_a_job_through_its_lifecycle_on_a_real_control_plane() {
         .all(|k| !k.ends_with("_metadata"))
     {
         assert!(
-            start.elapsed() < Duration::from_secs(120),
+            start.elapsed() < STEP,
             "no checkpoint in S3\n{}",
             c.diagnostics()
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    // `kubectl get sj` shows the printer columns.
+    // `kubectl get sj` shows the printer columns; `kubectl explain` reads the schema.
     let table = c.kubectl_ok(&["get", "sj"]);
-    assert!(table.contains(NAME), "{table}");
+    let header = table.lines().next().unwrap_or_default();
+    for column in ["NAME", "STATE", "PARALLELISM"] {
+        assert!(header.contains(column), "{table}");
+    }
+    let explain = c.kubectl_ok(&["explain", "streamjob.spec.job"]);
+    assert!(
+        explain.contains("maxParallelism") && explain.contains("key groups"),
+        "{explain}"
+    );
+
+    // An argument change: upgrade through a savepoint, the pre-flight check as a Job pod.
+    let (ok, text) = c.kubectl(
+        &[
+            "patch",
+            &sj,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"job":{"args":{"maxRecordsPerSecond":"3000"}}}}"#,
+        ],
+        None,
+    );
+    assert!(ok, "{text}");
+    let j = c.wait_json(&[&sj], STEP, |j| stable_at(j, 2));
+    let upgrade = j["status"]["deployed"]["restore"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(upgrade.contains("savepoints"), "{upgrade}");
+    assert_ne!(j["status"]["job"]["id"], first["status"]["job"]["id"]);
+    let jobs = c.kubectl_ok(&["get", "jobs", "-o", "json"]);
+    let jobs: Value = serde_json::from_str(&jobs).unwrap();
+    assert!(
+        jobs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["status"]["succeeded"] == 1),
+        "no pre-flight check Job succeeded: {jobs:#}"
+    );
+
+    // The scale subresource: rescale 2 -> 3 through a savepoint.
+    c.kubectl_ok(&["scale", &sj, "--replicas=3"]);
+    let j = c.wait_json(&[&sj], STEP, |j| {
+        stable_at(j, 3) && j["status"]["job"]["parallelism"] == 3
+    });
+    let rescale = j["status"]["deployed"]["restore"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(rescale, upgrade);
+    assert_eq!(
+        j["status"]["job"]["restoredFrom"].as_str(),
+        Some(rescale.as_str())
+    );
+
+    // maxParallelism is fixed once the job has state: the API server's CEL rule refuses it.
+    let (ok, text) = c.kubectl(
+        &[
+            "patch",
+            &sj,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"job":{"maxParallelism":256}}}"#,
+        ],
+        None,
+    );
+    assert!(!ok && text.contains("maxParallelism"), "{text}");
+
+    // Suspend: a savepoint, no pods; resume restores it.
+    c.kubectl_ok(&[
+        "patch",
+        &sj,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"job":{"state":"suspended"}}}"#,
+    ]);
+    let j = c.wait_json(&[&sj], STEP, |j| {
+        j["status"]["lifecycleState"] == "Suspended"
+    });
+    let suspend = j["status"]["deployed"]["restore"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        !c.kubectl(&["get", "deployment", &format!("{NAME}-coordinator")], None)
+            .0
+    );
+    c.kubectl_ok(&[
+        "patch",
+        &sj,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"job":{"state":"running"}}}"#,
+    ]);
+    let j = c.wait_json(&[&sj], STEP, |j| stable_at(j, 5));
+    assert_eq!(
+        j["status"]["job"]["restoredFrom"].as_str(),
+        Some(suspend.as_str())
+    );
+    assert_eq!(condition(&j, "Ready"), "True");
+
+    // The operator's own Deployment rolled: the rollout completes (readiness does not wait
+    // for the Lease the old pod holds) and the new pod takes over.
+    let deployment = "deployment/weir-weir-operator";
+    let before = c.kubectl_ok(&["get", "pods", "-n", OPERATOR_NAMESPACE, "-o", "name"]);
+    c.kubectl_ok(&["rollout", "restart", "-n", OPERATOR_NAMESPACE, deployment]);
+    c.kubectl_ok(&[
+        "rollout",
+        "status",
+        "-n",
+        OPERATOR_NAMESPACE,
+        deployment,
+        "--timeout=180s",
+    ]);
+    let after = c.kubectl_ok(&["get", "pods", "-n", OPERATOR_NAMESPACE, "-o", "name"]);
+    assert_ne!(before, after);
+    c.kubectl_ok(&[
+        "patch",
+        &sj,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"job":{"savepointTriggerNonce":1}}}"#,
+    ]);
+    c.wait_json(&[&sj], STEP, |j| {
+        j["status"]["savepoints"]["last"]["kind"] == "Manual"
+            && j["status"]["observedGeneration"] == 6
+    });
+
+    // Deletion takes a final savepoint; a new job restored from it runs to the end.
+    let known = savepoints(&c);
+    c.kubectl_ok(&["delete", &sj, "--wait=true", "--timeout=240s"]);
+    assert!(
+        !c.kubectl(&["get", "deployment", &format!("{NAME}-coordinator")], None)
+            .0
+    );
+    let last = savepoints(&c)
+        .into_iter()
+        .find(|s| !known.contains(s))
+        .unwrap_or_else(|| panic!("no final savepoint: {known:?}"));
+    let mut resumed = example(&c, &output);
+    resumed["spec"]["job"]["initialSavepointPath"] =
+        format!("s3://{}/{last}", weir_e2e_k8s::cluster::BUCKET).into();
+    resumed["spec"]["job"]["args"]["maxRecordsPerSecond"] = "0".into();
+    let (ok, text) = c.kubectl(
+        &["apply", "-f", "-"],
+        Some(&serde_yaml::to_string(&resumed).unwrap()),
+    );
+    assert!(ok, "{text}");
+    c.wait_json(&[&sj], Duration::from_secs(600), |j| {
+        j["status"]["job"]["state"] == "FINISHED"
+    });
+    assert_eq!(
+        weir_e2e::read_output(&output.join("retail-revenue")),
+        weir_e2e::reference_retail_revenue()
+    );
 }

@@ -156,8 +156,8 @@ pub(super) struct Component<'a> {
 }
 
 /// A pod template: the component's container with the shared security context, image, pull
-/// policy, resources and environment, in a pod with the component's volumes and the user's
-/// scheduling overrides, labels and annotations.
+/// policy, resources, environment and the user's extra volume mounts, in a pod with the
+/// component's and the user's volumes, the user's scheduling overrides, labels and annotations.
 pub(super) fn template(target: &Target, spec: &StreamJobSpec, c: Component) -> PodTemplateSpec {
     let Component {
         name: component,
@@ -176,6 +176,12 @@ pub(super) fn template(target: &Target, spec: &StreamJobSpec, c: Component) -> P
     container.security_context = Some(container_security_context());
     container.resources = overrides.resources.clone();
     container.env = Some(env(spec, overrides, extra_env));
+    container
+        .volume_mounts
+        .get_or_insert_with(Vec::new)
+        .extend(overrides.volume_mounts.iter().cloned());
+    let mut volumes = volumes;
+    volumes.extend(overrides.volumes.iter().cloned());
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels),
