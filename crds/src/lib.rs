@@ -31,6 +31,11 @@ pub use validate::{validate_spec, CheckpointSettings, FieldError, ValidatedSpec}
 /// message). `validate_spec` checks the same rules for `weir run`.
 pub const CEL_RULES: &[(&str, &str, &str)] = &[
     (
+        "",
+        "self.metadata.name.size() <= 44 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+        "metadata.name must be at most 44 characters of lowercase letters, digits and '-', starting with a letter and ending with a letter or digit (the job's Services, StatefulSet and pod labels derive from it): choose another name",
+    ),
+    (
         "/properties/spec/properties/job",
         "self.maxParallelism >= self.parallelism",
         "spec.job.maxParallelism must be at least spec.job.parallelism: raise maxParallelism or lower parallelism",
@@ -46,6 +51,32 @@ pub const CEL_RULES: &[(&str, &str, &str)] = &[
         "spec.coordinator.replicas: the coordinator is always one pod; remove the field",
     ),
 ];
+
+/// Longest StreamJob name: the StatefulSet controller labels each worker pod
+/// `controller-revision-hash: <name>-workers-<hash of up to 10 characters>`, and a label value
+/// has at most 63 characters.
+pub const MAX_NAME_LEN: usize = 44;
+
+/// Checks a StreamJob name as the API server's rule in [`CEL_RULES`] does: at most
+/// [`MAX_NAME_LEN`] characters, a DNS-1035 label (lowercase letters, digits and `-`, starting
+/// with a letter, ending with a letter or digit), since Service names derive from it.
+///
+/// # Errors
+/// A message naming the problem and the fix.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let valid = name.len() <= MAX_NAME_LEN
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if valid {
+        return Ok(());
+    }
+    Err(format!(
+        "`{name}` must be at most {MAX_NAME_LEN} characters of lowercase letters, digits and '-', starting with a letter and ending with a letter or digit (the job's Services, StatefulSet and pod labels derive from it); choose another name"
+    ))
+}
 
 /// The StreamJob CustomResourceDefinition: the derived schema plus [`CEL_RULES`].
 ///

@@ -80,21 +80,28 @@ where
 }
 
 /// Writes `status` with server-side apply on the status subresource: fields the operator
-/// no longer sets (a finished upgrade, a handled trigger) are removed.
+/// no longer sets (a finished upgrade, a handled trigger) are removed. The status is the
+/// operator's write-ahead log, so the write is conditional on `resource_version` (the version
+/// the decision was made on): a reconcile from a stale cache gets a 409 Conflict and retries
+/// on fresh data instead of overwriting a newer status.
 ///
 /// # Errors
-/// [`Error::Kube`] when the request fails.
+/// [`Error::Kube`] when the request fails, a conflict included.
 pub async fn patch_status(
     client: &kube::Client,
     object: &StreamJobObject,
     status: &StreamJobStatus,
+    resource_version: Option<&str>,
 ) -> Result<(), Error> {
     let api: Api<StreamJobObject> = Api::namespaced(client.clone(), object.namespace());
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "apiVersion": "weir.dev/v1alpha1",
         "kind": "StreamJob",
         "status": status,
     });
+    if let Some(rv) = resource_version {
+        body["metadata"] = serde_json::json!({ "resourceVersion": rv });
+    }
     api.patch_status(
         object.name(),
         &PatchParams::apply(names::FIELD_MANAGER).force(),
@@ -108,10 +115,33 @@ pub async fn patch_status(
     Ok(())
 }
 
+/// Longest note the API server accepts in an Event (`events.k8s.io/v1`), in bytes.
+pub const MAX_EVENT_NOTE: usize = 1024;
+
+/// `message` cut to [`MAX_EVENT_NOTE`] bytes at a character boundary, ending in `…` when cut:
+/// the API server rejects longer notes, and the longest messages (a blocked upgrade, an
+/// invalid spec, a failed job) are the ones that must reach the user. The full text stays in
+/// the status' `error`.
+pub fn event_note(message: &str) -> String {
+    if message.len() <= MAX_EVENT_NOTE {
+        return message.to_string();
+    }
+    let mut end = MAX_EVENT_NOTE - '…'.len_utf8();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
+}
+
 /// Adds (`add`) or removes the operator's finalizer with a JSON patch that first tests the
 /// finalizer list it read, so a concurrent change of the finalizers fails this request (the
 /// next reconcile retries) instead of being overwritten. Unlike `resourceVersion`, the test
-/// is not upset by the operator's own status write earlier in the same reconcile.
+/// is not upset by the operator's own status write earlier in the same reconcile. When the
+/// object had no finalizers, the `add` tests the `resourceVersion` it read instead (there is
+/// no list to test, and adding the list would replace one another controller just set); the
+/// add comes first in a reconcile, before any write of the operator's.
+///
+/// Returns the object's new `resourceVersion`.
 ///
 /// # Errors
 /// [`Error::Kube`] when the request fails, a failed test included.
@@ -119,7 +149,7 @@ pub async fn patch_finalizer(
     client: &kube::Client,
     object: &StreamJobObject,
     add: bool,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     let api: Api<StreamJobObject> = Api::namespaced(client.clone(), object.namespace());
     let current = object.metadata.finalizers.clone();
     let mut next: Vec<String> = current
@@ -133,6 +163,7 @@ pub async fn patch_finalizer(
     }
     let ops = match current {
         None => serde_json::json!([
+            { "op": "test", "path": "/metadata/resourceVersion", "value": object.metadata.resource_version },
             { "op": "add", "path": "/metadata/finalizers", "value": next }
         ]),
         Some(current) => serde_json::json!([
@@ -142,18 +173,19 @@ pub async fn patch_finalizer(
     };
     let patch: json_patch::Patch =
         serde_json::from_value(ops).expect("invariant: a well-formed JSON patch");
-    api.patch(
-        object.name(),
-        &PatchParams::default(),
-        &Patch::<()>::Json(patch),
-    )
-    .await
-    .map_err(Error::kube(format!(
-        "{} finalizer of StreamJob {}",
-        if add { "add" } else { "remove" },
-        object.name()
-    )))?;
-    Ok(())
+    let patched = api
+        .patch(
+            object.name(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
+        .await
+        .map_err(Error::kube(format!(
+            "{} finalizer of StreamJob {}",
+            if add { "add" } else { "remove" },
+            object.name()
+        )))?;
+    Ok(patched.metadata.resource_version)
 }
 
 impl Actor<'_> {
@@ -243,7 +275,7 @@ impl Actor<'_> {
                         EventType::Warning => KubeEventType::Warning,
                     },
                     reason: (*reason).to_string(),
-                    note: Some(message.clone()),
+                    note: Some(event_note(message)),
                     action: "Reconcile".into(),
                     secondary: None,
                 };
@@ -254,7 +286,9 @@ impl Actor<'_> {
                 }
                 Ok(())
             }
-            Action::RemoveFinalizer => patch_finalizer(self.client, self.object, false).await,
+            Action::RemoveFinalizer => patch_finalizer(self.client, self.object, false)
+                .await
+                .map(|_| ()),
         }
     }
 
@@ -288,5 +322,20 @@ impl Actor<'_> {
         )
         .await?;
         apply_object::<StatefulSet>(self.client, &build::build_workers(t, spec, lineage)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{event_note, MAX_EVENT_NOTE};
+
+    #[test]
+    fn event_notes_are_cut_to_what_the_api_server_accepts() {
+        assert_eq!(event_note("short"), "short");
+        let long = "é".repeat(1000);
+        let note = event_note(&long);
+        assert!(note.len() <= MAX_EVENT_NOTE, "{}", note.len());
+        assert!(note.ends_with('…'));
+        assert!(long.starts_with(note.trim_end_matches('…')));
     }
 }

@@ -12,7 +12,7 @@ use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::watcher;
 use kube::Api;
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, error, info, info_span, warn, Instrument};
 use weir_crds::StreamJobStatus;
 
 use crate::apply::{patch_finalizer, patch_status, Actor};
@@ -111,11 +111,24 @@ async fn reconcile_job(object: &StreamJobObject, ctx: &Context) -> Result<Requeu
         Err(e) => match deployed_spec(&status) {
             // Deletion of a job whose spec became invalid still follows the deployed one.
             Some(spec) if object.deleting() => spec,
+            None if object.deleting() => {
+                // Nothing deployed from a spec the operator can read: nothing to stop or
+                // save. The finalizer goes (owned objects follow by garbage collection).
+                info!(
+                    namespace = object.namespace(),
+                    name = object.name(),
+                    "deleting a StreamJob with an invalid spec and nothing deployed: {e}"
+                );
+                patch_finalizer(&ctx.client, object, false).await?;
+                ctx.metrics.set_state(&key, None);
+                return Ok(Requeue::await_change());
+            }
             _ => return Err(refuse(object, ctx, &actor, status, e).await),
         },
     };
+    let mut resource_version = object.metadata.resource_version.clone();
     if !object.deleting() && !object.has_finalizer() {
-        patch_finalizer(&ctx.client, object, true).await?;
+        resource_version = patch_finalizer(&ctx.client, object, true).await?;
     }
     let scope = Scope {
         client: &ctx.client,
@@ -135,7 +148,13 @@ async fn reconcile_job(object: &StreamJobObject, ctx: &Context) -> Result<Requeu
     log_decision(&status, &decision.status, &observed, &decision.actions);
     if decision.status != status {
         // The status is the write-ahead log: it is written before any action.
-        patch_status(&ctx.client, object, &decision.status).await?;
+        patch_status(
+            &ctx.client,
+            object,
+            &decision.status,
+            resource_version.as_deref(),
+        )
+        .await?;
     }
     if let Some(took) = savepoint_took(&status, &decision.status, now) {
         ctx.metrics.savepoint_completed(took);
@@ -184,7 +203,8 @@ async fn refuse(
         Timestamp::now(),
     );
     if status != before {
-        if let Err(e) = patch_status(&ctx.client, object, &status).await {
+        let rv = object.metadata.resource_version.as_deref();
+        if let Err(e) = patch_status(&ctx.client, object, &status, rv).await {
             return e;
         }
         let event = Action::Event {
@@ -259,6 +279,33 @@ fn log_decision(
     }
 }
 
+/// Lists the StreamJobs of every namespace in `namespaces` (all when empty) once: the check
+/// the operator passes before it reports ready, so a missing CRD or a ServiceAccount without
+/// RBAC shows as a NotReady pod and a logged reason instead of a silent, ready operator.
+///
+/// # Errors
+/// [`Error::Kube`] naming the namespace when a list fails.
+pub async fn preflight(client: &kube::Client, namespaces: &[String]) -> Result<(), Error> {
+    let scopes: Vec<Option<&String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().map(Some).collect()
+    };
+    for ns in scopes {
+        let api: Api<StreamJobObject> = match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        api.list(&kube::api::ListParams::default().limit(1))
+            .await
+            .map_err(Error::kube(format!(
+                "list StreamJobs in {}",
+                ns.map_or("all namespaces", |n| n.as_str())
+            )))?;
+    }
+    Ok(())
+}
+
 /// Runs the controller over the StreamJobs of `namespaces` (all namespaces when empty)
 /// until a shutdown signal: one watch per namespace, owned Deployments, StatefulSets and
 /// Jobs (those labelled as the operator's) trigger their StreamJob's reconcile.
@@ -300,12 +347,20 @@ pub async fn run(ctx: Arc<Context>, namespaces: Vec<String>) {
             .shutdown_on_signal()
             .run(reconcile, error_policy, ctx.clone())
             .for_each(|result| async move {
-                if let Ok((object, _)) = result {
-                    debug!(
+                match result {
+                    Ok((object, _)) => debug!(
                         namespace = object.namespace,
                         name = object.name,
                         "reconciled"
-                    );
+                    ),
+                    // The watch failed (a missing CRD, RBAC, the API server gone): said
+                    // loudly, since nothing is reconciled meanwhile. kube-rs retries with
+                    // back-off.
+                    Err(kube::runtime::controller::Error::QueueError(e)) => error!(
+                        "watching StreamJobs or their workloads failed: {e}; is the CRD installed and may the operator's ServiceAccount list and watch them?"
+                    ),
+                    // Reconcile failures are reported by `error_policy`.
+                    Err(e) => debug!("{e}"),
                 }
             })
     });

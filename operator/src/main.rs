@@ -113,6 +113,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         default_image: args.default_image,
         admin_url: names::admin_url,
     });
+    // Not ready until StreamJobs can be listed (the CRD is installed, RBAC allows it).
+    while let Err(e) = controller::preflight(&client, &namespaces).await {
+        error!("{}; retrying in 5 s", weir_operator::error_chain(&e));
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
     if !args.leader_election {
         ready.store(true, std::sync::atomic::Ordering::Relaxed);
         controller::run(ctx, namespaces).await;

@@ -31,9 +31,11 @@ pub const DATA_PORT: i32 = 6124;
 pub const MANIFEST_DIR: &str = "/etc/weir";
 /// The manifest's file name in [`MANIFEST_DIR`] and its key in the ConfigMap.
 pub const MANIFEST_FILE: &str = "job.yaml";
-/// Longest StreamJob name the operator accepts: `<name>-coordinator` must stay a valid
-/// Service name (63 characters) and `<name>-workers-<ordinal>` a valid pod hostname.
-pub const MAX_NAME_LEN: usize = 45;
+/// Longest StreamJob name the operator accepts: the StatefulSet controller labels each worker
+/// pod `controller-revision-hash: <name>-workers-<hash of up to 10 characters>`, and a label
+/// value has at most 63 characters (63 - 10 - 1 - 8 = 44); `<name>-coordinator` stays a valid
+/// Service name within it.
+pub const MAX_NAME_LEN: usize = weir_crds::MAX_NAME_LEN;
 
 /// The coordinator's Deployment and Service.
 pub fn coordinator(job: &str) -> String {

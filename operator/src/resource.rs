@@ -79,18 +79,13 @@ impl StreamJobObject {
     }
 
     /// The spec parsed and validated exactly as `weir run` does (one validation for both),
-    /// plus the operator's own limit on the name's length.
+    /// plus the operator's own rule for the name (`weir_crds::check_name`, the CRD's CEL rule).
     ///
     /// # Errors
     /// [`Error::InvalidSpec`] naming the field and the fix.
     pub fn manifest(&self) -> Result<LoadedManifest, Error> {
-        if self.name().len() > names::MAX_NAME_LEN {
-            return Err(Error::InvalidSpec(format!(
-                "metadata.name: `{}` has {} characters; the operator accepts at most {} (the names of the job's Services and pods derive from it)",
-                self.name(),
-                self.name().len(),
-                names::MAX_NAME_LEN
-            )));
+        if let Err(message) = weir_crds::check_name(self.name()) {
+            return Err(Error::InvalidSpec(format!("metadata.name: {message}")));
         }
         let doc = serde_json::json!({
             "apiVersion": "weir.dev/v1alpha1",

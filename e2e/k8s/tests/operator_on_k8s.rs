@@ -82,6 +82,53 @@ fn the_operator_runs_a_job_through_its_lifecycle_on_a_real_control_plane() {
             weir_e2e::s3::SECRET_KEY
         ),
     ]);
+    // Names the API server would refuse for the job's Services or pod labels are refused
+    // up front by the CRD's rule.
+    for bad in ["1retail", &"a".repeat(45)] {
+        let (ok, text) = c.kubectl(
+            &["apply", "-f", "-"],
+            Some(&json!({
+                "apiVersion": "weir.dev/v1alpha1", "kind": "StreamJob",
+                "metadata": {"name": bad},
+                "spec": {"job": {"entry": "csv-window-aggregate"}, "checkpointing": {"storage": "file:///tmp/x"}},
+            }).to_string()),
+        );
+        assert!(
+            !ok && text.contains("at most 44 characters"),
+            "{bad}: {text}"
+        );
+    }
+    // A StreamJob whose spec stops validating before anything was deployed is still deleted.
+    let never = json!({
+        "apiVersion": "weir.dev/v1alpha1", "kind": "StreamJob",
+        "metadata": {"name": "never-deployed"},
+        "spec": {"job": {"entry": "csv-window-aggregate", "state": "suspended"},
+                 "checkpointing": {"storage": "file:///tmp/never"}},
+    });
+    c.apply(&never);
+    c.wait_json(&["streamjob/never-deployed"], STEP, |j| {
+        j["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+            && j["status"]["observedGeneration"] == 1
+    });
+    c.kubectl_ok(&[
+        "patch",
+        "streamjob/never-deployed",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"checkpointing":{"storage":"ftp://nowhere"}}}"#,
+    ]);
+    c.wait_json(&["streamjob/never-deployed"], STEP, |j| {
+        condition(j, "Stalled") == "True"
+    });
+    c.kubectl_ok(&[
+        "delete",
+        "streamjob/never-deployed",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+
     let output = c.host_dir("output");
     let manifest = example(&c, &output);
     let (ok, text) = c.kubectl(
