@@ -96,6 +96,7 @@ impl ProcessShell {
     pub fn observe(&mut self, status: &StreamJobStatus) -> Observed {
         let mut observed = Observed {
             pods_present: self.cluster.is_some(),
+            workloads_complete: self.cluster.is_some(),
             ..Default::default()
         };
         if let Some(admin) = self.admin().map(str::to_string) {

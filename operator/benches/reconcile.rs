@@ -109,7 +109,7 @@ fn main() {
         .unwrap();
         let status = object.parsed_status().unwrap();
         let desired = Desired { generation: 1, spec: object.manifest().unwrap().spec.spec, deleting: false };
-        let observed = Observed { pods_present: true, ..Default::default() };
+        let observed = Observed { pods_present: true, workloads_complete: true, ..Default::default() };
         let decide_times: Vec<Duration> = (0..n)
             .map(|_| {
                 let started = Instant::now();

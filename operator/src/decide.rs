@@ -252,9 +252,10 @@ impl Decider<'_> {
             self.requeue = Duration::from_secs(60);
             return;
         }
-        if !self.observed.pods_present {
-            // The workload objects are gone (deleted by hand, or not yet visible): apply them
-            // again with the same lineage, so the coordinator resumes its own checkpoints.
+        if !self.observed.workloads_complete {
+            // The workload objects are gone or half there (deleted by hand, an apply refused
+            // or failed, an operator exit between the two): apply them again with the same
+            // lineage, so the coordinator resumes its own checkpoints.
             if let Some(spec) = deployed_spec {
                 self.actions.push(Action::Deploy {
                     spec: Box::new(spec),

@@ -25,6 +25,10 @@ pub struct Desired {
 pub struct Observed {
     /// Any of the job's pods or workload objects exist (coordinator or workers).
     pub pods_present: bool,
+    /// Both workload objects exist (the coordinator's Deployment and the workers'
+    /// StatefulSet). Only one of them: a half-applied deployment (an apply refused or failed,
+    /// or an operator exit between the two) that the operator completes.
+    pub workloads_complete: bool,
     /// The coordinator's admin API answer; `None` when it is absent or unreachable.
     pub job: Option<ObservedJob>,
     /// The status of the savepoint trigger the status names (`upgrade.triggerId` or

@@ -54,6 +54,7 @@ pub async fn observe_job(scope: &Scope<'_>, status: &StreamJobStatus) -> Result<
         .map_err(Error::kube(format!("get StatefulSet {workers_name}")))?;
     let mut observed = Observed {
         pods_present: coordinator.is_some() || workers.is_some(),
+        workloads_complete: coordinator.is_some() && workers.is_some(),
         ..Default::default()
     };
     if coordinator.is_some() {

@@ -158,6 +158,22 @@ fn workload_objects_deleted_by_hand_are_applied_again_with_the_same_lineage() {
 }
 
 #[test]
+fn a_half_applied_deployment_is_completed_with_the_same_lineage() {
+    let st = stable();
+    let lineage = st.deployed.as_ref().unwrap().lineage.clone();
+    // The coordinator's Deployment exists, the workers' StatefulSet does not.
+    let half = Observed {
+        pods_present: true,
+        workloads_complete: false,
+        ..Default::default()
+    };
+    let d = decide(&desired(1, &spec(2)), &st, &half, t(30));
+    assert!(
+        matches!(&effects(&d)[..], [Action::Deploy { lineage: l, restore: Restore::LatestCheckpoint, .. }] if *l == lineage)
+    );
+}
+
+#[test]
 fn a_rescale_takes_a_savepoint_records_it_deletes_the_old_pods_then_deploys_from_it() {
     let new = spec(3);
     let steps = upgrade_to(&new);

@@ -5,7 +5,8 @@
 //! redeploy), `kubectl scale` (rescale 2 -> 3 through a savepoint), a refused
 //! `maxParallelism` change (the CRD's CEL rule), suspend and resume, a rolling restart of the
 //! operator itself, deletion with a final savepoint, and a new job restored from that
-//! savepoint running to the end: its committed output is exactly the reference output.
+//! savepoint running to the end through a deleted worker pod, a deleted coordinator pod and a
+//! restarted API server: its committed output is exactly the reference output.
 
 use std::time::{Duration, Instant};
 
@@ -302,12 +303,62 @@ fn the_operator_runs_a_job_through_its_lifecycle_on_a_real_control_plane() {
     let mut resumed = example(&c, &output);
     resumed["spec"]["job"]["initialSavepointPath"] =
         format!("s3://{}/{last}", weir_e2e_k8s::cluster::BUCKET).into();
-    resumed["spec"]["job"]["args"]["maxRecordsPerSecond"] = "0".into();
+    resumed["spec"]["job"]["args"]["maxRecordsPerSecond"] = "1500".into();
     let (ok, text) = c.kubectl(
         &["apply", "-f", "-"],
         Some(&serde_yaml::to_string(&resumed).unwrap()),
     );
     assert!(ok, "{text}");
+
+    // Faults while it runs: a worker pod deleted, the coordinator pod deleted, the API server
+    // killed and restarted. Each time the job comes back from its latest checkpoint.
+    let mut c = c;
+    let checkpoint_after = |c: &TestCluster, id: i64| {
+        c.wait_json(&[&sj], STEP, |j| {
+            j["status"]["job"]["state"] == "RUNNING"
+                && j["status"]["lastCheckpoint"]["id"]
+                    .as_i64()
+                    .is_some_and(|n| n > id)
+        })["status"]["lastCheckpoint"]["id"]
+            .as_i64()
+            .unwrap()
+    };
+    let id = checkpoint_after(&c, 0);
+    c.kubectl_ok(&[
+        "delete",
+        "pod",
+        &format!("{NAME}-workers-1"),
+        "--wait=false",
+    ]);
+    let id = checkpoint_after(&c, id + 2);
+    c.kubectl_ok(&[
+        "delete",
+        "pod",
+        "-l",
+        "weir.dev/component=coordinator",
+        "--wait=false",
+    ]);
+    let id = checkpoint_after(&c, id + 2);
+    c.control_plane.kill_apiserver();
+    std::thread::sleep(Duration::from_secs(3));
+    c.control_plane.start_apiserver();
+    let id = checkpoint_after(&c, id + 2);
+    // Half of the deployment deleted by hand: the operator applies it again.
+    c.kubectl_ok(&[
+        "delete",
+        "statefulset",
+        &format!("{NAME}-workers"),
+        "--wait=false",
+    ]);
+    checkpoint_after(&c, id + 2);
+    // Then unthrottled to the end (one more upgrade through a savepoint).
+    c.kubectl_ok(&[
+        "patch",
+        &sj,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"job":{"args":{"maxRecordsPerSecond":"0"}}}}"#,
+    ]);
     c.wait_json(&[&sj], Duration::from_secs(600), |j| {
         j["status"]["job"]["state"] == "FINISHED"
     });

@@ -59,6 +59,7 @@ pub fn job(state: &str, checkpoint: Option<u64>) -> ObservedJob {
 pub fn observed(state: &str, checkpoint: Option<u64>) -> Observed {
     Observed {
         pods_present: true,
+        workloads_complete: true,
         job: Some(job(state, checkpoint)),
         ..Default::default()
     }
