@@ -43,7 +43,7 @@ pub const CEL_RULES: &[(&str, &str, &str)] = &[
     (
         "",
         "!has(oldSelf.status) || !has(oldSelf.status.deployed) || self.spec.job.maxParallelism == oldSelf.spec.job.maxParallelism",
-        "spec.job.maxParallelism is fixed once the job has been deployed (its state is split into that many key groups): set it back, or deploy a new StreamJob",
+        MAX_PARALLELISM_FIXED,
     ),
     (
         "/properties/spec/properties/coordinator",
@@ -51,6 +51,11 @@ pub const CEL_RULES: &[(&str, &str, &str)] = &[
         "spec.coordinator.replicas: the coordinator is always one pod; remove the field",
     ),
 ];
+
+/// Why `job.maxParallelism` cannot change once the job was deployed: the API server's rule in
+/// [`CEL_RULES`], and the operator's refusal of the same change (a StreamJob applied without
+/// the rule, or status removed by hand).
+pub const MAX_PARALLELISM_FIXED: &str = "spec.job.maxParallelism is fixed once the job has been deployed (its state is split into that many key groups): set it back, or deploy a new StreamJob";
 
 /// Longest StreamJob name: the StatefulSet controller labels each worker pod
 /// `controller-revision-hash: <name>-workers-<hash of up to 10 characters>`, and a label value

@@ -368,6 +368,15 @@ impl Decider<'_> {
                 mode_name(mode)
             ),
         );
+        // The API server's rule refuses this edit; the operator refuses it the same way in
+        // every upgrade mode (stateless included), so both agree.
+        if change == Change::Redeploy {
+            self.block(
+                "MaxParallelismChanged",
+                weir_crds::MAX_PARALLELISM_FIXED.to_string(),
+            );
+            return;
+        }
         // Nothing is restored when suspending, or in stateless mode: no check.
         if wants_suspended || mode == UpgradeMode::Stateless {
             self.after_check();

@@ -22,7 +22,7 @@ pub enum Change {
     /// backend, pod settings, `restartNonce`): savepoint, then redeploy.
     Upgrade,
     /// `job.maxParallelism`: the state's key groups change, so existing state cannot be
-    /// restored (the pre-flight check blocks it unless the upgrade mode is `stateless`).
+    /// restored. Refused in every upgrade mode, as the CRD's rule refuses the edit.
     Redeploy,
 }
 

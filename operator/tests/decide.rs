@@ -340,6 +340,33 @@ fn an_incompatible_upgrade_is_blocked_and_the_old_job_keeps_running() {
 }
 
 #[test]
+fn a_max_parallelism_change_is_refused_in_every_upgrade_mode() {
+    for mode in [
+        UpgradeMode::Stateless,
+        UpgradeMode::LastState,
+        UpgradeMode::Savepoint,
+    ] {
+        let mut s = spec(2);
+        s.job.upgrade_mode = mode;
+        s.job.max_parallelism = 256;
+        let d = decide(&desired(2, &s), &stable(), &running(Some(3)), t(20));
+        // Nothing stops: the old job runs on, the change is blocked with the CRD's message.
+        assert!(
+            !effects(&d)
+                .iter()
+                .any(|a| matches!(a, Action::DeleteCluster | Action::Deploy { .. })),
+            "{mode:?}: {:?}",
+            effects(&d)
+        );
+        assert_eq!(d.status.blocked_generation, Some(2), "{mode:?}");
+        assert_eq!(
+            d.status.error.as_deref(),
+            Some(weir_crds::MAX_PARALLELISM_FIXED)
+        );
+    }
+}
+
+#[test]
 fn each_upgrade_mode_carries_state_its_own_way() {
     let with_mode = |mode: UpgradeMode| {
         let mut s = spec(3);
