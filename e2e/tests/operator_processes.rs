@@ -124,7 +124,8 @@ fn the_decide_function_drives_a_job_through_rescale_upgrade_block_suspend_and_re
     assert_ne!(upgrade.location, rescale.location);
     let running_job = st.job.clone().unwrap();
 
-    // An incompatible change (other max parallelism): `weir check` refuses it; nothing stops.
+    // An incompatible change (other max parallelism): refused before any check, with the
+    // message of the CRD's rule that refuses the same edit on a cluster; nothing stops.
     let mut incompatible = spec.clone();
     incompatible.job.max_parallelism = 256;
     let before = st.last_checkpoint.as_ref().unwrap().id;
@@ -138,8 +139,9 @@ fn the_decide_function_drives_a_job_through_rescale_upgrade_block_suspend_and_re
     );
     assert_eq!(condition(&st, "UpgradeBlocked"), "True");
     assert_eq!(condition(&st, "Stalled"), "True");
-    assert!(
-        st.error.as_deref().unwrap().contains("max parallelism 128"),
+    assert_eq!(
+        st.error.as_deref(),
+        Some(weir_crds::MAX_PARALLELISM_FIXED),
         "{:?}",
         st.error
     );
