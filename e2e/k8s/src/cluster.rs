@@ -41,8 +41,7 @@ pub fn target_bin(name: &str) -> PathBuf {
 
 /// The image table: the runtime image runs `weir` from this tree and holds the example's
 /// input at the path the Dockerfile puts it; the operator image runs `weir-operator`.
-pub fn images(node_agent_dir: &Path) -> Images {
-    let _ = node_agent_dir;
+pub fn images() -> Images {
     let weir = weir_e2e::weir_bin();
     let operator = target_bin("weir-operator");
     let mut table = Images::default();
@@ -158,11 +157,7 @@ impl TestCluster {
         let state = self.node_dir();
         std::fs::create_dir_all(&state).expect("agent dir");
         let images_path = state.join("images.yaml");
-        std::fs::write(
-            &images_path,
-            serde_yaml::to_string(&images(&state)).unwrap(),
-        )
-        .unwrap();
+        std::fs::write(&images_path, serde_yaml::to_string(&images()).unwrap()).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -320,20 +315,6 @@ impl TestCluster {
             "--- pods\n{pods}\n--- events\n{events}\n--- node agent\n{}\n{logs}",
             lines[lines.len().saturating_sub(40)..].join("\n")
         )
-    }
-
-    /// A container's log (from the agent's state directory), for diagnostics.
-    pub fn container_log(&self, namespace: &str, pod_prefix: &str, container: &str) -> String {
-        let pods = self.node_dir().join("pods");
-        let mut out = String::new();
-        for e in std::fs::read_dir(pods).into_iter().flatten().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&format!("{namespace}_{pod_prefix}")) {
-                out += &std::fs::read_to_string(e.path().join(format!("{container}.log")))
-                    .unwrap_or_default();
-            }
-        }
-        out
     }
 
     /// Waits until `done(object)` holds for `kubectl get <what> -o json`, at most `timeout`.

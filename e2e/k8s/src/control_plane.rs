@@ -93,45 +93,53 @@ fn write_pki(dir: &Path, host_ip: &str) {
     write(&dir.join("ca.key"), &ca_key.serialize_pem());
     let issuer = Issuer::new(ca, ca_key);
 
-    let serving_key = KeyPair::generate().expect("serving key");
-    let mut serving = CertificateParams::new(vec![
-        "127.0.0.1".to_string(),
-        host_ip.to_string(),
-        "10.96.0.1".to_string(),
-        "localhost".to_string(),
-        "kubernetes".to_string(),
-        "kubernetes.default".to_string(),
-        "kubernetes.default.svc".to_string(),
-        "kubernetes.default.svc.cluster.local".to_string(),
-    ])
-    .expect("serving params");
-    serving
-        .distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
-    serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let serving_cert = serving
-        .signed_by(&serving_key, &issuer)
-        .expect("serving certificate");
-    write(&dir.join("apiserver.crt"), &serving_cert.pem());
-    write(&dir.join("apiserver.key"), &serving_key.serialize_pem());
-
-    let admin_key = KeyPair::generate().expect("admin key");
-    let mut admin = CertificateParams::new(Vec::<String>::new()).expect("admin params");
-    admin.distinguished_name = DistinguishedName::new();
-    admin.distinguished_name.push(DnType::CommonName, "admin");
-    admin
-        .distinguished_name
-        .push(DnType::OrganizationName, "system:masters");
-    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let admin_cert = admin
-        .signed_by(&admin_key, &issuer)
-        .expect("admin certificate");
-    write(&dir.join("admin.crt"), &admin_cert.pem());
-    write(&dir.join("admin.key"), &admin_key.serialize_pem());
+    let sans: Vec<String> = [
+        "127.0.0.1",
+        host_ip,
+        "10.96.0.1",
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ]
+    .map(String::from)
+    .to_vec();
+    let serving = [(DnType::CommonName, "kube-apiserver")];
+    let server_auth = ExtendedKeyUsagePurpose::ServerAuth;
+    write_leaf(dir, "apiserver", sans, &serving, server_auth, &issuer);
+    let admin = [
+        (DnType::CommonName, "admin"),
+        (DnType::OrganizationName, "system:masters"),
+    ];
+    let client_auth = ExtendedKeyUsagePurpose::ClientAuth;
+    write_leaf(dir, "admin", Vec::new(), &admin, client_auth, &issuer);
 
     let sa = KeyPair::generate().expect("service-account key");
     write(&dir.join("sa.key"), &sa.serialize_pem());
     write(&dir.join("sa.pub"), &sa.public_key_pem());
+}
+
+/// Writes `<name>.crt` and `<name>.key`: a certificate for `sans` with subject `subject` and
+/// extended key usage `usage`, signed by `issuer`.
+fn write_leaf(
+    dir: &Path,
+    name: &str,
+    sans: Vec<String>,
+    subject: &[(DnType, &str)],
+    usage: ExtendedKeyUsagePurpose,
+    issuer: &Issuer<'_, KeyPair>,
+) {
+    let key = KeyPair::generate().expect("key pair");
+    let mut params = CertificateParams::new(sans).expect("certificate params");
+    params.distinguished_name = DistinguishedName::new();
+    for (t, v) in subject {
+        params.distinguished_name.push(t.clone(), *v);
+    }
+    params.extended_key_usages = vec![usage];
+    let cert = params.signed_by(&key, issuer).expect("certificate");
+    write(&dir.join(format!("{name}.crt")), &cert.pem());
+    write(&dir.join(format!("{name}.key")), &key.serialize_pem());
 }
 
 fn b64(path: &Path) -> String {

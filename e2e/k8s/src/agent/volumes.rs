@@ -15,6 +15,22 @@ use k8s_openapi::api::core::v1::{
 use kube::api::{Api, PostParams};
 use kube::ResourceExt;
 
+/// Where volumes and env values take keys from.
+#[derive(Clone, Copy)]
+enum Source {
+    ConfigMap,
+    Secret,
+}
+
+impl Source {
+    fn kind(self) -> &'static str {
+        match self {
+            Source::ConfigMap => "configmap",
+            Source::Secret => "secret",
+        }
+    }
+}
+
 /// Reads what a pod's volumes and environment refer to.
 pub struct Resolver<'a> {
     /// Client of the agent.
@@ -90,14 +106,46 @@ impl Resolver<'_> {
         self.pod.namespace().unwrap_or_else(|| "default".into())
     }
 
-    async fn config_map(&self, name: &str) -> anyhow::Result<Option<BTreeMap<String, Vec<u8>>>> {
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace());
-        Ok(api.get_opt(name).await?.map(config_map_data))
+    /// The data of ConfigMap or Secret `name` in the pod's namespace: `None` when it does
+    /// not exist and `optional`; an error naming it when it does not exist otherwise.
+    async fn data(
+        &self,
+        source: Source,
+        name: &str,
+        optional: Option<bool>,
+    ) -> anyhow::Result<Option<BTreeMap<String, Vec<u8>>>> {
+        let ns = self.namespace();
+        let found = match source {
+            Source::ConfigMap => Api::<ConfigMap>::namespaced(self.client.clone(), &ns)
+                .get_opt(name)
+                .await?
+                .map(config_map_data),
+            Source::Secret => Api::<Secret>::namespaced(self.client.clone(), &ns)
+                .get_opt(name)
+                .await?
+                .map(secret_data),
+        };
+        match found {
+            None if optional != Some(true) => bail!("{} {name:?} not found", source.kind()),
+            other => Ok(other),
+        }
     }
 
-    async fn secret(&self, name: &str) -> anyhow::Result<Option<BTreeMap<String, Vec<u8>>>> {
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace());
-        Ok(api.get_opt(name).await?.map(secret_data))
+    /// Writes the selected keys of a ConfigMap or Secret into `dir`.
+    async fn write_data(
+        &self,
+        dir: &Path,
+        source: Source,
+        name: &str,
+        items: Option<&Vec<KeyToPath>>,
+        optional: Option<bool>,
+    ) -> anyhow::Result<()> {
+        if let Some(data) = self.data(source, name, optional).await? {
+            for (path, bytes) in selected(data, items)? {
+                write_file(dir, &path, &bytes)?;
+            }
+        }
+        Ok(())
     }
 
     /// A downward-API field: `metadata.name`, `metadata.namespace`, `metadata.uid`,
@@ -196,29 +244,17 @@ impl Resolver<'_> {
             return Ok(());
         }
         if let Some(cm) = &v.config_map {
-            match self.config_map(&cm.name).await? {
-                Some(data) => {
-                    for (path, bytes) in selected(data, cm.items.as_ref())? {
-                        write_file(dir, &path, &bytes)?;
-                    }
-                }
-                None if cm.optional == Some(true) => {}
-                None => bail!("configmap {:?} not found", cm.name),
-            }
-            return Ok(());
+            let items = cm.items.as_ref();
+            return self
+                .write_data(dir, Source::ConfigMap, &cm.name, items, cm.optional)
+                .await;
         }
-        if let Some(s) = &v.secret {
-            let name = s.secret_name.clone().unwrap_or_default();
-            match self.secret(&name).await? {
-                Some(data) => {
-                    for (path, bytes) in selected(data, s.items.as_ref())? {
-                        write_file(dir, &path, &bytes)?;
-                    }
-                }
-                None if s.optional == Some(true) => {}
-                None => bail!("secret {name:?} not found"),
-            }
-            return Ok(());
+        if let Some(sec) = &v.secret {
+            let name = sec.secret_name.clone().unwrap_or_default();
+            let items = sec.items.as_ref();
+            return self
+                .write_data(dir, Source::Secret, &name, items, sec.optional)
+                .await;
         }
         if let Some(d) = &v.downward_api {
             return self.downward_files(dir, d.items.as_deref().unwrap_or_default());
@@ -232,22 +268,14 @@ impl Resolver<'_> {
                     write_file(dir, &t.path, token.as_bytes())?;
                 }
                 if let Some(cm) = &source.config_map {
-                    let data = self
-                        .config_map(&cm.name)
-                        .await?
-                        .with_context(|| format!("configmap {:?} not found", cm.name))?;
-                    for (path, bytes) in selected(data, cm.items.as_ref())? {
-                        write_file(dir, &path, &bytes)?;
-                    }
+                    let items = cm.items.as_ref();
+                    self.write_data(dir, Source::ConfigMap, &cm.name, items, cm.optional)
+                        .await?;
                 }
-                if let Some(s) = &source.secret {
-                    let data = self
-                        .secret(&s.name)
-                        .await?
-                        .with_context(|| format!("secret {:?} not found", s.name))?;
-                    for (path, bytes) in selected(data, s.items.as_ref())? {
-                        write_file(dir, &path, &bytes)?;
-                    }
+                if let Some(sec) = &source.secret {
+                    let items = sec.items.as_ref();
+                    self.write_data(dir, Source::Secret, &sec.name, items, sec.optional)
+                        .await?;
                 }
                 if let Some(d) = &source.downward_api {
                     self.downward_files(dir, d.items.as_deref().unwrap_or_default())?;
@@ -268,21 +296,14 @@ impl Resolver<'_> {
         };
         for from in c.env_from.iter().flatten() {
             let prefix = from.prefix.clone().unwrap_or_default();
-            let data = if let Some(r) = &from.config_map_ref {
-                match self.config_map(&r.name).await? {
-                    Some(d) => d,
-                    None if r.optional == Some(true) => continue,
-                    None => bail!("configmap {:?} not found", r.name),
-                }
+            let found = if let Some(r) = &from.config_map_ref {
+                self.data(Source::ConfigMap, &r.name, r.optional).await?
             } else if let Some(r) = &from.secret_ref {
-                match self.secret(&r.name).await? {
-                    Some(d) => d,
-                    None if r.optional == Some(true) => continue,
-                    None => bail!("secret {:?} not found", r.name),
-                }
+                self.data(Source::Secret, &r.name, r.optional).await?
             } else {
-                continue;
+                None
             };
+            let Some(data) = found else { continue };
             for (k, v) in data {
                 set(
                     &mut env,
@@ -297,28 +318,23 @@ impl Resolver<'_> {
             } else if let Some(from) = &e.value_from {
                 if let Some(f) = &from.field_ref {
                     self.field(f)?
-                } else if let Some(r) = &from.secret_key_ref {
-                    let data = self.secret(&r.name).await?;
-                    match data.and_then(|d| d.get(&r.key).cloned()) {
+                } else if let Some((source, name, key, optional)) = from
+                    .secret_key_ref
+                    .as_ref()
+                    .map(|r| (Source::Secret, &r.name, &r.key, r.optional))
+                    .or(from
+                        .config_map_key_ref
+                        .as_ref()
+                        .map(|r| (Source::ConfigMap, &r.name, &r.key, r.optional)))
+                {
+                    let data = self.data(source, name, optional).await?;
+                    match data.and_then(|d| d.get(key).cloned()) {
                         Some(v) => String::from_utf8_lossy(&v).into_owned(),
-                        None if r.optional == Some(true) => continue,
+                        None if optional == Some(true) => continue,
                         None => bail!(
-                            "env {}: key {:?} of secret {:?} not found",
+                            "env {}: key {key:?} of {} {name:?} not found",
                             e.name,
-                            r.key,
-                            r.name
-                        ),
-                    }
-                } else if let Some(r) = &from.config_map_key_ref {
-                    let data = self.config_map(&r.name).await?;
-                    match data.and_then(|d| d.get(&r.key).cloned()) {
-                        Some(v) => String::from_utf8_lossy(&v).into_owned(),
-                        None if r.optional == Some(true) => continue,
-                        None => bail!(
-                            "env {}: key {:?} of configmap {:?} not found",
-                            e.name,
-                            r.key,
-                            r.name
+                            source.kind()
                         ),
                     }
                 } else {
