@@ -20,11 +20,14 @@ pub use spec::{
     UpgradeSpec, DEFAULT_MAX_PARALLELISM, MAX_MAX_PARALLELISM,
 };
 pub use status::{
-    CheckpointInfo, DeployedSpec, JobStatus, LifecycleState, PendingSavepoint, SavepointInfo,
-    SavepointKind, SavepointsStatus, StreamJobStatus, UpgradePhase, UpgradeStatus,
+    CheckpointInfo, DeployedSpec, JobRunState, JobStatus, LifecycleState, PendingSavepoint,
+    Restore, SavepointInfo, SavepointKind, SavepointsStatus, StreamJobStatus, UpgradePhase,
+    UpgradeStatus,
 };
 pub use storage::{S3Location, StorageLocation, SUPPORTED_STORAGE_SCHEMES};
-pub use validate::{validate_spec, CheckpointSettings, FieldError, ValidatedSpec};
+pub use validate::{
+    validate_spec, CheckpointSettings, FieldError, LifecycleSettings, ValidatedSpec,
+};
 
 /// Cross-field rules the API server enforces (CEL, `x-kubernetes-validations`), as
 /// (JSON path of the schema node from `.spec.versions[0].schema.openAPIV3Schema`, rule,

@@ -8,7 +8,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::UpgradeMode;
+pub use weir_api_types::JobRunState;
+
+use crate::spec::{StreamJobSpec, UpgradeMode};
 
 /// Observed state of a StreamJob.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -88,7 +90,7 @@ pub struct JobStatus {
     pub id: String,
     /// Job state as the coordinator reports it: `CREATED`, `RUNNING`, `FINISHING`,
     /// `RESTARTING`, `FAILED`, `FINISHED`, `STOPPED`, `CANCELED`.
-    pub state: String,
+    pub state: JobRunState,
     /// Current parallelism.
     pub parallelism: i32,
     /// Start time, RFC 3339.
@@ -119,32 +121,85 @@ pub struct CheckpointInfo {
 }
 
 /// A spec as deployed.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeployedSpec {
     /// The StreamJob generation the spec is from.
     pub generation: i64,
-    /// The spec, as JSON.
-    pub spec: String,
+    /// The spec; in the status a JSON string (so the status schema stays small).
+    #[serde(with = "spec_json")]
+    #[schemars(with = "String")]
+    pub spec: StreamJobSpec,
     /// The deployment id handed to the coordinator (`--lineage`): a restarted coordinator of
     /// the same deployment resumes its own checkpoints.
     pub lineage: String,
     /// What the deployment restored: a savepoint location, `latest-checkpoint`, or `none`.
-    pub restore: String,
+    #[schemars(with = "String")]
+    pub restore: Restore,
     /// When it was deployed, RFC 3339.
     pub time: String,
 }
 
+/// What a deployment restores; in the status, `none`, `latest-checkpoint` or the savepoint's
+/// URI.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", from = "String")]
+pub enum Restore {
+    /// Nothing: empty state (upgrade mode `stateless`).
+    Nothing,
+    /// The job's latest complete checkpoint in its storage.
+    #[default]
+    LatestCheckpoint,
+    /// This savepoint directory (URI).
+    Savepoint(String),
+}
+
+impl Restore {
+    /// The form recorded in status: `none`, `latest-checkpoint`, or the savepoint URI.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Restore::Nothing => "none",
+            Restore::LatestCheckpoint => "latest-checkpoint",
+            Restore::Savepoint(uri) => uri,
+        }
+    }
+}
+
+impl std::fmt::Display for Restore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<Restore> for String {
+    fn from(r: Restore) -> String {
+        r.as_str().to_string()
+    }
+}
+
+impl From<String> for Restore {
+    /// Parses [`Restore::as_str`]'s form: any other text is a savepoint URI.
+    fn from(s: String) -> Restore {
+        match s.as_str() {
+            "none" => Restore::Nothing,
+            "latest-checkpoint" => Restore::LatestCheckpoint,
+            _ => Restore::Savepoint(s),
+        }
+    }
+}
+
 /// An upgrade in progress: the operator's write-ahead log for it.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpgradeStatus {
     /// Where the upgrade is.
     pub phase: UpgradePhase,
     /// The generation being applied.
     pub target_generation: i64,
-    /// The spec being applied, as JSON.
-    pub target_spec: String,
+    /// The spec being applied; in the status a JSON string.
+    #[serde(with = "spec_json")]
+    #[schemars(with = "String")]
+    pub target_spec: StreamJobSpec,
     /// How state is carried: `savepoint`, `last-state` or `stateless`.
     pub mode: UpgradeMode,
     /// True when this upgrade rolls back to the last stable spec.
@@ -157,7 +212,8 @@ pub struct UpgradeStatus {
     /// What the new pods restore: a savepoint location, `latest-checkpoint`, or `none`;
     /// recorded before the old pods are deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restore: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub restore: Option<Restore>,
     /// Savepoint attempts that failed.
     #[serde(default)]
     pub failed_attempts: i32,
@@ -242,4 +298,75 @@ pub enum SavepointKind {
     Suspend,
     /// Before deletion (`savepoints.onDeletion`).
     Deletion,
+}
+
+/// A spec recorded in the status as a JSON string: parsed once, with the status; a status
+/// whose recorded spec does not parse is refused as a whole.
+mod spec_json {
+    use serde::de::Error as _;
+    use serde::ser::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::spec::StreamJobSpec;
+
+    pub fn serialize<S: Serializer>(spec: &StreamJobSpec, s: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(spec).map_err(S::Error::custom)?;
+        s.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<StreamJobSpec, D::Error> {
+        let text = String::deserialize(d)?;
+        serde_json::from_str(&text)
+            .map_err(|e| D::Error::custom(format!("the recorded spec does not parse: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployed_json(spec: &str, restore: &str) -> serde_json::Value {
+        serde_json::json!({
+            "deployed": {
+                "generation": 2, "lineage": "2-1", "time": "2026-12-02T00:00:00Z",
+                "restore": restore, "spec": spec,
+            }
+        })
+    }
+
+    #[test]
+    fn recorded_specs_and_restore_sources_round_trip_as_strings() {
+        let spec =
+            r#"{"job":{"entry":"csv-window-aggregate"},"checkpointing":{"storage":"file:///c"}}"#;
+        let status: StreamJobStatus =
+            serde_json::from_value(deployed_json(spec, "s3://b/sp/savepoint-1")).unwrap();
+        let deployed = status.deployed.clone().unwrap();
+        assert_eq!(deployed.spec.job.entry, "csv-window-aggregate");
+        assert_eq!(
+            deployed.restore,
+            Restore::Savepoint("s3://b/sp/savepoint-1".into())
+        );
+        let back = serde_json::to_value(&status).unwrap();
+        assert!(back["deployed"]["spec"].is_string());
+        assert_eq!(back["deployed"]["restore"], "s3://b/sp/savepoint-1");
+        let again: StreamJobStatus = serde_json::from_value(back).unwrap();
+        assert_eq!(again, status);
+        for (text, restore) in [
+            ("none", Restore::Nothing),
+            ("latest-checkpoint", Restore::LatestCheckpoint),
+        ] {
+            let s: StreamJobStatus = serde_json::from_value(deployed_json(spec, text)).unwrap();
+            assert_eq!(s.deployed.unwrap().restore, restore);
+        }
+    }
+
+    #[test]
+    fn a_status_whose_recorded_spec_does_not_parse_is_refused() {
+        let err = serde_json::from_value::<StreamJobStatus>(deployed_json("{\"job\":", "none"))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("the recorded spec does not parse"),
+            "{err}"
+        );
+    }
 }

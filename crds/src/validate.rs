@@ -47,6 +47,21 @@ pub struct ValidatedSpec {
     pub max_parallelism: u32,
     /// Parsed checkpoint settings.
     pub checkpointing: CheckpointSettings,
+    /// The operator's settings with their durations parsed.
+    pub lifecycle: LifecycleSettings,
+}
+
+/// The durations of `spec.savepoints` and `spec.upgrade`, parsed (the operator reads them on
+/// every reconcile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LifecycleSettings {
+    /// `spec.savepoints.periodicInterval`: time between periodic savepoints; `None`: none.
+    pub periodic_savepoint_interval: Option<Duration>,
+    /// `spec.savepoints.historyMaxAge`: completed savepoints older than this are deleted.
+    pub savepoint_history_max_age: Option<Duration>,
+    /// `spec.upgrade.stableTimeout`: time a new deployment has to become stable before a
+    /// rollback (when `spec.upgrade.rollback` is set).
+    pub stable_timeout: Duration,
 }
 
 /// Validates a spec whose structure serde already accepted (known fields, known enum values).
@@ -102,13 +117,15 @@ pub fn validate_spec(spec: &StreamJobSpec) -> Result<ValidatedSpec, Vec<FieldErr
     let timeout = duration("spec.checkpointing.timeout", &c.timeout, false);
     let min_pause = duration("spec.checkpointing.minPause", &c.min_pause, true);
     let sp = &spec.savepoints;
-    if let Some(text) = &sp.periodic_interval {
-        duration("spec.savepoints.periodicInterval", text, false);
-    }
-    if let Some(text) = &sp.history_max_age {
-        duration("spec.savepoints.historyMaxAge", text, false);
-    }
-    duration(
+    let periodic_savepoint_interval = sp
+        .periodic_interval
+        .as_ref()
+        .map(|text| duration("spec.savepoints.periodicInterval", text, false));
+    let savepoint_history_max_age = sp
+        .history_max_age
+        .as_ref()
+        .map(|text| duration("spec.savepoints.historyMaxAge", text, false));
+    let stable_timeout = duration(
         "spec.upgrade.stableTimeout",
         &spec.upgrade.stable_timeout,
         false,
@@ -204,8 +221,10 @@ pub fn validate_spec(spec: &StreamJobSpec) -> Result<ValidatedSpec, Vec<FieldErr
             None
         }
     };
-    match (interval, timeout, min_pause, storage) {
-        (Some(interval), Some(timeout), Some(min_pause), Some(storage)) if errors.is_empty() => {
+    match (interval, timeout, min_pause, storage, stable_timeout) {
+        (Some(interval), Some(timeout), Some(min_pause), Some(storage), Some(stable_timeout))
+            if errors.is_empty() =>
+        {
             Ok(ValidatedSpec {
                 spec: spec.clone(),
                 parallelism: p as u32,
@@ -218,6 +237,11 @@ pub fn validate_spec(spec: &StreamJobSpec) -> Result<ValidatedSpec, Vec<FieldErr
                     retained: c.retained as usize,
                     incremental: c.incremental,
                     storage,
+                },
+                lifecycle: LifecycleSettings {
+                    periodic_savepoint_interval: periodic_savepoint_interval.flatten(),
+                    savepoint_history_max_age: savepoint_history_max_age.flatten(),
+                    stable_timeout,
                 },
             })
         }

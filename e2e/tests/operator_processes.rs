@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use weir_crds::{JobState, LifecycleState as L, SavepointKind, StreamJobSpec, StreamJobStatus};
+use weir_crds::{
+    JobRunState, JobState, LifecycleState as L, SavepointKind, StreamJobSpec, StreamJobStatus,
+};
 use weir_e2e::processes::{drive, ProcessShell};
 use weir_e2e::{example_job, reference_retail_revenue};
 use weir_operator::decide::decide;
@@ -18,7 +20,7 @@ const STEP: Duration = Duration::from_secs(120);
 fn desired(generation: i64, spec: &StreamJobSpec) -> Desired {
     Desired {
         generation,
-        spec: spec.clone(),
+        spec: weir_crds::validate_spec(spec).expect("a valid spec"),
         deleting: false,
     }
 }
@@ -155,7 +157,7 @@ fn the_decide_function_drives_a_job_through_rescale_upgrade_block_suspend_and_re
         |st, _| st.last_checkpoint.as_ref().unwrap().id > before + 1,
     );
     assert_eq!(st.job.as_ref().unwrap().id, running_job.id);
-    assert_eq!(st.job.as_ref().unwrap().state, "RUNNING");
+    assert_eq!(st.job.as_ref().unwrap().state, JobRunState::Running);
     assert_eq!(st.deployed.as_ref().unwrap().generation, 3);
 
     // Suspend: stop with a savepoint, no processes left.
@@ -182,7 +184,9 @@ fn the_decide_function_drives_a_job_through_rescale_upgrade_block_suspend_and_re
         Duration::from_secs(300),
         never,
         |st, _| {
-            st.job.as_ref().is_some_and(|j| j.state == "FINISHED")
+            st.job
+                .as_ref()
+                .is_some_and(|j| j.state == JobRunState::Finished)
                 && st.deployed.as_ref().is_some_and(|d| d.generation == 6)
         },
     );

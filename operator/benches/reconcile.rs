@@ -108,7 +108,7 @@ fn main() {
         )
         .unwrap();
         let status = object.parsed_status().unwrap();
-        let desired = Desired { generation: 1, spec: object.manifest().unwrap().spec.spec, deleting: false };
+        let desired = Desired { generation: 1, spec: object.manifest().unwrap().spec, deleting: false };
         let observed = Observed { pods_present: true, workloads_complete: true, ..Default::default() };
         let decide_times: Vec<Duration> = (0..n)
             .map(|_| {

@@ -8,7 +8,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use weir_crds::{LifecycleState, StreamJobStatus};
+use weir_crds::{JobRunState, LifecycleState, StreamJobStatus};
 
 /// `Ready`: the desired spec runs (or is suspended, as asked).
 pub const READY: &str = "Ready";
@@ -40,8 +40,11 @@ pub fn set_conditions(
 ) {
     use LifecycleState as L;
     let state = status.lifecycle_state.unwrap_or(L::Created);
-    let job_state = status.job.as_ref().map(|j| j.state.as_str());
-    let failed_job = status.job.as_ref().filter(|j| j.state == "FAILED");
+    let job_state = status.job.as_ref().map(|j| j.state);
+    let failed_job = status
+        .job
+        .as_ref()
+        .filter(|j| j.state == JobRunState::Failed);
     let stalled = match (&problems.upgrade_blocked, &problems.stalled, state) {
         (Some((reason, message)), _, _) => Some((reason.clone(), message.clone())),
         (_, Some((reason, message)), _) => Some((reason.clone(), message.clone())),
@@ -65,12 +68,12 @@ pub fn set_conditions(
     };
     let ready = stalled.is_none()
         && match state {
-            L::Running | L::Stable => job_state != Some("RESTARTING"),
+            L::Running | L::Stable => job_state != Some(JobRunState::Restarting),
             L::Suspended => true,
             _ => false,
         };
     let ready_reason = match (state, job_state) {
-        (_, Some("RESTARTING")) => "Restarting",
+        (_, Some(JobRunState::Restarting)) => "Restarting",
         (L::Stable, _) => "Stable",
         (L::Running, _) => "Running",
         (L::Suspended, _) => "Suspended",

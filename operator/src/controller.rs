@@ -107,7 +107,7 @@ async fn reconcile_job(object: &StreamJobObject, ctx: &Context) -> Result<Requeu
         recorder: &ctx.recorder,
     };
     let spec = match object.manifest() {
-        Ok(m) => m.spec.spec,
+        Ok(m) => m.spec,
         Err(e) => match deployed_spec(&status) {
             // Deletion of a job whose spec became invalid still follows the deployed one.
             Some(spec) if object.deleting() => spec,
@@ -219,8 +219,9 @@ async fn refuse(
     error
 }
 
-fn deployed_spec(status: &StreamJobStatus) -> Option<weir_crds::StreamJobSpec> {
-    serde_json::from_str(&status.deployed.as_ref()?.spec).ok()
+/// The spec the operator deployed, as it recorded it (validated when it was deployed).
+fn deployed_spec(status: &StreamJobStatus) -> Option<weir_crds::ValidatedSpec> {
+    weir_crds::validate_spec(&status.deployed.as_ref()?.spec).ok()
 }
 
 /// Time from a savepoint's trigger to the reconcile that saw it complete: the pending
@@ -272,7 +273,7 @@ fn log_decision(
             Action::Deploy {
                 lineage, restore, ..
             } => {
-                info!(lineage, restore = restore.to_status(), "deploy")
+                info!(lineage, restore = restore.as_str(), "deploy")
             }
             other => debug!(action = ?other, "action"),
         }

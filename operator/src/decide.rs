@@ -17,10 +17,11 @@
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
-use weir_api_types::SavepointState;
+use weir_api_types::{JobRunState, SavepointState};
 use weir_crds::{
-    DeployedSpec, JobState, JobStatus, LifecycleState, PendingSavepoint, SavepointInfo,
-    SavepointKind, StreamJobSpec, StreamJobStatus, UpgradeMode, UpgradePhase, UpgradeStatus,
+    DeployedSpec, JobState, JobStatus, LifecycleSettings, LifecycleState, PendingSavepoint,
+    SavepointInfo, SavepointKind, StreamJobSpec, StreamJobStatus, UpgradeMode, UpgradePhase,
+    UpgradeStatus,
 };
 
 use crate::conditions::{self, set_conditions, Problems};
@@ -85,7 +86,12 @@ impl Decider<'_> {
     }
 
     fn spec(&self) -> &StreamJobSpec {
-        &self.desired.spec
+        &self.desired.spec.spec
+    }
+
+    /// The desired spec's parsed durations.
+    fn lifecycle(&self) -> &LifecycleSettings {
+        &self.desired.spec.lifecycle
     }
 
     fn now_text(&self) -> String {
@@ -130,7 +136,7 @@ impl Decider<'_> {
             Some(j) => {
                 self.st.job = Some(JobStatus {
                     id: j.id.clone(),
-                    state: j.state.clone(),
+                    state: j.state,
                     parallelism: j.parallelism as i32,
                     start_time: Some(j.start_time.clone()),
                     restarts: j.restarts as i32,
@@ -179,13 +185,8 @@ impl Decider<'_> {
             self.steady(&deployed);
             return;
         }
-        let old = parse_spec(&deployed.spec);
-        let was_suspended = old
-            .as_ref()
-            .is_some_and(|o| o.job.state == JobState::Suspended);
-        let change = old
-            .as_ref()
-            .map_or(Change::Upgrade, |o| classify(o, self.spec()));
+        let was_suspended = deployed.spec.job.state == JobState::Suspended;
+        let change = classify(&deployed.spec, self.spec());
         let wants_suspended = self.spec().job.state == JobState::Suspended;
         match (was_suspended, wants_suspended) {
             (true, true) => self.record_spec(deployed),
@@ -200,7 +201,7 @@ impl Decider<'_> {
     /// Records the spec as deployed without touching the pods (a change that needs no restart).
     fn record_spec(&mut self, mut deployed: DeployedSpec) {
         deployed.generation = self.gen();
-        deployed.spec = to_json(self.spec());
+        deployed.spec = self.spec().clone();
         self.st.deployed = Some(deployed);
     }
 
@@ -214,9 +215,9 @@ impl Decider<'_> {
         let lineage = format!("{generation}-{}", self.now.as_millisecond());
         self.st.deployed = Some(DeployedSpec {
             generation,
-            spec: to_json(spec),
+            spec: spec.clone(),
             lineage: lineage.clone(),
-            restore: restore.to_status(),
+            restore: restore.clone(),
             time: self.now_text(),
         });
         self.st.job = None;
@@ -226,8 +227,7 @@ impl Decider<'_> {
             "Deploying",
             format!(
                 "deploying generation {generation} with parallelism {}, restoring {}",
-                spec.job.parallelism,
-                restore.to_status()
+                spec.job.parallelism, restore
             ),
         );
         self.actions.push(Action::Deploy {
@@ -240,11 +240,7 @@ impl Decider<'_> {
 
     /// The deployed spec is the desired one (or the desired one is blocked): follow the job.
     fn steady(&mut self, deployed: &DeployedSpec) {
-        let deployed_spec = parse_spec(&deployed.spec);
-        if deployed_spec
-            .as_ref()
-            .is_some_and(|s| s.job.state == JobState::Suspended)
-        {
+        if deployed.spec.job.state == JobState::Suspended {
             self.set_state(LifecycleState::Suspended);
             if self.observed.pods_present {
                 self.actions.push(Action::DeleteCluster);
@@ -256,13 +252,11 @@ impl Decider<'_> {
             // The workload objects are gone or half there (deleted by hand, an apply refused
             // or failed, an operator exit between the two): apply them again with the same
             // lineage, so the coordinator resumes its own checkpoints.
-            if let Some(spec) = deployed_spec {
-                self.actions.push(Action::Deploy {
-                    spec: Box::new(spec),
-                    lineage: deployed.lineage.clone(),
-                    restore: Restore::from_status(&deployed.restore),
-                });
-            }
+            self.actions.push(Action::Deploy {
+                spec: Box::new(deployed.spec.clone()),
+                lineage: deployed.lineage.clone(),
+                restore: deployed.restore.clone(),
+            });
             self.requeue = FAST;
             return;
         }
@@ -272,9 +266,10 @@ impl Decider<'_> {
         };
         use LifecycleState as L;
         let previous = self.state();
-        match job.state.as_str() {
-            "RUNNING" | "FINISHING" | "FINISHED" => {
-                let checkpointed = job.latest_checkpoint.is_some() || job.state == "FINISHED";
+        use JobRunState as J;
+        match job.state {
+            J::Running | J::Finishing | J::Finished => {
+                let checkpointed = job.latest_checkpoint.is_some() || job.state == J::Finished;
                 let next = match previous {
                     Some(L::RollingBack | L::RolledBack) => L::RolledBack,
                     Some(L::Stable) => L::Stable,
@@ -303,15 +298,15 @@ impl Decider<'_> {
                     self.st.error = None;
                 }
             }
-            "FAILED" | "STOPPED" | "CANCELED" => {
-                let message = match job.state.as_str() {
-                    "FAILED" => format!(
+            J::Failed | J::Stopped | J::Canceled => {
+                let message = match job.state {
+                    J::Failed => format!(
                         "the job failed and its restart strategy is exhausted: {}; change the spec or restartNonce to deploy again",
                         job.failure.as_deref().unwrap_or("unknown cause")
                     ),
                     other => format!(
                         "the job was {} outside the operator; change restartNonce to start it again",
-                        other.to_lowercase()
+                        other.as_str().to_lowercase()
                     ),
                 };
                 if previous != Some(L::Failed) {
@@ -320,8 +315,8 @@ impl Decider<'_> {
                 self.st.error = Some(message);
                 self.set_state(L::Failed);
             }
-            // CREATED (waiting for workers) and RESTARTING keep the lifecycle state.
-            _ => self.requeue = FAST,
+            // Waiting for workers, or restarting after a failure: the lifecycle state stays.
+            J::Created | J::Restarting => self.requeue = FAST,
         }
         self.savepoints(deployed);
         self.prune_history(deployed);
@@ -346,7 +341,7 @@ impl Decider<'_> {
         self.st.upgrade = Some(UpgradeStatus {
             phase: UpgradePhase::Checking,
             target_generation: gen,
-            target_spec: to_json(self.spec()),
+            target_spec: self.spec().clone(),
             mode,
             rollback: false,
             trigger_id: None,
@@ -391,7 +386,7 @@ impl Decider<'_> {
             Restore::Savepoint(uri) if self.deployed_suspended() => Some(uri),
             _ => None,
         };
-        let spec = parse_spec(&up.target_spec).expect("invariant: target spec is our JSON");
+        let spec = up.target_spec.clone();
         self.actions.push(Action::RunCheck {
             generation: up.target_generation,
             spec: Box::new(spec),
@@ -600,7 +595,7 @@ impl Decider<'_> {
     fn enter_stopping(&mut self, restore: Restore) {
         let up = self.st.upgrade.as_mut().expect("invariant: upgrading");
         up.phase = UpgradePhase::Stopping;
-        up.restore = Some(restore.to_status());
+        up.restore = Some(restore);
         self.st.error = None;
         self.actions.push(Action::DeleteCluster);
         self.requeue = FAST;
@@ -612,8 +607,8 @@ impl Decider<'_> {
             self.requeue = FAST;
             return;
         }
-        let target = parse_spec(&up.target_spec).expect("invariant: target spec is our JSON");
-        let restore = Restore::from_status(up.restore.as_deref().unwrap_or("latest-checkpoint"));
+        let target = up.target_spec.clone();
+        let restore = up.restore.clone().unwrap_or_default();
         self.st.upgrade = None;
         if target.job.state == JobState::Suspended {
             let lineage = self
@@ -626,7 +621,7 @@ impl Decider<'_> {
                 generation: up.target_generation,
                 spec: up.target_spec.clone(),
                 lineage,
-                restore: restore.to_status(),
+                restore: restore.clone(),
                 time: self.now_text(),
             });
             self.st.job = None;
@@ -634,10 +629,7 @@ impl Decider<'_> {
             self.event(
                 EventType::Normal,
                 "Suspended",
-                format!(
-                    "the job is suspended; it resumes from {}",
-                    restore.to_status()
-                ),
+                format!("the job is suspended; it resumes from {}", restore),
             );
             return;
         }
@@ -660,7 +652,7 @@ impl Decider<'_> {
         if stable.generation == deployed.generation {
             return;
         }
-        let timeout = humantime::parse_duration(&settings.stable_timeout).unwrap_or(Duration::MAX);
+        let timeout = self.lifecycle().stable_timeout;
         let age = elapsed(&deployed.time, self.now);
         let state = self.state();
         let failed = state == Some(LifecycleState::Failed);
@@ -693,7 +685,7 @@ impl Decider<'_> {
             started: self.now_text(),
         });
         self.set_state(LifecycleState::RollingBack);
-        self.enter_stopping(Restore::from_status(&deployed.restore));
+        self.enter_stopping(deployed.restore.clone());
     }
 
     // ---- savepoints outside upgrades ----
@@ -711,13 +703,7 @@ impl Decider<'_> {
             self.trigger_savepoint(format!("manual-{n}"), SavepointKind::Manual, Some(n));
             return;
         }
-        let Some(interval) = self
-            .spec()
-            .savepoints
-            .periodic_interval
-            .as_deref()
-            .and_then(|t| humantime::parse_duration(t).ok())
-        else {
+        let Some(interval) = self.lifecycle().periodic_savepoint_interval else {
             return;
         };
         let since = self
@@ -826,10 +812,7 @@ impl Decider<'_> {
     fn prune_history(&mut self, deployed: &DeployedSpec) {
         let settings = &self.spec().savepoints;
         let max_count = settings.history_max_count.max(1) as usize;
-        let max_age = settings
-            .history_max_age
-            .as_deref()
-            .and_then(|t| humantime::parse_duration(t).ok());
+        let max_age = self.lifecycle().savepoint_history_max_age;
         let newest = self.st.savepoints.last.as_ref().map(|l| l.location.clone());
         let history = std::mem::take(&mut self.st.savepoints.history);
         let n = history.len();
@@ -838,7 +821,7 @@ impl Decider<'_> {
             let surplus = i + max_count < n;
             let expired = max_age.is_some_and(|a| elapsed(&sp.time, self.now) > a);
             let protected =
-                Some(&sp.location) == newest.as_ref() || sp.location == deployed.restore;
+                Some(&sp.location) == newest.as_ref() || sp.location == deployed.restore.as_str();
             if (surplus || expired) && !protected {
                 self.event(
                     EventType::Normal,
@@ -926,21 +909,18 @@ impl Decider<'_> {
         self.st
             .deployed
             .as_ref()
-            .and_then(|d| parse_spec(&d.spec))
-            .is_some_and(|s| s.job.state == JobState::Suspended)
+            .is_some_and(|d| d.spec.job.state == JobState::Suspended)
     }
 
     fn deployed_restore(&self) -> Restore {
         self.st
             .deployed
             .as_ref()
-            .map_or(Restore::LatestCheckpoint, |d| {
-                Restore::from_status(&d.restore)
-            })
+            .map_or(Restore::LatestCheckpoint, |d| d.restore.clone())
     }
 
     fn target_suspended(&self, up: &UpgradeStatus) -> bool {
-        parse_spec(&up.target_spec).is_some_and(|s| s.job.state == JobState::Suspended)
+        up.target_spec.job.state == JobState::Suspended
     }
 
     /// The newest state without a savepoint: the latest checkpoint, or, when the operator
@@ -995,16 +975,6 @@ fn elapsed(since: &str, now: Timestamp) -> Duration {
     crate::model::parse_time(since)
         .and_then(|t| Duration::try_from(now.duration_since(t)).ok())
         .unwrap_or(Duration::ZERO)
-}
-
-/// A spec the operator recorded in status with [`to_json`]; `None` when the status was edited
-/// into something else.
-fn parse_spec(json: &str) -> Option<StreamJobSpec> {
-    serde_json::from_str(json).ok()
-}
-
-fn to_json(spec: &StreamJobSpec) -> String {
-    serde_json::to_string(spec).expect("invariant: specs serialize")
 }
 
 fn mode_name(mode: UpgradeMode) -> &'static str {

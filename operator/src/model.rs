@@ -5,17 +5,19 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use weir_api_types::{
-    CheckpointInfo, CheckpointsInfo, CompatibilityReport, JobInfo, SavepointState, SavepointStatus,
+    CheckpointInfo, CheckpointsInfo, CompatibilityReport, JobInfo, JobRunState, SavepointState,
+    SavepointStatus,
 };
-use weir_crds::{StreamJobSpec, StreamJobStatus};
+pub use weir_crds::Restore;
+use weir_crds::{StreamJobSpec, StreamJobStatus, ValidatedSpec};
 
 /// The StreamJob as the user wants it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Desired {
     /// `metadata.generation`.
     pub generation: i64,
-    /// `spec`, defaults filled in.
-    pub spec: StreamJobSpec,
+    /// `spec`, defaults filled in, validated (durations parsed).
+    pub spec: ValidatedSpec,
     /// `metadata.deletionTimestamp` is set.
     pub deleting: bool,
 }
@@ -44,9 +46,8 @@ pub struct Observed {
 pub struct ObservedJob {
     /// Job id.
     pub id: String,
-    /// `CREATED`, `RUNNING`, `FINISHING`, `RESTARTING`, `FAILED`, `FINISHED`, `STOPPED`,
-    /// `CANCELED`.
-    pub state: String,
+    /// Where the job is.
+    pub state: JobRunState,
     /// Subtasks per operator.
     pub parallelism: u32,
     /// Restarts after failures.
@@ -87,7 +88,7 @@ impl ObservedJob {
 
     /// True when the job runs and can take a savepoint.
     pub fn is_running(&self) -> bool {
-        self.state == "RUNNING"
+        self.state == JobRunState::Running
     }
 }
 
@@ -133,37 +134,6 @@ pub enum CheckOutcome {
     Done(CompatibilityReport),
     /// Could not run or report (for example storage unreadable): the message says why.
     Error(String),
-}
-
-/// What a deployment restores.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Restore {
-    /// Nothing: empty state (upgrade mode `stateless`).
-    Nothing,
-    /// The job's latest complete checkpoint in its storage.
-    LatestCheckpoint,
-    /// This savepoint directory (URI).
-    Savepoint(String),
-}
-
-impl Restore {
-    /// The form recorded in status: `none`, `latest-checkpoint`, or the savepoint URI.
-    pub fn to_status(&self) -> String {
-        match self {
-            Restore::Nothing => "none".into(),
-            Restore::LatestCheckpoint => "latest-checkpoint".into(),
-            Restore::Savepoint(uri) => uri.clone(),
-        }
-    }
-
-    /// Parses [`Restore::to_status`]'s form.
-    pub fn from_status(s: &str) -> Self {
-        match s {
-            "none" => Restore::Nothing,
-            "latest-checkpoint" => Restore::LatestCheckpoint,
-            uri => Restore::Savepoint(uri.to_string()),
-        }
-    }
 }
 
 /// Severity of a Kubernetes Event.

@@ -75,7 +75,7 @@ fn every_lifecycle_state_has_the_health_a_user_expects() {
     let failed = decide(
         &desired(1, &s),
         &stable_st,
-        &observed("FAILED", Some(3)),
+        &observed(JobRunState::Failed, Some(3)),
         t(20),
     )
     .status;

@@ -77,47 +77,53 @@ fn the_lifecycle_follows_the_job() {
     let table: Vec<(StreamJobStatus, Observed, L, bool, Option<&str>)> = vec![
         (
             created.clone(),
-            with("CREATED", None),
+            with(JobRunState::Created, None),
             L::Deploying,
             false,
             None,
         ),
         (
             created.clone(),
-            with("RUNNING", None),
+            with(JobRunState::Running, None),
             L::Running,
             true,
             Some("JobRunning"),
         ),
         (
             created.clone(),
-            with("RUNNING", Some(1)),
+            with(JobRunState::Running, Some(1)),
             L::Stable,
             true,
             Some("JobStable"),
         ),
         (
             stable(),
-            with("RESTARTING", Some(3)),
+            with(JobRunState::Restarting, Some(3)),
             L::Stable,
             false,
             None,
         ),
         (
             stable(),
-            with("FAILED", Some(3)),
+            with(JobRunState::Failed, Some(3)),
             L::Failed,
             false,
             Some("JobFailed"),
         ),
         (
             stable(),
-            with("CANCELED", Some(3)),
+            with(JobRunState::Canceled, Some(3)),
             L::Failed,
             false,
             Some("JobFailed"),
         ),
-        (stable(), with("FINISHED", Some(3)), L::Stable, true, None),
+        (
+            stable(),
+            with(JobRunState::Finished, Some(3)),
+            L::Stable,
+            true,
+            None,
+        ),
     ];
     for (i, (from, observed, want, ready, event)) in table.into_iter().enumerate() {
         let d = decide(&desired(1, &s), &from, &observed, t(30));
@@ -211,7 +217,12 @@ fn a_rescale_takes_a_savepoint_records_it_deletes_the_old_pods_then_deploys_from
     assert_eq!(effects(&steps[3]), [Action::DeleteCluster]);
     let st = &steps[3].status;
     assert_eq!(
-        st.upgrade.as_ref().unwrap().restore.as_deref(),
+        st.upgrade
+            .as_ref()
+            .unwrap()
+            .restore
+            .as_ref()
+            .map(Restore::as_str),
         Some(LOCATION)
     );
     assert_eq!(st.savepoints.last.as_ref().unwrap().location, LOCATION);
@@ -240,7 +251,7 @@ fn pods_are_never_deleted_before_the_savepoint_location_is_in_status() {
     for d in upgrade_to(&spec(3)) {
         if effects(&d).contains(&Action::DeleteCluster) {
             let up = d.status.upgrade.as_ref().unwrap();
-            assert_eq!(up.restore.as_deref(), Some(LOCATION));
+            assert_eq!(up.restore.as_ref().map(Restore::as_str), Some(LOCATION));
         }
     }
 }
@@ -265,7 +276,7 @@ fn a_restarted_operator_repeats_the_same_idempotent_action_in_every_phase() {
         }]
     );
     // Savepointing, the job stopped meanwhile and reports the savepoint: go on.
-    let stopped = observed("STOPPED", Some(3));
+    let stopped = observed(JobRunState::Stopped, Some(3));
     let d = decide(
         &g,
         &steps[1].status,
@@ -274,7 +285,13 @@ fn a_restarted_operator_repeats_the_same_idempotent_action_in_every_phase() {
     );
     assert_eq!(effects(&d), [Action::DeleteCluster]);
     assert_eq!(
-        d.status.upgrade.as_ref().unwrap().restore.as_deref(),
+        d.status
+            .upgrade
+            .as_ref()
+            .unwrap()
+            .restore
+            .as_ref()
+            .map(Restore::as_str),
         Some(LOCATION)
     );
     // Stopping, pods still there: delete again; gone: deploy from the recorded location.
@@ -385,7 +402,13 @@ fn each_upgrade_mode_carries_state_its_own_way() {
     );
     assert_eq!(effects(&d), [Action::DeleteCluster]);
     assert_eq!(
-        d.status.upgrade.as_ref().unwrap().restore.as_deref(),
+        d.status
+            .upgrade
+            .as_ref()
+            .unwrap()
+            .restore
+            .as_ref()
+            .map(Restore::as_str),
         Some("latest-checkpoint")
     );
     // stateless: no check, nothing restored.
@@ -401,7 +424,7 @@ fn each_upgrade_mode_carries_state_its_own_way() {
         }]
     ));
     // savepoint, but the job failed: the latest checkpoint (fallback allowed by default)...
-    let failed = observed("FAILED", Some(3));
+    let failed = observed(JobRunState::Failed, Some(3));
     let s = with_mode(UpgradeMode::Savepoint);
     let d = decide(&desired(2, &s), &stable(), &failed, t(20));
     let d = decide(
@@ -413,7 +436,13 @@ fn each_upgrade_mode_carries_state_its_own_way() {
     assert_eq!(effects(&d), [Action::DeleteCluster]);
     assert!(events(&d).contains(&"LastStateFallback"));
     assert_eq!(
-        d.status.upgrade.as_ref().unwrap().restore.as_deref(),
+        d.status
+            .upgrade
+            .as_ref()
+            .unwrap()
+            .restore
+            .as_ref()
+            .map(Restore::as_str),
         Some("latest-checkpoint")
     );
     // ...or, with the fallback off, it waits for the job.
@@ -494,7 +523,10 @@ fn suspend_stops_with_a_savepoint_and_resume_restores_it() {
     assert!(effects(&d).is_empty());
     assert_eq!(d.status.lifecycle_state, Some(L::Suspended));
     assert!(is_true(&d.status, "Ready"));
-    assert_eq!(d.status.deployed.as_ref().unwrap().restore, LOCATION);
+    assert_eq!(
+        d.status.deployed.as_ref().unwrap().restore.as_str(),
+        LOCATION
+    );
     let suspended_status = decide(&g, &d.status, &absent(), t(60)).status;
     assert_eq!(suspended_status.lifecycle_state, Some(L::Suspended));
 
@@ -614,7 +646,10 @@ fn an_upgrade_that_does_not_become_stable_rolls_back_when_enabled() {
     let up = d.status.upgrade.clone().unwrap();
     assert!(up.rollback);
     assert_eq!(
-        (up.target_generation, up.restore.as_deref()),
+        (
+            up.target_generation,
+            up.restore.as_ref().map(Restore::as_str)
+        ),
         (1, Some(LOCATION))
     );
     let d = decide(&g, &d.status, &absent(), t(400));
@@ -645,9 +680,8 @@ fn an_upgrade_that_does_not_become_stable_rolls_back_when_enabled() {
 #[test]
 fn deletion_cancels_or_takes_a_final_savepoint_then_releases_the_finalizer() {
     let gone = |s: &StreamJobSpec| Desired {
-        generation: 1,
-        spec: s.clone(),
         deleting: true,
+        ..desired(1, s)
     };
     let s = spec(2);
     let d = decide(&gone(&s), &stable(), &running(Some(3)), t(20));
@@ -710,7 +744,7 @@ fn condition_transition_times_change_only_with_their_status() {
     let d = decide(
         &desired(1, &spec(2)),
         &d.status,
-        &observed("FAILED", Some(4)),
+        &observed(JobRunState::Failed, Some(4)),
         t(600),
     );
     let ready = d

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use k8s_openapi::jiff::Timestamp;
+pub use weir_api_types::JobRunState;
 use weir_api_types::{CheckpointInfo, CompatibilityReport, SavepointState};
 use weir_crds::{LifecycleState as L, StreamJobSpec, StreamJobStatus};
 use weir_operator::decide::decide;
@@ -31,18 +32,18 @@ pub fn t(secs: i64) -> Timestamp {
 pub fn desired(generation: i64, spec: &StreamJobSpec) -> Desired {
     Desired {
         generation,
-        spec: spec.clone(),
+        spec: weir_crds::validate_spec(spec).expect("a valid spec"),
         deleting: false,
     }
 }
 
-pub fn job(state: &str, checkpoint: Option<u64>) -> ObservedJob {
+pub fn job(state: JobRunState, checkpoint: Option<u64>) -> ObservedJob {
     ObservedJob {
         id: "abc".into(),
-        state: state.into(),
+        state,
         parallelism: 2,
         restarts: 0,
-        failure: (state == "FAILED").then(|| "worker lost".into()),
+        failure: (state == JobRunState::Failed).then(|| "worker lost".into()),
         start_time: t(0).to_string(),
         restored_from: None,
         latest_checkpoint: checkpoint.map(|id| CheckpointInfo {
@@ -56,7 +57,7 @@ pub fn job(state: &str, checkpoint: Option<u64>) -> ObservedJob {
 }
 
 /// Pods present and the coordinator reporting `state` with `checkpoint` as its latest.
-pub fn observed(state: &str, checkpoint: Option<u64>) -> Observed {
+pub fn observed(state: JobRunState, checkpoint: Option<u64>) -> Observed {
     Observed {
         pods_present: true,
         workloads_complete: true,
@@ -66,7 +67,7 @@ pub fn observed(state: &str, checkpoint: Option<u64>) -> Observed {
 }
 
 pub fn running(checkpoint: Option<u64>) -> Observed {
-    observed("RUNNING", checkpoint)
+    observed(JobRunState::Running, checkpoint)
 }
 
 pub fn absent() -> Observed {

@@ -12,12 +12,8 @@ pub struct JobInfo {
     pub name: String,
     /// Job id: 32 hex digits, fixed for the life of the coordinator process (or local run).
     pub id: String,
-    /// `CREATED` (waiting for workers), `RUNNING`, `FINISHING` (input exhausted, final
-    /// checkpoint), `RESTARTING` (after a failure, waiting for the backoff and workers), or
-    /// `FAILED` (the restart strategy is exhausted; see `failure`); a coordinator started with
-    /// `--linger` goes on answering after the job ended, as `FINISHED` (input exhausted),
-    /// `STOPPED` (stopped with a savepoint) or `CANCELED`.
-    pub state: String,
+    /// Where the job is; see [`JobRunState`].
+    pub state: JobRunState,
     /// Restarts after failures since the coordinator started.
     #[serde(default)]
     pub restarts: u32,
@@ -38,6 +34,66 @@ pub struct JobInfo {
     pub records_out: u64,
     /// Event-time watermark (ms since the epoch), if any.
     pub watermark: Option<i64>,
+}
+
+/// A job's state as its coordinator reports it, after Flink's `JobStatus`; JSON: the
+/// upper-case names (`"RUNNING"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobRunState {
+    /// Waiting for its workers (the first attempt).
+    #[default]
+    Created,
+    /// Running; checkpoints and savepoints can be taken.
+    Running,
+    /// The input is exhausted; the final checkpoint is being taken.
+    Finishing,
+    /// After a failure, waiting for the restart back-off and the workers.
+    Restarting,
+    /// The restart strategy is exhausted (`failure` says why); the coordinator keeps answering
+    /// until it is cancelled.
+    Failed,
+    /// The input was exhausted and the job ended (answered with `--linger`).
+    Finished,
+    /// Stopped with a savepoint (answered with `--linger`).
+    Stopped,
+    /// Cancelled (answered with `--linger`).
+    Canceled,
+}
+
+impl JobRunState {
+    /// True once the job has ended and will not run again in this coordinator: `FAILED`,
+    /// `FINISHED`, `STOPPED`, `CANCELED`.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobRunState::Failed
+                | JobRunState::Finished
+                | JobRunState::Stopped
+                | JobRunState::Canceled
+        )
+    }
+
+    /// The JSON name, `"RUNNING"` and so on.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobRunState::Created => "CREATED",
+            JobRunState::Running => "RUNNING",
+            JobRunState::Finishing => "FINISHING",
+            JobRunState::Restarting => "RESTARTING",
+            JobRunState::Failed => "FAILED",
+            JobRunState::Finished => "FINISHED",
+            JobRunState::Stopped => "STOPPED",
+            JobRunState::Canceled => "CANCELED",
+        }
+    }
+}
+
+impl std::fmt::Display for JobRunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// True for a caller-chosen trigger id the API accepts: 1 to 64 characters of
@@ -233,4 +289,25 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_states_travel_as_their_upper_case_names() {
+        for (state, name) in [
+            (JobRunState::Created, "CREATED"),
+            (JobRunState::Restarting, "RESTARTING"),
+            (JobRunState::Canceled, "CANCELED"),
+        ] {
+            let json = serde_json::to_string(&state).unwrap();
+            assert_eq!(json, format!("\"{name}\""));
+            assert_eq!(state.as_str(), name);
+            assert_eq!(serde_json::from_str::<JobRunState>(&json).unwrap(), state);
+        }
+        assert!(serde_json::from_str::<JobRunState>("\"running\"").is_err());
+        assert!(JobRunState::Stopped.is_terminal() && !JobRunState::Running.is_terminal());
+    }
 }

@@ -24,6 +24,6 @@ mod server;
 pub use request::AdminRequest;
 pub use server::{discovery_file, serve, AdminServer};
 pub use weir_api_types::{
-    ApiError, CheckpointInfo, CheckpointsInfo, JobInfo, SavepointState, SavepointStatus,
-    StopRequest, StopResponse, TriggerRequest, TriggerResponse,
+    ApiError, CheckpointInfo, CheckpointsInfo, JobInfo, JobRunState, SavepointState,
+    SavepointStatus, StopRequest, StopResponse, TriggerRequest, TriggerResponse,
 };

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver};
 use tracing::{error, info, warn};
-use weir_api_types::{ApiError, CheckpointsInfo, JobInfo};
+use weir_api_types::{ApiError, CheckpointsInfo, JobInfo, JobRunState};
 use weir_crds::LoadedManifest;
 
 use super::members::Members;
@@ -147,7 +147,7 @@ struct Job<'a> {
 
 /// The state the admin API reports between attempts.
 struct Idle<'a> {
-    state: &'a str,
+    state: JobRunState,
     info: JobInfo,
     history: &'a History,
 }
@@ -238,9 +238,9 @@ impl Job<'_> {
         loop {
             let idle = Idle {
                 state: if restarts == 0 {
-                    "CREATED"
+                    JobRunState::Created
                 } else {
-                    "RESTARTING"
+                    JobRunState::Restarting
                 },
                 info: self.idle_info(restarts, failure.clone()),
                 history: &history,
@@ -314,9 +314,9 @@ impl Job<'_> {
                         info.restored_from = restored_from;
                         let idle = Idle {
                             state: match &end {
-                                RunEnd::Finished => "FINISHED",
-                                RunEnd::Stopped { .. } => "STOPPED",
-                                RunEnd::Cancelled => "CANCELED",
+                                RunEnd::Finished => JobRunState::Finished,
+                                RunEnd::Stopped { .. } => JobRunState::Stopped,
+                                RunEnd::Cancelled => JobRunState::Canceled,
                             },
                             info,
                             history: &history,
@@ -342,7 +342,7 @@ impl Job<'_> {
                                 self.options.restart.max_restarts
                             );
                             let idle = Idle {
-                                state: "RESTARTING",
+                                state: JobRunState::Restarting,
                                 info: self.idle_info(restarts, failure.clone()),
                                 history: &history,
                             };
@@ -360,7 +360,7 @@ impl Job<'_> {
                             );
                             self.members.shutdown();
                             let idle = Idle {
-                                state: "FAILED",
+                                state: JobRunState::Failed,
                                 info: self.idle_info(restarts, failure.clone()),
                                 history: &history,
                             };
@@ -377,7 +377,7 @@ impl Job<'_> {
         JobInfo {
             name: self.manifest.name.clone(),
             id: self.job_id.clone(),
-            state: String::new(),
+            state: JobRunState::Created,
             restarts,
             failure,
             parallelism: self.manifest.spec.parallelism,
@@ -474,7 +474,7 @@ fn wait_idle(
         match request {
             AdminRequest::Job(reply) => {
                 let mut info = idle.info.clone();
-                info.state = idle.state.to_string();
+                info.state = idle.state;
                 let _ = reply.send(info);
             }
             AdminRequest::Checkpoints(reply) => {

@@ -6,7 +6,8 @@ use weir_crds::StorageLocation;
 
 use super::{Coordinator, Stop, Target};
 use crate::admin::{
-    AdminRequest, ApiError, CheckpointsInfo, JobInfo, SavepointState, SavepointStatus, StopRequest,
+    AdminRequest, ApiError, CheckpointsInfo, JobInfo, JobRunState, SavepointState, SavepointStatus,
+    StopRequest,
 };
 use crate::checkpoint::coordinator::TaskSet;
 use crate::checkpoint::metadata::SnapshotKind;
@@ -31,11 +32,10 @@ impl Coordinator<'_> {
                     name: self.job.to_string(),
                     id: self.info.job_id.clone(),
                     state: if self.finishing {
-                        "FINISHING"
+                        JobRunState::Finishing
                     } else {
-                        "RUNNING"
-                    }
-                    .into(),
+                        JobRunState::Running
+                    },
                     restarts: self.info.restarts,
                     failure: self.info.failure.clone(),
                     parallelism: self.parallelism,
