@@ -21,8 +21,8 @@ pub use spec::{
 };
 pub use status::{
     CheckpointInfo, DeployedSpec, JobRunState, JobStatus, LifecycleState, PendingSavepoint,
-    Restore, SavepointInfo, SavepointKind, SavepointsStatus, StreamJobStatus, UpgradePhase,
-    UpgradeStatus,
+    Rejection, Restore, SavepointInfo, SavepointKind, SavepointsStatus, StreamJobStatus,
+    UpgradePhase, UpgradeStatus,
 };
 pub use storage::{S3Location, StorageLocation, SUPPORTED_STORAGE_SCHEMES};
 pub use validate::{

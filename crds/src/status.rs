@@ -52,9 +52,25 @@ pub struct StreamJobStatus {
     /// back. Any edit of the spec makes a new generation, which is tried again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked_generation: Option<i64>,
+    /// A request the API server refused for the current generation (an invalid object, RBAC,
+    /// a quota, an admission webhook): the operator retries it slowly and reports `Stalled`
+    /// until it is accepted or the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<Rejection>,
     /// Last error, for people; machines read the conditions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// A request the API server refused with a client error.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Rejection {
+    /// The generation being applied when it was refused.
+    pub generation: i64,
+    /// What was attempted and the server's message, for example `apply StatefulSet
+    /// retail-workers: StatefulSet.apps "retail-workers" is invalid: ... (422 Invalid)`.
+    pub message: String,
 }
 
 /// Lifecycle states, after the Flink Kubernetes Operator's.

@@ -85,6 +85,8 @@ where
 /// the decision was made on): a reconcile from a stale cache gets a 409 Conflict and retries
 /// on fresh data instead of overwriting a newer status.
 ///
+/// Returns the StreamJob's new resourceVersion.
+///
 /// # Errors
 /// [`Error::Kube`] when the request fails, a conflict included.
 pub async fn patch_status(
@@ -92,7 +94,7 @@ pub async fn patch_status(
     object: &StreamJobObject,
     status: &StreamJobStatus,
     resource_version: Option<&str>,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     let api: Api<StreamJobObject> = Api::namespaced(client.clone(), object.namespace());
     let mut body = serde_json::json!({
         "apiVersion": "weir.dev/v1alpha1",
@@ -102,17 +104,18 @@ pub async fn patch_status(
     if let Some(rv) = resource_version {
         body["metadata"] = serde_json::json!({ "resourceVersion": rv });
     }
-    api.patch_status(
-        object.name(),
-        &PatchParams::apply(names::FIELD_MANAGER).force(),
-        &Patch::Apply(body),
-    )
-    .await
-    .map_err(Error::kube(format!(
-        "patch status of StreamJob {}",
-        object.name()
-    )))?;
-    Ok(())
+    let written = api
+        .patch_status(
+            object.name(),
+            &PatchParams::apply(names::FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await
+        .map_err(Error::kube(format!(
+            "patch status of StreamJob {}",
+            object.name()
+        )))?;
+    Ok(written.metadata.resource_version)
 }
 
 /// Longest note the API server accepts in an Event (`events.k8s.io/v1`), in bytes.

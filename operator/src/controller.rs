@@ -19,7 +19,7 @@ use crate::apply::{patch_finalizer, patch_status, Actor};
 use crate::build::Target;
 use crate::conditions::{set_conditions, Problems};
 use crate::coordinator_api::CoordinatorApi;
-use crate::decide::decide;
+use crate::decide::{after_actions, decide};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::model::{Action, Desired, EventType, Observed};
@@ -29,6 +29,9 @@ use crate::resource::StreamJobObject;
 
 /// Delay before a reconcile that failed for a reason retrying may fix runs again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Delay before a request the API server refused (see [`Error::rejection`]) is sent again.
+pub const REJECTED_RETRY: Duration = Duration::from_secs(60);
 
 /// What every reconcile shares.
 pub struct Context {
@@ -148,7 +151,7 @@ async fn reconcile_job(object: &StreamJobObject, ctx: &Context) -> Result<Requeu
     log_decision(&status, &decision.status, &observed, &decision.actions);
     if decision.status != status {
         // The status is the write-ahead log: it is written before any action.
-        patch_status(
+        resource_version = patch_status(
             &ctx.client,
             object,
             &decision.status,
@@ -159,7 +162,37 @@ async fn reconcile_job(object: &StreamJobObject, ctx: &Context) -> Result<Requeu
     if let Some(took) = savepoint_took(&status, &decision.status, now) {
         ctx.metrics.savepoint_completed(took);
     }
-    actor.act(&decision.actions).await?;
+    // A refused request is recorded and retried slowly; any other failure is retried soon.
+    let rejection = match actor.act(&decision.actions).await {
+        Ok(()) => None,
+        Err(e) => match e.rejection() {
+            Some(message) => Some(message),
+            None => return Err(e),
+        },
+    };
+    let generation = object.generation();
+    if let Some(after) = after_actions(&decision.status, generation, rejection.clone(), now) {
+        patch_status(&ctx.client, object, &after, resource_version.as_deref()).await?;
+        if let Some(message) = rejection.clone() {
+            // A new refusal (an unchanged one was recorded before): said once.
+            warn!(
+                namespace = object.namespace(),
+                name = object.name(),
+                "the API server refused a request: {message}"
+            );
+            let event = Action::Event {
+                kind: EventType::Warning,
+                reason: "ApplyRejected",
+                message,
+            };
+            actor.act(&[event]).await?;
+        }
+    }
+    if rejection.is_some() {
+        // Refused again unchanged: retried slowly, in case what refused it changes (a quota
+        // freed, a webhook fixed, RBAC granted); an edit of the spec reconciles at once.
+        return Ok(Requeue::requeue(REJECTED_RETRY));
+    }
     let gone = decision
         .actions
         .iter()

@@ -20,8 +20,8 @@ use k8s_openapi::jiff::Timestamp;
 use weir_api_types::{JobRunState, SavepointState};
 use weir_crds::{
     DeployedSpec, JobState, JobStatus, LifecycleSettings, LifecycleState, PendingSavepoint,
-    SavepointInfo, SavepointKind, StreamJobSpec, StreamJobStatus, UpgradeMode, UpgradePhase,
-    UpgradeStatus,
+    Rejection, SavepointInfo, SavepointKind, StreamJobSpec, StreamJobStatus, UpgradeMode,
+    UpgradePhase, UpgradeStatus,
 };
 
 use crate::conditions::{self, set_conditions, Problems};
@@ -59,6 +59,14 @@ pub fn decide(
         blocked: None,
     };
     d.record_observation();
+    // A refusal of an earlier generation's request says nothing about this one.
+    if d.st
+        .rejected
+        .as_ref()
+        .is_some_and(|r| r.generation != desired.generation)
+    {
+        d.st.rejected = None;
+    }
     if desired.deleting {
         d.delete();
     } else if d.st.upgrade.is_some() {
@@ -338,6 +346,11 @@ impl Decider<'_> {
                 ),
             );
         }
+        // A deployment that never ran (its pods refused or never ready) holds exactly the state
+        // it restored: the new one restores the same, in every mode that keeps state.
+        let never_ran = self.state() == Some(LifecycleState::Deploying)
+            && !self.running()
+            && !self.checkpointed_since_deployed();
         self.st.upgrade = Some(UpgradeStatus {
             phase: UpgradePhase::Checking,
             target_generation: gen,
@@ -345,7 +358,7 @@ impl Decider<'_> {
             mode,
             rollback: false,
             trigger_id: None,
-            restore: None,
+            restore: (never_ran && mode != UpgradeMode::Stateless).then(|| self.deployed_restore()),
             failed_attempts: 0,
             started: self.now_text(),
         });
@@ -382,8 +395,11 @@ impl Decider<'_> {
 
     fn run_check(&mut self) {
         let up = self.st.upgrade.as_ref().expect("invariant: upgrading");
-        let snapshot = match self.deployed_restore() {
-            Restore::Savepoint(uri) if self.deployed_suspended() => Some(uri),
+        // Checked against the savepoint the new pods will restore when that is already known
+        // (a suspended job, a deployment that never ran), else the latest checkpoint.
+        let snapshot = match (&up.restore, self.deployed_restore()) {
+            (Some(Restore::Savepoint(uri)), _) => Some(uri.clone()),
+            (_, Restore::Savepoint(uri)) if self.deployed_suspended() => Some(uri),
             _ => None,
         };
         let spec = up.target_spec.clone();
@@ -463,6 +479,7 @@ impl Decider<'_> {
         let up = self.st.upgrade.clone().expect("invariant: upgrading");
         let restore = match up.mode {
             UpgradeMode::Stateless => Some(Restore::Nothing),
+            _ if up.restore.is_some() && !self.running() => up.restore.clone(),
             UpgradeMode::Savepoint if self.running() => {
                 let id = format!("upgrade-{}-{}", up.target_generation, up.failed_attempts);
                 self.stop_with_savepoint(id);
@@ -912,6 +929,20 @@ impl Decider<'_> {
             .is_some_and(|d| d.spec.job.state == JobState::Suspended)
     }
 
+    /// True when the operator saw a checkpoint complete after the current deployment began.
+    fn checkpointed_since_deployed(&self) -> bool {
+        let (Some(c), Some(d)) = (&self.st.last_checkpoint, &self.st.deployed) else {
+            return false;
+        };
+        match (
+            crate::model::parse_time(&c.time),
+            crate::model::parse_time(&d.time),
+        ) {
+            (Some(c), Some(d)) => c >= d,
+            _ => true,
+        }
+    }
+
     fn deployed_restore(&self) -> Restore {
         self.st
             .deployed
@@ -938,36 +969,81 @@ impl Decider<'_> {
     fn finish(mut self) -> Decision {
         let gen = self.gen();
         self.st.observed_generation = Some(gen);
-        let mut problems = Problems::default();
-        if self.st.blocked_generation == Some(gen) {
-            let still_blocked = conditions::find(&self.st, conditions::UPGRADE_BLOCKED)
-                .filter(|c| c.status == "True")
-                .map(|c| (c.reason.clone(), c.message.clone()));
-            match self.blocked.clone().or(still_blocked) {
-                Some(b) => problems.upgrade_blocked = Some(b),
-                None => {
-                    let reason = match self.state() {
-                        Some(LifecycleState::RollingBack | LifecycleState::RolledBack) => {
-                            "RolledBack"
-                        }
-                        _ => "UpgradeFailed",
-                    };
-                    let message = self
-                        .st
-                        .error
-                        .clone()
-                        .unwrap_or_else(|| format!("generation {gen} is not applied"));
-                    problems.stalled = Some((reason.to_string(), message));
-                }
-            }
-        }
-        set_conditions(&mut self.st, gen, &problems, self.now);
+        update_conditions(&mut self.st, gen, self.blocked.clone(), self.now);
         Decision {
             status: self.st,
             actions: self.actions,
             requeue_after: self.requeue,
         }
     }
+}
+
+/// Rewrites the conditions of `st` for generation `gen`: an upgrade blocked now (`blocked`)
+/// or before (the `UpgradeBlocked` condition of a blocked generation), a generation given up
+/// (`RolledBack`, `UpgradeFailed`), or a request the API server refused (`ApplyRejected`).
+fn update_conditions(
+    st: &mut StreamJobStatus,
+    gen: i64,
+    blocked: Option<(String, String)>,
+    now: Timestamp,
+) {
+    let mut problems = Problems::default();
+    if st.blocked_generation == Some(gen) {
+        let still_blocked = conditions::find(st, conditions::UPGRADE_BLOCKED)
+            .filter(|c| c.status == "True")
+            .map(|c| (c.reason.clone(), c.message.clone()));
+        match blocked.or(still_blocked) {
+            Some(b) => problems.upgrade_blocked = Some(b),
+            None => {
+                let reason = match st.lifecycle_state {
+                    Some(LifecycleState::RollingBack | LifecycleState::RolledBack) => "RolledBack",
+                    _ => "UpgradeFailed",
+                };
+                let message = st
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| format!("generation {gen} is not applied"));
+                problems.stalled = Some((reason.to_string(), message));
+            }
+        }
+    }
+    if let Some(r) = st.rejected.as_ref().filter(|r| r.generation == gen) {
+        st.error = Some(r.message.clone());
+        if problems.stalled.is_none() {
+            problems.stalled = Some(("ApplyRejected".into(), r.message.clone()));
+        }
+    }
+    set_conditions(st, gen, &problems, now);
+}
+
+/// `status` (as decided for generation `generation` and written) after its actions ran:
+/// `rejection` is the API server's refusal of one of them (see
+/// [`crate::error::Error::rejection`]), `None` when they all went through. A refusal is
+/// recorded (`rejected`, `error`, condition `Stalled` with reason `ApplyRejected`); success
+/// clears an earlier one. Returns `None` when nothing changes.
+pub fn after_actions(
+    status: &StreamJobStatus,
+    generation: i64,
+    rejection: Option<String>,
+    now: Timestamp,
+) -> Option<StreamJobStatus> {
+    let mut st = status.clone();
+    match rejection {
+        Some(message) => {
+            st.rejected = Some(Rejection {
+                generation,
+                message,
+            })
+        }
+        None => {
+            let old = st.rejected.take()?;
+            if st.error.as_deref() == Some(old.message.as_str()) {
+                st.error = None;
+            }
+        }
+    }
+    update_conditions(&mut st, generation, None, now);
+    (st != *status).then_some(st)
 }
 
 /// Time from `since` (RFC 3339) to `now`; zero when `since` does not parse or is later.

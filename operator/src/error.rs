@@ -42,6 +42,28 @@ impl Error {
         !matches!(self, Error::InvalidSpec(_))
     }
 
+    /// The API server's refusal of a request as one it will refuse again unchanged: a client
+    /// error (400 Bad Request, 403 Forbidden (RBAC, quota, an admission webhook), 404 Not
+    /// Found (a missing namespace), 422 Invalid (a field of the object)), but not 408, 409
+    /// Conflict, 410 Gone or 429 Too Many Requests, which retrying fixes. Returns
+    /// `"<what was attempted>: <the server's message>"`.
+    pub fn rejection(&self) -> Option<String> {
+        match self {
+            Error::Kube {
+                action,
+                source: kube::Error::Api(status),
+            } if (400..500).contains(&status.code)
+                && !matches!(status.code, 408 | 409 | 410 | 429) =>
+            {
+                Some(format!(
+                    "{action}: {} ({} {})",
+                    status.message, status.code, status.reason
+                ))
+            }
+            _ => None,
+        }
+    }
+
     /// Wraps a Kubernetes client error with what was attempted.
     pub fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
         let action = action.into();

@@ -9,7 +9,7 @@ use weir_crds::{
     JobState, LifecycleState as L, SavepointKind, StreamJobSpec, StreamJobStatus, UpgradeMode,
     UpgradePhase,
 };
-use weir_operator::decide::decide;
+use weir_operator::decide::{after_actions, decide};
 use weir_operator::model::{Action, Desired, Observed, Restore};
 
 #[test]
@@ -176,6 +176,83 @@ fn a_half_applied_deployment_is_completed_with_the_same_lineage() {
     let d = decide(&desired(1, &spec(2)), &st, &half, t(30));
     assert!(
         matches!(&effects(&d)[..], [Action::Deploy { lineage: l, restore: Restore::LatestCheckpoint, .. }] if *l == lineage)
+    );
+}
+
+#[test]
+fn a_refused_apply_stalls_the_generation_until_accepted_or_edited() {
+    let mut from = spec(2);
+    from.job.initial_savepoint_path = Some(LOCATION.into());
+    let fixed_spec = from.clone();
+    // A volume with two sources: valid for the CRD's schema, refused by the API server.
+    from.workers
+        .volumes
+        .push(k8s_openapi::api::core::v1::Volume {
+            name: "data".into(),
+            empty_dir: Some(Default::default()),
+            host_path: Some(k8s_openapi::api::core::v1::HostPathVolumeSource {
+                path: "/tmp/data".into(),
+                type_: None,
+            }),
+            ..Default::default()
+        });
+    let d = decide(
+        &desired(1, &from),
+        &StreamJobStatus::default(),
+        &absent(),
+        t(0),
+    );
+    let refused = "apply StatefulSet j-workers: spec.template.spec.volumes[0].hostPath: Forbidden: may not specify more than 1 volume type (422 Invalid)";
+    let st = after_actions(&d.status, 1, Some(refused.into()), t(1)).expect("recorded");
+    assert_eq!(
+        condition(&st, "Stalled"),
+        ("True".into(), "ApplyRejected".into())
+    );
+    assert!(!is_true(&st, "Ready"));
+    assert_eq!(st.error.as_deref(), Some(refused));
+    // The same refusal again changes nothing (no second write, no second Event).
+    assert_eq!(after_actions(&st, 1, Some(refused.into()), t(2)), None);
+
+    // The next reconcile applies again and keeps the condition as it is (no flapping).
+    let half = Observed {
+        pods_present: true,
+        workloads_complete: false,
+        ..Default::default()
+    };
+    let again = decide(&desired(1, &from), &st, &half, t(60));
+    assert!(matches!(&effects(&again)[..], [Action::Deploy { .. }]));
+    assert_eq!(again.status.conditions, st.conditions);
+    assert_eq!(again.status.error.as_deref(), Some(refused));
+
+    // Accepted (what refused it changed): cleared.
+    let cleared = after_actions(&again.status, 1, None, t(61)).expect("cleared");
+    assert_eq!(cleared.rejected, None);
+    assert_eq!(cleared.error, None);
+    assert_eq!(condition(&cleared, "Stalled").0, "False");
+
+    // Or the user edits the spec: the refusal of generation 1 no longer applies; the
+    // deployment never ran, so the new one restores what it restored, checked against it,
+    // with no savepoint asked of a job that does not run.
+    let fixed = decide(&desired(2, &fixed_spec), &st, &half, t(90));
+    assert_eq!(fixed.status.rejected, None);
+    assert_eq!(condition(&fixed.status, "Stalled").0, "False");
+    assert!(
+        matches!(&effects(&fixed)[..], [Action::RunCheck { generation: 2, snapshot: Some(s), .. }] if s == LOCATION),
+        "{:?}",
+        effects(&fixed)
+    );
+    let d = decide(
+        &desired(2, &fixed_spec),
+        &fixed.status,
+        &checked(half.clone(), 2, true),
+        t(95),
+    );
+    assert_eq!(effects(&d), [Action::DeleteCluster]);
+    let d = decide(&desired(2, &fixed_spec), &d.status, &absent(), t(100));
+    assert!(
+        matches!(&effects(&d)[..], [Action::Deploy { restore: Restore::Savepoint(l), .. }] if l == LOCATION),
+        "{:?}",
+        effects(&d)
     );
 }
 

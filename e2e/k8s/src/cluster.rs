@@ -17,6 +17,10 @@ use crate::control_plane::{self, ControlPlane};
 pub const HOST_IP: &str = "10.201.0.1";
 /// Image reference of the job pods in the test cluster.
 pub const RUNTIME_IMAGE: &str = "weir:e2e";
+/// Image reference of a user's job image in the test cluster: the fraud-detection example,
+/// built as `examples/fraud-detection/Dockerfile` builds it (its binary registers the
+/// `fraud-detection` job next to the built-in ones).
+pub const USER_IMAGE: &str = "fraud-detection:e2e";
 /// Image reference of the operator in the test cluster.
 pub const OPERATOR_IMAGE: &str = "weir-operator:e2e";
 /// Namespace the chart is installed into.
@@ -40,10 +44,12 @@ pub fn target_bin(name: &str) -> PathBuf {
 }
 
 /// The image table: the runtime image runs `weir` from this tree and holds the example's
-/// input at the path the Dockerfile puts it; the operator image runs `weir-operator`.
+/// input at the path the Dockerfile puts it; the user image runs the fraud-detection
+/// example's binary; the operator image runs `weir-operator`.
 pub fn images() -> Images {
     let weir = weir_e2e::weir_bin();
     let operator = target_bin("weir-operator");
+    let user = target_bin("fraud-detection");
     let mut table = Images::default();
     table.0.insert(
         RUNTIME_IMAGE.into(),
@@ -59,6 +65,14 @@ pub fn images() -> Images {
                 weir_e2e::retail_data(),
             )]
             .into(),
+            ..Default::default()
+        },
+    );
+    table.0.insert(
+        USER_IMAGE.into(),
+        Image {
+            entrypoint: vec!["/usr/local/bin/weir".into()],
+            binaries: [("/usr/local/bin/weir".to_string(), user)].into(),
             ..Default::default()
         },
     );

@@ -2,16 +2,19 @@
 //! kube-scheduler built from source) with the node agent running pods as processes: the chart
 //! rendered with the Helm SDK and applied with kubectl, then the example driven through its
 //! life with kubectl only: create, an argument change (savepoint, pre-flight check Job,
-//! redeploy), `kubectl scale` (rescale 2 -> 3 through a savepoint), a refused
-//! `maxParallelism` change (the CRD's CEL rule), suspend and resume, a rolling restart of the
-//! operator itself, deletion with a final savepoint, and a new job restored from that
-//! savepoint running to the end through a deleted worker pod, a deleted coordinator pod and a
-//! restarted API server: its committed output is exactly the reference output.
+//! redeploy) with the operator's pod killed in each phase, `kubectl scale` (rescale 2 -> 3
+//! through a savepoint), a refused `maxParallelism` change (the CRD's CEL rule), an
+//! incompatible change to the user's own image (UpgradeBlocked, the old job runs on), suspend
+//! and resume (and meanwhile another StreamJob whose StatefulSet the API server refuses:
+//! Stalled, then fixed), a rolling restart of the operator itself, deletion with a final
+//! savepoint, and a new job restored from that savepoint running to the end through a deleted
+//! worker pod, a deleted coordinator pod and a restarted API server: its committed output is
+//! exactly the reference output.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use weir_e2e_k8s::cluster::{TestCluster, OPERATOR_NAMESPACE, RUNTIME_IMAGE};
+use weir_e2e_k8s::cluster::{TestCluster, OPERATOR_NAMESPACE, RUNTIME_IMAGE, USER_IMAGE};
 
 const NAME: &str = "retail-revenue";
 const STEP: Duration = Duration::from_secs(240);
@@ -24,6 +27,85 @@ fn condition(j: &Value, type_: &str) -> String {
         .find(|c| c["type"] == type_)
         .map(|c| c["status"].as_str().unwrap_or_default().to_string())
         .unwrap_or_default()
+}
+
+/// The reason and message of condition `type_`.
+fn condition_reason(j: &Value, type_: &str) -> (String, String) {
+    let c = j["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == type_)
+        .cloned()
+        .unwrap_or_default();
+    (
+        c["reason"].as_str().unwrap_or_default().to_string(),
+        c["message"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// Events of `reason` about StreamJob `name`.
+fn events(c: &TestCluster, name: &str, reason: &str) -> Vec<Value> {
+    let text = c.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("reason={reason},involvedObject.name={name}"),
+        "-o",
+        "json",
+    ]);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// Follows the upgrade of StreamJob `sj` to `generation` and force-deletes the operator's
+/// pod (no grace: the process is killed) the first time it sees each phase (`Checking`,
+/// `Savepointing`, `Stopping`, then `Deploying`), until the new generation is stable. Returns
+/// the phases it killed the operator in.
+fn kill_operator_in_each_phase(c: &TestCluster, sj: &str, generation: i64) -> Vec<String> {
+    let start = Instant::now();
+    let mut killed: Vec<String> = Vec::new();
+    loop {
+        let (ok, text) = c.kubectl(&["get", sj, "-o", "json"], None);
+        if ok {
+            let j: Value = serde_json::from_str(&text).unwrap();
+            if stable_at(&j, generation) {
+                return killed;
+            }
+            let phase = match (
+                j["status"]["upgrade"]["phase"].as_str(),
+                j["status"]["lifecycleState"].as_str(),
+            ) {
+                (Some(p), _) => Some(p.to_string()),
+                (None, Some("Deploying"))
+                    if j["status"]["deployed"]["generation"] == generation =>
+                {
+                    Some("Deploying".to_string())
+                }
+                _ => None,
+            };
+            if let Some(phase) = phase.filter(|p| !killed.contains(p)) {
+                c.kubectl_ok(&[
+                    "delete",
+                    "pod",
+                    "-n",
+                    OPERATOR_NAMESPACE,
+                    "-l",
+                    "app.kubernetes.io/name=weir-operator",
+                    "--grace-period=0",
+                    "--force",
+                    "--wait=false",
+                ]);
+                killed.push(phase);
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(400),
+            "generation {generation} not stable; operator killed in {killed:?}\n{}",
+            c.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn stable_at(j: &Value, generation: i64) -> bool {
@@ -172,6 +254,9 @@ fn the_operator_runs_a_job_through_its_lifecycle_on_a_real_control_plane() {
     );
 
     // An argument change: upgrade through a savepoint, the pre-flight check as a Job pod.
+    // The operator's pod is killed in each phase of the upgrade: every new operator resumes
+    // from the status it wrote ahead, and one trigger never takes a second savepoint.
+    let known = savepoints(&c);
     let (ok, text) = c.kubectl(
         &[
             "patch",
@@ -183,7 +268,22 @@ fn the_operator_runs_a_job_through_its_lifecycle_on_a_real_control_plane() {
         None,
     );
     assert!(ok, "{text}");
+    let killed = kill_operator_in_each_phase(&c, &sj, 2);
     let j = c.wait_json(&[&sj], STEP, |j| stable_at(j, 2));
+    let taken: Vec<String> = savepoints(&c)
+        .into_iter()
+        .filter(|s| !known.contains(s))
+        .collect();
+    assert_eq!(
+        taken.len(),
+        1,
+        "one savepoint for one trigger: {taken:?}; operator killed in {killed:?}"
+    );
+    assert!(
+        killed.len() >= 2 && killed.iter().any(|p| p == "Checking"),
+        "the operator was killed in too few phases: {killed:?}"
+    );
+    eprintln!("operator killed in phases {killed:?}");
     let upgrade = j["status"]["deployed"]["restore"]
         .as_str()
         .unwrap()
@@ -229,6 +329,42 @@ fn the_operator_runs_a_job_through_its_lifecycle_on_a_real_control_plane() {
     );
     assert!(!ok && text.contains("maxParallelism"), "{text}");
 
+    // An incompatible change: the user's own image with another job. Its pre-flight check (a
+    // Job running that image) finds state the new job cannot restore: UpgradeBlocked, and the
+    // old job runs on. Reverting the spec clears it without a redeploy.
+    let before: Value = serde_json::from_str(&c.kubectl_ok(&["get", &sj, "-o", "json"])).unwrap();
+    let incompatible = json!([
+        {"op": "replace", "path": "/spec/image", "value": USER_IMAGE},
+        {"op": "replace", "path": "/spec/job/entry", "value": "fraud-detection"},
+        {"op": "replace", "path": "/spec/job/args",
+         "value": {"transactions": "1000", "output": "/tmp/alerts"}},
+    ]);
+    c.kubectl_ok(&["patch", &sj, "--type=json", "-p", &incompatible.to_string()]);
+    let j = c.wait_json(&[&sj], STEP, |j| {
+        j["status"]["observedGeneration"] == 4 && condition(j, "UpgradeBlocked") == "True"
+    });
+    let (reason, message) = condition_reason(&j, "UpgradeBlocked");
+    assert_eq!(reason, "IncompatibleState", "{message}");
+    assert!(message.contains("allowNonRestoredState"), "{message}");
+    assert_eq!(condition(&j, "Stalled"), "True");
+    assert_eq!(j["status"]["deployed"]["generation"], 3);
+    assert_eq!(j["status"]["job"]["id"], before["status"]["job"]["id"]);
+    assert!(!events(&c, NAME, "UpgradeBlocked").is_empty());
+    let seen = j["status"]["lastCheckpoint"]["id"].as_i64().unwrap();
+    c.wait_json(&[&sj], STEP, |j| {
+        j["status"]["lastCheckpoint"]["id"]
+            .as_i64()
+            .is_some_and(|id| id > seen + 1)
+            && j["status"]["job"]["id"] == before["status"]["job"]["id"]
+    });
+    let revert = json!([{"op": "replace", "path": "/spec", "value": before["spec"]}]);
+    c.kubectl_ok(&["patch", &sj, "--type=json", "-p", &revert.to_string()]);
+    let j = c.wait_json(&[&sj], STEP, |j| {
+        stable_at(j, 5) && condition(j, "UpgradeBlocked") == "False"
+    });
+    assert_eq!(condition(&j, "Ready"), "True");
+    assert_eq!(j["status"]["job"]["id"], before["status"]["job"]["id"]);
+
     // Suspend: a savepoint, no pods; resume restores it.
     c.kubectl_ok(&[
         "patch",
@@ -248,6 +384,56 @@ fn the_operator_runs_a_job_through_its_lifecycle_on_a_real_control_plane() {
         !c.kubectl(&["get", "deployment", &format!("{NAME}-coordinator")], None)
             .0
     );
+
+    // Meanwhile, a StreamJob the API server refuses to deploy: a volume with two sources
+    // passes the CRD's open schema, but not the StatefulSet's validation. Stalled with the
+    // server's message and a Warning Event, retried slowly; fixing the spec deploys it.
+    let mut refused = example(&c, &output);
+    refused["metadata"]["name"] = "refused".into();
+    refused["spec"]["job"]["args"]["output"] = "/tmp/out".into();
+    refused["spec"]["savepoints"]["onDeletion"] = false.into();
+    refused["spec"]["coordinator"] = serde_yaml::Mapping::new().into();
+    refused["spec"]["workers"] =
+        serde_yaml::from_str("volumes: [{name: data, emptyDir: {}, hostPath: {path: /tmp/data}}]")
+            .unwrap();
+    let (ok, text) = c.kubectl(
+        &["apply", "-f", "-"],
+        Some(&serde_yaml::to_string(&refused).unwrap()),
+    );
+    assert!(ok, "{text}");
+    let j = c.wait_json(&["streamjob/refused"], STEP, |j| {
+        condition(j, "Stalled") == "True"
+    });
+    let (reason, message) = condition_reason(&j, "Stalled");
+    assert_eq!(reason, "ApplyRejected", "{message}");
+    assert!(
+        message.contains("StatefulSet") && message.contains("volumes"),
+        "{message}"
+    );
+    assert_eq!(j["status"]["rejected"]["generation"], 1);
+    assert_eq!(condition(&j, "Ready"), "False");
+    assert!(!events(&c, "refused", "ApplyRejected").is_empty());
+    c.kubectl_ok(&[
+        "patch",
+        "streamjob/refused",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/workers/volumes"}]"#,
+    ]);
+    let j = c.wait_json(&["streamjob/refused"], STEP, |j| {
+        j["status"]["observedGeneration"] == 2
+            && j["status"]["deployed"]["generation"] == 2
+            && j["status"]["job"]["state"] == "RUNNING"
+    });
+    assert_eq!(condition(&j, "Stalled"), "False");
+    assert!(j["status"]["rejected"].is_null());
+    c.kubectl_ok(&[
+        "delete",
+        "streamjob/refused",
+        "--wait=true",
+        "--timeout=120s",
+    ]);
+
     c.kubectl_ok(&[
         "patch",
         &sj,
@@ -255,7 +441,7 @@ fn the_operator_runs_a_job_through_its_lifecycle_on_a_real_control_plane() {
         "-p",
         r#"{"spec":{"job":{"state":"running"}}}"#,
     ]);
-    let j = c.wait_json(&[&sj], STEP, |j| stable_at(j, 5));
+    let j = c.wait_json(&[&sj], STEP, |j| stable_at(j, 7));
     assert_eq!(
         j["status"]["job"]["restoredFrom"].as_str(),
         Some(suspend.as_str())
@@ -286,7 +472,7 @@ fn the_operator_runs_a_job_through_its_lifecycle_on_a_real_control_plane() {
     ]);
     c.wait_json(&[&sj], STEP, |j| {
         j["status"]["savepoints"]["last"]["kind"] == "Manual"
-            && j["status"]["observedGeneration"] == 6
+            && j["status"]["observedGeneration"] == 8
     });
 
     // Deletion takes a final savepoint; a new job restored from it runs to the end.

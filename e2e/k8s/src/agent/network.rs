@@ -14,8 +14,8 @@ use anyhow::{bail, Context as _};
 pub struct Network {
     bridge: String,
     host_ip: Ipv4Addr,
-    /// Host-order offsets (from the network address) in use.
-    used: Mutex<BTreeSet<u32>>,
+    /// Host-order offsets (from the network address) in use, and the last one handed out.
+    used: Mutex<(BTreeSet<u32>, u32)>,
 }
 
 /// One pod's attachment: its namespace (under `/run/netns/`) and address.
@@ -67,7 +67,7 @@ impl Network {
         Ok(Network {
             bridge: bridge.to_string(),
             host_ip,
-            used: Mutex::new(used),
+            used: Mutex::new((used, 1)),
         })
     }
 
@@ -76,14 +76,20 @@ impl Network {
         self.host_ip
     }
 
-    /// Creates a namespace with a fresh address for one pod.
+    /// Creates a namespace with a fresh address for one pod. Addresses are handed out in
+    /// turn, not lowest-free first: a pod started right after another was deleted never gets
+    /// its address while the host's neighbour cache may still hold the old pod's MAC (its
+    /// replies would go nowhere until the entry expired).
     pub async fn attach(&self) -> anyhow::Result<PodNet> {
         let offset = {
-            let mut used = self.used.lock().unwrap();
-            let offset = (2..65_000u32)
+            let mut guard = self.used.lock().unwrap();
+            let (used, last) = &mut *guard;
+            let offset = (*last + 1..65_000u32)
+                .chain(2..=*last)
                 .find(|o| !used.contains(o))
                 .context("pod network exhausted")?;
             used.insert(offset);
+            *last = offset;
             offset
         };
         let ip_addr = Ipv4Addr::from((u32::from(self.host_ip) & 0xffff_0000) | offset);
@@ -137,7 +143,8 @@ impl Network {
     pub async fn detach(&self, pod: &PodNet) {
         let _ = ip(&["link", "del", &pod.veth]).await;
         let _ = ip(&["netns", "del", &pod.netns]).await;
-        self.used.lock().unwrap().remove(&pod.offset);
+        let _ = ip(&["neigh", "del", &pod.ip.to_string(), "dev", &self.bridge]).await;
+        self.used.lock().unwrap().0.remove(&pod.offset);
     }
 
     /// Removes the bridge.
