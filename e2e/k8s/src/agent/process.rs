@@ -5,7 +5,7 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -98,8 +98,13 @@ pub fn spawn(spec: &Spec) -> anyhow::Result<Child> {
         .append(true)
         .open(spec.log)
         .context("container log")?;
-    let mut cmd = Command::new(program);
-    cmd.args(&spec.argv[1..])
+    // The binary is opened here and executed through /proc/self/fd: its host path may lie
+    // under a directory a pod mounts over (a build under /tmp, where pods get a scratch
+    // volume), which the path would no longer reach from inside the mount namespace.
+    let exe = File::open(program).with_context(|| format!("start {program}"))?;
+    let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
+    cmd.arg0(program)
+        .args(&spec.argv[1..])
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
@@ -147,7 +152,9 @@ pub fn spawn(spec: &Spec) -> anyhow::Result<Child> {
             Ok(())
         });
     }
-    cmd.spawn().with_context(|| format!("start {program}"))
+    let child = cmd.spawn().with_context(|| format!("start {program}"));
+    drop(exe);
+    child
 }
 
 /// Sends `signal` to the process's session (its process group: it called `setsid`).
