@@ -2,10 +2,10 @@
 # Installs what building Weir needs on a fresh Debian/Ubuntu machine: clang and libclang
 # (bindgen for RocksDB's -sys crate); with --test also Lua 5.4, iproute2, the Helm SDK for Python
 # (helm-python-sdk, which lints and renders the chart in its test), the S3-compatible servers
-# the tests start (s3s-fs and Garage, built once into ~/.cache/weir-tools; Garage takes about 15
+# the tests start (s3s-fs and Garage, built once into ~/.cache/weir-tools; Garage takes about 7
 # minutes the first time) and the Kubernetes control plane of the cluster test (etcd,
 # kube-apiserver, kube-controller-manager, kube-scheduler and kubectl, built from the versions
-# pinned in e2e/k8s/control-plane/go.mod with Go into ~/.cache/weir-tools/bin; about 5 minutes
+# pinned in e2e/k8s/control-plane/go.mod with Go into ~/.cache/weir-tools/bin; about 4 minutes
 # the first time). Does nothing for what is already there.
 set -euo pipefail
 TOOLS="$HOME/.cache/weir-tools"

@@ -10,6 +10,9 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context as _};
 
+/// The bridge's own MAC address (locally administered), fixed for its life.
+const BRIDGE_MAC: &str = "02:77:65:69:72:01";
+
 /// The pod network.
 pub struct Network {
     bridge: String,
@@ -60,6 +63,10 @@ impl Network {
             }
         }
         ip(&["link", "add", bridge, "type", "bridge"]).await?;
+        // A bridge without an address of its own takes the lowest MAC of its ports, so it
+        // changed whenever a pod came or went, and the pods' neighbour entries for the host
+        // went stale: connections to the API server and the S3 store timed out for seconds.
+        ip(&["link", "set", bridge, "address", BRIDGE_MAC]).await?;
         ip(&["addr", "add", &format!("{host_ip}/16"), "dev", bridge]).await?;
         ip(&["link", "set", bridge, "up"]).await?;
         let mut used = BTreeSet::new();
