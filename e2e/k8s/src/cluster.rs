@@ -114,6 +114,16 @@ impl TestCluster {
             control_plane,
         };
         c.start_agent();
+        // `kubectl wait` fails at once on a Node not registered yet: wait for it to exist.
+        let start = Instant::now();
+        while !c.kubectl(&["get", "node/weir-node"], None).0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the node agent registered no Node\n{}",
+                c.diagnostics()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         c.kubectl_ok(&[
             "wait",
             "--for=condition=Ready",
