@@ -19,25 +19,28 @@ use weir_e2e_k8s::cluster::{TestCluster, OPERATOR_NAMESPACE, RUNTIME_IMAGE, USER
 const NAME: &str = "retail-revenue";
 const STEP: Duration = Duration::from_secs(240);
 
-fn condition(j: &Value, type_: &str) -> String {
+/// Condition `type_` of a StreamJob's JSON (`null` when absent).
+fn find_condition(j: &Value, type_: &str) -> Value {
     j["status"]["conditions"]
         .as_array()
         .into_iter()
         .flatten()
         .find(|c| c["type"] == type_)
-        .map(|c| c["status"].as_str().unwrap_or_default().to_string())
+        .cloned()
         .unwrap_or_default()
+}
+
+/// The status (`True`, `False`) of condition `type_`; empty when absent.
+fn condition(j: &Value, type_: &str) -> String {
+    find_condition(j, type_)["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The reason and message of condition `type_`.
 fn condition_reason(j: &Value, type_: &str) -> (String, String) {
-    let c = j["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == type_)
-        .cloned()
-        .unwrap_or_default();
+    let c = find_condition(j, type_);
     (
         c["reason"].as_str().unwrap_or_default().to_string(),
         c["message"].as_str().unwrap_or_default().to_string(),
