@@ -93,7 +93,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
 /// builds it).
 pub fn crd(
 ) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
-    use kube::CustomResourceExt;
+    use kube_core::CustomResourceExt;
     let mut crd = StreamJob::crd();
     let mut value = serde_json::to_value(&crd.spec.versions[0].schema)
         .expect("invariant: the schema serializes");

@@ -4,6 +4,7 @@
 
 pub mod bids;
 pub mod cluster;
+pub mod console_doc;
 pub mod garage;
 pub mod processes;
 pub mod s3;

@@ -17,7 +17,18 @@ use crate::runner::{error_chain, run_job, RunOptions, RunSummary};
 
 /// Weir: stateful stream processing with exactly-once checkpoints.
 #[derive(Debug, Parser)]
-#[command(name = "weir", version, about)]
+#[command(
+    name = "weir",
+    version,
+    about,
+    after_help = "Examples:
+  weir run examples/retail-revenue.yaml          # run a job here; run again to resume
+  weir savepoint create examples/retail-revenue.yaml
+  weir coordinator job.yaml --workers 3          # the same job over worker processes
+  weir jobs                                      # the jobs this binary can run
+
+Each command's --help gives its own examples."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,6 +37,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a StreamJob manifest in this process; resumes from the job's latest checkpoint.
+    #[command(after_help = "Examples:
+  weir run examples/retail-revenue.yaml            # resumes from the latest checkpoint
+  weir run examples/retail-revenue.yaml --fresh    # discards the checkpoints, starts over
+  weir run job.yaml --from-savepoint file:///tmp/weir/savepoints/savepoint-4-1764680000000
+  weir run job.yaml --summary-json /tmp/summary.json --progress-interval 0s")]
     Run {
         /// The StreamJob manifest (YAML).
         manifest: PathBuf,
@@ -53,16 +69,33 @@ enum Command {
     },
     /// Run the coordinator of a distributed job: waits for workers, deploys the subtasks,
     /// coordinates checkpoints, serves the admin API, restarts the job after failures.
+    #[command(after_help = "Examples:
+  weir coordinator job.yaml --workers 3
+  weir coordinator job.yaml --workers 2 --bind 0.0.0.0:6123 --admin-bind 127.0.0.1:8081")]
     Coordinator(cluster::CoordinatorArgs),
     /// Run a worker: registers with the coordinator and runs the subtasks it is given.
+    #[command(after_help = "Examples:
+  weir worker --coordinator 127.0.0.1:6123
+  weir worker --coordinator weir-coordinator:6123 --local-state-dir /var/lib/weir")]
     Worker(cluster::WorkerArgs),
     /// Savepoints: take one of a running job, inspect one, list a directory of them.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  weir savepoint create examples/retail-revenue.yaml
+  weir savepoint list file:///tmp/weir/checkpoints/retail-revenue/savepoints"
+    )]
     Savepoint(savepoint::SavepointCommand),
     /// Checkpoint storage maintenance.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  weir checkpoints gc --dry-run file:///tmp/weir/checkpoints/retail-revenue"
+    )]
     Checkpoints(CheckpointsCommand),
     /// Check a manifest and its job arguments without running anything.
+    #[command(after_help = "Examples:
+  weir validate examples/retail-revenue.yaml")]
     Validate {
         /// The StreamJob manifest (YAML).
         manifest: PathBuf,
@@ -70,8 +103,13 @@ enum Command {
     /// Check that a manifest's job graph can restore the job's latest checkpoint (or a given
     /// snapshot): operator uids, keyed state kinds, max parallelism. Prints a JSON report;
     /// exit 0 compatible, 3 incompatible, 2 invalid manifest, 1 storage unreadable.
+    #[command(after_help = "Examples:
+  weir check new-version.yaml              # against the job's latest complete checkpoint
+  weir check new-version.yaml --snapshot file:///tmp/weir/savepoints/savepoint-4-1764680000000")]
     Check(check::CheckArgs),
     /// List the jobs this binary can run (`spec.job.entry`).
+    #[command(after_help = "Examples:
+  weir jobs")]
     Jobs,
 }
 
@@ -80,6 +118,9 @@ enum CheckpointsCommand {
     /// List the objects under a job's root (`<storage>/<job>`) that no complete checkpoint or
     /// savepoint references, with their total size. Nothing is deleted: running jobs delete
     /// their own garbage.
+    #[command(after_help = "Examples:
+  weir checkpoints gc --dry-run file:///tmp/weir/checkpoints/retail-revenue
+  weir checkpoints gc --dry-run s3://my-bucket/weir/my-job --manifest job.yaml")]
     Gc {
         /// Only report (required: this command never deletes).
         #[arg(long, required = true)]
@@ -236,9 +277,11 @@ fn print_summary(s: &RunSummary) {
     }
     println!(
         "  restored from:  {}",
-        s.restored_from
-            .map(|c| format!("checkpoint {c}"))
-            .unwrap_or_else(|| "nothing (fresh start)".into())
+        match (s.restored_from, &s.restored_location) {
+            (Some(id), Some(location)) => format!("checkpoint {id} ({location})"),
+            (Some(id), None) => format!("checkpoint {id}"),
+            _ => "nothing (fresh start)".into(),
+        }
     );
     println!("  records in:     {}", s.records_in);
     println!("  records out:    {}", s.records_out);
@@ -271,5 +314,59 @@ fn print_summary(s: &RunSummary) {
     );
     if let Some(out) = &s.output {
         println!("  output:         {out}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::Cli;
+
+    /// Walks the command tree: every command's `--help` ends with examples, and each example
+    /// parses (these very arguments) as an invocation of that command.
+    fn check_examples(cmd: &clap::Command, path: &[String], checked: &mut usize) {
+        let help = cmd
+            .get_after_help()
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        let examples: Vec<&str> = help
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("weir "))
+            .collect();
+        let name = path.join(" ");
+        assert!(!examples.is_empty(), "`{name} --help` gives no example");
+        for example in examples {
+            let words: Vec<&str> = example
+                .split(" # ")
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect();
+            if let Err(e) = Cli::try_parse_from(&words) {
+                panic!("the example `{example}` of `{name} --help` does not parse: {e}");
+            }
+            assert_eq!(
+                words[..path.len()],
+                path.iter().map(String::as_str).collect::<Vec<_>>()[..],
+                "the example `{example}` is not an invocation of `{name}`"
+            );
+            *checked += 1;
+        }
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let mut sub_path = path.to_vec();
+            sub_path.push(sub.get_name().to_string());
+            check_examples(sub, &sub_path, checked);
+        }
+    }
+
+    #[test]
+    fn every_command_help_gives_examples_that_parse() {
+        let mut checked = 0;
+        check_examples(&Cli::command(), &["weir".to_string()], &mut checked);
+        // 14 commands (weir, run, coordinator, worker, savepoint and its 4, checkpoints, gc,
+        // validate, check, jobs), each with at least one example.
+        assert!(checked >= 15, "only {checked} examples checked");
     }
 }

@@ -16,6 +16,9 @@ use crate::storage::paths::{join, JobPaths, METADATA};
 pub enum SavepointCommand {
     /// Take a savepoint of the job a `weir run <manifest>` on this machine is running and
     /// print its location.
+    #[command(after_help = "Examples:
+  weir savepoint create examples/retail-revenue.yaml
+  weir savepoint create job.yaml --dir s3://my-bucket/savepoints --timeout 2m")]
     Create {
         /// The manifest the job runs.
         manifest: PathBuf,
@@ -31,6 +34,9 @@ pub enum SavepointCommand {
     },
     /// Describe a savepoint (or checkpoint): operators by uid, key-group ranges, state sizes,
     /// creation time, format version.
+    #[command(after_help = "Examples:
+  weir savepoint inspect file:///tmp/weir/savepoints/savepoint-4-1764680000000
+  weir savepoint inspect s3://my-bucket/savepoints/savepoint-4-1764680000000 --manifest job.yaml --json")]
     Inspect {
         /// The savepoint directory URI.
         uri: String,
@@ -42,6 +48,8 @@ pub enum SavepointCommand {
         json: bool,
     },
     /// List the savepoints in a directory (default layout: `<storage>/<job>/savepoints`).
+    #[command(after_help = "Examples:
+  weir savepoint list file:///tmp/weir/checkpoints/retail-revenue/savepoints")]
     List {
         /// The directory URI.
         uri: String,
@@ -51,6 +59,8 @@ pub enum SavepointCommand {
     },
     /// Delete a savepoint's files (refused unless the directory holds a savepoint's
     /// `_metadata`; a savepoint already gone is not an error).
+    #[command(after_help = "Examples:
+  weir savepoint dispose file:///tmp/weir/savepoints/savepoint-4-1764680000000")]
     Dispose {
         /// The savepoint directory URI.
         uri: String,

@@ -205,7 +205,9 @@ pub fn run_job(
             .map_err(RunError::Incompatible)
     })?;
     log_restore(restore.as_deref());
-    let restored_from = restore.as_ref().map(|r| r.checkpoint_id());
+    let restored = restore
+        .as_ref()
+        .map(|r| (r.checkpoint_id(), r.location().to_string()));
     let info = RunInfo {
         job_id: new_job_id(&manifest.name),
         start_time: chrono::Utc::now().to_rfc3339(),
@@ -265,7 +267,7 @@ pub fn run_job(
     Ok(RunSummary::new(
         &manifest.name,
         &operator_uids,
-        restored_from,
+        restored,
         &metrics,
         &stats,
         stats.last.map(|(id, _)| storage.uri(&paths.checkpoint(id))),

@@ -17,6 +17,8 @@ pub struct RunSummary {
     pub job: String,
     /// Checkpoint the run restored from, if any.
     pub restored_from: Option<u64>,
+    /// Where that checkpoint (or savepoint) is: its directory URI.
+    pub restored_location: Option<String>,
     /// Records read by sources in this run.
     pub records_in: u64,
     /// Records written by sinks in this run.
@@ -78,7 +80,7 @@ impl RunSummary {
     pub(super) fn new(
         job: &str,
         operators: &[String],
-        restored_from: Option<u64>,
+        restored: Option<(u64, String)>,
         metrics: &JobMetrics,
         stats: &CheckpointStats,
         last_checkpoint_location: Option<String>,
@@ -91,7 +93,8 @@ impl RunSummary {
         let d = &stats.durations_ms;
         RunSummary {
             job: job.to_string(),
-            restored_from,
+            restored_from: restored.as_ref().map(|(id, _)| *id),
+            restored_location: restored.map(|(_, location)| location),
             records_in: metrics.records_in(),
             records_out: metrics.records_out(),
             late_records: metrics.late_records(),

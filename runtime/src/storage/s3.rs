@@ -5,7 +5,8 @@
 //! retry mode, 5 attempts). Objects above 16 MiB go up as multipart uploads of 8 MiB parts;
 //! a failed multipart upload is aborted. Checksums are sent only where the API requires them,
 //! which keeps S3-compatible stores (Garage) that reject unexpected part checksums working.
-//! The client is async; this storage is blocking and runs it on its own small runtime.
+//! The client is async; this storage is blocking and runs it on its own small runtime. HTTPS goes
+//! through the SDK's hyper client with rustls over ring (the SDK's default would build aws-lc).
 
 use std::time::Duration;
 
@@ -16,6 +17,8 @@ use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumVal
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
+use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
+use aws_smithy_http_client::tls::Provider;
 use weir_crds::S3Location;
 
 use super::{CheckpointStorage, StatsCounter, StorageError, StorageStats};
@@ -52,7 +55,14 @@ impl S3Storage {
                 location: format!("s3://{}", location.bucket),
                 source: Box::new(e),
             })?;
-        let shared = rt.block_on(aws_config::defaults(BehaviorVersion::latest()).load());
+        let https = aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let shared = rt.block_on(
+            aws_config::defaults(BehaviorVersion::latest())
+                .http_client(https)
+                .load(),
+        );
         let mut config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(location.path_style)
             .retry_config(
