@@ -1,7 +1,8 @@
 //! A realistic end-to-end run on Garage, a real object store: a 40 MiB multipart upload reads
 //! back intact, and the example with incremental RocksDB checkpoints killed with SIGKILL at
 //! random points and resumed commits exactly the reference output. Skipped, saying so, when
-//! no garage binary is installed (`scripts/setup.sh --test` installs one).
+//! no garage binary is installed and `WEIR_GARAGE` is not set (`scripts/setup.sh --garage`
+//! installs one; CI does, and sets `WEIR_GARAGE`, so there a missing binary fails the test).
 
 use weir_crds::S3Location;
 use weir_e2e::garage::{garage_bin, Garage};
@@ -14,7 +15,7 @@ use weir_runtime::storage::{CheckpointStorage, S3Storage};
 fn multipart_uploads_and_exactly_once_recovery_on_garage() {
     let Some(bin) = garage_bin() else {
         eprintln!(
-            "SKIPPED: no garage binary (install with scripts/setup.sh --test, or set WEIR_GARAGE)"
+            "SKIPPED: no garage binary (install with scripts/setup.sh --garage, or set WEIR_GARAGE)"
         );
         return;
     };

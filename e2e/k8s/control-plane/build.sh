@@ -2,7 +2,7 @@
 # Builds the control plane the end-to-end tests start (etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler, kubectl) from the versions pinned in go.mod into
 # $1/bin (default ~/.cache/weir-tools/bin). Skips binaries already built from this go.mod: a stamp
-# file records the go.sum hash they came from. Cold: about 4 minutes on 2 cores, downloads included.
+# file records the go.sum hash they came from. Cold: about 5 minutes on 2 cores, downloads included.
 set -euo pipefail
 cd "$(dirname "$0")"
 TOOLS="${1:-$HOME/.cache/weir-tools}"
