@@ -28,6 +28,15 @@ def units(path):
     return found, files
 
 
+def features_by_package(units_):
+    """package_id -> the feature sets (comma-joined) its units were built with."""
+    found = {}
+    for pkg, _, _, msg in units_:
+        if "features" in msg:
+            found.setdefault(pkg, set()).add(",".join(msg["features"]) or "(none)")
+    return found
+
+
 def name(package_id):
     # "registry+https://...#tokio@1.54.1" or "path+file:///...#weir-runtime@0.1.0"
     return package_id.rsplit("#", 1)[-1]
@@ -36,12 +45,9 @@ def name(package_id):
 def main(first_path, second_path):
     first, _ = units(first_path)
     second, second_files = units(second_path)
-    by_package = {}
+    by_package = features_by_package(second)
     fresh_bins = {(pkg, target) for pkg, target, kinds, msg in second
                   if "bin" in kinds and msg["fresh"]}
-    for pkg, _, _, msg in second:
-        if "features" in msg:
-            by_package.setdefault(pkg, set()).add(",".join(msg["features"]) or "(none)")
     problems = []
     for pkg, target, kinds, msg in first:
         if target == "build-script-run":
@@ -61,10 +67,7 @@ def main(first_path, second_path):
             print("  " + p)
         # The causes: packages the test command also builds with features the first command
         # never used (everything that depends on them is then built twice).
-        first_features = {}
-        for pkg, _, _, msg in first:
-            if "features" in msg:
-                first_features.setdefault(pkg, set()).add(",".join(msg["features"]) or "(none)")
+        first_features = features_by_package(first)
         print("Caused by (features the test command adds):")
         for pkg in sorted(first_features):
             extra = by_package.get(pkg, set()) - first_features[pkg]

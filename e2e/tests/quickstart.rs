@@ -47,7 +47,6 @@ fn quickstart_commands_print_what_the_document_shows() {
         let _ = std::fs::remove_dir_all(format!("/tmp/weir/checkpoints/{job}"));
         let _ = std::fs::remove_dir_all(format!("/tmp/weir/output/{job}"));
     }
-    let _ = std::fs::remove_dir_all("/tmp/weir/savepoints");
 
     let bin_dir = weir_bin().parent().expect("bin dir").to_path_buf();
     let path = format!(
@@ -70,14 +69,9 @@ fn quickstart_commands_print_what_the_document_shows() {
     let stdout = shell.stdout.take().expect("stdout");
     let (tx, rx) = mpsc::channel::<String>();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            match line {
-                Ok(l) => {
-                    if tx.send(l).is_err() {
-                        return;
-                    }
-                }
-                Err(_) => return,
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
             }
         }
     });

@@ -279,7 +279,6 @@ fn print_summary(s: &RunSummary) {
         "  restored from:  {}",
         match (s.restored_from, &s.restored_location) {
             (Some(id), Some(location)) => format!("checkpoint {id} ({location})"),
-            (Some(id), None) => format!("checkpoint {id}"),
             _ => "nothing (fresh start)".into(),
         }
     );

@@ -211,7 +211,7 @@ pub fn run_job(
     let info = RunInfo {
         job_id: new_job_id(&manifest.name),
         start_time: chrono::Utc::now().to_rfc3339(),
-        restored_from: restore.as_ref().map(|r| r.location().to_string()),
+        restored_from: restored.as_ref().map(|(_, location)| location.clone()),
         restarts: 0,
         failure: None,
     };

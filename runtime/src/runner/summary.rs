@@ -17,7 +17,8 @@ pub struct RunSummary {
     pub job: String,
     /// Checkpoint the run restored from, if any.
     pub restored_from: Option<u64>,
-    /// Where that checkpoint (or savepoint) is: its directory URI.
+    /// Where that checkpoint (or savepoint) is: its directory URI; set exactly when
+    /// `restored_from` is.
     pub restored_location: Option<String>,
     /// Records read by sources in this run.
     pub records_in: u64,

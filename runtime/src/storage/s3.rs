@@ -1,7 +1,7 @@
 //! `s3://bucket/prefix` checkpoint storage with aws-sdk-s3 (the only module that talks to S3).
 //!
 //! Credentials come from the standard AWS chain (environment, profile, web identity,
-//! instance metadata). Requests retry with exponential backoff and jitter (the SDK's standard
+//! instance metadata; not SSO profiles, whose SDK feature is off). Requests retry with exponential backoff and jitter (the SDK's standard
 //! retry mode, 5 attempts). Objects above 16 MiB go up as multipart uploads of 8 MiB parts;
 //! a failed multipart upload is aborted. Checksums are sent only where the API requires them,
 //! which keeps S3-compatible stores (Garage) that reject unexpected part checksums working.
