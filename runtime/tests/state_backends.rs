@@ -206,6 +206,9 @@ impl AggregateFunction for Count {
     fn get_result(&self, acc: &u64) -> u64 {
         *acc
     }
+    fn merge(&self, a: u64, b: u64) -> u64 {
+        a + b
+    }
 }
 
 fn fill(backend: Box<dyn KeyedStateBackend>, keys: &[String]) -> KeyedSnapshot {

@@ -19,4 +19,7 @@ pub trait AggregateFunction: Send + Sync + 'static {
     fn add(&self, input: &Self::In, acc: &mut Self::Acc);
     /// The result of an accumulator.
     fn get_result(&self, acc: &Self::Acc) -> Self::Out;
+    /// One accumulator holding the inputs of both (Flink's `merge`): session windows merge
+    /// their accumulators when a record joins two sessions.
+    fn merge(&self, a: Self::Acc, b: Self::Acc) -> Self::Acc;
 }

@@ -37,8 +37,10 @@ pub enum OperatorKind {
     KeyedProcess,
     /// A keyed broadcast process function: keyed state and timers, and broadcast state.
     KeyedBroadcastProcess,
-    /// A window aggregation over keyed state.
+    /// Event-time tumbling window aggregation over keyed state (the fast path).
     WindowAggregate,
+    /// Windows of any assigner and window function over keyed state and timers.
+    Window,
     /// Writes records outside; its pending output is operator state.
     Sink,
 }

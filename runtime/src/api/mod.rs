@@ -1,5 +1,5 @@
 //! The job-building API users write against: a [`JobBuilder`] and its streams, keys, keyed
-//! process functions with state and timers, side outputs, sources, sinks and the operator
+//! process functions with state and timers, windows, side outputs, sources, sinks and the operator
 //! hooks ([`Collector`]). Building is pure: it yields a [`JobGraph`] (the logical
 //! [`StreamGraph`] and what is read from it); nothing runs until the runtime plans it into
 //! tasks (`plan`).
@@ -10,12 +10,14 @@ mod context;
 mod error;
 mod functions;
 pub mod graph;
+pub mod join;
 mod key;
 pub mod operator_state;
 pub(crate) mod plan;
 pub mod process;
 pub mod state;
 mod stream;
+pub mod window;
 
 pub use crate::state::timers::TimeDomain;
 pub use crate::state::{StateTtl, TtlUpdate};
@@ -30,6 +32,7 @@ pub use context::{OperatorStateMap, TaskContext};
 pub use error::TaskError;
 pub use functions::AggregateFunction;
 pub use graph::{NodeId, OperatorKind, OutputPort, Partitioning, StreamGraph};
+pub use join::{IntervalJoin, WindowJoin};
 pub use key::{Key, KeyDecodeError};
 pub use operator_state::{OperatorListDescriptor, ProcessContext, ProcessFunction, StateContext};
 pub(crate) use plan::{Instantiation, TaskSpec};
@@ -43,8 +46,9 @@ pub use state::{
 };
 pub use stream::{
     ConnectedStreams, JobBuilder, JobGraph, KeyedRecord, KeyedStream, Sink, Source, SourceReader,
-    SplitStatus, Stream, TimeWindow, WatermarkStrategy, WindowResult, WindowedStream,
+    SplitStatus, Stream, WatermarkStrategy, WindowedStream,
 };
+pub use window::{ProcessWindowFunction, TimeWindow, WindowAssigner, WindowResult};
 
 /// Event time, in milliseconds since the Unix epoch.
 pub type Timestamp = i64;

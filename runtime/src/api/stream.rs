@@ -26,6 +26,7 @@ use super::broadcast::{
     BroadcastConnectedStream, BroadcastStream, Connected, KeyedBroadcastProcessFunction,
 };
 use super::graph::{Edge, Node, NodeId, OperatorKind, OutputPort, Partitioning, StreamGraph};
+use super::join::{IntervalJoin, WindowJoin};
 use super::operator_state::{ProcessFunction, ProcessOperator};
 use super::plan::{tee, ExchangeBuilder, NodeFactory, Typed};
 use super::process::{
@@ -33,6 +34,7 @@ use super::process::{
 };
 use super::state::DeclaredStates;
 use super::state::MapStateDescriptor;
+use super::window::{ProcessWindowFunction, WindowAssigner, WindowResult};
 use super::{
     AggregateFunction, Collector, Key, KeyedProcessFunction, OperatorStateMap, TaskContext,
     TaskError, Timestamp,
@@ -41,8 +43,11 @@ use crate::checkpoint::JobShape;
 use crate::operators::broadcast::KeyedBroadcastOperator;
 use crate::operators::keyed_process::KeyedProcessOperator;
 use crate::operators::stateless::{Filter, FlatMap, Map};
-use crate::operators::window::{WindowOperator, WINDOW_STATE};
+use crate::operators::window::contents::{Aggregated, Elements, Reduced, WindowContents};
+use crate::operators::window::operator::{sessions_info, WindowOperator, WindowSettings};
+use crate::operators::window::tumbling_aggregate::{TumblingAggregateOperator, WINDOW_STATE};
 use crate::state::heap::HeapBackend;
+use crate::state::timers::TimeDomain;
 use crate::state::typed::{system_clock, KeyedStateStore};
 use crate::state::{KeyGroupRange, StateInfo, StateKind};
 use crate::task::exchange::{
@@ -175,26 +180,6 @@ pub struct KeyedRecord<K, T> {
     pub value: T,
 }
 
-/// An event-time window `[start, end)` in ms since the epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TimeWindow {
-    /// First ms of the window, inclusive.
-    pub start: Timestamp,
-    /// End of the window, exclusive.
-    pub end: Timestamp,
-}
-
-/// A fired window's result for one key.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WindowResult<K, O> {
-    /// The key.
-    pub key: K,
-    /// The window.
-    pub window: TimeWindow,
-    /// The aggregate's result.
-    pub value: O,
-}
-
 /// The graph under construction and the first problem found, shared by the streams of one
 /// job.
 #[derive(Default)]
@@ -295,7 +280,7 @@ impl JobBuilder {
         self.inner.borrow_mut().graph.add_node(node)
     }
 
-    fn problem(&self, problem: String) {
+    pub(super) fn problem(&self, problem: String) {
         self.inner.borrow_mut().problems.push(problem);
     }
 
@@ -307,7 +292,7 @@ impl JobBuilder {
 /// A stream of records of type `T`: the output of one operator, or the union of several.
 /// Cloning a stream lets several operators consume it (each gets every record).
 pub struct Stream<T> {
-    job: JobBuilder,
+    pub(super) job: JobBuilder,
     /// The operator outputs the stream is made of (several after a union).
     inputs: Vec<(NodeId, OutputPort)>,
     /// Builds a forward exchange of `T` (set when the stream's type is serializable; needed
@@ -604,10 +589,20 @@ impl JobBuilder {
 /// A shared key selector.
 type KeySelector<T, K> = Arc<dyn Fn(&T) -> K + Send + Sync>;
 
-/// A stream partitioned by key.
+/// A stream partitioned by key. Cloning it reads the same stream again: each operator added
+/// to a clone gets every record.
 pub struct KeyedStream<K, T> {
-    upstream: Stream<T>,
+    pub(super) upstream: Stream<T>,
     selector: KeySelector<T, K>,
+}
+
+impl<K, T> Clone for KeyedStream<K, T> {
+    fn clone(&self) -> Self {
+        Self {
+            upstream: self.upstream.clone(),
+            selector: self.selector.clone(),
+        }
+    }
 }
 
 impl<K: Key, T: Clone + Send + Serialize + DeserializeOwned + 'static> KeyedStream<K, T> {
@@ -675,11 +670,57 @@ impl<K: Key, T: Clone + Send + Serialize + DeserializeOwned + 'static> KeyedStre
     }
 
     /// Tumbling event-time windows of `size_ms` aligned to the epoch (Flink's
-    /// `TumblingEventTimeWindows.of(size)`).
+    /// `TumblingEventTimeWindows.of(size)`); the same as
+    /// `window(WindowAssigner::tumbling_event_time(size_ms))`.
     pub fn tumbling_window(self, size_ms: i64) -> WindowedStream<K, T> {
+        self.window(WindowAssigner::tumbling_event_time(size_ms))
+    }
+
+    /// Cuts the stream into the windows of `assigner`, per key (Flink's `window`). An
+    /// assigner with a size, slide or gap that is not positive is a problem of the job,
+    /// reported by [`JobBuilder::build`].
+    pub fn window(self, assigner: WindowAssigner) -> WindowedStream<K, T> {
+        if let Err(e) = assigner.validate() {
+            self.upstream.job.problem(e);
+        }
         WindowedStream {
             keyed: self,
-            size_ms: size_ms.max(1),
+            settings: WindowSettings {
+                assigner,
+                allowed_lateness_ms: 0,
+                late_tag: None,
+            },
+        }
+    }
+
+    /// This stream's and `other`'s records with the same key in the same window of
+    /// `assigner`, paired (Flink's window join; see [`super::join`]).
+    pub fn window_join<B: Clone + Send + Serialize + DeserializeOwned + 'static>(
+        &self,
+        other: &KeyedStream<K, B>,
+        assigner: WindowAssigner,
+    ) -> WindowJoin<K, T, B> {
+        WindowJoin {
+            first: self.clone(),
+            second: other.clone(),
+            assigner,
+        }
+    }
+
+    /// This stream's records `a` with `other`'s records `b` of the same key whose event time
+    /// lies in `[a.ts + lower_ms, a.ts + upper_ms]` (Flink's interval join with
+    /// `between(lower, upper)`; see [`super::join`]).
+    pub fn interval_join<B: Clone + Send + Serialize + DeserializeOwned + 'static>(
+        &self,
+        other: &KeyedStream<K, B>,
+        lower_ms: i64,
+        upper_ms: i64,
+    ) -> IntervalJoin<K, T, B> {
+        IntervalJoin {
+            first: self.clone(),
+            second: other.clone(),
+            lower_ms,
+            upper_ms,
         }
     }
 }
@@ -734,34 +775,50 @@ where
     where
         F: KeyedCoProcessFunction<Key = K, In1 = A, In2 = B>,
     {
-        let first = self.first.selector.clone();
-        let second = self.second.selector.clone();
-        let selector: KeySelector<CoInput<A, B>, K> = Arc::new(move |r: &CoInput<A, B>| match r {
-            CoInput::First(a) => first(a),
-            CoInput::Second(b) => second(b),
-        });
-        let first_exchange =
-            hash_exchange_from::<K, A, CoInput<A, B>>(selector.clone(), CoInput::First);
-        let second_exchange = hash_exchange_from::<K, B, CoInput<A, B>>(selector, CoInput::Second);
-        let mut edges = Vec::new();
-        for (from, port) in &self.first.upstream.inputs {
-            edges.push((
-                *from,
-                port.clone(),
-                Partitioning::Hash,
-                Some(first_exchange.clone()),
-            ));
-        }
-        for (from, port) in &self.second.upstream.inputs {
-            edges.push((
-                *from,
-                port.clone(),
-                Partitioning::Hash,
-                Some(second_exchange.clone()),
-            ));
-        }
+        let edges = co_edges(&self.first, &self.second);
         add_keyed_process(&self.first.upstream.job, uid, CoProcess(function), edges)
     }
+}
+
+/// Hash edges from both streams' inputs into one keyed operator whose input is
+/// [`CoInput`]: records of `first` arrive as `CoInput::First`, of `second` as
+/// `CoInput::Second`, each in the key group of its key.
+pub(super) fn co_edges<K, A, B>(
+    first: &KeyedStream<K, A>,
+    second: &KeyedStream<K, B>,
+) -> Vec<(NodeId, OutputPort, Partitioning, Option<ExchangeBuilder>)>
+where
+    K: Key,
+    A: Clone + Send + Serialize + DeserializeOwned + 'static,
+    B: Clone + Send + Serialize + DeserializeOwned + 'static,
+{
+    let first_selector = first.selector.clone();
+    let second_selector = second.selector.clone();
+    let selector: KeySelector<CoInput<A, B>, K> = Arc::new(move |r: &CoInput<A, B>| match r {
+        CoInput::First(a) => first_selector(a),
+        CoInput::Second(b) => second_selector(b),
+    });
+    let first_exchange =
+        hash_exchange_from::<K, A, CoInput<A, B>>(selector.clone(), CoInput::First);
+    let second_exchange = hash_exchange_from::<K, B, CoInput<A, B>>(selector, CoInput::Second);
+    let mut edges = Vec::new();
+    for (from, port) in &first.upstream.inputs {
+        edges.push((
+            *from,
+            port.clone(),
+            Partitioning::Hash,
+            Some(first_exchange.clone()),
+        ));
+    }
+    for (from, port) in &second.upstream.inputs {
+        edges.push((
+            *from,
+            port.clone(),
+            Partitioning::Hash,
+            Some(second_exchange.clone()),
+        ));
+    }
+    edges
 }
 
 impl<K, T, B> BroadcastConnectedStream<K, T, B>
@@ -868,27 +925,127 @@ fn declared_states_of(
     Ok(infos)
 }
 
-/// A keyed stream cut into event-time windows.
+/// A keyed stream cut into windows (see [`super::window`] for the semantics).
 pub struct WindowedStream<K, T> {
     keyed: KeyedStream<K, T>,
-    size_ms: i64,
+    settings: WindowSettings,
 }
 
 impl<K: Key, T: Clone + Send + Serialize + DeserializeOwned + 'static> WindowedStream<K, T> {
-    /// Aggregates each key's records per window with `function`; the accumulator is keyed
-    /// state of `uid`. Emits one [`WindowResult`] per key and window when the watermark passes
-    /// the window's end, with event time `end - 1`.
+    /// Keeps each event-time window's contents `lateness_ms` after it fired: a record within
+    /// that time fires the window again with the updated result (Flink's `allowedLateness`).
+    /// Default 0. A negative value is a problem of the job; processing-time windows have no
+    /// late records and ignore it.
+    pub fn allowed_lateness(mut self, lateness_ms: i64) -> Self {
+        if lateness_ms < 0 {
+            self.keyed.upstream.job.problem(format!(
+                "window allowed lateness must be 0 or more, got {lateness_ms} ms"
+            ));
+        }
+        self.settings.allowed_lateness_ms = lateness_ms.max(0);
+        self
+    }
+
+    /// Sends records later than the allowed lateness to the side output `tag` instead of
+    /// dropping them (Flink's `sideOutputLateData`); read it with
+    /// [`Stream::side_output`] on the window's result stream. Dropped late records are
+    /// counted in the operator's late records.
+    pub fn side_output_late_data(mut self, tag: &OutputTag<T>) -> Self {
+        self.settings.late_tag = Some(tag.id());
+        self
+    }
+
+    /// True when the fast path runs this window: event-time tumbling windows at offset 0
+    /// without lateness and late side output.
+    fn is_plain_tumbling(&self) -> bool {
+        matches!(
+            self.settings.assigner,
+            WindowAssigner::Tumbling {
+                offset_ms: 0,
+                domain: TimeDomain::EventTime,
+                ..
+            }
+        ) && self.settings.allowed_lateness_ms == 0
+            && self.settings.late_tag.is_none()
+    }
+
+    /// Aggregates each key's records per window with `function`; the accumulators are keyed
+    /// state of `uid`. Emits one [`WindowResult`] per key and window when the window fires,
+    /// with event time `end - 1`.
     pub fn aggregate<A>(self, uid: &str, function: A) -> Stream<WindowResult<K, A::Out>>
     where
         A: AggregateFunction<In = T>,
         A::Out: Clone,
     {
-        let uid_owned = uid.to_string();
         let function = Arc::new(function);
-        let size = self.size_ms;
+        if let (true, WindowAssigner::Tumbling { size_ms, .. }) =
+            (self.is_plain_tumbling(), self.settings.assigner)
+        {
+            return self.tumbling_aggregate(uid, function, size_ms.max(1));
+        }
+        self.add_window_operator(uid, vec![Aggregated::<A>::info()], move |store| {
+            Aggregated::open(store, function.clone())
+        })
+    }
+
+    /// Folds each key's records per window with `reduce`; the folded values are keyed state
+    /// of `uid`. Emits one [`WindowResult`] per key and window when the window fires, with
+    /// event time `end - 1`.
+    pub fn reduce<F>(self, uid: &str, reduce: F) -> Stream<WindowResult<K, T>>
+    where
+        F: Fn(T, T) -> T + Clone + Send + Sync + 'static,
+    {
+        self.add_window_operator(uid, vec![Reduced::<T>::info()], move |store| {
+            Reduced::open(store, reduce.clone())
+        })
+    }
+
+    /// Keeps every record of each key's windows (list state of `uid`) and calls `function`
+    /// with all of them when a window fires (Flink's `process` with a
+    /// `ProcessWindowFunction`).
+    pub fn process<P>(self, uid: &str, function: P) -> Stream<P::Out>
+    where
+        P: ProcessWindowFunction<Key = K, In = T>,
+    {
+        self.add_window_operator(uid, vec![Elements::<P>::info()], move |store| {
+            Elements::open(store, function.clone())
+        })
+    }
+
+    /// Adds the general window operator `uid` over this keyed stream.
+    fn add_window_operator<C, O>(self, uid: &str, states: Vec<StateInfo>, open: O) -> Stream<C::Out>
+    where
+        C: WindowContents<K, T>,
+        C::Out: Clone,
+        O: Fn(&mut KeyedStateStore) -> Result<C, crate::state::StateError> + Send + Sync + 'static,
+    {
+        let edges = self.keyed.hash_edges();
+        add_window_operator(
+            &self.keyed.upstream.job,
+            uid,
+            self.settings,
+            states,
+            open,
+            edges,
+        )
+    }
+
+    /// The fast path of [`WindowedStream::aggregate`] (see
+    /// [`crate::operators::window::tumbling_aggregate`]).
+    fn tumbling_aggregate<A>(
+        self,
+        uid: &str,
+        function: Arc<A>,
+        size: i64,
+    ) -> Stream<WindowResult<K, A::Out>>
+    where
+        A: AggregateFunction<In = T>,
+        A::Out: Clone,
+    {
+        let uid_owned = uid.to_string();
         let create = move |ctx: &TaskContext, mut outs: super::plan::Outputs| {
             let store = ctx.keyed_state(&uid_owned)?;
-            let op = WindowOperator::new(
+            let op = TumblingAggregateOperator::new(
                 &uid_owned,
                 store,
                 function.clone(),
@@ -911,6 +1068,51 @@ impl<K: Key, T: Clone + Send + Serialize + DeserializeOwned + 'static> WindowedS
                 self.keyed.hash_edges(),
             )
     }
+}
+
+/// Adds the general window operator `uid` with `settings`, fed by `edges`, whose window
+/// function keeps `states` and is opened on each subtask's store by `open`.
+pub(super) fn add_window_operator<K, T, C, O>(
+    job: &JobBuilder,
+    uid: &str,
+    settings: WindowSettings,
+    mut states: Vec<StateInfo>,
+    open: O,
+    edges: Vec<(NodeId, OutputPort, Partitioning, Option<ExchangeBuilder>)>,
+) -> Stream<C::Out>
+where
+    K: Key,
+    T: Clone + Send + 'static,
+    C: WindowContents<K, T>,
+    C::Out: Clone,
+    O: Fn(&mut KeyedStateStore) -> Result<C, crate::state::StateError> + Send + Sync + 'static,
+{
+    if settings.assigner.is_merging() {
+        states.push(sessions_info());
+    }
+    states.push(StateInfo::new(
+        crate::state::timers::EVENT_TIME_TIMERS,
+        StateKind::Value,
+    ));
+    states.push(StateInfo::new(
+        crate::state::timers::PROCESSING_TIME_TIMERS,
+        StateKind::Value,
+    ));
+    let uid_owned = uid.to_string();
+    let create = move |ctx: &TaskContext, mut outs: super::plan::Outputs| {
+        let next = outs.main::<C::Out>();
+        let sides = SideOutputs::new(outs.sides());
+        let op = WindowOperator::<K, T, C>::new(&uid_owned, ctx, settings, &open, next, sides)?;
+        Ok(Typed::<KeyedRecord<K, T>>::erase(Box::new(op)))
+    };
+    job.add_operator::<C::Out, KeyedRecord<K, T>>(
+        Some(uid),
+        OperatorKind::Window,
+        states,
+        true,
+        Arc::new(create),
+        edges,
+    )
 }
 
 /// A finished job: its logical graph, and what the runtime and `weir check` read of it.

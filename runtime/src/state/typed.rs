@@ -844,4 +844,26 @@ impl<A: AggregateFunction> AggregatingState<A> {
     pub fn clear(&self, s: &mut KeyedStateStore, ns: &[u8]) -> Result<(), StateError> {
         self.cell.clear(s, ns)
     }
+
+    /// Moves the current key's accumulator in `from` into the one in `into` (merged with
+    /// [`AggregateFunction::merge`] when both exist) and removes it from `from`.
+    ///
+    /// # Errors
+    /// Backend or codec failures.
+    pub fn merge_namespaces(
+        &self,
+        s: &mut KeyedStateStore,
+        from: &[u8],
+        into: &[u8],
+    ) -> Result<(), StateError> {
+        let Some(moved) = self.cell.get::<A::Acc>(s, from)? else {
+            return Ok(());
+        };
+        let merged = match self.cell.get::<A::Acc>(s, into)? {
+            Some(existing) => self.function.merge(existing, moved),
+            None => moved,
+        };
+        self.cell.put(s, into, &merged)?;
+        self.cell.clear(s, from)
+    }
 }

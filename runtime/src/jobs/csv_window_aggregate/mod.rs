@@ -96,6 +96,16 @@ impl AggregateFunction for RowAggregate {
     fn get_result(&self, acc: &Acc) -> Acc {
         *acc
     }
+
+    fn merge(&self, a: Acc, b: Acc) -> Acc {
+        Acc {
+            count: a.count + b.count,
+            values: a.values + b.values,
+            sum: a.sum + b.sum,
+            min: a.min.min(b.min),
+            max: a.max.max(b.max),
+        }
+    }
 }
 
 /// Builds the job from `job.args`.

@@ -1,5 +1,7 @@
-//! Event-time tumbling windows with incremental aggregation (Flink's `WindowOperator` with an
-//! `AggregateFunction`).
+//! The fast path of the commonest window: event-time tumbling windows aligned to the epoch,
+//! aggregated incrementally, no allowed lateness and no late side output (Flink's
+//! `WindowOperator` with an `AggregateFunction`). The general operator ([`super::operator`])
+//! handles every other window; this one keeps no timer state.
 //!
 //! State: one accumulator per (key, window) in aggregating state `window-contents`, namespace
 //! = the window's end (i64 big endian). Timers (one per key and window, at `end - 1`) are not
@@ -26,7 +28,7 @@ use crate::state::{KeyGroup, KeyedStateStore};
 pub const WINDOW_STATE: &str = "window-contents";
 
 /// The window operator of one subtask.
-pub struct WindowOperator<K, A: AggregateFunction> {
+pub struct TumblingAggregateOperator<K, A: AggregateFunction> {
     uid: String,
     store: KeyedStateStore,
     acc: AggregatingState<A>,
@@ -42,7 +44,7 @@ pub struct WindowOperator<K, A: AggregateFunction> {
     key_buf: Vec<u8>,
 }
 
-impl<K: Key, A: AggregateFunction> WindowOperator<K, A> {
+impl<K: Key, A: AggregateFunction> TumblingAggregateOperator<K, A> {
     /// Creates the operator over `store` (already restored) and rebuilds its timers.
     ///
     /// # Errors
@@ -140,7 +142,7 @@ impl<K: Key, A: AggregateFunction> WindowOperator<K, A> {
 }
 
 impl<K: Key, T, A: AggregateFunction<In = T>> Collector<KeyedRecord<K, T>>
-    for WindowOperator<K, A>
+    for TumblingAggregateOperator<K, A>
 {
     fn record(&mut self, ts: Timestamp, rec: KeyedRecord<K, T>) -> Result<(), TaskError> {
         let start = ts - ts.rem_euclid(self.size_ms);
@@ -187,7 +189,11 @@ impl<K: Key, T, A: AggregateFunction<In = T>> Collector<KeyedRecord<K, T>>
         barrier: CheckpointBarrier,
         out: &mut Vec<OperatorSnapshot>,
     ) -> Result<(), TaskError> {
-        out.push(super::keyed_snapshot(&self.uid, &mut self.store, barrier)?);
+        out.push(crate::operators::keyed_snapshot(
+            &self.uid,
+            &mut self.store,
+            barrier,
+        )?);
         self.next.checkpoint(barrier, out)
     }
 
