@@ -1,6 +1,10 @@
 //! Documents whose examples are tested: the ```` ```console ```` blocks of a Markdown file (the
 //! quickstart) as steps of a shell session, and the comparison of a step's expected output
-//! with what the command printed. Pure functions; `tests/quickstart.rs` runs the session.
+//! with what the command printed. Pure functions; [`crate::doc_session`] runs the steps.
+//!
+//! A block's info string selects who runs it: ```` ```console ```` blocks run on one machine
+//! (`tests/quickstart.rs`), ```` ```console kubernetes ```` blocks against a cluster (the
+//! cluster test); a Markdown renderer highlights both as `console`.
 //!
 //! Block format (the same conventions as the `trycmd` crate, so a reader recognises them):
 //! - `$ command` starts a step; a command continues on the next line after a trailing `\`.
@@ -23,15 +27,16 @@ pub struct Step {
     pub expected: Vec<String>,
 }
 
-/// The steps of every ```` ```console ```` block of `markdown`, in order.
-pub fn steps(markdown: &str) -> Vec<Step> {
+/// The steps of every block of `markdown` whose info string is exactly `info` (for example
+/// `console`, or `console kubernetes`), in order.
+pub fn steps(markdown: &str, info: &str) -> Vec<Step> {
     let mut steps: Vec<Step> = Vec::new();
     let mut in_block = false;
     let mut continuing = false;
     for (i, line) in markdown.lines().enumerate() {
         let trimmed = line.trim_end();
         if !in_block {
-            in_block = trimmed == "```console";
+            in_block = trimmed.strip_prefix("```") == Some(info);
             continue;
         }
         if trimmed == "```" {
@@ -130,8 +135,8 @@ mod tests {
 
     #[test]
     fn parses_steps_of_console_blocks_only() {
-        let doc = "intro\n```sh\n$ not run\n```\n```console\n$ echo a \\\n  b\na b\n$ false  # exit status 1\n```\ntext\n```console\n$ true\n```\n";
-        let s = steps(doc);
+        let doc = "intro\n```sh\n$ not run\n```\n```console\n$ echo a \\\n  b\na b\n$ false  # exit status 1\n```\ntext\n```console\n$ true\n```\n```console kubernetes\n$ kubectl get sj\nNAME\n```\n";
+        let s = steps(doc, "console");
         assert_eq!(s.len(), 3);
         assert_eq!(s[0].command, "echo a \\\n  b");
         assert_eq!(s[0].line, 6);
@@ -139,6 +144,10 @@ mod tests {
         assert_eq!(s[1].exit_status, 1);
         assert!(s[1].expected.is_empty());
         assert_eq!(s[2].command, "true");
+        let k = steps(doc, "console kubernetes");
+        assert_eq!(k.len(), 1);
+        assert_eq!(k[0].command, "kubectl get sj");
+        assert_eq!(k[0].expected, lines(&["NAME"]));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod bids;
 pub mod cluster;
 pub mod console_doc;
+pub mod doc_session;
 pub mod garage;
 pub mod processes;
 pub mod s3;

@@ -56,14 +56,26 @@ impl S3Server {
         Self::start_on("127.0.0.1", "checkpoints")
     }
 
-    /// Starts a server listening on `host` (an address of this machine) with one bucket.
+    /// Starts a server listening on `host` (an address of this machine) with one bucket, on a
+    /// free port.
     pub fn start_on(host: &str, bucket: &str) -> Self {
-        let root = tempfile::tempdir().expect("temp dir");
-        std::fs::create_dir_all(root.path().join(bucket)).expect("bucket dir");
         let port = TcpListener::bind((host, 0))
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
+        Self::start_at(host, port, bucket)
+    }
+
+    /// Starts a server listening on `host`:`port` with one bucket.
+    ///
+    /// # Panics
+    /// When the port is taken, naming it.
+    pub fn start_at(host: &str, port: u16, bucket: &str) -> Self {
+        if let Err(e) = TcpListener::bind((host, port)) {
+            panic!("the S3 store's port {host}:{port} is taken ({e}): stop what listens there");
+        }
+        let root = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(root.path().join(bucket)).expect("bucket dir");
         let mut server = S3Server {
             child: None,
             root,

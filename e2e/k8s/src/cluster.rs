@@ -15,18 +15,23 @@ use crate::control_plane::{self, ControlPlane};
 
 /// The host's address on the pod bridge.
 pub const HOST_IP: &str = "10.201.0.1";
-/// Image reference of the job pods in the test cluster.
-pub const RUNTIME_IMAGE: &str = "weir:e2e";
+/// Image reference of the job pods in the test cluster: the name `docs/operator.md` builds the
+/// runtime image under and the examples use.
+pub const RUNTIME_IMAGE: &str = "weir:dev";
 /// Image reference of a user's job image in the test cluster: the fraud-detection example,
 /// built as `examples/fraud-detection/Dockerfile` builds it (its binary registers the
 /// `fraud-detection` job next to the built-in ones).
 pub const USER_IMAGE: &str = "fraud-detection:e2e";
-/// Image reference of the operator in the test cluster.
-pub const OPERATOR_IMAGE: &str = "weir-operator:e2e";
+/// Image reference of the operator in the test cluster (as `docs/operator.md` builds it).
+pub const OPERATOR_IMAGE: &str = "weir-operator:dev";
 /// Namespace the chart is installed into.
 pub const OPERATOR_NAMESPACE: &str = "weir-system";
 /// Bucket of the S3 store (the example's `s3://weir/...`).
 pub const BUCKET: &str = "weir";
+/// Port of the S3 store: the port of the MinIO Service in `docs/operator.md`, so that
+/// `examples/retail-revenue-k8s.yaml` runs unchanged (without kube-proxy a Service name
+/// resolves to its endpoints, so the store listens on the Service's port).
+pub const S3_PORT: u16 = 9000;
 
 /// A binary built by this cargo run (next to `weir`), or `$WEIR_<NAME>` if set.
 pub fn target_bin(name: &str) -> PathBuf {
@@ -105,7 +110,7 @@ impl TestCluster {
     pub fn start(agent_bin: &Path) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let control_plane = ControlPlane::start(&dir.path().join("control-plane"), HOST_IP);
-        let s3 = S3Server::start_on("0.0.0.0", BUCKET);
+        let s3 = S3Server::start_at("0.0.0.0", S3_PORT, BUCKET);
         let mut c = TestCluster {
             dir,
             s3,

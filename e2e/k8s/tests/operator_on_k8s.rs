@@ -1,7 +1,8 @@
 //! The operator on a real control plane (etcd, kube-apiserver, kube-controller-manager,
 //! kube-scheduler built from source) with the node agent running pods as processes: the chart
-//! rendered with the Helm SDK and applied with kubectl, then the example driven through its
-//! life with kubectl only: create, an argument change (savepoint, pre-flight check Job,
+//! rendered with the Helm SDK and applied with kubectl; the quickstart's Kubernetes step
+//! (`docs/quickstart.md`, its commands extracted from the document, the example unchanged);
+//! then the example driven through its life with kubectl only: create, an argument change (savepoint, pre-flight check Job,
 //! redeploy) with the operator's pod killed in each phase, `kubectl scale` (rescale 2 -> 3
 //! through a savepoint), a refused `maxParallelism` change (the CRD's CEL rule), an
 //! incompatible change to the user's own image (UpgradeBlocked, the old job runs on), suspend
@@ -14,7 +15,10 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use weir_e2e_k8s::cluster::{TestCluster, OPERATOR_NAMESPACE, RUNTIME_IMAGE, USER_IMAGE};
+use weir_e2e::console_doc::steps;
+use weir_e2e::doc_session::DocSession;
+use weir_e2e_k8s::cluster::{TestCluster, BUCKET, OPERATOR_NAMESPACE, RUNTIME_IMAGE, USER_IMAGE};
+use weir_e2e_k8s::control_plane;
 
 const NAME: &str = "retail-revenue";
 const STEP: Duration = Duration::from_secs(240);
@@ -150,6 +154,79 @@ fn savepoints(c: &TestCluster) -> Vec<String> {
     out
 }
 
+/// Step 6 of `docs/quickstart.md`: the commands of its ```` ```console kubernetes ```` block,
+/// extracted from the document, run in one bash session from the repository root with this
+/// cluster's kubectl and kubeconfig, and checked against the output the document shows. The
+/// cluster has what the document's setup gives (the chart, images `weir:dev` and
+/// `weir-operator:dev`, Secret `weir-s3`, bucket `weir` at `minio.weir-system.svc:9000`), so
+/// `examples/retail-revenue-k8s.yaml` is applied unchanged. Ends with the store emptied: a
+/// StreamJob created again under the same name resumes the latest checkpoint under that name.
+fn quickstart_kubernetes_step(c: &TestCluster) {
+    let doc_path = weir_e2e::repo_root().join("docs/quickstart.md");
+    let doc = std::fs::read_to_string(&doc_path).expect("read docs/quickstart.md");
+    let steps = steps(&doc, "console kubernetes");
+    for command in ["kubectl apply", "kubectl scale", "kubectl delete"] {
+        assert!(
+            steps.iter().any(|s| s.command.starts_with(command)),
+            "docs/quickstart.md's Kubernetes block has no `{command}`"
+        );
+    }
+    let kubectl_dir = control_plane::bin("kubectl")
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    let env = [
+        (
+            "PATH".to_string(),
+            format!(
+                "{}:{}",
+                kubectl_dir.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        ),
+        (
+            "KUBECONFIG".to_string(),
+            c.control_plane.kubeconfig.display().to_string(),
+        ),
+    ];
+    // The example's output directory, a hostPath: this machine's.
+    let output = std::path::Path::new(QUICKSTART_OUTPUT);
+    let _ = std::fs::remove_dir_all(output);
+    let mut session = DocSession::start(
+        &weir_e2e::repo_root(),
+        &env,
+        &c.dir.path().join("quickstart-stderr.log"),
+        STEP,
+    );
+    session.run(&doc_path, &steps, &|| c.diagnostics());
+    drop(session);
+    // The StreamJob is gone; its pods go with it (garbage collection), then its files.
+    let start = Instant::now();
+    while !c
+        .kubectl_ok(&["get", "pods", "-o", "name"])
+        .trim()
+        .is_empty()
+    {
+        assert!(
+            start.elapsed() < STEP,
+            "the quickstart's pods outlived their StreamJob\n{}",
+            c.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        std::fs::read_dir(output).is_ok_and(|mut d| d.next().is_some()),
+        "the quickstart's job wrote nothing to {QUICKSTART_OUTPUT}"
+    );
+    for prefix in ["checkpoints", "savepoints"] {
+        let _ = std::fs::remove_dir_all(c.s3.root.path().join(BUCKET).join(prefix));
+    }
+    let _ = std::fs::remove_dir_all(output);
+}
+
+/// The output directory of `examples/retail-revenue-k8s.yaml` on the node (its hostPath).
+const QUICKSTART_OUTPUT: &str = "/var/lib/weir/output/retail-revenue";
+
 #[test]
 fn the_operator_runs_a_job_through_its_lifecycle_on_a_real_control_plane() {
     let c = TestCluster::start(std::path::Path::new(env!("CARGO_BIN_EXE_weir-node-agent")));
@@ -168,6 +245,7 @@ fn the_operator_runs_a_job_through_its_lifecycle_on_a_real_control_plane() {
             weir_e2e::s3::SECRET_KEY
         ),
     ]);
+    quickstart_kubernetes_step(&c);
     // Names the API server would refuse for the job's Services or pod labels are refused
     // up front by the CRD's rule.
     for bad in ["1retail", &"a".repeat(45)] {

@@ -1,0 +1,101 @@
+//! The windowed Nexmark queries through the `weir` binary, exactly once: q5 (sliding windows),
+//! q7 (highest bid), q8 (window join) and q11 (session windows) SIGKILLed at random points
+//! (half of them right after a checkpoint trigger) and resumed commit exactly the output of an
+//! uninterrupted run; q11's sessions, merged across checkpoints, also survive a rescale
+//! 2 -> 3 -> 1 through savepoints that switch the state backend.
+
+use weir_e2e::{assert_success, kill_at_random_points, manifest_job, repo_root, weir_bin, TestJob};
+
+/// 400,000 events, paced so that a run lasts about 4 s at parallelism 2.
+fn job(query: &str, edit: impl FnOnce(&mut serde_yaml::Value)) -> TestJob {
+    manifest_job(
+        weir_bin(),
+        &repo_root().join("examples/nexmark-q5.yaml"),
+        |d| {
+            d["metadata"]["name"] = format!("nexmark-{query}").into();
+            d["spec"]["job"]["args"]["query"] = query.into();
+            d["spec"]["job"]["args"]["events"] = "400000".into();
+            d["spec"]["job"]["args"]["maxEventsPerSecond"] = "50000".into();
+            d["spec"]["checkpointing"]["interval"] = "300ms".into();
+            edit(d);
+        },
+    )
+}
+
+fn uninterrupted(query: &str) -> Vec<String> {
+    let clean = job(query, |d| {
+        d["spec"]["job"]["args"]
+            .as_mapping_mut()
+            .unwrap()
+            .remove("maxEventsPerSecond");
+    });
+    assert_success(&clean.run(&[]));
+    let lines = clean.output_lines();
+    assert!(lines.len() > 10, "{query}: {} lines", lines.len());
+    lines
+}
+
+#[test]
+fn windowed_queries_are_exactly_once_after_sigkills_at_random_points() {
+    let seed = weir_e2e::test_seed();
+    for (i, query) in ["q5", "q7", "q8", "q11"].into_iter().enumerate() {
+        let expected = uninterrupted(query);
+        let job = job(query, |_| {});
+        let kills = kill_at_random_points(&job, 6, seed + i as u64);
+        assert!(
+            kills.total >= 5,
+            "{query}: only {} kills landed before the job finished",
+            kills.total
+        );
+        assert_success(&job.run(&[]));
+        let resumed = job.output_lines();
+        assert_eq!(
+            resumed.len(),
+            expected.len(),
+            "{query}: killed and resumed {kills:?}"
+        );
+        assert_eq!(resumed, expected, "{query}: killed and resumed {kills:?}");
+    }
+}
+
+#[test]
+fn merged_sessions_survive_rescales_through_savepoints_that_switch_backends() {
+    let expected = uninterrupted("q11");
+    let job = job("q11", |d| {
+        d["spec"]["job"]["args"]["maxEventsPerSecond"] = "30000".into();
+    });
+    let mut savepoint: Option<String> = None;
+    for (parallelism, backend) in [(2, "rocksdb"), (3, "heap")] {
+        job.edit(|d| {
+            d["spec"]["job"]["parallelism"] = parallelism.into();
+            d["spec"]["stateBackend"] = backend.into();
+        });
+        let mut cmd = std::process::Command::new(&job.bin);
+        cmd.arg("run")
+            .arg(&job.manifest)
+            .args(["--progress-interval", "0s"]);
+        if let Some(sp) = &savepoint {
+            cmd.args(["--from-savepoint", sp]);
+        }
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn weir");
+        job.wait_for_checkpoints(job.complete_checkpoints().len() + 2);
+        savepoint = Some(job.savepoint(None));
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+    }
+    job.edit(|d| {
+        d["spec"]["job"]["parallelism"] = 1.into();
+        d["spec"]["stateBackend"] = "rocksdb".into();
+        d["spec"]["job"]["args"]
+            .as_mapping_mut()
+            .unwrap()
+            .remove("maxEventsPerSecond");
+    });
+    let sp = savepoint.expect("two savepoints taken");
+    assert_success(&job.run(&["--from-savepoint", &sp]));
+    assert_eq!(job.output_lines(), expected, "rescaled 2 -> 3 -> 1");
+}
