@@ -303,6 +303,22 @@ impl TestJob {
         }
     }
 
+    /// Waits until a checkpoint newer than the newest at the call completes (at most 30 s);
+    /// unlike [`TestJob::wait_for_checkpoints`] it holds across a restore from a savepoint,
+    /// which deletes the older checkpoints.
+    pub fn wait_for_a_new_checkpoint(&self) {
+        let newest = || self.complete_checkpoints().last().copied().unwrap_or(0);
+        let before = newest();
+        let start = Instant::now();
+        while newest() <= before {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no checkpoint after {before} within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Committed output lines (all `part-*` files), sorted.
     pub fn output_lines(&self) -> Vec<String> {
         read_output(&self.output)

@@ -87,3 +87,45 @@ fn each_invalid_manifest_is_rejected_with_its_field_and_nothing_is_written() {
         assert!(!job.output.exists(), "{path:?}: output was written");
     }
 }
+
+#[test]
+fn every_example_manifest_validates_from_a_clone() {
+    // A clone's layout: <dir>/weir/examples and <dir>/shared/data, run from <dir>/weir.
+    let dir = tempfile::tempdir().unwrap();
+    let clone = dir.path().join("weir");
+    std::fs::create_dir(&clone).unwrap();
+    let examples = weir_e2e::repo_root().join("examples");
+    std::os::unix::fs::symlink(&examples, clone.join("examples")).unwrap();
+    let shared = weir_e2e::retail_data()
+        .parent()
+        .and_then(std::path::Path::parent)
+        .unwrap()
+        .to_path_buf();
+    std::os::unix::fs::symlink(shared, dir.path().join("shared")).unwrap();
+    let mut checked = 0;
+    for e in std::fs::read_dir(&examples).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".yaml") {
+            continue;
+        }
+        // A manifest for the operator reads its input inside its image, not here.
+        let doc: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap();
+        if !doc["spec"]["image"].is_null() {
+            continue;
+        }
+        let out = std::process::Command::new(weir_e2e::weir_bin())
+            .arg("validate")
+            .arg(format!("examples/{name}"))
+            .current_dir(&clone)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} example manifests");
+}

@@ -4,7 +4,6 @@
 //! timers and broadcast state redistributed, the event sources' splits resumed).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use weir_e2e::{
     assert_success, kill_at_random_points, manifest_job, read_output, test_seed, TestJob,
@@ -58,17 +57,6 @@ fn every_function_kind_is_exactly_once_after_sigkills_at_random_points() {
     assert_reference(&killed, 2, &OUTPUTS, "killed and resumed");
 }
 
-/// Waits until a checkpoint newer than the newest at the call completes.
-fn wait_for_a_new_checkpoint(job: &TestJob) {
-    let newest = || job.complete_checkpoints().last().copied().unwrap_or(0);
-    let before = newest();
-    let start = Instant::now();
-    while newest() <= before {
-        assert!(start.elapsed() < Duration::from_secs(30), "no checkpoint");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn state_timers_and_broadcast_state_survive_rescales_through_savepoints() {
     let job = job(|d| {
@@ -92,7 +80,7 @@ fn state_timers_and_broadcast_state_survive_rescales_through_savepoints() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawn");
-        wait_for_a_new_checkpoint(&job);
+        job.wait_for_a_new_checkpoint();
         savepoint = Some(job.savepoint(None));
         child.kill().expect("SIGKILL");
         let _ = child.wait();

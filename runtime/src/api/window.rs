@@ -87,8 +87,8 @@ impl TimeWindow {
     }
 }
 
-/// A fired window's result for one key.
-#[derive(Debug, Clone, PartialEq)]
+/// A fired window's result for one key (serializable, so a result stream can be keyed again).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct WindowResult<K, O> {
     /// The key.
     pub key: K,

@@ -6,6 +6,7 @@
 
 mod check;
 mod cluster;
+mod nexmark;
 mod savepoint;
 
 use clap::{Parser, Subcommand};
@@ -111,6 +112,13 @@ enum Command {
     #[command(after_help = "Examples:
   weir jobs")]
     Jobs,
+    /// The Nexmark benchmark's events as files (the `nexmark` job generates them itself).
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  weir nexmark generate --events 1000000 --out /tmp/nexmark"
+    )]
+    Nexmark(nexmark::NexmarkCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +184,7 @@ pub fn main(registry: Registry) -> i32 {
         Command::Coordinator(args) => cluster::coordinator(&registry, args),
         Command::Worker(args) => cluster::worker(&registry, args),
         Command::Savepoint(cmd) => savepoint::run(cmd),
+        Command::Nexmark(cmd) => nexmark::run(cmd),
         Command::Check(args) => check::run(&registry, args),
         Command::Checkpoints(CheckpointsCommand::Gc { uri, manifest, .. }) => {
             match checkpoints_gc(&uri, manifest.as_deref()) {
@@ -364,8 +373,8 @@ mod tests {
     fn every_command_help_gives_examples_that_parse() {
         let mut checked = 0;
         check_examples(&Cli::command(), &["weir".to_string()], &mut checked);
-        // 14 commands (weir, run, coordinator, worker, savepoint and its 4, checkpoints, gc,
-        // validate, check, jobs), each with at least one example.
-        assert!(checked >= 15, "only {checked} examples checked");
+        // 16 commands (weir, run, coordinator, worker, savepoint and its 4, checkpoints, gc,
+        // validate, check, jobs, nexmark and its generate), each with at least one example.
+        assert!(checked >= 17, "only {checked} examples checked");
     }
 }

@@ -2,6 +2,7 @@
 //! next to the built-in ones by building a [`Registry`] and calling the runtime's CLI with it.
 
 pub mod csv_window_aggregate;
+pub mod nexmark;
 
 use std::collections::BTreeMap;
 
@@ -71,7 +72,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The built-in jobs (`csv-window-aggregate`).
+    /// The built-in jobs (`csv-window-aggregate`, `nexmark`).
     pub fn builtin() -> Self {
         let mut r = Self::default();
         r.register(
@@ -79,6 +80,13 @@ impl Registry {
             JobEntry {
                 description: "event-time tumbling-window aggregates (count, sum, min, max, avg) per key over CSV files",
                 build: csv_window_aggregate::build,
+            },
+        );
+        r.register(
+            nexmark::ENTRY,
+            JobEntry {
+                description: "the Nexmark benchmark's queries (job.args.query: q0, q1, ...) over its generated auction events",
+                build: nexmark::build,
             },
         );
         r

@@ -1,0 +1,238 @@
+//! The built-in `nexmark` job, run in-process by `run_job` at parallelism 1 and 3 on both
+//! state backends: each query's output equals a straightforward batch computation over the
+//! same generated events; the generator's files hold exactly the job's events.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use weir_runtime::jobs::nexmark::generator::GeneratorConfig;
+use weir_runtime::jobs::nexmark::model::{sql_timestamp, Event};
+use weir_runtime::jobs::nexmark::queries::{
+    bid_line, euros, Q5_SLIDE_MS, QUERIES, SESSION_GAP_MS, WINDOW_MS,
+};
+use weir_runtime::jobs::nexmark::{build, generator_config, write_events};
+use weir_runtime::jobs::JobArgs;
+use weir_runtime::runner::{run_job, RunOptions};
+
+const EVENTS: u64 = 60_000;
+const RATE: u64 = 1_000;
+
+fn args(query: &str, output: &Path) -> JobArgs {
+    [
+        ("query", query.to_string()),
+        ("events", EVENTS.to_string()),
+        ("eventsPerSecond", RATE.to_string()),
+        ("seed", "11".to_string()),
+        ("output", output.display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn events() -> Vec<Event> {
+    let config = generator_config(&args("q0", Path::new("/unused"))).unwrap();
+    (0..config.events).map(|n| config.event(n)).collect()
+}
+
+fn window_start(ts: i64, size: i64) -> i64 {
+    ts - ts.rem_euclid(size)
+}
+
+/// Each query's result lines, sorted, computed over all events at once.
+fn reference(query: &str, events: &[Event]) -> Vec<String> {
+    let bids = || {
+        events.iter().filter_map(|e| match e {
+            Event::Bid(b) => Some(b),
+            _ => None,
+        })
+    };
+    let mut out: Vec<String> = match query {
+        "q0" => bids().map(|b| bid_line(b, &b.price.to_string())).collect(),
+        "q1" => bids().map(|b| bid_line(b, &euros(b.price))).collect(),
+        "q2" => bids()
+            .filter(|b| b.auction % 123 == 0)
+            .map(|b| format!("{},{}", b.auction, b.price))
+            .collect(),
+        "q5" => {
+            let mut counts: BTreeMap<(i64, u64), u64> = BTreeMap::new();
+            for b in bids() {
+                let mut start = window_start(b.date_time, Q5_SLIDE_MS);
+                while start > b.date_time - WINDOW_MS {
+                    *counts.entry((start, b.auction)).or_default() += 1;
+                    start -= Q5_SLIDE_MS;
+                }
+            }
+            let mut max: BTreeMap<i64, u64> = BTreeMap::new();
+            for ((start, _), n) in &counts {
+                let m = max.entry(*start).or_default();
+                *m = (*m).max(*n);
+            }
+            counts
+                .iter()
+                .filter(|((start, _), n)| **n >= max[start])
+                .map(|((_, auction), n)| format!("{auction},{n}"))
+                .collect()
+        }
+        "q7" => {
+            let mut max: BTreeMap<i64, u64> = BTreeMap::new();
+            for b in bids() {
+                let m = max.entry(window_start(b.date_time, WINDOW_MS)).or_default();
+                *m = (*m).max(b.price);
+            }
+            let mut lines = Vec::new();
+            for (start, m) in &max {
+                for b in bids() {
+                    if b.price == *m && *start <= b.date_time && b.date_time <= start + WINDOW_MS {
+                        lines.push(bid_line(b, &b.price.to_string()));
+                    }
+                }
+            }
+            lines
+        }
+        "q8" => {
+            let sellers: BTreeSet<(u64, i64)> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Auction(a) => Some((a.seller, window_start(a.date_time, WINDOW_MS))),
+                    _ => None,
+                })
+                .collect();
+            events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Person(p) => {
+                        let start = window_start(p.date_time, WINDOW_MS);
+                        sellers
+                            .contains(&(p.id, start))
+                            .then(|| format!("{},{},{}", p.id, p.name, sql_timestamp(start)))
+                    }
+                    _ => None,
+                })
+                .collect()
+        }
+        "q11" => {
+            let mut times: BTreeMap<u64, Vec<i64>> = BTreeMap::new();
+            for b in bids() {
+                times.entry(b.bidder).or_default().push(b.date_time);
+            }
+            let mut lines = Vec::new();
+            for (bidder, mut ts) in times {
+                ts.sort();
+                let mut session: Option<(i64, i64, u64)> = None;
+                for t in ts {
+                    session = match session {
+                        Some((start, end, n)) if t <= end => {
+                            Some((start, end.max(t + SESSION_GAP_MS), n + 1))
+                        }
+                        done => {
+                            if let Some((start, end, n)) = done {
+                                lines.push(format!(
+                                    "{bidder},{n},{},{}",
+                                    sql_timestamp(start),
+                                    sql_timestamp(end)
+                                ));
+                            }
+                            Some((t, t + SESSION_GAP_MS, 1))
+                        }
+                    };
+                }
+                if let Some((start, end, n)) = session {
+                    lines.push(format!(
+                        "{bidder},{n},{},{}",
+                        sql_timestamp(start),
+                        sql_timestamp(end)
+                    ));
+                }
+            }
+            lines
+        }
+        other => panic!("no reference for {other}"),
+    };
+    out.sort();
+    out
+}
+
+fn read_lines(dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for e in std::fs::read_dir(dir).expect("output directory").flatten() {
+        if e.file_name().to_string_lossy().starts_with("part-") {
+            lines.extend(
+                std::fs::read_to_string(e.path())
+                    .unwrap()
+                    .lines()
+                    .map(String::from),
+            );
+        }
+    }
+    lines.sort();
+    lines
+}
+
+fn run(query: &str, backend: &str, parallelism: u32) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let manifest = weir_crds::load_manifest(&format!(
+        "apiVersion: weir.dev/v1alpha1\nkind: StreamJob\nmetadata: {{name: nexmark}}\nspec:\n  job: {{entry: nexmark, parallelism: {parallelism}, maxParallelism: 64}}\n  checkpointing: {{interval: 200ms, storage: 'file://{}'}}\n  stateBackend: {backend}\n",
+        dir.path().join("checkpoints").display()
+    ))
+    .unwrap();
+    let options = RunOptions {
+        local_state_dir: Some(dir.path().join("local")),
+        ..RunOptions::default()
+    };
+    let graph = build(&args(query, &out)).expect("graph");
+    run_job(&manifest, graph, &options).expect("run");
+    read_lines(&out)
+}
+
+#[test]
+fn every_query_equals_its_batch_reference_at_parallelism_1_and_3_on_both_backends() {
+    let events = events();
+    for query in QUERIES {
+        let expected = reference(query, &events);
+        assert!(!expected.is_empty(), "{query}: empty reference");
+        for (backend, parallelism) in [("heap", 1), ("rocksdb", 3), ("heap", 3), ("rocksdb", 1)] {
+            let actual = run(query, backend, parallelism);
+            if actual != expected {
+                let missing: Vec<&String> = expected
+                    .iter()
+                    .filter(|l| !actual.contains(l))
+                    .take(5)
+                    .collect();
+                let extra: Vec<&String> = actual
+                    .iter()
+                    .filter(|l| !expected.contains(l))
+                    .take(5)
+                    .collect();
+                panic!(
+                    "{query} on {backend} at {parallelism}: {} lines, expected {}; missing {missing:?}; unexpected {extra:?}",
+                    actual.len(),
+                    expected.len()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn generated_files_hold_the_jobs_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = GeneratorConfig {
+        seed: 11,
+        events_per_second: RATE,
+        base_time_ms: weir_runtime::jobs::nexmark::DEFAULT_BASE_TIME_MS,
+        events: 5_000,
+    };
+    let (persons, auctions, bids) = write_events(&config, dir.path()).unwrap();
+    assert_eq!((persons, auctions, bids), (100, 300, 4_600));
+    let bid_file = std::fs::read_to_string(dir.path().join("bid.json")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(bid_file.lines().next().unwrap()).unwrap();
+    let Event::Bid(b) = config.event(4) else {
+        panic!("event 4 is a bid")
+    };
+    assert_eq!(first["auction"], b.auction);
+    assert_eq!(first["price"], b.price);
+    assert_eq!(first["dateTime"], sql_timestamp(b.date_time));
+    assert_eq!(bid_file.lines().count(), 4_600);
+}
