@@ -7,10 +7,17 @@
 //! | `q0` | pass-through of the bids | auction, bidder, price, dateTime, extra |
 //! | `q1` | bid prices in euros (`0.908 * price`, 3 decimals) | auction, bidder, price, dateTime, extra |
 //! | `q2` | bids on every 123rd auction | auction, price |
+//! | `q3` | local item suggestion: sellers in OR, ID or CA of auctions in category 10 (an incremental join) | name, city, state, id |
+//! | `q4` | average winning price per category, updated as each auction closes (one line per closed auction; the last line per category, the one with the most auctions, is the suite's result) | category, avg, auctions |
 //! | `q5` | hot items: the auctions with the most bids in each 10 s window sliding by 2 s | auction, num |
 //! | `q7` | highest bid: the bids at the largest price of each 10 s window (window end inclusive) | auction, bidder, price, dateTime, extra |
 //! | `q8` | new users: persons who opened an auction in the 10 s window they appeared in | id, name, starttime |
+//! | `q9` | winning bids: each auction with its highest bid (earliest among equal prices) made while it was open | the auction's 10 columns, auction, bidder, price, bid dateTime, bid extra |
 //! | `q11` | user sessions: bids per bidder per session (gap 10 s) | bidder, bid_count, starttime, endtime |
+//! | `q12` | bids per bidder per 10 s of processing time | bidder, bid_count, starttime, endtime |
+//! | `q14` | calculation: bids between 1,000,000 and 50,000,000 in euros, the part of the day, the `c`s in `extra` | auction, bidder, price, bidTimeType, dateTime, extra, c_counts |
+//! | `q21` | channel id: from the four named channels, else from the URL's `channel_id` | auction, bidder, price, channel, channel_id |
+//! | `q22` | URL directories: the first three path segments of the URL | auction, bidder, price, channel, dir1, dir2, dir3 |
 
 use std::sync::Arc;
 
@@ -18,15 +25,17 @@ use super::generator::GeneratorConfig;
 use super::model::{sql_timestamp, Auction, Bid, Event, Person};
 use super::source::NexmarkSource;
 use crate::api::{
-    AggregateFunction, Context, JobBuilder, JobGraph, KeyedProcessFunction, ListStateDescriptor,
-    OpenContext, Output, Stream, TaskError, Timestamp, ValueStateDescriptor, WatermarkStrategy,
-    WindowAssigner, WindowResult,
+    AggregateFunction, Context, JobBuilder, JobGraph, KeyedCoProcessFunction, KeyedProcessFunction,
+    ListStateDescriptor, OpenContext, Output, Stream, TaskError, Timestamp, ValueStateDescriptor,
+    WatermarkStrategy, WindowAssigner, WindowResult,
 };
 use crate::connectors::file_sink::LineEncoder;
 use crate::connectors::FileSink;
 
 /// The queries this job runs.
-pub const QUERIES: [&str; 7] = ["q0", "q1", "q2", "q5", "q7", "q8", "q11"];
+pub const QUERIES: [&str; 14] = [
+    "q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "q9", "q11", "q12", "q14", "q21", "q22",
+];
 
 /// Window size of q5, q7 and q8, ms.
 pub const WINDOW_MS: i64 = 10_000;
@@ -75,7 +84,14 @@ pub fn build(
         "q5" => q5(&events),
         "q7" => q7(&events),
         "q8" => q8(&events),
+        "q3" => q3(&events),
+        "q4" => q4(&events),
+        "q9" => winning_bids(&events).map(|(a, b)| q9_line(&a, &b)),
         "q11" => q11(&events),
+        "q12" => q12(&events),
+        "q14" => bids(&events).flat_map(|b| q14(&b)),
+        "q21" => bids(&events).flat_map(|b| q21(&b)),
+        "q22" => bids(&events).map(|b| q22(&b)),
         other => return Err(QueryError::Unknown(other.to_string())),
     };
     let encode: LineEncoder<String> =
@@ -322,6 +338,320 @@ fn q11(events: &Stream<Event>) -> Stream<String> {
         })
 }
 
+/// q3: sellers in OR, ID or CA and their auctions in category 10, joined on the seller's id
+/// as they arrive (a keyed co-process function: each side waits in state for the other).
+fn q3(events: &Stream<Event>) -> Stream<String> {
+    let sellers = persons(events)
+        .filter(|p: &Person| matches!(p.state.as_str(), "OR" | "ID" | "CA"))
+        .key_by(|p: &Person| p.id);
+    let auctions = auctions(events)
+        .filter(|a: &Auction| a.category == 10)
+        .key_by(|a: &Auction| a.seller);
+    sellers
+        .connect(&auctions)
+        .process("q3-local-items", LocalItems)
+        .map(|(p, id): (Person, u64)| format!("{},{},{},{id}", p.name, p.city, p.state))
+}
+
+const Q3_PERSON: ValueStateDescriptor<Person> = ValueStateDescriptor::new("person");
+const Q3_WAITING: ListStateDescriptor<u64> = ListStateDescriptor::new("waiting-auctions");
+
+/// Per person id: the person once seen, and the ids of auctions that arrived before them.
+#[derive(Clone)]
+struct LocalItems;
+
+impl KeyedCoProcessFunction for LocalItems {
+    type Key = u64;
+    type In1 = Person;
+    type In2 = Auction;
+    type Out = (Person, u64);
+
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), TaskError> {
+        ctx.declare(&Q3_PERSON)?;
+        ctx.declare(&Q3_WAITING)
+    }
+
+    fn process_element1(
+        &mut self,
+        person: Person,
+        ctx: &mut Context<'_, u64>,
+        out: &mut Output<'_, (Person, u64)>,
+    ) -> Result<(), TaskError> {
+        for id in ctx.list(&Q3_WAITING).get()? {
+            out.collect((person.clone(), id))?;
+        }
+        ctx.list(&Q3_WAITING).clear()?;
+        ctx.value(&Q3_PERSON).update(&person)
+    }
+
+    fn process_element2(
+        &mut self,
+        auction: Auction,
+        ctx: &mut Context<'_, u64>,
+        out: &mut Output<'_, (Person, u64)>,
+    ) -> Result<(), TaskError> {
+        match ctx.value(&Q3_PERSON).get()? {
+            Some(person) => out.collect((person, auction.id)),
+            None => ctx.list(&Q3_WAITING).add(&auction.id),
+        }
+    }
+}
+
+/// Each auction with its winning bid, once it has closed (q9, and q4 after it): auctions and
+/// bids connected on the auction id.
+fn winning_bids(events: &Stream<Event>) -> Stream<(Auction, Bid)> {
+    let auctions = auctions(events).key_by(|a: &Auction| a.id);
+    let bids = bids(events).key_by(|b: &Bid| b.auction);
+    auctions.connect(&bids).process("winning-bids", WinningBids)
+}
+
+/// q9's line: the auction's columns, then the bid's.
+pub fn q9_line(a: &Auction, b: &Bid) -> String {
+    format!(
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+        a.id,
+        a.item_name,
+        a.description,
+        a.initial_bid,
+        a.reserve,
+        sql_timestamp(a.date_time),
+        sql_timestamp(a.expires),
+        a.seller,
+        a.category,
+        a.extra,
+        b.auction,
+        b.bidder,
+        b.price,
+        sql_timestamp(b.date_time),
+        b.extra
+    )
+}
+
+const Q9_AUCTION: ValueStateDescriptor<Auction> = ValueStateDescriptor::new("auction");
+const Q9_BEST: ValueStateDescriptor<Bid> = ValueStateDescriptor::new("best-bid");
+const Q9_EARLY: ListStateDescriptor<Bid> = ListStateDescriptor::new("early-bids");
+
+/// Per auction id: the auction, its best bid so far among those made while it is open, and
+/// bids that arrived before the auction did (another source subtask may be behind). When the
+/// watermark reaches the auction's expiry, its winner is emitted and its state cleared. Early
+/// bids for an auction that has not arrived by the time the watermark passes them can match no
+/// auction (one would have started before them) and are dropped.
+#[derive(Clone)]
+struct WinningBids;
+
+impl WinningBids {
+    /// Keeps `bid` if it was made while `auction` was open and beats the best so far (higher
+    /// price, or the same price earlier).
+    fn offer(auction: &Auction, bid: Bid, ctx: &mut Context<'_, u64>) -> Result<(), TaskError> {
+        if bid.date_time < auction.date_time || bid.date_time > auction.expires {
+            return Ok(());
+        }
+        let better = match ctx.value(&Q9_BEST).get()? {
+            Some(best) => {
+                (bid.price, std::cmp::Reverse(bid.date_time))
+                    > (best.price, std::cmp::Reverse(best.date_time))
+            }
+            None => true,
+        };
+        if better {
+            ctx.value(&Q9_BEST).update(&bid)?;
+        }
+        Ok(())
+    }
+}
+
+impl KeyedCoProcessFunction for WinningBids {
+    type Key = u64;
+    type In1 = Auction;
+    type In2 = Bid;
+    type Out = (Auction, Bid);
+
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), TaskError> {
+        ctx.declare(&Q9_AUCTION)?;
+        ctx.declare(&Q9_BEST)?;
+        ctx.declare(&Q9_EARLY)
+    }
+
+    fn process_element1(
+        &mut self,
+        auction: Auction,
+        ctx: &mut Context<'_, u64>,
+        _out: &mut Output<'_, (Auction, Bid)>,
+    ) -> Result<(), TaskError> {
+        for bid in ctx.list(&Q9_EARLY).get()? {
+            Self::offer(&auction, bid, ctx)?;
+        }
+        ctx.list(&Q9_EARLY).clear()?;
+        ctx.timer_service()
+            .register_event_time_timer(auction.expires)?;
+        ctx.value(&Q9_AUCTION).update(&auction)
+    }
+
+    fn process_element2(
+        &mut self,
+        bid: Bid,
+        ctx: &mut Context<'_, u64>,
+        _out: &mut Output<'_, (Auction, Bid)>,
+    ) -> Result<(), TaskError> {
+        match ctx.value(&Q9_AUCTION).get()? {
+            Some(auction) => Self::offer(&auction, bid, ctx),
+            None => {
+                ctx.timer_service()
+                    .register_event_time_timer(bid.date_time)?;
+                ctx.list(&Q9_EARLY).add(&bid)
+            }
+        }
+    }
+
+    fn on_timer(
+        &mut self,
+        timestamp: Timestamp,
+        ctx: &mut Context<'_, u64>,
+        out: &mut Output<'_, (Auction, Bid)>,
+    ) -> Result<(), TaskError> {
+        match ctx.value(&Q9_AUCTION).get()? {
+            Some(auction) if timestamp >= auction.expires => {
+                if let Some(best) = ctx.value(&Q9_BEST).get()? {
+                    out.collect((auction, best))?;
+                }
+                ctx.value(&Q9_AUCTION).clear()?;
+                ctx.value(&Q9_BEST).clear()
+            }
+            Some(_) => Ok(()),
+            None => {
+                let early = ctx.list(&Q9_EARLY).get()?;
+                let keep: Vec<Bid> = early
+                    .into_iter()
+                    .filter(|b| b.date_time > timestamp)
+                    .collect();
+                ctx.list(&Q9_EARLY).update(&keep)
+            }
+        }
+    }
+}
+
+/// q4: the winning prices averaged per category (integer average, as the suite's `AVG` of a
+/// `BIGINT`), one line per closed auction.
+fn q4(events: &Stream<Event>) -> Stream<String> {
+    winning_bids(events)
+        .key_by(|(a, _): &(Auction, Bid)| a.category)
+        .process("q4-average-per-category", CategoryAverage)
+        .map(|(category, avg, n)| format!("{category},{avg},{n}"))
+}
+
+const Q4_SUM: ValueStateDescriptor<(u64, u64)> = ValueStateDescriptor::new("sum-and-count");
+
+/// Per category: the sum and number of winning prices; emits the average after each.
+#[derive(Clone)]
+struct CategoryAverage;
+
+impl KeyedProcessFunction for CategoryAverage {
+    type Key = u64;
+    type In = (Auction, Bid);
+    type Out = (u64, u64, u64);
+
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), TaskError> {
+        ctx.declare(&Q4_SUM)
+    }
+
+    fn process_element(
+        &mut self,
+        (_, bid): (Auction, Bid),
+        ctx: &mut Context<'_, u64>,
+        out: &mut Output<'_, (u64, u64, u64)>,
+    ) -> Result<(), TaskError> {
+        let (sum, n) = ctx.value(&Q4_SUM).get()?.unwrap_or((0, 0));
+        let (sum, n) = (sum + bid.price, n + 1);
+        ctx.value(&Q4_SUM).update(&(sum, n))?;
+        out.collect((*ctx.key(), sum / n, n))
+    }
+}
+
+/// q12: bids per bidder in tumbling windows of 10 s of processing time.
+fn q12(events: &Stream<Event>) -> Stream<String> {
+    bids(events)
+        .key_by(|b: &Bid| b.bidder)
+        .window(WindowAssigner::tumbling_processing_time(WINDOW_MS))
+        .aggregate("q12-bids-per-bidder", count::<Bid>())
+        .map(|r: WindowResult<u64, u64>| {
+            format!(
+                "{},{},{},{}",
+                r.key,
+                r.value,
+                sql_timestamp(r.window.start),
+                sql_timestamp(r.window.end)
+            )
+        })
+}
+
+/// q14's line for `b`, if its price in euros lies strictly between 1,000,000 and 50,000,000.
+pub fn q14(b: &Bid) -> Option<String> {
+    let thousandths = u128::from(b.price) * 908;
+    if thousandths <= 1_000_000_000 || thousandths >= 50_000_000_000 {
+        return None;
+    }
+    let hour = (b.date_time.rem_euclid(86_400_000) / 3_600_000) as u32;
+    let part = match hour {
+        8..=18 => "dayTime",
+        0..=6 | 20..=23 => "nightTime",
+        _ => "otherTime",
+    };
+    let c_counts = b.extra.bytes().filter(|c| *c == b'c').count();
+    Some(format!(
+        "{},{},{},{part},{},{},{c_counts}",
+        b.auction,
+        b.bidder,
+        euros(b.price),
+        sql_timestamp(b.date_time),
+        b.extra
+    ))
+}
+
+/// q21's line for `b`: its channel id from the named channels (case-insensitive), else the
+/// value of the URL's `channel_id` parameter; none when neither applies.
+pub fn q21(b: &Bid) -> Option<String> {
+    let id = match b.channel.to_lowercase().as_str() {
+        "apple" => Some("0".to_string()),
+        "google" => Some("1".to_string()),
+        "facebook" => Some("2".to_string()),
+        "baidu" => Some("3".to_string()),
+        _ => url_parameter(&b.url, "channel_id"),
+    }?;
+    Some(format!(
+        "{},{},{},{},{id}",
+        b.auction, b.bidder, b.price, b.channel
+    ))
+}
+
+/// The value of `name` in `url`: after `name=` at the start or after a `&`, up to the next `&`
+/// (the suite's `REGEXP_EXTRACT(url, '(&|^)channel_id=([^&]*)', 2)`).
+fn url_parameter(url: &str, name: &str) -> Option<String> {
+    let key = format!("{name}=");
+    if let Some(v) = url.strip_prefix(&key) {
+        return Some(v.split('&').next().unwrap_or_default().to_string());
+    }
+    let at = url.find(&format!("&{key}"))?;
+    let rest = &url[at + 1 + key.len()..];
+    Some(rest.split('&').next().unwrap_or_default().to_string())
+}
+
+/// q22's line for `b`: the URL's segments 3 to 5 when split at `/` (the suite's
+/// `SPLIT_INDEX(url, '/', 3..5)`; empty when missing).
+pub fn q22(b: &Bid) -> String {
+    let parts: Vec<&str> = b.url.split('/').collect();
+    let part = |i: usize| parts.get(i).copied().unwrap_or_default();
+    format!(
+        "{},{},{},{},{},{},{}",
+        b.auction,
+        b.bidder,
+        b.price,
+        b.channel,
+        part(3),
+        part(4),
+        part(5)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,5 +662,85 @@ mod tests {
         assert_eq!(euros(1), "0.908");
         assert_eq!(euros(1000), "908.000");
         assert_eq!(euros(12_345), "11209.260");
+    }
+
+    fn bid(price: u64, date_time: i64, channel: &str, url: &str) -> Bid {
+        Bid {
+            auction: 1001,
+            bidder: 1002,
+            price,
+            channel: channel.into(),
+            url: url.into(),
+            date_time,
+            extra: "abcc c".into(),
+        }
+    }
+
+    #[test]
+    fn q14_keeps_prices_strictly_inside_its_range_and_names_the_part_of_the_day() {
+        // 0.908 * price: 1,101,322 cents -> 1,000,000.376; 1,101,321 -> 999,999.468.
+        assert!(q14(&bid(1_101_321, 0, "Apple", "")).is_none());
+        let line = q14(&bid(1_101_322, 9 * 3_600_000, "Apple", "")).unwrap();
+        assert_eq!(
+            line,
+            "1001,1002,1000000.376,dayTime,1970-01-01 09:00:00.000,abcc c,3"
+        );
+        assert!(
+            q14(&bid(55_066_079, 0, "Apple", "")).is_some(),
+            "49,999,999.732"
+        );
+        assert!(
+            q14(&bid(55_066_080, 0, "Apple", "")).is_none(),
+            "50,000,000.640"
+        );
+        let part = |hour: i64| {
+            q14(&bid(2_000_000, hour * 3_600_000, "x", ""))
+                .unwrap()
+                .split(',')
+                .nth(3)
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            [part(6), part(7), part(8), part(18), part(19), part(20)],
+            [
+                "nightTime",
+                "otherTime",
+                "dayTime",
+                "dayTime",
+                "otherTime",
+                "nightTime"
+            ]
+        );
+    }
+
+    #[test]
+    fn q21_and_q22_read_the_channel_and_the_url() {
+        let url = "https://www.nexmark.com/ab/cd/ef/item.htm?query=1&channel_id=77";
+        assert_eq!(
+            q21(&bid(5, 0, "Google", url)).unwrap(),
+            "1001,1002,5,Google,1"
+        );
+        assert_eq!(
+            q21(&bid(5, 0, "channel-77", url)).unwrap(),
+            "1001,1002,5,channel-77,77"
+        );
+        assert!(q21(&bid(5, 0, "channel-9", "https://x/y?query=1")).is_none());
+        assert_eq!(q22(&bid(5, 0, "Baidu", url)), "1001,1002,5,Baidu,ab,cd,ef");
+    }
+
+    #[test]
+    fn url_parameters_follow_the_suites_regular_expression() {
+        let url = "https://www.nexmark.com/a/b/c/item.htm?query=1&channel_id=42";
+        assert_eq!(url_parameter(url, "channel_id").as_deref(), Some("42"));
+        assert_eq!(
+            url_parameter("channel_id=7&x=1", "channel_id").as_deref(),
+            Some("7")
+        );
+        assert_eq!(url_parameter("https://x/?query=1", "channel_id"), None);
+        assert_eq!(
+            url_parameter("https://x/?xchannel_id=1", "channel_id"),
+            None
+        );
     }
 }
