@@ -175,10 +175,11 @@ fn q5(events: &Stream<Event>) -> Stream<String> {
         .map(|(auction, num)| format!("{auction},{num}"))
 }
 
-const Q5_COUNTS: ListStateDescriptor<(u64, u64)> = ListStateDescriptor::new("counts");
+const Q5_HOTTEST: ValueStateDescriptor<(u64, Vec<u64>)> = ValueStateDescriptor::new("hottest");
 
-/// Per window (the key: its start), the auctions with the largest count, once the watermark
-/// has passed the window (all its counts, emitted at `end - 1`, have arrived).
+/// Per window (the key: its start), the largest count so far and the auctions that have it;
+/// emitted once the watermark has passed the window (all its counts, emitted at `end - 1`,
+/// have arrived).
 #[derive(Clone)]
 struct Hottest;
 
@@ -188,7 +189,7 @@ impl KeyedProcessFunction for Hottest {
     type Out = (u64, u64);
 
     fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), TaskError> {
-        ctx.declare(&Q5_COUNTS)
+        ctx.declare(&Q5_HOTTEST)
     }
 
     fn process_element(
@@ -197,9 +198,17 @@ impl KeyedProcessFunction for Hottest {
         ctx: &mut Context<'_, i64>,
         _out: &mut Output<'_, (u64, u64)>,
     ) -> Result<(), TaskError> {
-        ctx.list(&Q5_COUNTS).add(&(r.key, r.value))?;
-        ctx.timer_service()
-            .register_event_time_timer(r.window.max_timestamp())
+        let (max, mut auctions) = ctx.value(&Q5_HOTTEST).get()?.unwrap_or((0, Vec::new()));
+        if r.value < max {
+            return Ok(());
+        }
+        if r.value > max {
+            auctions.clear();
+            ctx.timer_service()
+                .register_event_time_timer(r.window.max_timestamp())?;
+        }
+        auctions.push(r.key);
+        ctx.value(&Q5_HOTTEST).update(&(r.value, auctions))
     }
 
     fn on_timer(
@@ -208,13 +217,12 @@ impl KeyedProcessFunction for Hottest {
         ctx: &mut Context<'_, i64>,
         out: &mut Output<'_, (u64, u64)>,
     ) -> Result<(), TaskError> {
-        let counts = ctx.list(&Q5_COUNTS).get()?;
-        ctx.list(&Q5_COUNTS).clear()?;
-        let max = counts.iter().map(|(_, n)| *n).max().unwrap_or(0);
-        for (auction, n) in counts {
-            if n >= max {
-                out.collect((auction, n))?;
-            }
+        let Some((max, auctions)) = ctx.value(&Q5_HOTTEST).get()? else {
+            return Ok(());
+        };
+        ctx.value(&Q5_HOTTEST).clear()?;
+        for auction in auctions {
+            out.collect((auction, max))?;
         }
         Ok(())
     }
