@@ -370,19 +370,36 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Committed output lines of a file sink directory, sorted.
+/// The committed lines of a file sink's directory `dir`, sorted; lines of part files in
+/// bucket subdirectories are prefixed with their bucket and `|` (`dt=2020-01-01/hm=00:00|...`).
 pub fn read_output(dir: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return lines;
-    };
-    for e in entries.filter_map(|e| e.ok()) {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("part-") {
-            let text = std::fs::read_to_string(e.path()).expect("read part file");
-            lines.extend(text.lines().map(str::to_string));
+    fn walk(dir: &Path, bucket: &str, lines: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let sub = if bucket.is_empty() {
+                    name
+                } else {
+                    format!("{bucket}/{name}")
+                };
+                walk(&e.path(), &sub, lines);
+            } else if name.starts_with("part-") {
+                let text = std::fs::read_to_string(e.path()).expect("read part file");
+                lines.extend(text.lines().map(|l| {
+                    if bucket.is_empty() {
+                        l.to_string()
+                    } else {
+                        format!("{bucket}|{l}")
+                    }
+                }));
+            }
         }
     }
+    let mut lines = Vec::new();
+    walk(dir, "", &mut lines);
     lines.sort();
     lines
 }

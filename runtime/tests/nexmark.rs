@@ -5,11 +5,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use weir_runtime::jobs::nexmark::enrichment::{q13_line, q20_line, side_input_value};
 use weir_runtime::jobs::nexmark::generator::GeneratorConfig;
 use weir_runtime::jobs::nexmark::model::{sql_timestamp, Event};
+use weir_runtime::jobs::nexmark::model::{Auction, Bid};
 use weir_runtime::jobs::nexmark::queries::{
-    bid_line, euros, q14, q21, q22, q9_line, Q5_SLIDE_MS, QUERIES, SESSION_GAP_MS, WINDOW_MS,
+    bid_line, euros, q10_bucket, q14, q21, q22, q9_line, Q5_SLIDE_MS, QUERIES, SESSION_GAP_MS,
+    WINDOW_MS,
 };
+use weir_runtime::jobs::nexmark::ranking::{bid_columns, TOP_N};
+use weir_runtime::jobs::nexmark::reports::{day_of, day_string, price_rank};
 use weir_runtime::jobs::nexmark::{build, generator_config, write_events};
 use weir_runtime::jobs::JobArgs;
 use weir_runtime::runner::{run_job, RunOptions};
@@ -125,6 +130,116 @@ fn reference(query: &str, events: &[Event]) -> Vec<String> {
                     .collect()
             }
         }
+        "q10" => bids()
+            .map(|b| {
+                format!(
+                    "{}|{}",
+                    q10_bucket(b.date_time),
+                    bid_line(b, &b.price.to_string())
+                )
+            })
+            .collect(),
+        "q13" => bids()
+            .map(|b| q13_line(b, &side_input_value(b.auction % 10_000)))
+            .collect(),
+        "q15" | "q16" => {
+            // Per group: bids, bidders and auctions per rank (0: all), and the latest time.
+            type Sets = [BTreeSet<u64>; 4];
+            type Group = ([u64; 4], Sets, Sets, i64);
+            let mut groups: BTreeMap<(String, i64), Group> = BTreeMap::new();
+            for b in bids() {
+                let channel = if query == "q16" {
+                    b.channel.clone()
+                } else {
+                    String::new()
+                };
+                let g = groups.entry((channel, day_of(b.date_time))).or_default();
+                for r in [0, price_rank(b.price)] {
+                    g.0[r] += 1;
+                    g.1[r].insert(b.bidder);
+                    g.2[r].insert(b.auction);
+                }
+                g.3 = g.3.max(b.date_time);
+            }
+            groups
+                .iter()
+                .map(|((channel, day), (n, bidders, auctions, latest))| {
+                    let mut cols: Vec<String> = n.iter().map(u64::to_string).collect();
+                    cols.extend(bidders.iter().map(|s| s.len().to_string()));
+                    cols.extend(auctions.iter().map(|s| s.len().to_string()));
+                    let day = day_string(*day);
+                    if query == "q16" {
+                        let minute = &sql_timestamp(*latest)[11..16];
+                        format!("{channel},{day},{minute},{}", cols.join(","))
+                    } else {
+                        format!("{day},{}", cols.join(","))
+                    }
+                })
+                .collect()
+        }
+        "q17" => {
+            let mut groups: BTreeMap<(u64, i64), Vec<u64>> = BTreeMap::new();
+            for b in bids() {
+                groups
+                    .entry((b.auction, day_of(b.date_time)))
+                    .or_default()
+                    .push(b.price);
+            }
+            groups
+                .iter()
+                .map(|((auction, day), prices)| {
+                    let rank = |r| prices.iter().filter(|p| price_rank(**p) == r).count();
+                    let sum: u64 = prices.iter().sum();
+                    format!(
+                        "{auction},{},{},{},{},{},{},{},{},{sum}",
+                        day_string(*day),
+                        prices.len(),
+                        rank(1),
+                        rank(2),
+                        rank(3),
+                        prices.iter().min().unwrap(),
+                        prices.iter().max().unwrap(),
+                        sum / prices.len() as u64
+                    )
+                })
+                .collect()
+        }
+        "q18" => {
+            let mut last: BTreeMap<(u64, u64), &Bid> = BTreeMap::new();
+            for b in bids() {
+                let e = last.entry((b.bidder, b.auction)).or_insert(b);
+                if b.date_time >= e.date_time {
+                    *e = b;
+                }
+            }
+            last.values().map(|b| bid_columns(b)).collect()
+        }
+        "q19" => {
+            let mut per_auction: BTreeMap<u64, Vec<&Bid>> = BTreeMap::new();
+            for b in bids() {
+                per_auction.entry(b.auction).or_default().push(b);
+            }
+            let mut lines = Vec::new();
+            for bids in per_auction.values_mut() {
+                bids.sort_by_key(|b| (std::cmp::Reverse(b.price), b.date_time));
+                for (i, b) in bids.iter().take(TOP_N).enumerate() {
+                    lines.push(format!("{},{}", bid_columns(b), i + 1));
+                }
+            }
+            lines
+        }
+        "q20" => {
+            let auctions: BTreeMap<u64, &Auction> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Auction(a) if a.category == 10 => Some((a.id, a)),
+                    _ => None,
+                })
+                .collect();
+            bids()
+                .filter_map(|b| auctions.get(&b.auction).map(|a| q20_line(b, a)))
+                .collect()
+        }
         "q14" => bids().filter_map(q14).collect(),
         "q21" => bids().filter_map(q21).collect(),
         "q22" => bids().map(q22).collect(),
@@ -227,18 +342,53 @@ fn reference(query: &str, events: &[Event]) -> Vec<String> {
     out
 }
 
-fn read_lines(dir: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for e in std::fs::read_dir(dir).expect("output directory").flatten() {
-        if e.file_name().to_string_lossy().starts_with("part-") {
-            lines.extend(
-                std::fs::read_to_string(e.path())
-                    .unwrap()
-                    .lines()
-                    .map(String::from),
-            );
+/// The committed lines under `dir` in the order they were written: part files (in bucket
+/// subdirectories too, each line then prefixed with `bucket|`) by owner and sequence number.
+fn read_lines_in_order(dir: &Path) -> Vec<String> {
+    fn walk(dir: &Path, bucket: &str, files: &mut Vec<((u64, u64), String, std::path::PathBuf)>) {
+        for e in std::fs::read_dir(dir).expect("output directory").flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.file_type().unwrap().is_dir() {
+                let sub = if bucket.is_empty() {
+                    name
+                } else {
+                    format!("{bucket}/{name}")
+                };
+                walk(&e.path(), &sub, files);
+            } else if let Some(id) = name
+                .strip_prefix("part-")
+                .and_then(|n| n.strip_suffix(".csv"))
+                .and_then(|n| n.split_once('-'))
+            {
+                let id = (id.0.parse().unwrap(), id.1.parse().unwrap());
+                files.push((id, bucket.to_string(), e.path()));
+            }
         }
     }
+    let mut files = Vec::new();
+    walk(dir, "", &mut files);
+    files.sort();
+    let mut lines = Vec::new();
+    for (_, bucket, path) in files {
+        for line in std::fs::read_to_string(path).unwrap().lines() {
+            lines.push(if bucket.is_empty() {
+                line.to_string()
+            } else {
+                format!("{bucket}|{line}")
+            });
+        }
+    }
+    lines
+}
+
+/// The last line per upsert key (`key` of a line's fields), sorted.
+fn upserted(lines: &[String], key: impl Fn(&[&str]) -> String) -> Vec<String> {
+    let mut last: BTreeMap<String, &String> = BTreeMap::new();
+    for line in lines {
+        let fields: Vec<&str> = line.split(',').collect();
+        last.insert(key(&fields), line);
+    }
+    let mut lines: Vec<String> = last.into_values().cloned().collect();
     lines.sort();
     lines
 }
@@ -257,7 +407,14 @@ fn run(query: &str, backend: &str, parallelism: u32) -> Vec<String> {
     };
     let graph = build(&args(query, &out)).expect("graph");
     run_job(&manifest, graph, &options).expect("run");
-    let lines = read_lines(&out);
+    let in_order = read_lines_in_order(&out);
+    match query {
+        "q18" => return upserted(&in_order, |f| format!("{},{}", f[0], f[1])),
+        "q19" => return upserted(&in_order, |f| format!("{},{}", f[0], f[f.len() - 1])),
+        _ => {}
+    }
+    let mut lines = in_order;
+    lines.sort();
     if query == "q4" {
         // One line per closed auction: the result is each category's line with the most.
         let mut last: BTreeMap<u64, (u64, u64)> = BTreeMap::new();

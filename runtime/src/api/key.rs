@@ -9,7 +9,8 @@ pub struct KeyDecodeError(pub String);
 /// A type usable as the key of a keyed stream.
 ///
 /// Encodings: `String` as its UTF-8 bytes; `u64`/`i64` as 8 bytes big endian; `Vec<u8>` as
-/// is; `Vec<String>` (compound keys) as each part's `u32 BE length | UTF-8 bytes`.
+/// is; `Vec<String>` (compound keys) as each part's `u32 BE length | UTF-8 bytes`; a pair
+/// `(A, B)` as `u32 BE length of A's encoding | A's encoding | B's encoding`.
 pub trait Key: Clone + Send + 'static {
     /// Appends the key's bytes to `out`.
     fn encode(&self, out: &mut Vec<u8>);
@@ -85,6 +86,27 @@ impl Key for Vec<String> {
     }
 }
 
+impl<A: Key, B: Key> Key for (A, B) {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        self.0.encode(out);
+        let n = (out.len() - at - 4) as u32;
+        out[at..at + 4].copy_from_slice(&n.to_be_bytes());
+        self.1.encode(out);
+    }
+    fn decode(bytes: &[u8]) -> Result<Self, KeyDecodeError> {
+        let n = bytes
+            .get(..4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or_else(|| KeyDecodeError("truncated pair key".into()))?;
+        let first = bytes
+            .get(4..4 + n)
+            .ok_or_else(|| KeyDecodeError("truncated pair key".into()))?;
+        Ok((A::decode(first)?, B::decode(&bytes[4 + n..])?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +126,10 @@ mod tests {
         assert_eq!(
             roundtrip(vec!["a".to_string(), "".to_string()]),
             [0, 0, 0, 1, b'a', 0, 0, 0, 0]
+        );
+        assert_eq!(
+            roundtrip(("a".to_string(), 2i64)),
+            [0, 0, 0, 1, b'a', 0, 0, 0, 0, 0, 0, 0, 2]
         );
     }
 }

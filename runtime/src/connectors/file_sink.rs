@@ -9,6 +9,10 @@
 //! directory holds exactly the output of the restored state. The sink owns its directory: a
 //! run without a checkpoint starts it empty of part files.
 //!
+//! With [`FileSink::with_buckets`] each record goes to a bucket, a subdirectory such as
+//! `dt=2020-01-01/hm=00:05` (Flink's `BucketAssigner`), which holds its own part files; the
+//! part sequence numbers of an owner run across all its buckets, so restore works the same.
+//!
 //! State (union-redistributed): one entry per owner index that ever wrote here,
 //! `{"owner": j, "nextSeq": k, "pending": [[seq, checkpoint], ...]}`; after a rescale, new
 //! subtask i adopts the owners with `j % parallelism == i`.
@@ -34,10 +38,15 @@ const STATE: &str = "owners";
 /// Encodes one record as one line (without the newline).
 pub type LineEncoder<T> = Arc<dyn Fn(&T, &mut Vec<u8>) + Send + Sync>;
 
+/// The bucket of a record: a relative path under the sink's directory (`""`: the directory
+/// itself), made of normal components only (no `..`, not absolute).
+pub type BucketAssigner<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
+
 /// Writes records as lines to part files in a directory, exactly once.
 pub struct FileSink<T> {
     dir: PathBuf,
     encode: LineEncoder<T>,
+    buckets: Option<BucketAssigner<T>>,
     max_records_per_second: Option<u64>,
 }
 
@@ -47,8 +56,16 @@ impl<T> FileSink<T> {
         Self {
             dir: dir.into(),
             encode,
+            buckets: None,
             max_records_per_second: None,
         }
+    }
+
+    /// Writes each record into the bucket (subdirectory) `assign` gives it; a bucket that is
+    /// not a relative path of normal components fails the record with [`TaskError::Data`].
+    pub fn with_buckets(mut self, assign: BucketAssigner<T>) -> Self {
+        self.buckets = Some(assign);
+        self
     }
 
     /// Limits each writer to `rate` records/s (`None`: unlimited), to simulate a slow
@@ -122,35 +139,85 @@ impl<T: Send + 'static> Sink<T> for FileSink<T> {
         let mut writer = FileWriter {
             dir: self.dir.clone(),
             encode: self.encode.clone(),
+            buckets: self.buckets.clone(),
             subtask: ctx.subtask,
+            next_seq: 0,
             owners,
-            current: None,
+            open: BTreeMap::new(),
+            located: BTreeMap::new(),
             line: Vec::with_capacity(256),
             metrics: ctx.metrics.clone(),
             uid: uid.to_string(),
             throttle: Throttle::new(self.max_records_per_second),
         };
         writer.recover(ctx.parallelism)?;
+        writer.next_seq = writer.own().next_seq;
         Ok(Box::new(writer))
     }
+}
+
+/// A part file being written: its sequence number, writer and record count.
+struct OpenPart {
+    seq: u64,
+    file: BufWriter<File>,
+    records: u64,
 }
 
 struct FileWriter<T> {
     dir: PathBuf,
     encode: LineEncoder<T>,
+    buckets: Option<BucketAssigner<T>>,
     subtask: u32,
+    /// The sequence number of the next part file this writer opens.
+    next_seq: u64,
     owners: BTreeMap<u32, OwnerState>,
-    current: Option<(u64, BufWriter<File>, u64)>,
+    /// Open part files by bucket (`""`: the directory itself).
+    open: BTreeMap<String, OpenPart>,
+    /// The bucket of each pending part file of this writer, by sequence number.
+    located: BTreeMap<u64, String>,
     line: Vec<u8>,
     metrics: Arc<JobMetrics>,
     uid: String,
     throttle: Throttle,
 }
 
+/// Every part file under `dir` (recursively): (owner, seq) -> its paths.
+fn scan_parts(dir: &Path, found: &mut BTreeMap<(u32, u64), Vec<PathBuf>>) -> Result<(), TaskError> {
+    let entries = std::fs::read_dir(dir).map_err(io_err("list output directory", dir))?;
+    for entry in entries {
+        let entry = entry.map_err(io_err("list output directory", dir))?;
+        let path = entry.path();
+        if entry
+            .file_type()
+            .map_err(io_err("list output directory", &path))?
+            .is_dir()
+        {
+            scan_parts(&path, found)?;
+        } else if let Some(id) = parse_part_name(&entry.file_name().to_string_lossy()) {
+            found.entry(id).or_default().push(path);
+        }
+    }
+    Ok(())
+}
+
+/// `bucket` checked to be a relative path of normal components.
+fn checked_bucket(bucket: String) -> Result<String, TaskError> {
+    let ok = Path::new(&bucket)
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if ok {
+        Ok(bucket)
+    } else {
+        Err(TaskError::Data(format!(
+            "bucket `{bucket}` is not a relative path of plain directory names"
+        )))
+    }
+}
+
 impl<T> FileWriter<T> {
-    fn commit(&self, owner: u32, seq: u64) -> Result<(), TaskError> {
-        let from = self.dir.join(in_progress_name(owner, seq));
-        let to = self.dir.join(part_name(owner, seq));
+    fn commit_in(&self, bucket_dir: &Path, owner: u32, seq: u64) -> Result<(), TaskError> {
+        let from = bucket_dir.join(in_progress_name(owner, seq));
+        let to = bucket_dir.join(part_name(owner, seq));
         match std::fs::rename(&from, &to) {
             Ok(()) => Ok(()),
             Err(_) if to.exists() => Ok(()), // committed before a failure
@@ -161,33 +228,51 @@ impl<T> FileWriter<T> {
     /// Commits the restored pending files and deletes every file of the adopted owners (and
     /// of owners no checkpoint knows) that the restored state does not account for.
     fn recover(&mut self, parallelism: u32) -> Result<(), TaskError> {
+        let mut found = BTreeMap::new();
+        scan_parts(&self.dir, &mut found)?;
         for s in self.owners.values() {
             for (seq, _) in &s.pending {
-                self.commit(s.owner, *seq)?;
+                let in_progress = in_progress_name(s.owner, *seq);
+                let file = found.get(&(s.owner, *seq)).and_then(|paths| {
+                    paths
+                        .iter()
+                        .find(|p| p.file_name().is_some_and(|n| *n == *in_progress))
+                });
+                match file {
+                    Some(path) => {
+                        let bucket_dir = path.parent().unwrap_or(&self.dir).to_path_buf();
+                        self.commit_in(&bucket_dir, s.owner, *seq)?;
+                    }
+                    // Committed before the failure, or lost: a lost pending file fails here.
+                    None if found.contains_key(&(s.owner, *seq)) => {}
+                    None => {
+                        let path = self.dir.join(&in_progress);
+                        return Err(io_err("commit part file", &path)(std::io::Error::from(
+                            std::io::ErrorKind::NotFound,
+                        )));
+                    }
+                }
             }
         }
         for o in self.owners.values_mut() {
             o.pending.clear();
         }
-        let entries =
-            std::fs::read_dir(&self.dir).map_err(io_err("list output directory", &self.dir))?;
-        for entry in entries {
-            let entry = entry.map_err(io_err("list output directory", &self.dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some((owner, seq)) = parse_part_name(&name) else {
-                continue;
-            };
+        found.clear();
+        scan_parts(&self.dir, &mut found)?;
+        for ((owner, seq), paths) in found {
             if owner % parallelism != self.subtask {
                 continue;
             }
-            let keep = self
-                .owners
-                .get(&owner)
-                .is_some_and(|o| seq < o.next_seq && !name.ends_with(".inprogress"));
-            if !keep {
-                debug!(file = %name, "removing output written after the restored checkpoint");
-                std::fs::remove_file(entry.path())
-                    .map_err(io_err("remove stale part file", &entry.path()))?;
+            for path in paths {
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                let keep = self
+                    .owners
+                    .get(&owner)
+                    .is_some_and(|o| seq < o.next_seq && !name.ends_with(".inprogress"));
+                if !keep {
+                    debug!(file = %path.display(), "removing output written after the restored checkpoint");
+                    std::fs::remove_file(&path).map_err(io_err("remove stale part file", &path))?;
+                }
             }
         }
         Ok(())
@@ -202,24 +287,41 @@ impl<T> FileWriter<T> {
 
 impl<T: Send> Collector<T> for FileWriter<T> {
     fn record(&mut self, _ts: Timestamp, value: T) -> Result<(), TaskError> {
-        if self.current.is_none() {
-            let seq = self.own().next_seq;
-            let path = self.dir.join(in_progress_name(self.subtask, seq));
+        let bucket = match &self.buckets {
+            Some(assign) => assign(&value),
+            None => String::new(),
+        };
+        if !self.open.contains_key(&bucket) {
+            let bucket = checked_bucket(bucket.clone())?;
+            let bucket_dir = self.dir.join(&bucket);
+            std::fs::create_dir_all(&bucket_dir)
+                .map_err(io_err("create bucket directory", &bucket_dir))?;
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let path = bucket_dir.join(in_progress_name(self.subtask, seq));
             let f = File::create(&path).map_err(io_err("create part file", &path))?;
-            self.current = Some((seq, BufWriter::with_capacity(1 << 16, f), 0));
+            let file = BufWriter::with_capacity(1 << 16, f);
+            self.open.insert(
+                bucket.clone(),
+                OpenPart {
+                    seq,
+                    file,
+                    records: 0,
+                },
+            );
         }
         self.line.clear();
         (self.encode)(&value, &mut self.line);
         self.line.push(b'\n');
-        let (seq, w, n) = self.current.as_mut().expect("invariant: opened above");
-        let seq = *seq;
-        *n += 1;
-        w.write_all(&self.line).map_err(|e| {
-            io_err(
-                "write part file",
-                &self.dir.join(in_progress_name(self.subtask, seq)),
-            )(e)
-        })?;
+        let part = self.open.get_mut(&bucket).expect("invariant: opened above");
+        part.records += 1;
+        if let Err(e) = part.file.write_all(&self.line) {
+            let path = self
+                .dir
+                .join(&bucket)
+                .join(in_progress_name(self.subtask, part.seq));
+            return Err(io_err("write part file", &path)(e));
+        }
         self.metrics.add_out(self.subtask, 1);
         self.throttle.pass(1);
         Ok(())
@@ -235,16 +337,21 @@ impl<T: Send> Collector<T> for FileWriter<T> {
         out: &mut Vec<OperatorSnapshot>,
     ) -> Result<(), TaskError> {
         let id = barrier.id;
-        if let Some((seq, w, _)) = self.current.take() {
-            let path = self.dir.join(in_progress_name(self.subtask, seq));
-            let f = w
+        for (bucket, part) in std::mem::take(&mut self.open) {
+            let path = self
+                .dir
+                .join(&bucket)
+                .join(in_progress_name(self.subtask, part.seq));
+            let f = part
+                .file
                 .into_inner()
                 .map_err(|e| io_err("flush part file", &path)(e.into_error()))?;
             f.sync_all().map_err(io_err("sync part file", &path))?;
-            let own = self.own();
-            own.pending.push((seq, id));
-            own.next_seq = seq + 1;
+            self.own().pending.push((part.seq, id));
+            self.located.insert(part.seq, bucket);
         }
+        let next_seq = self.next_seq;
+        self.own().next_seq = next_seq;
         let entries = self
             .owners
             .values()
@@ -275,7 +382,8 @@ impl<T: Send> Collector<T> for FileWriter<T> {
             .map(|(s, _)| *s)
             .collect();
         for seq in &ready {
-            self.commit(own, *seq)?;
+            let bucket = self.located.remove(seq).unwrap_or_default();
+            self.commit_in(&self.dir.join(bucket), own, *seq)?;
         }
         if !ready.is_empty() {
             info!(
@@ -291,13 +399,17 @@ impl<T: Send> Collector<T> for FileWriter<T> {
 
     fn end_of_input(&mut self) -> Result<(), TaskError> {
         // The final checkpoint's barrier follows the last record, so an open file is empty.
-        if let Some((seq, _, n)) = self.current.take() {
-            let path = self.dir.join(in_progress_name(self.subtask, seq));
-            if n == 0 {
+        for (bucket, part) in std::mem::take(&mut self.open) {
+            let path = self
+                .dir
+                .join(&bucket)
+                .join(in_progress_name(self.subtask, part.seq));
+            if part.records == 0 {
                 let _ = std::fs::remove_file(&path);
             } else {
                 return Err(TaskError::Data(format!(
-                    "{n} records reached the sink after the final checkpoint; they are not committed"
+                    "{} records reached the sink after the final checkpoint; they are not committed",
+                    part.records
                 )));
             }
         }

@@ -16,12 +16,16 @@
 //! | `baseTime` | event time of the first event, ms since the epoch | `1577836800000` (2020-01-01) |
 //! | `output` | output directory (owned by the sink) | required |
 //! | `maxEventsPerSecond` | throttle per source subtask (demos, tests) | unbounded |
+//! | `sideInput` | q13's side input, a CSV file of `key,value` lines | the one `weir nexmark generate` writes |
 //!
 //! `weir nexmark generate` writes the same events as JSON files for other systems.
 
+pub mod enrichment;
 pub mod generator;
 pub mod model;
 pub mod queries;
+pub mod ranking;
+pub mod reports;
 pub mod source;
 
 use std::path::Path;
@@ -73,7 +77,14 @@ pub fn build(args: &JobArgs) -> Result<JobGraph, ArgError> {
         .get("output")
         .ok_or_else(|| ArgError::new("output", "required: the output directory"))?;
     let rate = optional_arg::<u64>(args, "maxEventsPerSecond")?;
-    queries::build(query, config, rate, output)
+    let side_input = match args.get("sideInput") {
+        Some(path) if query == "q13" => Some(std::sync::Arc::new(
+            enrichment::read_side_input(Path::new(path))
+                .map_err(|e| ArgError::new("sideInput", e))?,
+        )),
+        _ => None,
+    };
+    queries::build(query, config, rate, output, side_input)
         .map_err(|e| match e {
             queries::QueryError::Unknown(q) => ArgError::new(
                 "query",
@@ -89,7 +100,8 @@ pub fn build(args: &JobArgs) -> Result<JobGraph, ArgError> {
 
 /// Writes the events of `config` to `dir` as JSON lines, one file per kind (`person.json`,
 /// `auction.json`, `bid.json`), with the field names of the Nexmark suite and timestamps as
-/// SQL timestamps; returns the number of persons, auctions and bids written.
+/// SQL timestamps, and q13's side input as `side_input.csv` (`key,value` lines); returns the
+/// number of persons, auctions and bids written.
 ///
 /// # Errors
 /// I/O errors creating or writing the files.
@@ -127,5 +139,10 @@ pub fn write_events(config: &GeneratorConfig, dir: &Path) -> std::io::Result<(u6
     persons.flush()?;
     auctions.flush()?;
     bids.flush()?;
+    let mut side = open("side_input.csv")?;
+    for key in 0..enrichment::SIDE_INPUT_ROWS {
+        writeln!(side, "{key},{}", enrichment::side_input_value(key))?;
+    }
+    side.flush()?;
     Ok(counts)
 }

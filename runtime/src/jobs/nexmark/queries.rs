@@ -13,16 +13,31 @@
 //! | `q7` | highest bid: the bids at the largest price of each 10 s window (window end inclusive) | auction, bidder, price, dateTime, extra |
 //! | `q8` | new users: persons who opened an auction in the 10 s window they appeared in | id, name, starttime |
 //! | `q9` | winning bids: each auction with its highest bid (earliest among equal prices) made while it was open | the auction's 10 columns, auction, bidder, price, bid dateTime, bid extra |
+//! | `q10` | the bids into a partitioned file sink: bucket `dt=YYYY-MM-DD/hm=HH:MM` of the bid's time (the partition columns are the path, as in Flink's partitioned filesystem tables) | auction, bidder, price, dateTime, extra |
 //! | `q11` | user sessions: bids per bidder per session (gap 10 s) | bidder, bid_count, starttime, endtime |
 //! | `q12` | bids per bidder per 10 s of processing time | bidder, bid_count, starttime, endtime |
+//! | `q13` | bids joined with a bounded side input on `auction % 10000` (the side input: the `sideInput` file, else the one `weir nexmark generate` writes) | auction, bidder, price, dateTime, value |
 //! | `q14` | calculation: bids between 1,000,000 and 50,000,000 in euros, the part of the day, the `c`s in `extra` | auction, bidder, price, bidTimeType, dateTime, extra, c_counts |
+//! | `q15` | bidding statistics per day: bids, distinct bidders and distinct auctions, each in all and per price rank (below 10,000; to 1,000,000; above); one line per day once the day has passed | day, 4 bid counts, 4 bidder counts, 4 auction counts |
+//! | `q16` | q15 per channel and day, with the day's latest minute | channel, day, minute, the 12 counts |
+//! | `q17` | per auction and day: bids in all and per price rank, min, max, average (truncated) and sum of the prices; once the day has passed | auction, day, 4 bid counts, min, max, avg, sum |
+//! | `q18` | the last bid per bidder and auction (deduplication); upserts: the last line per (bidder, auction) is the result | auction, bidder, price, channel, url, dateTime, extra |
+//! | `q19` | the 10 highest bids per auction (top-N; earlier first among equal prices); upserts: the last line per (auction, rank_number) is the result | auction, bidder, price, channel, url, dateTime, extra, rank_number |
+//! | `q20` | bids expanded with their auction, for auctions in category 10 (an unbounded join) | the bid's 7 columns, itemName, description, initialBid, reserve, auction dateTime, expires, seller, category, auction extra |
 //! | `q21` | channel id: from the four named channels, else from the URL's `channel_id` | auction, bidder, price, channel, channel_id |
 //! | `q22` | URL directories: the first three path segments of the URL | auction, bidder, price, channel, dir1, dir2, dir3 |
 
 use std::sync::Arc;
 
+use super::enrichment::{
+    default_side_input, q13_line, q20_line, AuctionBids, SideInput, SIDE_INPUT_ROWS,
+};
 use super::generator::GeneratorConfig;
 use super::model::{sql_timestamp, Auction, Bid, Event, Person};
+use super::ranking::{bid_columns, LastBid, TopBids};
+use super::reports::{
+    day_of, day_string, AuctionReport, AuctionStats, BiddingReport, BiddingStats,
+};
 use super::source::NexmarkSource;
 use crate::api::{
     AggregateFunction, Context, JobBuilder, JobGraph, KeyedCoProcessFunction, KeyedProcessFunction,
@@ -33,8 +48,9 @@ use crate::connectors::file_sink::LineEncoder;
 use crate::connectors::FileSink;
 
 /// The queries this job runs.
-pub const QUERIES: [&str; 14] = [
-    "q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "q9", "q11", "q12", "q14", "q21", "q22",
+pub const QUERIES: [&str; 22] = [
+    "q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "q9", "q10", "q11", "q12", "q13", "q14", "q15",
+    "q16", "q17", "q18", "q19", "q20", "q21", "q22",
 ];
 
 /// Window size of q5, q7 and q8, ms.
@@ -56,7 +72,8 @@ pub enum QueryError {
 }
 
 /// The job of `query` over the events of `config` (read at most `max_events_per_second` per
-/// source subtask), writing to `output`.
+/// source subtask), writing to `output`; q13 joins `side_input` (the generated one when
+/// `None`).
 ///
 /// # Errors
 /// [`QueryError::Unknown`] for a query not in [`QUERIES`].
@@ -65,6 +82,7 @@ pub fn build(
     config: GeneratorConfig,
     max_events_per_second: Option<u64>,
     output: &str,
+    side_input: Option<Arc<SideInput>>,
 ) -> Result<JobGraph, QueryError> {
     let job = JobBuilder::new();
     let events = job.source(
@@ -87,8 +105,51 @@ pub fn build(
         "q3" => q3(&events),
         "q4" => q4(&events),
         "q9" => winning_bids(&events).map(|(a, b)| q9_line(&a, &b)),
+        "q10" => {
+            let sink = FileSink::new(output, line_encoder())
+                .with_buckets(Arc::new(|l: &Q10Line| l.bucket.clone()));
+            bids(&events)
+                .map(|b| Q10Line {
+                    bucket: q10_bucket(b.date_time),
+                    line: bid_line(&b, &b.price.to_string()),
+                })
+                .sink("nexmark-sink", sink);
+            return Ok(job.build()?);
+        }
         "q11" => q11(&events),
         "q12" => q12(&events),
+        "q13" => {
+            let table = side_input.unwrap_or_else(|| Arc::new(default_side_input()));
+            bids(&events).flat_map(move |b| {
+                table
+                    .get(&(b.auction % SIDE_INPUT_ROWS))
+                    .map(|v| q13_line(&b, v))
+            })
+        }
+        "q15" => bidding_report(&events, false),
+        "q16" => bidding_report(&events, true),
+        "q17" => bids(&events)
+            .key_by(|b: &Bid| (b.auction, day_of(b.date_time)))
+            .process("q17-auction-report", AuctionReport)
+            .map(|((auction, day), stats): ((u64, i64), AuctionStats)| {
+                format!("{auction},{},{}", day_string(day), stats.columns())
+            }),
+        "q18" => bids(&events)
+            .key_by(|b: &Bid| (b.bidder, b.auction))
+            .process("q18-last-bid", LastBid)
+            .map(|b: Bid| bid_columns(&b)),
+        "q19" => bids(&events)
+            .key_by(|b: &Bid| b.auction)
+            .process("q19-top-bids", TopBids)
+            .map(|(rank, b): (usize, Bid)| format!("{},{rank}", bid_columns(&b))),
+        "q20" => {
+            let auctions = auctions(&events).key_by(|a: &Auction| a.id);
+            let bids = bids(&events).key_by(|b: &Bid| b.auction);
+            auctions
+                .connect(&bids)
+                .process("q20-auction-bids", AuctionBids)
+                .map(|(b, a): (Bid, Auction)| q20_line(&b, &a))
+        }
         "q14" => bids(&events).flat_map(|b| q14(&b)),
         "q21" => bids(&events).flat_map(|b| q21(&b)),
         "q22" => bids(&events).map(|b| q22(&b)),
@@ -98,6 +159,54 @@ pub fn build(
         Arc::new(|line: &String, out: &mut Vec<u8>| out.extend_from_slice(line.as_bytes()));
     lines.sink("nexmark-sink", FileSink::new(output, encode));
     Ok(job.build()?)
+}
+
+/// A q10 line and its bucket.
+#[derive(Debug, Clone)]
+struct Q10Line {
+    bucket: String,
+    line: String,
+}
+
+fn line_encoder() -> LineEncoder<Q10Line> {
+    Arc::new(|l: &Q10Line, out: &mut Vec<u8>| out.extend_from_slice(l.line.as_bytes()))
+}
+
+/// q10's bucket of a bid at `ms`: `dt=YYYY-MM-DD/hm=HH:MM` (the suite's partition columns).
+pub fn q10_bucket(ms: i64) -> String {
+    let t = sql_timestamp(ms);
+    format!("dt={}/hm={}", &t[..10], &t[11..16])
+}
+
+/// q15 (all channels as one) or q16 (per channel): the daily bidding report.
+fn bidding_report(events: &Stream<Event>, per_channel: bool) -> Stream<String> {
+    bids(events)
+        .key_by(move |b: &Bid| {
+            let channel = if per_channel {
+                b.channel.clone()
+            } else {
+                String::new()
+            };
+            (channel, day_of(b.date_time))
+        })
+        .process(
+            if per_channel {
+                "q16-channel-report"
+            } else {
+                "q15-bidding-report"
+            },
+            BiddingReport,
+        )
+        .map(
+            move |((channel, day), stats): ((String, i64), BiddingStats)| {
+                if per_channel {
+                    let minute = &sql_timestamp(stats.latest)[11..16];
+                    format!("{channel},{},{minute},{}", day_string(day), stats.columns())
+                } else {
+                    format!("{},{}", day_string(day), stats.columns())
+                }
+            },
+        )
 }
 
 fn bids(events: &Stream<Event>) -> Stream<Bid> {
