@@ -371,7 +371,9 @@ pub fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// The committed lines of a file sink's directory `dir`, sorted; lines of part files in
-/// bucket subdirectories are prefixed with their bucket and `|` (`dt=2020-01-01/hm=00:00|...`).
+/// bucket subdirectories are prefixed with their bucket and `|` (`dt=2020-01-01/hm=00:00|...`),
+/// as `weir_runtime::connectors::file_sink::committed_lines` reads them (this crate's library
+/// does not link the runtime).
 pub fn read_output(dir: &Path) -> Vec<String> {
     fn walk(dir: &Path, bucket: &str, lines: &mut Vec<String>) {
         let Ok(entries) = std::fs::read_dir(dir) else {

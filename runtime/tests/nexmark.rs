@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use weir_runtime::connectors::file_sink::committed_lines;
 use weir_runtime::jobs::nexmark::enrichment::{q13_line, q20_line, side_input_value};
 use weir_runtime::jobs::nexmark::generator::GeneratorConfig;
 use weir_runtime::jobs::nexmark::model::{sql_timestamp, Event};
@@ -15,6 +16,7 @@ use weir_runtime::jobs::nexmark::queries::{
 };
 use weir_runtime::jobs::nexmark::ranking::{bid_columns, TOP_N};
 use weir_runtime::jobs::nexmark::reports::{day_of, day_string, price_rank};
+use weir_runtime::jobs::nexmark::results::result_rows;
 use weir_runtime::jobs::nexmark::{build, generator_config, write_events};
 use weir_runtime::jobs::JobArgs;
 use weir_runtime::runner::{run_job, RunOptions};
@@ -342,57 +344,6 @@ fn reference(query: &str, events: &[Event]) -> Vec<String> {
     out
 }
 
-/// The committed lines under `dir` in the order they were written: part files (in bucket
-/// subdirectories too, each line then prefixed with `bucket|`) by owner and sequence number.
-fn read_lines_in_order(dir: &Path) -> Vec<String> {
-    fn walk(dir: &Path, bucket: &str, files: &mut Vec<((u64, u64), String, std::path::PathBuf)>) {
-        for e in std::fs::read_dir(dir).expect("output directory").flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if e.file_type().unwrap().is_dir() {
-                let sub = if bucket.is_empty() {
-                    name
-                } else {
-                    format!("{bucket}/{name}")
-                };
-                walk(&e.path(), &sub, files);
-            } else if let Some(id) = name
-                .strip_prefix("part-")
-                .and_then(|n| n.strip_suffix(".csv"))
-                .and_then(|n| n.split_once('-'))
-            {
-                let id = (id.0.parse().unwrap(), id.1.parse().unwrap());
-                files.push((id, bucket.to_string(), e.path()));
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(dir, "", &mut files);
-    files.sort();
-    let mut lines = Vec::new();
-    for (_, bucket, path) in files {
-        for line in std::fs::read_to_string(path).unwrap().lines() {
-            lines.push(if bucket.is_empty() {
-                line.to_string()
-            } else {
-                format!("{bucket}|{line}")
-            });
-        }
-    }
-    lines
-}
-
-/// The last line per upsert key (`key` of a line's fields), sorted.
-fn upserted(lines: &[String], key: impl Fn(&[&str]) -> String) -> Vec<String> {
-    let mut last: BTreeMap<String, &String> = BTreeMap::new();
-    for line in lines {
-        let fields: Vec<&str> = line.split(',').collect();
-        last.insert(key(&fields), line);
-    }
-    let mut lines: Vec<String> = last.into_values().cloned().collect();
-    lines.sort();
-    lines
-}
-
 fn run(query: &str, backend: &str, parallelism: u32) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
@@ -407,31 +358,9 @@ fn run(query: &str, backend: &str, parallelism: u32) -> Vec<String> {
     };
     let graph = build(&args(query, &out)).expect("graph");
     run_job(&manifest, graph, &options).expect("run");
-    let in_order = read_lines_in_order(&out);
-    match query {
-        "q18" => return upserted(&in_order, |f| format!("{},{}", f[0], f[1])),
-        "q19" => return upserted(&in_order, |f| format!("{},{}", f[0], f[f.len() - 1])),
-        _ => {}
-    }
-    let mut lines = in_order;
-    lines.sort();
-    if query == "q4" {
-        // One line per closed auction: the result is each category's line with the most.
-        let mut last: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
-        for line in &lines {
-            let f: Vec<u64> = line.split(',').map(|x| x.parse().unwrap()).collect();
-            let e = last.entry(f[0]).or_default();
-            if f[2] > e.1 {
-                *e = (f[1], f[2]);
-            }
-        }
-        return last
-            .iter()
-            .map(|(c, (avg, _))| format!("{c},{avg}"))
-            .collect();
-    }
+    let lines = committed_lines(&out).expect("output");
     if query != "q12" {
-        return lines;
+        return result_rows(query, &lines);
     }
     let mut totals: BTreeMap<u64, u64> = BTreeMap::new();
     for line in &lines {

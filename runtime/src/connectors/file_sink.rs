@@ -181,6 +181,54 @@ struct FileWriter<T> {
     throttle: Throttle,
 }
 
+/// The lines of the committed part files under a sink's directory `dir`, in the order they were
+/// written: by bucket, then by owner (the writing subtask's index) and sequence number, each
+/// file's lines in order. Lines of a bucket are prefixed with its path and `|`
+/// (`dt=2020-01-01/hm=00:00|...`). For readers of a finished job's output (tests, benchmarks):
+/// the lines of one key, written by one subtask at one parallelism, keep their order.
+///
+/// # Errors
+/// I/O errors listing `dir` or reading a part file.
+pub fn committed_lines(dir: &Path) -> std::io::Result<Vec<String>> {
+    fn walk(
+        dir: &Path,
+        bucket: &str,
+        files: &mut Vec<(String, u32, u64, PathBuf)>,
+    ) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type()?.is_dir() {
+                let sub = if bucket.is_empty() {
+                    name
+                } else {
+                    format!("{bucket}/{name}")
+                };
+                walk(&entry.path(), &sub, files)?;
+            } else if let (Some((owner, seq)), false) =
+                (parse_part_name(&name), name.starts_with('.'))
+            {
+                files.push((bucket.to_string(), owner, seq, entry.path()));
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, "", &mut files)?;
+    files.sort();
+    let mut lines = Vec::new();
+    for (bucket, _, _, path) in files {
+        for line in std::fs::read_to_string(path)?.lines() {
+            lines.push(if bucket.is_empty() {
+                line.to_string()
+            } else {
+                format!("{bucket}|{line}")
+            });
+        }
+    }
+    Ok(lines)
+}
+
 /// Every part file under `dir` (recursively): (owner, seq) -> its paths.
 fn scan_parts(dir: &Path, found: &mut BTreeMap<(u32, u64), Vec<PathBuf>>) -> Result<(), TaskError> {
     let entries = std::fs::read_dir(dir).map_err(io_err("list output directory", dir))?;

@@ -26,6 +26,7 @@ pub mod model;
 pub mod queries;
 pub mod ranking;
 pub mod reports;
+pub mod results;
 pub mod source;
 
 use std::path::Path;

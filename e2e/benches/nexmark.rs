@@ -1,0 +1,398 @@
+//! Nexmark side by side with Apache Flink 2.3: every query of the built-in `nexmark` job over
+//! the same generated events, parallelism 2, exactly-once checkpoints every 10 s, on the heap
+//! and RocksDB backends; when `java` is on the PATH, the same queries on Flink (PyFlink
+//! `apache-flink==2.3.0` in a virtual environment this benchmark creates under
+//! `~/.cache/weir-tools/flink-venv`, Flink SQL, local MiniCluster) over the files
+//! `weir nexmark generate` writes (`nexmark_flink.py` next to this file holds the SQL).
+//!
+//! ```text
+//! cargo build --release -p weir-runtime && cargo bench -p weir-e2e --bench nexmark
+//! ```
+//!
+//! Prints per query and backend: events/s (Weir from process start to finish, its generator in
+//! the job; Flink from job submission to finish, reading JSON files), peak memory (Weir's
+//! process; Flink's Python and JVM processes together), Weir's checkpoint durations, the ratios
+//! Weir/Flink, and whether the two systems' results are equal over a smaller run of the same
+//! kind (`WEIR_BENCH_CHECK_EVENTS` events at 1,000 events/s; Flink's changelog applied, Weir's
+//! output read with `results::result_rows`; q12 runs on processing time, so its windows cannot
+//! be compared).
+//!
+//! Environment: `WEIR_BENCH_EVENTS` (default 10000000), `WEIR_BENCH_EVENTS_PER_SECOND` (event
+//! time rate, default 100000: 10 M events span 100 s), `WEIR_BENCH_CHECK_EVENTS` (default
+//! 200000), `WEIR_BENCH_QUERIES` (comma-separated, default all), `WEIR_BENCH_BACKENDS`
+//! (default `heap,rocksdb`), `WEIR_BENCH_FLINK=0` (Weir alone).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use weir_e2e::{bids::bench_dir, weir_bin};
+use weir_runtime::connectors::file_sink::committed_lines;
+use weir_runtime::jobs::nexmark::queries::QUERIES;
+use weir_runtime::jobs::nexmark::results::result_rows;
+
+const FLINK_PYPI: &str = "apache-flink==2.3.0";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Peak resident memory (bytes) of a process and its descendants, sampled every 100 ms.
+struct TreeRss {
+    stop: Arc<AtomicBool>,
+    sampler: std::thread::JoinHandle<u64>,
+}
+
+impl TreeRss {
+    fn watch(root: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let sampler = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(Ordering::Relaxed) {
+                peak = peak.max(tree_rss(root));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            peak
+        });
+        Self { stop, sampler }
+    }
+
+    fn peak(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.sampler.join().unwrap_or(0)
+    }
+}
+
+fn tree_rss(root: u32) -> u64 {
+    let mut parents = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parents.push((pid, ppid));
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        tree.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    tree.iter()
+        .map(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("VmRSS:"))
+                        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                })
+                .unwrap_or(0)
+                * 1024
+        })
+        .sum()
+}
+
+fn run_watched(mut cmd: Command) -> (Output, u64) {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let rss = TreeRss::watch(child.id());
+    let out = child.wait_with_output().expect("wait");
+    (out, rss.peak())
+}
+
+/// The Python of a virtual environment with PyFlink, created when missing; `None` (and why)
+/// when Flink cannot run here.
+fn flink_python() -> Result<PathBuf, String> {
+    if std::env::var("WEIR_BENCH_FLINK").as_deref() == Ok("0") {
+        return Err("WEIR_BENCH_FLINK=0".into());
+    }
+    let java = Command::new("java").arg("-version").output();
+    match java {
+        Ok(o) if o.status.success() => {}
+        _ => return Err("no `java` on the PATH (Flink 2.3 needs Java 17)".into()),
+    }
+    let home = std::env::var("HOME").map_err(|_| "HOME is not set")?;
+    let venv = Path::new(&home).join(".cache/weir-tools/flink-venv");
+    let python = venv.join("bin/python");
+    let ready = Command::new(&python)
+        .args(["-c", "import pyflink"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ready {
+        eprintln!("creating {} with {FLINK_PYPI}", venv.display());
+        let ok = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(&python)
+                .args(["-m", "pip", "install", "--quiet", FLINK_PYPI])
+                .status()
+                .is_ok_and(|s| s.success());
+        if !ok {
+            return Err(format!(
+                "could not install {FLINK_PYPI} into {}",
+                venv.display()
+            ));
+        }
+    }
+    Ok(python)
+}
+
+/// The events of `events` at `rate`, written once by `weir nexmark generate`.
+fn generated(events: u64, rate: u64) -> PathBuf {
+    let dir = bench_dir().join(format!("nexmark-{events}-{rate}"));
+    if !dir.join("side_input.csv").exists() {
+        eprintln!("generating {events} Nexmark events into {}", dir.display());
+        let out = Command::new(weir_bin())
+            .args(["nexmark", "generate", "--events"])
+            .arg(events.to_string())
+            .arg("--events-per-second")
+            .arg(rate.to_string())
+            .arg("--out")
+            .arg(&dir)
+            .output()
+            .expect("weir nexmark generate");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    dir
+}
+
+struct WeirRun {
+    events_per_second: f64,
+    peak_mib: f64,
+    checkpoints: u64,
+    ckpt_mean_ms: f64,
+    ckpt_max_ms: f64,
+    output: PathBuf,
+}
+
+fn run_weir(query: &str, backend: &str, events: u64, rate: u64, work: &Path) -> WeirRun {
+    let manifest = work.join("job.yaml");
+    let summary = work.join("summary.json");
+    let output = work.join("out");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"apiVersion: weir.dev/v1alpha1
+kind: StreamJob
+metadata:
+  name: bench-nexmark-{query}-{backend}
+spec:
+  job:
+    entry: nexmark
+    parallelism: 2
+    args:
+      query: {query}
+      events: "{events}"
+      eventsPerSecond: "{rate}"
+      output: {out}
+  checkpointing:
+    interval: 10s
+    mode: exactly-once
+    storage: file://{ckpt}
+  stateBackend: {backend}
+"#,
+            out = output.display(),
+            ckpt = work.join("checkpoints").display(),
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = Command::new(weir_bin())
+        .args([
+            "run",
+            "--fresh",
+            "--progress-interval",
+            "0s",
+            "--summary-json",
+        ])
+        .arg(&summary)
+        .arg(&manifest)
+        .output()
+        .expect("weir run");
+    let wall = started.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "weir {query} on {backend}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    WeirRun {
+        events_per_second: events as f64 / wall,
+        peak_mib: s["peakRssBytes"].as_f64().unwrap_or(0.0) / 1048576.0,
+        checkpoints: s["checkpointsCompleted"].as_u64().unwrap_or(0),
+        ckpt_mean_ms: s["checkpointDurationMeanMs"].as_f64().unwrap_or(0.0),
+        ckpt_max_ms: s["checkpointDurationMaxMs"].as_f64().unwrap_or(0.0),
+        output,
+    }
+}
+
+fn flink_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/nexmark_flink.py")
+}
+
+/// Runs the Flink script; its JSON report and the peak memory (MiB) of its process tree.
+fn run_flink(
+    python: &Path,
+    mode: &str,
+    query: &str,
+    backend: &str,
+    data: &Path,
+    work: &Path,
+) -> Result<(serde_json::Value, f64), String> {
+    let mut cmd = Command::new(python);
+    cmd.arg(flink_script())
+        .args([
+            "--mode",
+            mode,
+            "--query",
+            query,
+            "--backend",
+            backend,
+            "--data",
+        ])
+        .arg(data)
+        .arg("--checkpoints")
+        .arg(work.join("checkpoints"))
+        .arg("--out")
+        .arg(work.join("flink-out"));
+    let (out, peak) = run_watched(cmd);
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let cause = err
+            .lines()
+            .rfind(|l| l.contains("Exception:") || l.contains("Error:"))
+            .unwrap_or("failed")
+            .to_string();
+        return Err(cause);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| format!("no report in {stdout:?}"))?;
+    Ok((report, peak as f64 / 1048576.0))
+}
+
+/// Event-time rate of the result comparison, events/s: one event per ms, so that no two bids
+/// share a time (q18 keeps the last of equal times in arrival order, which the two systems'
+/// parallel readers do not share).
+const CHECK_EVENTS_PER_SECOND: u64 = 1_000;
+
+/// Whether Weir's and Flink's results of `query` over the same `check_events` events agree.
+fn compare(python: &Path, query: &str, check_events: u64) -> String {
+    if query == "q12" {
+        return "n/a (processing time)".into();
+    }
+    let rate = CHECK_EVENTS_PER_SECOND;
+    let data = generated(check_events, rate);
+    let work = tempfile::tempdir().unwrap();
+    let weir = run_weir(query, "heap", check_events, rate, work.path());
+    let ours = result_rows(query, &committed_lines(&weir.output).unwrap_or_default());
+    if let Err(e) = run_flink(python, "result", query, "heap", &data, work.path()) {
+        return format!("Flink failed: {e}");
+    }
+    let theirs: Vec<String> = std::fs::read_to_string(work.path().join("flink-out"))
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect();
+    if ours == theirs {
+        return format!("yes ({} rows)", ours.len());
+    }
+    let only_weir = ours.iter().find(|l| theirs.binary_search(l).is_err());
+    let only_flink = theirs.iter().find(|l| ours.binary_search(l).is_err());
+    eprintln!("{query}: only Weir {only_weir:?}; only Flink {only_flink:?}");
+    format!("no ({} Weir rows, {} Flink rows)", ours.len(), theirs.len())
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let events: u64 = env_or("WEIR_BENCH_EVENTS", 10_000_000);
+    let rate: u64 = env_or("WEIR_BENCH_EVENTS_PER_SECOND", 100_000);
+    let check_events: u64 = env_or("WEIR_BENCH_CHECK_EVENTS", 200_000);
+    let queries: Vec<String> = std::env::var("WEIR_BENCH_QUERIES")
+        .map(|q| q.split(',').map(str::to_string).collect())
+        .unwrap_or_else(|_| QUERIES.iter().map(|q| q.to_string()).collect());
+    let backends: Vec<String> = std::env::var("WEIR_BENCH_BACKENDS")
+        .map(|q| q.split(',').map(str::to_string).collect())
+        .unwrap_or_else(|_| vec!["heap".into(), "rocksdb".into()]);
+    let flink = flink_python();
+    if let Err(why) = &flink {
+        println!("Flink: not run ({why})");
+    }
+    let data = flink.as_ref().ok().map(|_| generated(events, rate));
+    println!(
+        "{events} events at {rate} events/s of event time, parallelism 2, checkpoints every 10 s\n"
+    );
+    println!("| query | backend | Weir events/s | Weir peak MiB | ckpts | ckpt mean ms | ckpt max ms | Flink events/s | Flink peak MiB | events/s Weir/Flink | memory Weir/Flink | same result |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    for query in &queries {
+        let same = match &flink {
+            Ok(python) => compare(python, query, check_events),
+            Err(_) => "—".into(),
+        };
+        for backend in &backends {
+            let work = tempfile::tempdir().unwrap();
+            let weir = run_weir(query, backend, events, rate, work.path());
+            let (flink_eps, flink_mib) = match (&flink, &data) {
+                (Ok(python), Some(data)) => {
+                    match run_flink(python, "throughput", query, backend, data, work.path()) {
+                        Ok((report, mib)) => (
+                            report["seconds"].as_f64().map(|s| events as f64 / s),
+                            Some(mib),
+                        ),
+                        Err(e) => {
+                            eprintln!("Flink {query} on {backend}: {e}");
+                            (None, None)
+                        }
+                    }
+                }
+                _ => (None, None),
+            };
+            let fmt = |v: Option<f64>, digits: usize| {
+                v.map_or("—".to_string(), |v| format!("{v:.digits$}"))
+            };
+            println!(
+                "| {query} | {backend} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {same} |",
+                weir.events_per_second,
+                weir.peak_mib,
+                weir.checkpoints,
+                weir.ckpt_mean_ms,
+                weir.ckpt_max_ms,
+                fmt(flink_eps, 0),
+                fmt(flink_mib, 0),
+                fmt(flink_eps.map(|f| weir.events_per_second / f), 2),
+                fmt(flink_mib.map(|f| weir.peak_mib / f), 2),
+            );
+        }
+    }
+}
