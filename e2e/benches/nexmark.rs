@@ -20,10 +20,13 @@
 //! Environment: `WEIR_BENCH_EVENTS` (default 10000000), `WEIR_BENCH_EVENTS_PER_SECOND` (event
 //! time rate, default 100000: 10 M events span 100 s), `WEIR_BENCH_CHECK_EVENTS` (default
 //! 200000), `WEIR_BENCH_QUERIES` (comma-separated, default all), `WEIR_BENCH_BACKENDS`
-//! (default `heap,rocksdb`), `WEIR_BENCH_FLINK=0` (Weir alone).
+//! (default `heap,rocksdb`), `WEIR_BENCH_FLINK_BACKENDS` (the backends Flink runs on, default
+//! those of Weir), `WEIR_BENCH_FLINK_TIMEOUT` (s per Flink run, default 900: a run still going
+//! then is stopped and reported as an upper bound `< events/timeout`, its ratio as `> ...`),
+//! `WEIR_BENCH_FLINK=0` (Weir alone).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,7 +72,8 @@ impl TreeRss {
     }
 }
 
-fn tree_rss(root: u32) -> u64 {
+/// `root` and its descendants.
+fn process_tree(root: u32) -> Vec<u32> {
     let mut parents = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -93,7 +97,12 @@ fn tree_rss(root: u32) -> u64 {
         tree.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
         i += 1;
     }
-    tree.iter()
+    tree
+}
+
+fn tree_rss(root: u32) -> u64 {
+    process_tree(root)
+        .iter()
         .map(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/status"))
                 .ok()
@@ -108,15 +117,42 @@ fn tree_rss(root: u32) -> u64 {
         .sum()
 }
 
-fn run_watched(mut cmd: Command) -> (Output, u64) {
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+/// How a watched process ended.
+enum Watched {
+    /// Exited: success, stdout, stderr, peak memory of its tree (bytes).
+    Exited(bool, String, String, u64),
+    /// Killed (with its descendants) after the timeout; peak memory until then.
+    TimedOut(u64),
+}
+
+fn run_watched(mut cmd: Command, timeout: Duration, work: &Path) -> Watched {
+    let (out_path, err_path) = (work.join("stdout"), work.join("stderr"));
+    let mut child = cmd
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
         .spawn()
         .expect("spawn");
     let rss = TreeRss::watch(child.id());
-    let out = child.wait_with_output().expect("wait");
-    (out, rss.peak())
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+            return Watched::Exited(
+                status.success(),
+                read(&out_path),
+                read(&err_path),
+                rss.peak(),
+            );
+        }
+        if Instant::now() > deadline {
+            for pid in process_tree(child.id()).iter().rev() {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+            let _ = child.wait();
+            return Watched::TimedOut(rss.peak());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The Python of a virtual environment with PyFlink, created when missing; `None` (and why)
@@ -162,7 +198,7 @@ fn flink_python() -> Result<PathBuf, String> {
 /// The events of `events` at `rate`, written once by `weir nexmark generate`.
 fn generated(events: u64, rate: u64) -> PathBuf {
     let dir = bench_dir().join(format!("nexmark-{events}-{rate}"));
-    if !dir.join("side_input.csv").exists() {
+    if !dir.join("events.json").exists() {
         eprintln!("generating {events} Nexmark events into {}", dir.display());
         let out = Command::new(weir_bin())
             .args(["nexmark", "generate", "--events"])
@@ -256,7 +292,15 @@ fn flink_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/nexmark_flink.py")
 }
 
-/// Runs the Flink script; its JSON report and the peak memory (MiB) of its process tree.
+/// What a Flink run came to.
+enum FlinkRun {
+    /// The script's JSON report and the peak memory (MiB) of its processes.
+    Done(serde_json::Value, f64),
+    /// Still running at the timeout (s); peak memory (MiB) until then.
+    TimedOut(f64, f64),
+}
+
+/// Runs the Flink script, for at most `timeout`.
 fn run_flink(
     python: &Path,
     mode: &str,
@@ -264,7 +308,8 @@ fn run_flink(
     backend: &str,
     data: &Path,
     work: &Path,
-) -> Result<(serde_json::Value, f64), String> {
+    timeout: Duration,
+) -> Result<FlinkRun, String> {
     let mut cmd = Command::new(python);
     cmd.arg(flink_script())
         .args([
@@ -281,23 +326,23 @@ fn run_flink(
         .arg(work.join("checkpoints"))
         .arg("--out")
         .arg(work.join("flink-out"));
-    let (out, peak) = run_watched(cmd);
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let cause = err
+    let mib = |bytes: u64| bytes as f64 / 1048576.0;
+    match run_watched(cmd, timeout, work) {
+        Watched::TimedOut(peak) => Ok(FlinkRun::TimedOut(timeout.as_secs_f64(), mib(peak))),
+        Watched::Exited(false, _, err, _) => Err(err
             .lines()
             .rfind(|l| l.contains("Exception:") || l.contains("Error:"))
             .unwrap_or("failed")
-            .to_string();
-        return Err(cause);
+            .to_string()),
+        Watched::Exited(true, stdout, _, peak) => {
+            let report = stdout
+                .lines()
+                .rev()
+                .find_map(|l| serde_json::from_str(l).ok())
+                .ok_or_else(|| format!("no report in {stdout:?}"))?;
+            Ok(FlinkRun::Done(report, mib(peak)))
+        }
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .ok_or_else(|| format!("no report in {stdout:?}"))?;
-    Ok((report, peak as f64 / 1048576.0))
 }
 
 /// Event-time rate of the result comparison, events/s: one event per ms, so that no two bids
@@ -306,7 +351,7 @@ fn run_flink(
 const CHECK_EVENTS_PER_SECOND: u64 = 1_000;
 
 /// Whether Weir's and Flink's results of `query` over the same `check_events` events agree.
-fn compare(python: &Path, query: &str, check_events: u64) -> String {
+fn compare(python: &Path, query: &str, check_events: u64, timeout: Duration) -> String {
     if query == "q12" {
         return "n/a (processing time)".into();
     }
@@ -315,8 +360,10 @@ fn compare(python: &Path, query: &str, check_events: u64) -> String {
     let work = tempfile::tempdir().unwrap();
     let weir = run_weir(query, "heap", check_events, rate, work.path());
     let ours = result_rows(query, &committed_lines(&weir.output).unwrap_or_default());
-    if let Err(e) = run_flink(python, "result", query, "heap", &data, work.path()) {
-        return format!("Flink failed: {e}");
+    match run_flink(python, "result", query, "heap", &data, work.path(), timeout) {
+        Ok(FlinkRun::Done(..)) => {}
+        Ok(FlinkRun::TimedOut(s, _)) => return format!("Flink still running after {s:.0} s"),
+        Err(e) => return format!("Flink failed: {e}"),
     }
     let theirs: Vec<String> = std::fs::read_to_string(work.path().join("flink-out"))
         .unwrap_or_default()
@@ -345,6 +392,10 @@ fn main() {
     let backends: Vec<String> = std::env::var("WEIR_BENCH_BACKENDS")
         .map(|q| q.split(',').map(str::to_string).collect())
         .unwrap_or_else(|_| vec!["heap".into(), "rocksdb".into()]);
+    let flink_backends: Vec<String> = std::env::var("WEIR_BENCH_FLINK_BACKENDS")
+        .map(|q| q.split(',').map(str::to_string).collect())
+        .unwrap_or_else(|_| backends.clone());
+    let flink_timeout = Duration::from_secs(env_or("WEIR_BENCH_FLINK_TIMEOUT", 900));
     let flink = flink_python();
     if let Err(why) = &flink {
         println!("Flink: not run ({why})");
@@ -357,40 +408,63 @@ fn main() {
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     for query in &queries {
         let same = match &flink {
-            Ok(python) => compare(python, query, check_events),
+            Ok(python) => compare(python, query, check_events, flink_timeout),
             Err(_) => "—".into(),
         };
         for backend in &backends {
             let work = tempfile::tempdir().unwrap();
             let weir = run_weir(query, backend, events, rate, work.path());
-            let (flink_eps, flink_mib) = match (&flink, &data) {
-                (Ok(python), Some(data)) => {
-                    match run_flink(python, "throughput", query, backend, data, work.path()) {
-                        Ok((report, mib)) => (
-                            report["seconds"].as_f64().map(|s| events as f64 / s),
-                            Some(mib),
-                        ),
-                        Err(e) => {
-                            eprintln!("Flink {query} on {backend}: {e}");
-                            (None, None)
-                        }
+            // Flink's events/s, and whether that is an upper bound (it timed out).
+            let mut flink_eps: Option<(f64, bool)> = None;
+            let mut flink_mib = None;
+            if let (Ok(python), Some(data), true) =
+                (&flink, &data, flink_backends.contains(backend))
+            {
+                let run = run_flink(
+                    python,
+                    "throughput",
+                    query,
+                    backend,
+                    data,
+                    work.path(),
+                    flink_timeout,
+                );
+                match run {
+                    Ok(FlinkRun::Done(report, mib)) => {
+                        flink_eps = report["seconds"]
+                            .as_f64()
+                            .map(|s| (events as f64 / s, false));
+                        flink_mib = Some(mib);
                     }
+                    Ok(FlinkRun::TimedOut(s, mib)) => {
+                        flink_eps = Some((events as f64 / s, true));
+                        flink_mib = Some(mib);
+                    }
+                    Err(e) => eprintln!("Flink {query} on {backend}: {e}"),
                 }
-                _ => (None, None),
-            };
+            }
             let fmt = |v: Option<f64>, digits: usize| {
                 v.map_or("—".to_string(), |v| format!("{v:.digits$}"))
             };
+            let (flink_col, ratio_col) = match flink_eps {
+                Some((f, true)) => (
+                    format!("< {f:.0}"),
+                    format!("> {:.2}", weir.events_per_second / f),
+                ),
+                Some((f, false)) => (
+                    format!("{f:.0}"),
+                    format!("{:.2}", weir.events_per_second / f),
+                ),
+                None => ("—".to_string(), "—".to_string()),
+            };
             println!(
-                "| {query} | {backend} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {same} |",
+                "| {query} | {backend} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {flink_col} | {} | {ratio_col} | {} | {same} |",
                 weir.events_per_second,
                 weir.peak_mib,
                 weir.checkpoints,
                 weir.ckpt_mean_ms,
                 weir.ckpt_max_ms,
-                fmt(flink_eps, 0),
                 fmt(flink_mib, 0),
-                fmt(flink_eps.map(|f| weir.events_per_second / f), 2),
                 fmt(flink_mib.map(|f| weir.peak_mib / f), 2),
             );
         }

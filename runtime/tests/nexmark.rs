@@ -421,4 +421,11 @@ fn generated_files_hold_the_jobs_events() {
     assert_eq!(first["price"], b.price);
     assert_eq!(first["dateTime"], sql_timestamp(b.date_time));
     assert_eq!(bid_file.lines().count(), 4_600);
+    // events.json: every event in order, in the shape of the suite's generator table.
+    let all = std::fs::read_to_string(dir.path().join("events.json")).unwrap();
+    assert_eq!(all.lines().count(), 5_000);
+    let fifth: serde_json::Value = serde_json::from_str(all.lines().nth(4).unwrap()).unwrap();
+    assert_eq!(fifth["event_type"], 2);
+    assert_eq!(fifth["bid"], first);
+    assert!(fifth["person"].is_null());
 }

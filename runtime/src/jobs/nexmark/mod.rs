@@ -101,8 +101,10 @@ pub fn build(args: &JobArgs) -> Result<JobGraph, ArgError> {
 
 /// Writes the events of `config` to `dir` as JSON lines, one file per kind (`person.json`,
 /// `auction.json`, `bid.json`), with the field names of the Nexmark suite and timestamps as
-/// SQL timestamps, and q13's side input as `side_input.csv` (`key,value` lines); returns the
-/// number of persons, auctions and bids written.
+/// SQL timestamps; all of them in event order in `events.json`, one object per line in the
+/// shape of the suite's generator table (`event_type` 0 person, 1 auction, 2 bid, and
+/// `person`, `auction`, `bid`, one of them set); and q13's side input as `side_input.csv`
+/// (`key,value` lines). Returns the number of persons, auctions and bids written.
 ///
 /// # Errors
 /// I/O errors creating or writing the files.
@@ -115,31 +117,41 @@ pub fn write_events(config: &GeneratorConfig, dir: &Path) -> std::io::Result<(u6
             std::fs::File::create(dir.join(name))?,
         ))
     };
-    let (mut persons, mut auctions, mut bids) = (
+    let (mut persons, mut auctions, mut bids, mut all) = (
         open("person.json")?,
         open("auction.json")?,
         open("bid.json")?,
+        open("events.json")?,
     );
     let mut counts = (0, 0, 0);
     for n in 0..config.events {
-        match config.event(n) {
+        let (kind, json, file) = match config.event(n) {
             Event::Person(p) => {
-                writeln!(persons, "{}", p.to_json())?;
                 counts.0 += 1;
+                (0, p.to_json(), &mut persons)
             }
             Event::Auction(a) => {
-                writeln!(auctions, "{}", a.to_json())?;
                 counts.1 += 1;
+                (1, a.to_json(), &mut auctions)
             }
             Event::Bid(b) => {
-                writeln!(bids, "{}", b.to_json())?;
                 counts.2 += 1;
+                (2, b.to_json(), &mut bids)
             }
-        }
+        };
+        writeln!(file, "{json}")?;
+        let slot = |k: u8| if k == kind { json.as_str() } else { "null" };
+        writeln!(
+            all,
+            r#"{{"event_type":{kind},"person":{},"auction":{},"bid":{}}}"#,
+            slot(0),
+            slot(1),
+            slot(2)
+        )?;
     }
-    persons.flush()?;
-    auctions.flush()?;
-    bids.flush()?;
+    for file in [&mut persons, &mut auctions, &mut bids, &mut all] {
+        file.flush()?;
+    }
     let mut side = open("side_input.csv")?;
     for key in 0..enrichment::SIDE_INPUT_ROWS {
         writeln!(side, "{key},{}", enrichment::side_input_value(key))?;
