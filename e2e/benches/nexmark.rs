@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use weir_e2e::{bids::bench_dir, weir_bin};
+use weir_e2e::{bids::bench_dir, timed_run, weir_bin};
 use weir_runtime::connectors::file_sink::committed_lines;
 use weir_runtime::jobs::nexmark::queries::QUERIES;
 use weir_runtime::jobs::nexmark::results::result_rows;
@@ -258,26 +258,7 @@ spec:
         ),
     )
     .unwrap();
-    let started = Instant::now();
-    let out = Command::new(weir_bin())
-        .args([
-            "run",
-            "--fresh",
-            "--progress-interval",
-            "0s",
-            "--summary-json",
-        ])
-        .arg(&summary)
-        .arg(&manifest)
-        .output()
-        .expect("weir run");
-    let wall = started.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "weir {query} on {backend}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let (wall, s) = timed_run(&manifest, &summary);
     WeirRun {
         events_per_second: events as f64 / wall,
         peak_mib: s["peakRssBytes"].as_f64().unwrap_or(0.0) / 1048576.0,

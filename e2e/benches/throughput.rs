@@ -15,8 +15,8 @@
 //! default `<target>/weir-bench/bids-<rows>`).
 
 use std::path::PathBuf;
-use std::process::Command;
-use std::time::Instant;
+
+use weir_e2e::timed_run;
 
 /// Flink 2.3 best-run records/s for the tumbling-window query (heap, RocksDB).
 const FLINK_BEST: [(&str, f64); 2] = [("heap", 268_000.0), ("rocksdb", 104_000.0)];
@@ -33,7 +33,6 @@ fn main() {
         eprintln!("generating {rows} bids into {}", data.display());
         weir_e2e::bids::generate(&data, rows, 2);
     }
-    let bin = weir_e2e::weir_bin();
     println!("input: {rows} rows in {}", data.display());
     println!();
     println!("| backend | records/s | vs Flink best | vs heap (same run) | wall s | peak RSS MiB | checkpoints | ckpt mean ms | ckpt max ms | largest ckpt MiB |");
@@ -76,27 +75,7 @@ spec:
             ),
         )
         .unwrap();
-        let started = Instant::now();
-        let out = Command::new(&bin)
-            .args([
-                "run",
-                "--fresh",
-                "--progress-interval",
-                "0s",
-                "--summary-json",
-            ])
-            .arg(&summary)
-            .arg(&manifest)
-            .output()
-            .unwrap();
-        let wall = started.elapsed().as_secs_f64();
-        assert!(
-            out.status.success(),
-            "{backend}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let s: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+        let (wall, s) = timed_run(&manifest, &summary);
         let rps = rows as f64 / wall;
         assert_eq!(
             s["recordsIn"].as_u64(),

@@ -416,6 +416,30 @@ pub fn assert_success(out: &Output) {
     );
 }
 
+/// Runs `weir run --fresh` on `manifest` in one process (no progress lines), writing its
+/// summary to `summary`; returns the wall time (s) and the summary JSON (the shape of
+/// `weir run --summary-json`: `recordsIn`, `peakRssBytes`, `checkpointsCompleted`,
+/// `checkpointDurationMeanMs`, ...). Panics, with weir's stderr, when the run fails.
+pub fn timed_run(manifest: &Path, summary: &Path) -> (f64, serde_json::Value) {
+    let started = Instant::now();
+    let out = Command::new(weir_bin())
+        .args([
+            "run",
+            "--fresh",
+            "--progress-interval",
+            "0s",
+            "--summary-json",
+        ])
+        .arg(summary)
+        .arg(manifest)
+        .output()
+        .expect("weir run");
+    let wall = started.elapsed().as_secs_f64();
+    assert_success(&out);
+    let json = std::fs::read(summary).expect("summary file");
+    (wall, serde_json::from_slice(&json).expect("summary JSON"))
+}
+
 /// The example's expected output computed directly: per StockCode and UTC hour of
 /// InvoiceDate, the line count and the sum of Quantity * UnitPrice (summed in file order,
 /// printed with two decimals), as `key,start,end,count,sum`, sorted.

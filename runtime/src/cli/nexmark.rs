@@ -13,7 +13,9 @@ use crate::jobs::nexmark::{write_events, DEFAULT_BASE_TIME_MS};
 pub enum NexmarkCommand {
     /// Write the events a `nexmark` job with the same arguments generates as JSON lines, one
     /// file per kind: `person.json`, `auction.json`, `bid.json` (the Nexmark suite's field
-    /// names; `dateTime` and `expires` as `YYYY-MM-DD HH:MM:SS.mmm`, UTC).
+    /// names; `dateTime` and `expires` as `YYYY-MM-DD HH:MM:SS.mmm`, UTC); all of them in order
+    /// in `events.json` (the suite's generator-table shape: `event_type` and one of `person`,
+    /// `auction`, `bid`); and q13's side input, `side_input.csv` (`key,value`).
     #[command(after_help = "Examples:
   weir nexmark generate --events 1000000 --out /tmp/nexmark
   weir nexmark generate --events 10000000 --events-per-second 10000000 --seed 7 --out /tmp/nexmark")]
@@ -21,7 +23,7 @@ pub enum NexmarkCommand {
         /// Number of events (persons, auctions and bids together).
         #[arg(long)]
         events: u64,
-        /// Output directory (created if missing; the three files are replaced).
+        /// Output directory (created if missing; the five files are replaced).
         #[arg(long)]
         out: PathBuf,
         /// Event-time rate (the job's `eventsPerSecond`).

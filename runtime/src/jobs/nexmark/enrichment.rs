@@ -1,15 +1,11 @@
-//! q13 (bids joined with a bounded side input) and q20 (bids expanded with their auction, for
-//! auctions in category 10).
+//! q13 (bids joined with a bounded side input) and q20's line (bids expanded with their
+//! auction, for auctions in category 10; the join is [`super::lookup_join::LookupJoin`]).
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use super::model::{sql_timestamp, Auction, Bid};
 use super::ranking::bid_columns;
-use crate::api::{
-    Context, KeyedCoProcessFunction, ListStateDescriptor, OpenContext, Output, TaskError,
-    ValueStateDescriptor,
-};
 
 /// Rows of the side input `weir nexmark generate` writes (`side_input.csv`): keys 0 to 9,999,
 /// which q13 matches against `auction % 10000`.
@@ -84,60 +80,6 @@ pub fn q20_line(bid: &Bid, a: &Auction) -> String {
         a.category,
         a.extra
     )
-}
-
-/// The auction once seen: `Some(auction)` in category 10, `None` for another category (its
-/// bids are dropped).
-const Q20_AUCTION: ValueStateDescriptor<Option<Auction>> = ValueStateDescriptor::new("auction");
-const Q20_WAITING: ListStateDescriptor<Bid> = ListStateDescriptor::new("waiting-bids");
-
-/// q20: auctions and bids connected on the auction id (an unbounded inner join); bids that
-/// arrive before their auction wait in state for it.
-#[derive(Clone)]
-pub struct AuctionBids;
-
-impl KeyedCoProcessFunction for AuctionBids {
-    type Key = u64;
-    type In1 = Auction;
-    type In2 = Bid;
-    type Out = (Bid, Auction);
-
-    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), TaskError> {
-        ctx.declare(&Q20_AUCTION)?;
-        ctx.declare(&Q20_WAITING)
-    }
-
-    fn process_element1(
-        &mut self,
-        auction: Auction,
-        ctx: &mut Context<'_, u64>,
-        out: &mut Output<'_, (Bid, Auction)>,
-    ) -> Result<(), TaskError> {
-        let waiting = ctx.list(&Q20_WAITING).get()?;
-        if !waiting.is_empty() {
-            ctx.list(&Q20_WAITING).clear()?;
-        }
-        let kept = (auction.category == 10).then_some(auction);
-        if let Some(a) = &kept {
-            for bid in waiting {
-                out.collect((bid, a.clone()))?;
-            }
-        }
-        ctx.value(&Q20_AUCTION).update(&kept)
-    }
-
-    fn process_element2(
-        &mut self,
-        bid: Bid,
-        ctx: &mut Context<'_, u64>,
-        out: &mut Output<'_, (Bid, Auction)>,
-    ) -> Result<(), TaskError> {
-        match ctx.value(&Q20_AUCTION).get()? {
-            Some(Some(auction)) => out.collect((bid, auction)),
-            Some(None) => Ok(()),
-            None => ctx.list(&Q20_WAITING).add(&bid),
-        }
-    }
 }
 
 #[cfg(test)]

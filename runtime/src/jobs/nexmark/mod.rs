@@ -22,6 +22,7 @@
 
 pub mod enrichment;
 pub mod generator;
+pub mod lookup_join;
 pub mod model;
 pub mod queries;
 pub mod ranking;

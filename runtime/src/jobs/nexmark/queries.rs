@@ -29,10 +29,9 @@
 
 use std::sync::Arc;
 
-use super::enrichment::{
-    default_side_input, q13_line, q20_line, AuctionBids, SideInput, SIDE_INPUT_ROWS,
-};
+use super::enrichment::{default_side_input, q13_line, q20_line, SideInput, SIDE_INPUT_ROWS};
 use super::generator::GeneratorConfig;
+use super::lookup_join::LookupJoin;
 use super::model::{sql_timestamp, Auction, Bid, Event, Person};
 use super::ranking::{bid_columns, LastBid, TopBids};
 use super::reports::{
@@ -109,9 +108,13 @@ pub fn build(
             let sink = FileSink::new(output, line_encoder())
                 .with_buckets(Arc::new(|l: &Q10Line| l.bucket.clone()));
             bids(&events)
-                .map(|b| Q10Line {
-                    bucket: q10_bucket(b.date_time),
-                    line: bid_line(&b, &b.price.to_string()),
+                .map(|b| {
+                    // The timestamp formatted once, for the bucket and the line.
+                    let t = sql_timestamp(b.date_time);
+                    Q10Line {
+                        bucket: bucket_of(&t),
+                        line: format!("{},{},{},{t},{}", b.auction, b.bidder, b.price, b.extra),
+                    }
                 })
                 .sink("nexmark-sink", sink);
             return Ok(job.build()?);
@@ -145,10 +148,14 @@ pub fn build(
         "q20" => {
             let auctions = auctions(&events).key_by(|a: &Auction| a.id);
             let bids = bids(&events).key_by(|b: &Bid| b.auction);
+            let in_category_10 = |a: &Auction| a.category == 10;
             auctions
                 .connect(&bids)
-                .process("q20-auction-bids", AuctionBids)
-                .map(|(b, a): (Bid, Auction)| q20_line(&b, &a))
+                .process(
+                    "q20-auction-bids",
+                    LookupJoin::new("auction", "waiting-bids", in_category_10),
+                )
+                .map(|(a, b): (Auction, Bid)| q20_line(&b, &a))
         }
         "q14" => bids(&events).flat_map(|b| q14(&b)),
         "q21" => bids(&events).flat_map(|b| q21(&b)),
@@ -174,7 +181,11 @@ fn line_encoder() -> LineEncoder<Q10Line> {
 
 /// q10's bucket of a bid at `ms`: `dt=YYYY-MM-DD/hm=HH:MM` (the suite's partition columns).
 pub fn q10_bucket(ms: i64) -> String {
-    let t = sql_timestamp(ms);
+    bucket_of(&sql_timestamp(ms))
+}
+
+/// The bucket of a timestamp formatted by [`sql_timestamp`].
+fn bucket_of(t: &str) -> String {
     format!("dt={}/hm={}", &t[..10], &t[11..16])
 }
 
@@ -456,62 +467,22 @@ fn q11(events: &Stream<Event>) -> Stream<String> {
 }
 
 /// q3: sellers in OR, ID or CA and their auctions in category 10, joined on the seller's id
-/// as they arrive (a keyed co-process function: each side waits in state for the other).
+/// as they arrive ([`LookupJoin`]: a person per id; auctions before their seller wait, those
+/// of sellers elsewhere are dropped).
 fn q3(events: &Stream<Event>) -> Stream<String> {
-    let sellers = persons(events)
-        .filter(|p: &Person| matches!(p.state.as_str(), "OR" | "ID" | "CA"))
-        .key_by(|p: &Person| p.id);
+    let persons = persons(events).key_by(|p: &Person| p.id);
     let auctions = auctions(events)
         .filter(|a: &Auction| a.category == 10)
-        .key_by(|a: &Auction| a.seller);
-    sellers
+        .map(|a: Auction| (a.seller, a.id))
+        .key_by(|(seller, _): &(u64, u64)| *seller);
+    let local = |p: &Person| matches!(p.state.as_str(), "OR" | "ID" | "CA");
+    persons
         .connect(&auctions)
-        .process("q3-local-items", LocalItems)
-        .map(|(p, id): (Person, u64)| format!("{},{},{},{id}", p.name, p.city, p.state))
-}
-
-const Q3_PERSON: ValueStateDescriptor<Person> = ValueStateDescriptor::new("person");
-const Q3_WAITING: ListStateDescriptor<u64> = ListStateDescriptor::new("waiting-auctions");
-
-/// Per person id: the person once seen, and the ids of auctions that arrived before them.
-#[derive(Clone)]
-struct LocalItems;
-
-impl KeyedCoProcessFunction for LocalItems {
-    type Key = u64;
-    type In1 = Person;
-    type In2 = Auction;
-    type Out = (Person, u64);
-
-    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), TaskError> {
-        ctx.declare(&Q3_PERSON)?;
-        ctx.declare(&Q3_WAITING)
-    }
-
-    fn process_element1(
-        &mut self,
-        person: Person,
-        ctx: &mut Context<'_, u64>,
-        out: &mut Output<'_, (Person, u64)>,
-    ) -> Result<(), TaskError> {
-        for id in ctx.list(&Q3_WAITING).get()? {
-            out.collect((person.clone(), id))?;
-        }
-        ctx.list(&Q3_WAITING).clear()?;
-        ctx.value(&Q3_PERSON).update(&person)
-    }
-
-    fn process_element2(
-        &mut self,
-        auction: Auction,
-        ctx: &mut Context<'_, u64>,
-        out: &mut Output<'_, (Person, u64)>,
-    ) -> Result<(), TaskError> {
-        match ctx.value(&Q3_PERSON).get()? {
-            Some(person) => out.collect((person, auction.id)),
-            None => ctx.list(&Q3_WAITING).add(&auction.id),
-        }
-    }
+        .process(
+            "q3-local-items",
+            LookupJoin::new("person", "waiting-auctions", local),
+        )
+        .map(|(p, (_, id)): (Person, (u64, u64))| format!("{},{},{},{id}", p.name, p.city, p.state))
 }
 
 /// Each auction with its winning bid, once it has closed (q9, and q4 after it): auctions and
