@@ -6,7 +6,9 @@
 # into ~/.cache/weir-tools/bin, about 1.5 minutes the first time) and the Kubernetes control
 # plane of the cluster test (etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
 # kubectl, built from the versions pinned in e2e/k8s/control-plane/go.mod with Go into
-# ~/.cache/weir-tools/bin; about 5 minutes the first time, downloads included). With --garage
+# ~/.cache/weir-tools/bin; about 5 minutes the first time, downloads included) and the Apache
+# Kafka broker of the Kafka tests (its jars from Maven Central, e2e/kafka/pom.xml, into
+# ~/.cache/weir-tools/kafka-<version>; about a minute the first time). With --garage
 # also Garage, a second, independent S3 implementation for e2e/tests/garage.rs (about 9 minutes
 # the first time; CI always builds it, the test skips itself, saying so, without it).
 # Does nothing for what is already there.
@@ -37,10 +39,18 @@ if [ "$GARAGE" = 1 ]; then
       --no-default-features --features bundled-libs,sqlite
   fi
 fi
-# Debian packages: clang and libclang for the build; with --test also Lua, which runs the Argo CD
-# health check in its test, and iproute2, with which the node agent gives pods their networks.
-PACKAGES="clang libclang-dev"
+# Debian packages: clang and libclang for the build, make for librdkafka's bundled build; with
+# --test also Lua, which runs the Argo CD health check in its test, iproute2, with which the
+# node agent gives pods their networks, and (when missing) Java 17 and Maven for the Kafka
+# broker of the Kafka tests.
+PACKAGES="clang libclang-dev make"
 [ "$TEST" = 1 ] && PACKAGES="$PACKAGES lua5.4 iproute2"
+if [ "$TEST" = 1 ] && ! command -v java >/dev/null 2>&1; then
+  PACKAGES="$PACKAGES openjdk-17-jre-headless"
+fi
+if [ "$TEST" = 1 ] && ! command -v mvn >/dev/null 2>&1; then
+  PACKAGES="$PACKAGES maven"
+fi
 if [ "$TEST" = 1 ] && ! python3 -m pip --version >/dev/null 2>&1; then
   PACKAGES="$PACKAGES python3 python3-pip"
 fi
@@ -60,4 +70,8 @@ fi
 if [ "$TEST" = 1 ] && ! python3 -c "import helm_python" >/dev/null 2>&1; then
   python3 -m pip install --quiet --user "helm-python-sdk==0.2.2" 2>/dev/null \
     || python3 -m pip install --quiet --user --break-system-packages "helm-python-sdk==0.2.2"
+fi
+# The Kafka broker the Kafka tests start (jars from Maven Central into ~/.cache/weir-tools).
+if [ "$TEST" = 1 ]; then
+  bash "$(dirname "$0")/../e2e/kafka/fetch.sh" "$TOOLS"
 fi

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod console_doc;
 pub mod doc_session;
 pub mod garage;
+pub mod kafka;
 pub mod processes;
 pub mod s3;
 

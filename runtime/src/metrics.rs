@@ -1,6 +1,6 @@
 //! Job counters shared by the tasks of a process: per subtask, records read by sources and
 //! written by sinks, watermarks and backpressure; per operator (by uid, from the job graph)
-//! and subtask, records in and out and late records. Atomics; read by the progress line, the
+//! and subtask, records in and out, late records and records that did not deserialize. Atomics; read by the progress line, the
 //! run summary, the admin API's `/metrics` and a worker's heartbeats.
 
 use std::collections::BTreeMap;
@@ -30,6 +30,8 @@ pub struct OperatorCounters {
     pub records_out: AtomicU64,
     /// Records the operator dropped as late.
     pub late_records: AtomicU64,
+    /// Records a source read that did not deserialize (sent to its dead-letter output).
+    pub invalid_records: AtomicU64,
 }
 
 impl OperatorCounters {
@@ -59,6 +61,9 @@ pub struct OperatorFigures {
     pub records_out: u64,
     /// Records dropped as late.
     pub late_records: u64,
+    /// Records that did not deserialize (sources; sent to their dead-letter output).
+    #[serde(default)]
+    pub invalid_records: u64,
 }
 
 /// The counters of one subtask at one moment (what a worker reports in its heartbeats).
@@ -162,6 +167,7 @@ impl JobMetrics {
                 c.records_in.store(o.records_in, Relaxed);
                 c.records_out.store(o.records_out, Relaxed);
                 c.late_records.store(o.late_records, Relaxed);
+                c.invalid_records.store(o.invalid_records, Relaxed);
             }
         }
     }
@@ -187,6 +193,7 @@ impl JobMetrics {
                                 records_in: o.records_in.load(Relaxed),
                                 records_out: o.records_out.load(Relaxed),
                                 late_records: o.late_records.load(Relaxed),
+                                invalid_records: o.invalid_records.load(Relaxed),
                             })
                         })
                         .collect(),
@@ -221,6 +228,15 @@ impl JobMetrics {
             .values()
             .flatten()
             .map(|o| o.late_records.load(Relaxed))
+            .sum()
+    }
+
+    /// Records that did not deserialize, over every source, since the run started.
+    pub fn invalid_records(&self) -> u64 {
+        self.operators
+            .values()
+            .flatten()
+            .map(|o| o.invalid_records.load(Relaxed))
             .sum()
     }
 

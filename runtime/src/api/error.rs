@@ -26,6 +26,15 @@ pub enum TaskError {
         #[source]
         source: std::io::Error,
     },
+    /// A Kafka client call failed (a retry can help once the brokers answer).
+    #[error("kafka: {action}")]
+    Kafka {
+        /// What was attempted (`fetch metadata of topic orders`, ...).
+        action: String,
+        /// The client's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
     /// The input holds a value the job cannot process.
     #[error("{0}")]
     Data(String),
@@ -46,6 +55,7 @@ impl TaskError {
         match self {
             TaskError::State { .. } => "state",
             TaskError::Io { .. } => "io",
+            TaskError::Kafka { .. } => "kafka",
             TaskError::Data(_) => "data",
             TaskError::Restore(_) => "restore",
             TaskError::DownstreamGone => "downstream",

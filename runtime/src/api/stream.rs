@@ -97,6 +97,27 @@ pub trait SourceReader<T>: Send {
     fn last_split(&self) -> Option<&str> {
         None
     }
+    /// Called at checkpoint barrier `checkpoint_id`, before [`SourceReader::positions`]:
+    /// make durable what the positions will claim (a Kafka source flushes its dead letters).
+    /// Default: nothing.
+    ///
+    /// # Errors
+    /// Whatever could not be made durable; the task fails and the job restarts from its
+    /// last completed checkpoint.
+    fn prepare_checkpoint(&mut self, checkpoint_id: u64) -> Result<(), TaskError> {
+        let _ = checkpoint_id;
+        Ok(())
+    }
+    /// Checkpoint `checkpoint_id` completed (a Kafka source commits the offsets it recorded
+    /// to its consumer group, for monitoring). Default: nothing.
+    fn checkpoint_complete(&mut self, checkpoint_id: u64) {
+        let _ = checkpoint_id;
+    }
+    /// Records read since the last call that did not deserialize (sent to the reader's
+    /// dead-letter output, not to the job), for the `invalid records` metric. Default: 0.
+    fn take_invalid_records(&mut self) -> u64 {
+        0
+    }
 }
 
 /// One split of a source reader (see [`SourceReader::splits`]).

@@ -294,6 +294,9 @@ fn print_summary(s: &RunSummary) {
     println!("  records in:     {}", s.records_in);
     println!("  records out:    {}", s.records_out);
     println!("  late records:   {}", s.late_records);
+    if s.invalid_records > 0 {
+        println!("  invalid records: {}", s.invalid_records);
+    }
     println!(
         "  checkpoints:    {} completed, {} failed; mean {:.0} ms, max {:.0} ms, largest {} bytes",
         s.checkpoints_completed,

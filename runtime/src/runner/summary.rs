@@ -26,6 +26,8 @@ pub struct RunSummary {
     pub records_out: u64,
     /// Records dropped as late.
     pub late_records: u64,
+    /// Records sources read that did not deserialize (sent to a dead-letter output).
+    pub invalid_records: u64,
     /// Checkpoints completed in this run.
     pub checkpoints_completed: u64,
     /// Checkpoints aborted (timeout, failed write) in this run.
@@ -54,7 +56,7 @@ pub struct RunSummary {
     pub storage: StorageStats,
     /// Checkpoint storage requests and bytes of the last completed checkpoint.
     pub last_checkpoint_storage: StorageStats,
-    /// Per operator of the job graph (in graph order): records in, out and late, summed
+    /// Per operator of the job graph (in graph order): records in, out, late and invalid, summed
     /// over its subtasks.
     pub operators: Vec<OperatorSummary>,
     /// How the run ended.
@@ -73,6 +75,8 @@ pub struct OperatorSummary {
     pub records_out: u64,
     /// Records it dropped as late.
     pub late_records: u64,
+    /// Records it read that did not deserialize (sources).
+    pub invalid_records: u64,
 }
 
 impl RunSummary {
@@ -99,6 +103,7 @@ impl RunSummary {
             records_in: metrics.records_in(),
             records_out: metrics.records_out(),
             late_records: metrics.late_records(),
+            invalid_records: metrics.invalid_records(),
             checkpoints_completed: stats.completed,
             checkpoints_failed: stats.failed,
             last_checkpoint: stats.last.map(|(id, _)| id),
@@ -133,6 +138,7 @@ fn operator_summaries(uids: &[String], metrics: &JobMetrics) -> Vec<OperatorSumm
                 records_in: 0,
                 records_out: 0,
                 late_records: 0,
+                invalid_records: 0,
             };
             (uid.as_str(), o)
         })
@@ -143,6 +149,7 @@ fn operator_summaries(uids: &[String], metrics: &JobMetrics) -> Vec<OperatorSumm
                 o.records_in += c.records_in;
                 o.records_out += c.records_out;
                 o.late_records += c.late_records;
+                o.invalid_records += c.invalid_records;
             }
         }
     }

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use super::{Control, Task, TaskEvent, TaskIo};
 use crate::api::{
     CheckpointBarrier, Collector, OperatorListState, OperatorSnapshot, RedistributionMode,
-    SourceReader, TaskContext, TaskError, WatermarkStrategy, MAX_WATERMARK, MIN_WATERMARK,
+    SourceReader, SplitStatus, TaskContext, TaskError, WatermarkStrategy, MAX_WATERMARK,
+    MIN_WATERMARK,
 };
 use crate::metrics::{JobMetrics, OperatorCounters};
 
@@ -100,6 +101,10 @@ pub(crate) struct SourceTask<T> {
     last_record: std::time::Instant,
     /// Whether downstream was told this subtask is idle.
     idle: bool,
+    /// Per split, when it last gave records (for per-split idleness).
+    split_last_record: BTreeMap<String, std::time::Instant>,
+    /// When the task started: a split that never gave a record counts from here.
+    started: std::time::Instant,
 }
 
 impl<T: Send> SourceTask<T> {
@@ -129,6 +134,8 @@ impl<T: Send> SourceTask<T> {
             last_watermark: MIN_WATERMARK,
             last_record: std::time::Instant::now(),
             idle: false,
+            split_last_record: BTreeMap::new(),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -164,17 +171,29 @@ impl<T: Send> SourceTask<T> {
 
     /// The largest timestamp event time has reached: over all records, or, for a reader of
     /// splits, the smallest over its unfinished splits of each one's largest (a split not
-    /// read yet holds it back).
+    /// read yet holds it back). With an idle timeout, splits that gave no record for that
+    /// long (processing time) do not count, as Flink's per-split idleness, unless all of
+    /// them are idle (then the subtask as a whole is idle, see `track_idleness`).
     fn event_time(&self) -> i64 {
         let splits = self.reader.splits();
         if splits.is_empty() {
             return self.max_ts;
         }
-        splits
-            .iter()
-            .filter(|s| !s.ended)
-            .map(|s| self.split_max.get(&s.id).copied().unwrap_or(MIN_WATERMARK))
-            .min()
+        let unfinished = || splits.iter().filter(|s| !s.ended);
+        let of = |s: &SplitStatus| self.split_max.get(&s.id).copied().unwrap_or(MIN_WATERMARK);
+        let active = self.watermarks.idle_timeout_ms.and_then(|timeout| {
+            let now = std::time::Instant::now();
+            let timeout = std::time::Duration::from_millis(timeout);
+            unfinished()
+                .filter(|s| {
+                    let last = self.split_last_record.get(&s.id).unwrap_or(&self.started);
+                    now.duration_since(*last) < timeout
+                })
+                .map(of)
+                .min()
+        });
+        active
+            .or_else(|| unfinished().map(of).min())
             .unwrap_or(self.max_ts)
     }
 
@@ -189,6 +208,7 @@ impl<T: Send> SourceTask<T> {
     }
 
     fn checkpoint(&mut self, barrier: CheckpointBarrier, io: &TaskIo) -> Result<(), TaskError> {
+        self.reader.prepare_checkpoint(barrier.id)?;
         let mut operator_state = BTreeMap::new();
         operator_state.insert(
             POSITIONS.to_string(),
@@ -252,7 +272,10 @@ impl<T: Send> Task for SourceTask<T> {
             if let Some(c) = control {
                 match c {
                     Control::TriggerCheckpoint(barrier) => self.checkpoint(barrier, io)?,
-                    Control::CheckpointComplete(id) => self.chain.checkpoint_complete(id)?,
+                    Control::CheckpointComplete(id) => {
+                        self.reader.checkpoint_complete(id);
+                        self.chain.checkpoint_complete(id)?
+                    }
                     Control::AbortCheckpoint(_) => {}
                     Control::Drain if !exhausted => {
                         self.chain.watermark(MAX_WATERMARK)?;
@@ -271,6 +294,10 @@ impl<T: Send> Task for SourceTask<T> {
             let more = self.reader.read_batch(&mut batch, self.batch_size)?;
             self.metrics.add_in(self.subtask, batch.len() as u64);
             OperatorCounters::add(&self.counters.records_in, batch.len() as u64);
+            let invalid = self.reader.take_invalid_records();
+            if invalid > 0 {
+                OperatorCounters::add(&self.counters.invalid_records, invalid);
+            }
             self.track_idleness(batch.len())?;
             let before = self.max_ts;
             let mut batch_max = MIN_WATERMARK;
@@ -280,6 +307,17 @@ impl<T: Send> Task for SourceTask<T> {
                 self.chain.record(ts, r)?;
             }
             self.max_ts = before.max(batch_max);
+            if batch_max != MIN_WATERMARK && self.watermarks.idle_timeout_ms.is_some() {
+                if let Some(split) = self.reader.last_split() {
+                    let now = std::time::Instant::now();
+                    match self.split_last_record.get_mut(split) {
+                        Some(t) => *t = now,
+                        None => {
+                            self.split_last_record.insert(split.to_string(), now);
+                        }
+                    }
+                }
+            }
             if batch_max != MIN_WATERMARK {
                 if let Some(split) = self.reader.last_split() {
                     match self.split_max.get_mut(split) {

@@ -6,7 +6,7 @@ use crate::metrics::JobMetrics;
 
 impl Coordinator<'_> {
     /// Per operator (every node of the job graph, by uid) and subtask: records in and out
-    /// and records dropped as late; per subtask: time blocked on full exchange buffers.
+    /// records dropped as late and records that did not deserialize; per subtask: time blocked on full exchange buffers.
     fn register_subtask_metrics(
         &self,
         r: &mut prometheus_client::registry::Registry,
@@ -18,6 +18,7 @@ impl Coordinator<'_> {
         let records_in = Family::<Labels, Counter>::default();
         let records_out = Family::<Labels, Counter>::default();
         let late = Family::<Labels, Counter>::default();
+        let invalid = Family::<Labels, Counter>::default();
         let backpressure = Family::<Labels, Counter<f64>>::default();
         let labels = |uid: &str, subtask: u32| {
             vec![
@@ -31,6 +32,9 @@ impl Coordinator<'_> {
                 records_in.get_or_create(&l).inc_by(o.records_in);
                 records_out.get_or_create(&l).inc_by(o.records_out);
                 late.get_or_create(&l).inc_by(o.late_records);
+                if o.invalid_records > 0 {
+                    invalid.get_or_create(&l).inc_by(o.invalid_records);
+                }
             }
             backpressure
                 .get_or_create(&vec![("subtask".to_string(), f.subtask.to_string())])
@@ -50,6 +54,11 @@ impl Coordinator<'_> {
             "operator_late_records",
             "Records an operator dropped as late, per operator uid and subtask",
             late,
+        );
+        r.register(
+            "operator_invalid_records",
+            "Records a source read that did not deserialize (sent to its dead-letter output), per operator uid and subtask",
+            invalid,
         );
         r.register(
             "backpressure_seconds",
@@ -78,6 +87,11 @@ impl Coordinator<'_> {
             "late_records",
             "Records dropped as late",
             ConstCounter::new(metrics.late_records()),
+        );
+        r.register(
+            "invalid_records",
+            "Records sources read that did not deserialize (sent to a dead-letter output)",
+            ConstCounter::new(metrics.invalid_records()),
         );
         r.register(
             "checkpoints_completed",

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use super::parse::parse_row;
 use crate::connectors::csv_source::open_at;
+use crate::connectors::kafka::config::{parse_starting_offsets, parse_stopping_offsets};
+use crate::connectors::kafka::{KafkaAddress, KafkaConfigError, KafkaSourceConfig, Topics};
 use crate::jobs::{ArgError, JobArgs};
 
 const KNOWN: &[&str] = &[
@@ -23,7 +25,49 @@ const KNOWN: &[&str] = &[
     "decimals",
     "maxRecordsPerSecond",
     "sinkMaxRecordsPerSecond",
+    "idleTimeout",
+    "format",
+    "topicPattern",
+    "startingOffsets",
+    "stoppingOffsets",
+    "groupId",
+    "partitionDiscoveryInterval",
+    "deadLetterTopic",
 ];
+
+/// Arguments that only apply to a `kafka://` input (besides `kafka.*` properties).
+const KAFKA_ONLY: &[&str] = &[
+    "format",
+    "topicPattern",
+    "startingOffsets",
+    "stoppingOffsets",
+    "groupId",
+    "partitionDiscoveryInterval",
+    "deadLetterTopic",
+];
+
+/// Where the job reads from.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// CSV files, in reading order.
+    Files(Vec<PathBuf>),
+    /// Kafka topics (`input: kafka://host:port/topic`).
+    Kafka {
+        /// The source's settings.
+        config: KafkaSourceConfig,
+        /// How each record's value is written.
+        format: RecordFormat,
+    },
+}
+
+/// How a Kafka record's value is written (`format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordFormat {
+    /// One CSV line, with the fields named by `columns`.
+    Csv,
+    /// A JSON object; `key`, `value` and `timestamp` name its fields.
+    Json,
+}
 
 /// One aggregate of the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,16 +101,17 @@ pub(super) const DEFAULT_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.f";
 /// Validated arguments.
 #[derive(Debug, Clone)]
 pub struct Args {
-    /// Input files.
-    pub files: Vec<PathBuf>,
+    /// Where records come from.
+    pub input: Input,
     /// Files start with a header row.
     pub has_header: bool,
     /// Field delimiter.
     pub delimiter: u8,
     /// Column names.
     pub columns: Vec<String>,
-    /// Index of the timestamp column.
-    pub timestamp: usize,
+    /// Index of the timestamp column; none for a Kafka input that takes each record's
+    /// timestamp.
+    pub timestamp: Option<usize>,
     /// Its format.
     pub timestamp_format: TimestampFormat,
     /// Indexes of the key columns.
@@ -87,6 +132,9 @@ pub struct Args {
     pub max_records_per_second: Option<u64>,
     /// Throttle of each sink subtask, records/s (a slow consumer for tests and benchmarks).
     pub sink_max_records_per_second: Option<u64>,
+    /// A source split (file, partition) that gives no record for this long (ms) does not
+    /// hold back event time.
+    pub idle_timeout_ms: Option<u64>,
 }
 
 fn required<'a>(args: &'a JobArgs, name: &str) -> Result<&'a str, ArgError> {
@@ -163,13 +211,32 @@ fn peek(file: &Path, delimiter: u8, n: usize) -> Result<Vec<csv::ByteRecord>, Ar
 /// (listing the known ones), malformed durations, numbers or aggregates, and a first row whose
 /// timestamp or value does not parse.
 pub fn parse_args(args: &JobArgs) -> Result<Args, ArgError> {
-    if let Some(unknown) = args.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+    if let Some(unknown) = args
+        .keys()
+        .find(|k| !KNOWN.contains(&k.as_str()) && !k.starts_with("kafka."))
+    {
         return Err(ArgError::new(
             unknown,
-            format!("unknown argument; known: {}", KNOWN.join(", ")),
+            format!(
+                "unknown argument; known: {}, and kafka.<librdkafka setting>",
+                KNOWN.join(", ")
+            ),
         ));
     }
-    let files = resolve_inputs(required(args, "input")?)?;
+    let input_spec = required(args, "input")?;
+    if KafkaAddress::is_kafka(input_spec) {
+        return parse_kafka_args(args, input_spec);
+    }
+    if let Some(k) = args
+        .keys()
+        .find(|k| KAFKA_ONLY.contains(&k.as_str()) || k.starts_with("kafka."))
+    {
+        return Err(ArgError::new(
+            k,
+            "only applies to a Kafka input (input: kafka://host:port/topic)",
+        ));
+    }
+    let files = resolve_inputs(input_spec)?;
     let has_header = match args.get("header").map(|s| s.as_str()).unwrap_or("true") {
         "true" => true,
         "false" => false,
@@ -180,17 +247,7 @@ pub fn parse_args(args: &JobArgs) -> Result<Args, ArgError> {
             ))
         }
     };
-    let delimiter = match args.get("delimiter").map(|s| s.as_bytes()) {
-        None => b',',
-        Some([d]) => *d,
-        Some(b"\\t") => b'\t',
-        Some(_) => {
-            return Err(ArgError::new(
-                "delimiter",
-                "must be one byte, such as , or ; or \\t",
-            ))
-        }
-    };
+    let delimiter = parse_delimiter(args)?;
     let first = peek(&files[0], delimiter, 2)?;
     let columns: Vec<String> = match args.get("columns") {
         Some(c) => c.split(',').map(|s| s.trim().to_string()).collect(),
@@ -202,22 +259,176 @@ pub fn parse_args(args: &JobArgs) -> Result<Args, ArgError> {
             .collect(),
         None => return Err(ArgError::new("columns", "is required when header is false")),
     };
-    let column = |arg: &str, name: &str| -> Result<usize, ArgError> {
-        columns
-            .iter()
-            .position(|c| c == name.trim())
-            .ok_or_else(|| {
-                ArgError::new(
-                    arg,
-                    format!(
-                        "unknown column `{}`; columns: {}",
-                        name.trim(),
-                        columns.join(", ")
-                    ),
-                )
-            })
+    let timestamp = Some(column_index(
+        &columns,
+        "timestamp",
+        required(args, "timestamp")?,
+    )?);
+    let mut parsed = common_args(args, columns, timestamp, has_header, delimiter)?;
+    parsed.input = Input::Files(files);
+    let sample = if has_header {
+        first.get(1)
+    } else {
+        first.first()
     };
-    let timestamp = column("timestamp", required(args, "timestamp")?)?;
+    if let Some(rec) = sample {
+        parse_row(&parsed, rec, None).map_err(|msg| {
+            let Input::Files(files) = &parsed.input else {
+                unreachable!("invariant: set above")
+            };
+            ArgError::new(
+                if msg.starts_with("timestamp") {
+                    "timestampFormat"
+                } else {
+                    "value"
+                },
+                format!("first data row of `{}`: {msg}", files[0].display()),
+            )
+        })?;
+    }
+    Ok(parsed)
+}
+
+/// The index of column `name` in `columns`, for argument `arg`.
+fn column_index(columns: &[String], arg: &str, name: &str) -> Result<usize, ArgError> {
+    columns
+        .iter()
+        .position(|c| c == name.trim())
+        .ok_or_else(|| {
+            ArgError::new(
+                arg,
+                format!(
+                    "unknown column `{}`; columns: {}",
+                    name.trim(),
+                    columns.join(", ")
+                ),
+            )
+        })
+}
+
+/// The arguments of a `kafka://` input.
+fn parse_kafka_args(args: &JobArgs, input: &str) -> Result<Args, ArgError> {
+    let kafka_err = |e: KafkaConfigError| ArgError::new(&e.field, e.message);
+    let format = match args.get("format").map(|s| s.trim()).unwrap_or("csv") {
+        "csv" => RecordFormat::Csv,
+        "json" => RecordFormat::Json,
+        other => {
+            return Err(ArgError::new(
+                "format",
+                format!("`{other}` must be csv or json"),
+            ))
+        }
+    };
+    if args.get("header").is_some_and(|h| h != "false") {
+        return Err(ArgError::new(
+            "header",
+            "a Kafka record has no header row: name the fields with `columns` (csv) or use format json",
+        ));
+    }
+    let pattern = args.get("topicPattern").map(|p| p.trim().to_string());
+    let address = KafkaAddress::parse(input, "input", pattern.is_some()).map_err(kafka_err)?;
+    let topics = match pattern {
+        Some(_) if !address.topics.is_empty() => return Err(ArgError::new(
+            "topicPattern",
+            "give topics either in input (kafka://host:port/topic) or as topicPattern, not both",
+        )),
+        Some(p) => Topics::Pattern(p),
+        None => Topics::List(address.topics),
+    };
+    let mut config = KafkaSourceConfig::new(address.bootstrap_servers, topics);
+    if let Some(s) = args.get("startingOffsets") {
+        config.starting_offsets =
+            parse_starting_offsets(s, "startingOffsets").map_err(kafka_err)?;
+    }
+    if let Some(s) = args.get("stoppingOffsets") {
+        config.stopping_offsets =
+            parse_stopping_offsets(s, "stoppingOffsets").map_err(kafka_err)?;
+    }
+    config.group_id = args.get("groupId").map(|g| g.trim().to_string());
+    config.discovery_interval_ms = match args.get("partitionDiscoveryInterval").map(|s| s.trim()) {
+        Some("off") => None,
+        _ => Some(duration_ms(args, "partitionDiscoveryInterval", "30s")?.max(0) as u64),
+    };
+    config.dead_letter_topic = args.get("deadLetterTopic").map(|t| t.trim().to_string());
+    config.properties = args
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("kafka.")?.to_string(), v.clone())))
+        .collect();
+    config.validate().map_err(|e| {
+        if e.field == "partitionDiscoveryInterval" {
+            ArgError::new(&e.field, "must be more than 0s, or off")
+        } else {
+            kafka_err(e)
+        }
+    })?;
+    let delimiter = parse_delimiter(args)?;
+    let columns: Vec<String> = match (format, args.get("columns")) {
+        (RecordFormat::Csv, Some(c)) => c.split(',').map(|s| s.trim().to_string()).collect(),
+        (RecordFormat::Csv, None) => return Err(ArgError::new(
+            "columns",
+            "is required for a Kafka input in csv format: name the fields of each record's value",
+        )),
+        (RecordFormat::Json, Some(_)) => {
+            return Err(ArgError::new(
+                "columns",
+                "does not apply to format json: key, value and timestamp name the JSON fields",
+            ))
+        }
+        (RecordFormat::Json, None) => {
+            // The JSON fields the job reads, as the columns of a record.
+            let mut names: Vec<String> = Vec::new();
+            let named = [
+                args.get("key").map(|k| k.split(',').collect::<Vec<_>>()),
+                args.get("value").map(|v| v.split('*').collect()),
+                args.get("timestamp").map(|t| vec![t.as_str()]),
+            ];
+            for n in named.into_iter().flatten().flatten() {
+                let n = n.trim().to_string();
+                if !n.is_empty() && !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+            names
+        }
+    };
+    let timestamp = args
+        .get("timestamp")
+        .map(|t| column_index(&columns, "timestamp", t))
+        .transpose()?;
+    let mut parsed = common_args(args, columns, timestamp, false, delimiter)?;
+    config.max_records_per_second = parsed.max_records_per_second;
+    parsed.input = Input::Kafka { config, format };
+    if parsed.idle_timeout_ms.is_none() {
+        parsed.idle_timeout_ms = Some(DEFAULT_KAFKA_IDLE_TIMEOUT_MS);
+    }
+    Ok(parsed)
+}
+
+/// A Kafka input's `idleTimeout` when none is given: an empty partition stops holding back
+/// event time after this long.
+pub const DEFAULT_KAFKA_IDLE_TIMEOUT_MS: u64 = 10_000;
+
+fn parse_delimiter(args: &JobArgs) -> Result<u8, ArgError> {
+    match args.get("delimiter").map(|s| s.as_bytes()) {
+        None => Ok(b','),
+        Some([d]) => Ok(*d),
+        Some(b"\\t") => Ok(b'\t'),
+        Some(_) => Err(ArgError::new(
+            "delimiter",
+            "must be one byte, such as , or ; or \\t",
+        )),
+    }
+}
+
+/// The arguments every input shares, given the input's columns and timestamp column.
+fn common_args(
+    args: &JobArgs,
+    columns: Vec<String>,
+    timestamp: Option<usize>,
+    has_header: bool,
+    delimiter: u8,
+) -> Result<Args, ArgError> {
+    let column = |arg: &str, name: &str| column_index(&columns, arg, name);
     let timestamp_format = match args.get("timestampFormat").map(|s| s.as_str()) {
         None | Some(DEFAULT_FORMAT) => TimestampFormat::Default,
         Some("epoch-ms") => TimestampFormat::EpochMillis,
@@ -290,7 +501,14 @@ pub fn parse_args(args: &JobArgs) -> Result<Args, ArgError> {
             })
             .transpose()
     };
-    let parsed = Args {
+    let idle_timeout_ms = args
+        .get("idleTimeout")
+        .map(|_| duration_ms(args, "idleTimeout", "0s"))
+        .transpose()?
+        .filter(|ms| *ms > 0)
+        .map(|ms| ms as u64);
+    Ok(Args {
+        input: Input::Files(Vec::new()),
         has_header,
         delimiter,
         timestamp,
@@ -304,25 +522,7 @@ pub fn parse_args(args: &JobArgs) -> Result<Args, ArgError> {
         decimals: number("decimals")?.map(|d| d as usize),
         max_records_per_second: number("maxRecordsPerSecond")?.filter(|r| *r > 0),
         sink_max_records_per_second: number("sinkMaxRecordsPerSecond")?.filter(|r| *r > 0),
+        idle_timeout_ms,
         columns,
-        files,
-    };
-    let sample = if has_header {
-        first.get(1)
-    } else {
-        first.first()
-    };
-    if let Some(rec) = sample {
-        parse_row(&parsed, rec).map_err(|msg| {
-            ArgError::new(
-                if msg.starts_with("timestamp") {
-                    "timestampFormat"
-                } else {
-                    "value"
-                },
-                format!("first data row of `{}`: {msg}", parsed.files[0].display()),
-            )
-        })?;
-    }
-    Ok(parsed)
+    })
 }

@@ -104,15 +104,22 @@ fn parse_number(
         .map_err(|_| format!("value `{s}` of column {} is not a number", columns[col]))
 }
 
-/// Parses one record into a [`Row`].
+/// Parses one record into a [`Row`]; event time comes from the timestamp column, or, when
+/// the job has none (a Kafka input without `timestamp`), is `record_timestamp` (the Kafka
+/// record's timestamp, ms).
 ///
 /// # Errors
-/// A message naming the column when the timestamp or a value does not parse.
-pub fn parse_row(args: &Args, rec: &csv::ByteRecord) -> Result<Row, String> {
-    let ts = parse_timestamp(
-        &args.timestamp_format,
-        rec.get(args.timestamp).unwrap_or(b""),
-    )?;
+/// A message naming the column when the timestamp or a value does not parse, or when there
+/// is neither a timestamp column nor a record timestamp.
+pub fn parse_row(
+    args: &Args,
+    rec: &csv::ByteRecord,
+    record_timestamp: Option<i64>,
+) -> Result<Row, String> {
+    let ts = match args.timestamp {
+        Some(col) => parse_timestamp(&args.timestamp_format, rec.get(col).unwrap_or(b""))?,
+        None => record_timestamp.ok_or("timestamp: the record has no timestamp")?,
+    };
     let mut key = Vec::with_capacity(16);
     for &k in &args.key {
         let f = rec.get(k).unwrap_or(b"");

@@ -1,0 +1,330 @@
+//! The Kafka source against a real broker (Apache Kafka 4, one KRaft node started by the
+//! test): the built-in aggregate job reading `kafka://` input, killed with SIGKILL at random
+//! points and resumed, commits exactly the output of an uninterrupted run; rescaled 2 -> 3 ->
+//! 1 through savepoints, no offset is lost or read twice; records that do not parse reach the
+//! dead-letter topic with their partition and offset and are counted; a partition added
+//! while the job runs is discovered and read.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use weir_e2e::kafka::{Isolation, KafkaBroker};
+use weir_e2e::{assert_success, kill_at_random_points, manifest_job, weir_bin, TestJob};
+
+/// Event time of record 0 (2024-01-01 00:00:00 UTC), ms.
+const BASE_TS: i64 = 1_704_067_200_000;
+/// Event time between consecutive records, ms.
+const STEP_MS: i64 = 10;
+/// Distinct keys.
+const KEYS: usize = 50;
+
+/// Record `i` of the input: `auction,price,ts` on partition `i % partitions`, or, every
+/// `bad_every`-th record, a line whose timestamp does not parse.
+fn input_line(i: usize, bad_every: usize) -> String {
+    if bad_every > 0 && i % bad_every == bad_every - 1 {
+        return format!("{},{},not-a-time", i % KEYS, i % 100);
+    }
+    format!("{},{},{}", i % KEYS, i % 100, BASE_TS + i as i64 * STEP_MS)
+}
+
+/// Writes records `range` of the input to `topic`, record `i` on partition `i % partitions`.
+fn produce(
+    broker: &KafkaBroker,
+    topic: &str,
+    range: std::ops::Range<usize>,
+    partitions: usize,
+    bad_every: usize,
+) {
+    let lines: Vec<(i32, String, i64)> = range
+        .map(|i| {
+            (
+                (i % partitions) as i32,
+                input_line(i, bad_every),
+                BASE_TS + i as i64 * STEP_MS,
+            )
+        })
+        .collect();
+    let records: Vec<(i32, Option<&str>, &str, i64)> = lines
+        .iter()
+        .map(|(p, l, ts)| (*p, None, l.as_str(), *ts))
+        .collect();
+    broker.produce(topic, &records);
+}
+
+/// Per key, the record count and price sum of the good records among `range`.
+fn reference(range: std::ops::Range<usize>, bad_every: usize) -> BTreeMap<String, (u64, u64)> {
+    let mut out = BTreeMap::new();
+    for i in range {
+        if bad_every > 0 && i % bad_every == bad_every - 1 {
+            continue;
+        }
+        let e = out.entry((i % KEYS).to_string()).or_insert((0, 0));
+        e.0 += 1;
+        e.1 += (i % 100) as u64;
+    }
+    out
+}
+
+/// Per key, the summed count and sum columns of the job's output lines
+/// (`key,start,end,count,sum`).
+fn totals(lines: &[String]) -> BTreeMap<String, (u64, u64)> {
+    let mut out = BTreeMap::new();
+    for l in lines {
+        let f: Vec<&str> = l.split(',').collect();
+        let e = out.entry(f[0].to_string()).or_insert((0, 0));
+        e.0 += f[3].parse::<u64>().expect("count");
+        e.1 += f[4].parse::<u64>().expect("sum");
+    }
+    out
+}
+
+/// The aggregate job over `topic` (CSV `auction,price,ts`, epoch-ms event time), 10 s
+/// windows of count and sum per auction, at `parallelism`; `args` adds job arguments.
+fn kafka_job(
+    broker: &KafkaBroker,
+    topic: &str,
+    parallelism: u32,
+    args: &[(&str, &str)],
+) -> TestJob {
+    let base = tempfile::tempdir().expect("temp dir");
+    let template = base.path().join("kafka.yaml");
+    std::fs::write(
+        &template,
+        format!(
+            "apiVersion: weir.dev/v1alpha1
+kind: StreamJob
+metadata:
+  name: kafka-{topic}
+spec:
+  job:
+    entry: csv-window-aggregate
+    parallelism: {parallelism}
+    maxParallelism: 32
+    args:
+      input: kafka://{bootstrap}/{topic}
+      columns: auction,price,ts
+      timestamp: ts
+      timestampFormat: epoch-ms
+      key: auction
+      value: price
+      window: 10s
+      aggregates: count,sum
+      decimals: \"0\"
+  checkpointing:
+    interval: 300ms
+  stateBackend: rocksdb
+",
+            bootstrap = broker.bootstrap()
+        ),
+    )
+    .expect("write manifest");
+    manifest_job(weir_bin(), &template, |doc| {
+        for (k, v) in args {
+            doc["spec"]["job"]["args"][*k] = (*v).into();
+        }
+    })
+}
+
+/// The (partition, offset) each dead letter in `topic` names, sorted; checks the other
+/// headers and that the value is the bad record's.
+fn dead_letter_positions(broker: &KafkaBroker, topic: &str) -> Vec<(i32, i64)> {
+    let mut out: Vec<(i32, i64)> = broker
+        .read_all(topic, Isolation::ReadCommitted)
+        .iter()
+        .map(|r| {
+            let h = |k: &str| {
+                r.headers
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| panic!("dead letter without {k}: {r:?}"))
+            };
+            assert_eq!(h("weir.source.topic"), "bids");
+            assert!(h("weir.error").contains("timestamp"), "{r:?}");
+            let (partition, offset): (i32, i64) = (
+                h("weir.source.partition").parse().unwrap(),
+                h("weir.source.offset").parse().unwrap(),
+            );
+            let i = offset as usize * 2 + partition as usize;
+            assert_eq!(r.value.as_deref(), Some(input_line(i, 1_000).as_str()));
+            (partition, offset)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn summary(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("summary")).expect("summary JSON")
+}
+
+#[test]
+fn killed_and_resumed_kafka_input_gives_exactly_once_output_and_bad_records_reach_the_dead_letter_topic(
+) {
+    const RECORDS: usize = 30_000;
+    const BAD_EVERY: usize = 1_000;
+    let broker = KafkaBroker::start();
+    broker.create_topic("bids", 2);
+    broker.create_topic("bids-dead", 1);
+    broker.create_topic("bids-dead-killed", 1);
+    produce(&broker, "bids", 0..RECORDS, 2, BAD_EVERY);
+    let expected = reference(0..RECORDS, BAD_EVERY);
+
+    // Uninterrupted, bounded at the end offsets it starts with.
+    let clean = kafka_job(
+        &broker,
+        "bids",
+        2,
+        &[
+            ("stoppingOffsets", "latest"),
+            ("deadLetterTopic", "bids-dead"),
+        ],
+    );
+    let summary_path = clean.dir.path().join("summary.json");
+    assert_success(&clean.run(&["--summary-json", summary_path.to_str().unwrap()]));
+    let uninterrupted = clean.output_lines();
+    assert_eq!(totals(&uninterrupted), expected, "uninterrupted run");
+    let s = summary(&summary_path);
+    let bad = RECORDS / BAD_EVERY;
+    assert_eq!(s["invalidRecords"].as_u64(), Some(bad as u64), "{s}");
+    assert_eq!(s["recordsIn"].as_u64(), Some((RECORDS - bad) as u64), "{s}");
+
+    // Every bad record is in the dead-letter topic, once, with its partition and offset.
+    let bad_positions: Vec<(i32, i64)> = (0..RECORDS)
+        .filter(|i| i % BAD_EVERY == BAD_EVERY - 1)
+        .map(|i| ((i % 2) as i32, (i / 2) as i64))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(dead_letter_positions(&broker, "bids-dead"), bad_positions);
+
+    // Killed at random points (some right after a checkpoint was triggered) and resumed.
+    let job = kafka_job(
+        &broker,
+        "bids",
+        2,
+        &[
+            ("stoppingOffsets", "latest"),
+            ("deadLetterTopic", "bids-dead-killed"),
+            ("maxRecordsPerSecond", "3000"),
+        ],
+    );
+    let kills = kill_at_random_points(&job, 6, weir_e2e::test_seed());
+    assert!(
+        kills.total >= 5,
+        "only {} kills landed: {kills:?}",
+        kills.total
+    );
+    assert!(kills.during_checkpoint >= 2, "{kills:?}");
+    assert!(
+        !job.complete_checkpoints().is_empty(),
+        "no checkpoint before the last run"
+    );
+    assert_success(&job.run(&[]));
+    assert_eq!(
+        job.output_lines(),
+        uninterrupted,
+        "killed-and-resumed output differs from the uninterrupted run"
+    );
+    // Dead letters are at least once: each bad record is there, maybe more than once.
+    let mut dead = dead_letter_positions(&broker, "bids-dead-killed");
+    dead.dedup();
+    assert_eq!(dead, bad_positions);
+}
+
+#[test]
+fn rescaling_2_3_1_through_savepoints_loses_and_repeats_no_offset() {
+    const RECORDS: usize = 24_000;
+    let broker = KafkaBroker::start();
+    broker.create_topic("orders", 5);
+    produce(&broker, "orders", 0..RECORDS, 5, 0);
+    let job = kafka_job(
+        &broker,
+        "orders",
+        2,
+        &[
+            ("stoppingOffsets", "latest"),
+            ("maxRecordsPerSecond", "2000"),
+        ],
+    );
+    let mut savepoint: Option<String> = None;
+    for parallelism in [2, 3] {
+        job.edit(|d| {
+            d["spec"]["job"]["parallelism"] = parallelism.into();
+            if let Some(sp) = &savepoint {
+                d["spec"]["job"]["initialSavepointPath"] = sp.clone().into();
+            }
+        });
+        let (mut child, _lines) = job.spawn();
+        job.wait_for_a_new_checkpoint();
+        savepoint = Some(job.savepoint(None));
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+    }
+    job.edit(|d| {
+        d["spec"]["job"]["parallelism"] = 1.into();
+        d["spec"]["job"]["initialSavepointPath"] = savepoint.clone().unwrap().into();
+        d["spec"]["job"]["args"]
+            .as_mapping_mut()
+            .unwrap()
+            .remove("maxRecordsPerSecond");
+    });
+    assert_success(&job.run(&[]));
+    assert_eq!(
+        totals(&job.output_lines()),
+        reference(0..RECORDS, 0),
+        "rescaled through savepoints"
+    );
+}
+
+#[test]
+fn a_partition_added_while_the_job_runs_is_discovered_and_read() {
+    let broker = KafkaBroker::start();
+    broker.create_topic("clicks", 1);
+    produce(&broker, "clicks", 0..2_000, 1, 0);
+    let job = kafka_job(
+        &broker,
+        "clicks",
+        2,
+        &[
+            ("partitionDiscoveryInterval", "500ms"),
+            ("idleTimeout", "1s"),
+        ],
+    );
+    let (mut child, _lines) = job.spawn();
+    job.wait_for_checkpoints(1);
+    broker.add_partitions("clicks", 2);
+    // Records of a key only the new partition has, then partition 0 far ahead in event time
+    // so that their windows close.
+    let late_key: Vec<(i32, Option<&str>, String, i64)> = (0..100)
+        .map(|i| {
+            let ts = BASE_TS + 30_000 + i * 10;
+            (1, None, format!("new-partition,{i},{ts}"), ts)
+        })
+        .collect();
+    let records: Vec<(i32, Option<&str>, &str, i64)> = late_key
+        .iter()
+        .map(|(p, k, v, ts)| (*p, *k, v.as_str(), *ts))
+        .collect();
+    broker.produce("clicks", &records);
+    produce(&broker, "clicks", 8_000..9_000, 1, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let found = loop {
+        let t = totals(&job.output_lines());
+        if let Some(v) = t.get("new-partition") {
+            break Some(*v);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    assert_eq!(
+        found,
+        Some((100, (0..100).sum())),
+        "the new partition's records in the committed output"
+    );
+}
