@@ -80,7 +80,8 @@ fn totals(lines: &[String]) -> BTreeMap<String, (u64, u64)> {
 }
 
 /// The aggregate job over `topic` (CSV `auction,price,ts`, epoch-ms event time), 10 s
-/// windows of count and sum per auction, at `parallelism`; `args` adds job arguments.
+/// windows of count and sum per auction, at `parallelism`; `args` adds or replaces job
+/// arguments.
 fn kafka_job(
     broker: &KafkaBroker,
     topic: &str,
@@ -207,7 +208,7 @@ fn killed_and_resumed_kafka_input_gives_exactly_once_output_and_bad_records_reac
         &[
             ("stoppingOffsets", "latest"),
             ("deadLetterTopic", "bids-dead-killed"),
-            ("maxRecordsPerSecond", "3000"),
+            ("maxRecordsPerSecond", "1500"),
         ],
     );
     let kills = kill_at_random_points(&job, 6, weir_e2e::test_seed());
@@ -327,4 +328,168 @@ fn a_partition_added_while_the_job_runs_is_discovered_and_read() {
         Some((100, (0..100).sum())),
         "the new partition's records in the committed output"
     );
+}
+
+/// The lines of a result topic as a consumer with `isolation` sees them, sorted.
+fn topic_lines(broker: &KafkaBroker, topic: &str, isolation: Isolation) -> Vec<String> {
+    let mut lines: Vec<String> = broker
+        .read_all(topic, isolation)
+        .into_iter()
+        .map(|r| r.value.expect("a result line"))
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn kafka_to_kafka_killed_and_resumed_commits_each_result_exactly_once() {
+    const RECORDS: usize = 30_000;
+    let broker = KafkaBroker::start();
+    broker.create_topic("trades", 2);
+    broker.create_topic("totals-clean", 2);
+    broker.create_topic("totals", 2);
+    produce(&broker, "trades", 0..RECORDS, 2, 0);
+
+    // Uninterrupted: the reference run.
+    let clean = kafka_job(
+        &broker,
+        "trades",
+        2,
+        &[
+            ("stoppingOffsets", "latest"),
+            ("window", "1s"),
+            (
+                "output",
+                &format!("kafka://{}/totals-clean", broker.bootstrap()),
+            ),
+        ],
+    );
+    assert_success(&clean.run(&[]));
+    let uninterrupted = topic_lines(&broker, "totals-clean", Isolation::ReadCommitted);
+    assert_eq!(
+        totals(&uninterrupted),
+        reference(0..RECORDS, 0),
+        "uninterrupted run"
+    );
+
+    // Killed at random points (some right after a checkpoint was triggered) and resumed.
+    let job = kafka_job(
+        &broker,
+        "trades",
+        2,
+        &[
+            ("stoppingOffsets", "latest"),
+            ("window", "1s"),
+            ("output", &format!("kafka://{}/totals", broker.bootstrap())),
+            ("maxRecordsPerSecond", "800"),
+        ],
+    );
+    // Each run makes progress (a checkpoint completes), then is killed mid-checkpoint: at a
+    // random point after a checkpoint is triggered, or right after the first sink subtask
+    // pre-committed (seen in its debug log).
+    let mut job = job;
+    job.env.push((
+        "RUST_LOG".into(),
+        "info,weir_runtime::connectors::kafka::sink=debug".into(),
+    ));
+    let mut rng = fastrand::Rng::with_seed(weir_e2e::test_seed());
+    let mut kills = 0;
+    for round in 0..6 {
+        let (mut child, lines) = job.spawn();
+        job.wait_for_a_new_checkpoint();
+        if round % 2 == 0 {
+            // Mid-checkpoint: after the barrier reached the sink (its transaction flushed,
+            // pre-committed) and before the checkpoint completes, so the restored job finds
+            // that transaction open and not in its checkpoint, and aborts it.
+            while lines.try_recv().is_ok() {}
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                match lines.recv_timeout(Duration::from_millis(5)) {
+                    Ok(l) if l.contains("triggering checkpoint") => break,
+                    _ => {}
+                }
+            }
+            std::thread::sleep(Duration::from_millis(rng.u64(150..300)));
+        } else {
+            // Between the pre-commits of the two sink subtasks: one transaction is flushed,
+            // the checkpoint cannot complete, and the restored job must abort it.
+            while lines.try_recv().is_ok() {}
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                match lines.recv_timeout(Duration::from_millis(1)) {
+                    Ok(l) if l.contains("kafka transaction pre-committed") => break,
+                    _ => {}
+                }
+            }
+        }
+        if child.try_wait().ok().flatten().is_none() {
+            child.kill().expect("SIGKILL");
+            kills += 1;
+        }
+        let _ = child.wait();
+    }
+    assert!(kills >= 5, "only {kills} kills landed");
+    assert_success(&job.run(&[]));
+    let committed = topic_lines(&broker, "totals", Isolation::ReadCommitted);
+    assert_eq!(
+        committed, uninterrupted,
+        "a read_committed consumer sees other results than the uninterrupted run's"
+    );
+    // The transactions did the work: aborted results existed.
+    let everything = topic_lines(&broker, "totals", Isolation::ReadUncommitted);
+    assert!(
+        everything.len() > committed.len(),
+        "read_uncommitted saw {} records, read_committed {}: no aborted transaction",
+        everything.len(),
+        committed.len()
+    );
+}
+
+#[test]
+fn a_transaction_timeout_shorter_than_a_checkpoint_is_rejected_before_the_job_runs() {
+    let job = {
+        let base = tempfile::tempdir().expect("temp dir");
+        let template = base.path().join("kafka.yaml");
+        std::fs::write(
+            &template,
+            "apiVersion: weir.dev/v1alpha1
+kind: StreamJob
+metadata:
+  name: short-transactions
+spec:
+  job:
+    entry: csv-window-aggregate
+    args:
+      input: kafka://127.0.0.1:9/in
+      columns: k,ts
+      timestamp: ts
+      timestampFormat: epoch-ms
+      key: k
+      window: 10s
+      output: kafka://127.0.0.1:9/out
+      transactionTimeout: 1m
+  checkpointing:
+    interval: 30s
+    timeout: 1m
+",
+        )
+        .expect("write manifest");
+        manifest_job(weir_bin(), &template, |d| {
+            d["spec"]["job"]["args"]["output"] = "kafka://127.0.0.1:9/out".into();
+        })
+    };
+    let out = std::process::Command::new(weir_bin())
+        .arg("validate")
+        .arg(&job.manifest)
+        .output()
+        .expect("weir validate");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for field in [
+        "transactionTimeout",
+        "spec.checkpointing.interval",
+        "spec.checkpointing.timeout",
+    ] {
+        assert!(stderr.contains(field), "{field} not named: {stderr}");
+    }
 }

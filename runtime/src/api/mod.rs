@@ -45,8 +45,8 @@ pub use state::{
     ValueStateDescriptor,
 };
 pub use stream::{
-    ConnectedStreams, JobBuilder, JobGraph, KeyedRecord, KeyedStream, Sink, Source, SourceReader,
-    SplitStatus, Stream, WatermarkStrategy, WindowedStream,
+    CheckpointTiming, ConnectedStreams, JobBuilder, JobGraph, KeyedRecord, KeyedStream, Sink,
+    Source, SourceReader, SplitStatus, Stream, WatermarkStrategy, WindowedStream,
 };
 pub use window::{ProcessWindowFunction, TimeWindow, WindowAssigner, WindowResult};
 

@@ -129,8 +129,30 @@ pub struct SplitStatus {
     pub ended: bool,
 }
 
+/// The checkpoint timing of a job (`spec.checkpointing`), which some sinks must fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointTiming {
+    /// `interval`, ms.
+    pub interval_ms: u64,
+    /// `timeout`, ms.
+    pub timeout_ms: u64,
+}
+
+/// A check of the job's checkpoint timing (see [`Sink::check_checkpointing`]).
+type TimingCheck = Arc<dyn Fn(&CheckpointTiming) -> Result<(), String> + Send + Sync>;
+
 /// A sink: one writer per subtask, which is the last operator of its chain.
 pub trait Sink<T>: Send + Sync + 'static {
+    /// Checks, before anything runs, that the sink works with the job's checkpoint timing
+    /// (a Kafka transaction must outlive a checkpoint). Default: anything goes.
+    ///
+    /// # Errors
+    /// A message naming the settings that do not fit and the fix.
+    fn check_checkpointing(&self, timing: &CheckpointTiming) -> Result<(), String> {
+        let _ = timing;
+        Ok(())
+    }
+
     /// Creates the writer of subtask `ctx.subtask` for the operator `uid`, given the operator
     /// state restored for it.
     ///
@@ -208,6 +230,7 @@ struct Building {
     graph: StreamGraph,
     problems: Vec<String>,
     output: Option<String>,
+    timing_checks: Vec<TimingCheck>,
 }
 
 /// Builds a job: sources start streams, operators extend them, sinks end them; [`build`]
@@ -294,7 +317,9 @@ impl JobBuilder {
         if !problems.is_empty() {
             return Err(TaskError::Graph(problems.join("; ")));
         }
-        Ok(JobGraph::new(graph, b.output.take()))
+        let mut job = JobGraph::new(graph, b.output.take());
+        job.timing_checks = std::mem::take(&mut b.timing_checks);
+        Ok(job)
     }
 
     fn add_node(&self, node: Node) -> NodeId {
@@ -541,6 +566,12 @@ impl<T: Clone + Send + 'static> Stream<T> {
     pub fn sink(&self, uid: &str, sink: impl Sink<T>) {
         let uid_owned = uid.to_string();
         let sink = Arc::new(sink);
+        let checked = sink.clone();
+        self.job
+            .inner
+            .borrow_mut()
+            .timing_checks
+            .push(Arc::new(move |t| checked.check_checkpointing(t)));
         let _: Stream<()> = self.forward_to(
             Some(uid),
             OperatorKind::Sink,
@@ -1143,9 +1174,21 @@ pub struct JobGraph {
     keyed_states: BTreeMap<String, Vec<StateInfo>>,
     chains: Vec<String>,
     output: Option<String>,
+    timing_checks: Vec<TimingCheck>,
 }
 
 impl JobGraph {
+    /// Checks the job's sinks against its checkpoint timing (see
+    /// [`Sink::check_checkpointing`]).
+    ///
+    /// # Errors
+    /// The first sink's message.
+    pub fn check_checkpointing(&self, timing: &CheckpointTiming) -> Result<(), String> {
+        self.timing_checks
+            .iter()
+            .try_for_each(|check| check(timing))
+    }
+
     fn new(graph: StreamGraph, output: Option<String>) -> Self {
         let uids = graph
             .nodes()
@@ -1170,6 +1213,7 @@ impl JobGraph {
             keyed_states,
             chains,
             output,
+            timing_checks: Vec::new(),
         }
     }
 

@@ -110,14 +110,26 @@ impl Registry {
         })
     }
 
-    /// Parses and validates a manifest and builds its job graph (no work starts).
+    /// Parses and validates a manifest and builds its job graph (no work starts), and checks
+    /// its sinks against the checkpoint timing.
     ///
     /// # Errors
-    /// A message naming the invalid field: the manifest's, `spec.job.entry` or a job argument.
+    /// A message naming the invalid field: the manifest's, `spec.job.entry`, a job argument,
+    /// or the checkpoint settings a sink cannot work with.
     pub fn load(&self, yaml: &str) -> Result<(weir_crds::LoadedManifest, JobGraph), String> {
         let loaded = weir_crds::load_manifest(yaml).map_err(|e| e.to_string())?;
         let entry = self.get(&loaded.spec.spec.job.entry)?;
         let graph = (entry.build)(&loaded.spec.spec.job.args).map_err(|e| e.to_string())?;
+        let checkpointing = &loaded.spec.spec.checkpointing;
+        let ms = |field: &str, text: &str| {
+            weir_crds::parse_duration(text)
+                .map(|d| d.as_millis() as u64)
+                .map_err(|e| format!("spec.checkpointing.{field}: {e}"))
+        };
+        graph.check_checkpointing(&crate::api::CheckpointTiming {
+            interval_ms: ms("interval", &checkpointing.interval)?,
+            timeout_ms: ms("timeout", &checkpointing.timeout)?,
+        })?;
         Ok((loaded, graph))
     }
 

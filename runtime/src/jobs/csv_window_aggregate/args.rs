@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use super::parse::parse_row;
 use crate::connectors::csv_source::open_at;
 use crate::connectors::kafka::config::{parse_starting_offsets, parse_stopping_offsets};
-use crate::connectors::kafka::{KafkaAddress, KafkaConfigError, KafkaSourceConfig, Topics};
+use crate::connectors::kafka::{
+    DeliveryGuarantee, KafkaAddress, KafkaConfigError, KafkaSinkConfig, KafkaSourceConfig, Topics,
+};
 use crate::jobs::{ArgError, JobArgs};
 
 const KNOWN: &[&str] = &[
@@ -33,6 +35,16 @@ const KNOWN: &[&str] = &[
     "groupId",
     "partitionDiscoveryInterval",
     "deadLetterTopic",
+    "deliveryGuarantee",
+    "transactionalIdPrefix",
+    "transactionTimeout",
+];
+
+/// Arguments that only apply to a `kafka://` output.
+const KAFKA_OUTPUT_ONLY: &[&str] = &[
+    "deliveryGuarantee",
+    "transactionalIdPrefix",
+    "transactionTimeout",
 ];
 
 /// Arguments that only apply to a `kafka://` input (besides `kafka.*` properties).
@@ -58,6 +70,25 @@ pub enum Input {
         /// How each record's value is written.
         format: RecordFormat,
     },
+}
+
+/// Where the job writes.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// A directory owned by the exactly-once file sink.
+    Directory(PathBuf),
+    /// A Kafka topic (`output: kafka://host:port/topic`): each result line a record, keyed
+    /// by the key columns.
+    Kafka(KafkaSinkConfig),
+}
+
+impl std::fmt::Display for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Directory(d) => write!(f, "{}", d.display()),
+            Output::Kafka(c) => write!(f, "kafka://{}/{}", c.bootstrap_servers, c.topic),
+        }
+    }
 }
 
 /// How a Kafka record's value is written (`format`).
@@ -124,8 +155,8 @@ pub struct Args {
     pub aggregates: Vec<Aggregate>,
     /// Bounded out-of-orderness, ms.
     pub out_of_orderness_ms: i64,
-    /// Output directory.
-    pub output: PathBuf,
+    /// Where results go.
+    pub output: Output,
     /// Digits after the point for float aggregates.
     pub decimals: Option<usize>,
     /// Throttle per source subtask.
@@ -227,9 +258,12 @@ pub fn parse_args(args: &JobArgs) -> Result<Args, ArgError> {
     if KafkaAddress::is_kafka(input_spec) {
         return parse_kafka_args(args, input_spec);
     }
+    let kafka_output = args
+        .get("output")
+        .is_some_and(|o| KafkaAddress::is_kafka(o));
     if let Some(k) = args
         .keys()
-        .find(|k| KAFKA_ONLY.contains(&k.as_str()) || k.starts_with("kafka."))
+        .find(|k| KAFKA_ONLY.contains(&k.as_str()) || (k.starts_with("kafka.") && !kafka_output))
     {
         return Err(ArgError::new(
             k,
@@ -404,6 +438,48 @@ fn parse_kafka_args(args: &JobArgs, input: &str) -> Result<Args, ArgError> {
     Ok(parsed)
 }
 
+/// The `output` argument: a directory, or a Kafka topic with its sink settings.
+fn parse_output(args: &JobArgs) -> Result<Output, ArgError> {
+    let spec = required(args, "output")?;
+    if !KafkaAddress::is_kafka(spec) {
+        if let Some(k) = args
+            .keys()
+            .find(|k| KAFKA_OUTPUT_ONLY.contains(&k.as_str()))
+        {
+            return Err(ArgError::new(
+                k,
+                "only applies to a Kafka output (output: kafka://host:port/topic)",
+            ));
+        }
+        return Ok(Output::Directory(PathBuf::from(spec)));
+    }
+    let kafka_err = |e: KafkaConfigError| ArgError::new(&e.field, e.message);
+    let address = KafkaAddress::parse(spec, "output", false).map_err(kafka_err)?;
+    let [topic] = address.topics.as_slice() else {
+        return Err(ArgError::new(
+            "output",
+            "name exactly one topic: kafka://host:port/topic",
+        ));
+    };
+    let mut config = KafkaSinkConfig::new(address.bootstrap_servers.clone(), topic.clone());
+    if let Some(d) = args.get("deliveryGuarantee") {
+        config.delivery = DeliveryGuarantee::parse(d, "deliveryGuarantee").map_err(kafka_err)?;
+    }
+    config.transactional_id_prefix = args
+        .get("transactionalIdPrefix")
+        .map(|p| p.trim().to_string());
+    if args.contains_key("transactionTimeout") {
+        config.transaction_timeout_ms =
+            duration_ms(args, "transactionTimeout", "15m")?.max(0) as u64;
+    }
+    config.properties = args
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("kafka.")?.to_string(), v.clone())))
+        .collect();
+    config.validate().map_err(kafka_err)?;
+    Ok(Output::Kafka(config))
+}
+
 /// A Kafka input's `idleTimeout` when none is given: an empty partition stops holding back
 /// event time after this long.
 pub const DEFAULT_KAFKA_IDLE_TIMEOUT_MS: u64 = 10_000;
@@ -518,7 +594,7 @@ fn common_args(
         window_ms,
         aggregates,
         out_of_orderness_ms: duration_ms(args, "outOfOrderness", "0s")?,
-        output: PathBuf::from(required(args, "output")?),
+        output: parse_output(args)?,
         decimals: number("decimals")?.map(|d| d as usize),
         max_records_per_second: number("maxRecordsPerSecond")?.filter(|r| *r > 0),
         sink_max_records_per_second: number("sinkMaxRecordsPerSecond")?.filter(|r| *r > 0),

@@ -20,7 +20,7 @@
 //! | `window` | window size, e.g. `1h`, `10s` | required |
 //! | `aggregates` | comma-separated from `count`, `sum`, `min`, `max`, `avg` | `count` |
 //! | `outOfOrderness` | bounded out-of-orderness of event time, e.g. `5s` | `0s` |
-//! | `output` | output directory (owned by the sink) | required |
+//! | `output` | output directory (owned by the sink), or a Kafka topic: `kafka://host:port/topic` (each result line a record keyed by the key columns) | required |
 //! | `decimals` | digits after the point for sum/min/max/avg | shortest exact form |
 //! | `maxRecordsPerSecond` | throttle per source subtask (demos, tests) | unbounded |
 //! | `sinkMaxRecordsPerSecond` | throttle per sink subtask: a slow consumer (tests, benchmarks) | unbounded |
@@ -37,7 +37,15 @@
 //! | `groupId` | consumer group offsets are committed to when a checkpoint completes (monitoring only) | `weir-<job name>` |
 //! | `partitionDiscoveryInterval` | how often new partitions (and pattern topics) are looked for; `off` | `30s` |
 //! | `deadLetterTopic` | topic receiving records that do not parse, with headers `weir.source.topic`, `weir.source.partition`, `weir.source.offset`, `weir.error` (at least once) | none: counted and dropped |
-//! | `kafka.<setting>` | a librdkafka setting for the consumer, e.g. `kafka.security.protocol`, `kafka.isolation.level` | librdkafka's |
+//! | `kafka.<setting>` | a librdkafka setting for the consumer (and the producer of a Kafka output), e.g. `kafka.security.protocol`, `kafka.isolation.level` | librdkafka's |
+//!
+//! With a Kafka output also:
+//!
+//! | arg | meaning | default |
+//! | --- | --- | --- |
+//! | `deliveryGuarantee` | `exactly-once` (transactions, committed when a checkpoint completes), `at-least-once`, `none` | `exactly-once` |
+//! | `transactionalIdPrefix` | transactional ids are `<prefix>-<subtask>-<checkpoint id>` | `weir-<job name>-kafka-sink` |
+//! | `transactionTimeout` | the transactions' timeout; must exceed `spec.checkpointing.interval` + `timeout` (checked before the job runs) | `15m` |
 //!
 //! Output lines (CSV, no header): key columns..., window start, window end
 //! (`YYYY-MM-DD HH:MM:SS`, UTC; with `.mmm` when the window is not whole seconds), then the
@@ -53,18 +61,18 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use args::{
-    parse_args, Aggregate, Args, Input, RecordFormat, TimestampFormat,
+    parse_args, Aggregate, Args, Input, Output, RecordFormat, TimestampFormat,
     DEFAULT_KAFKA_IDLE_TIMEOUT_MS,
 };
 pub use output::{encode_result, push_time};
 pub use parse::{parse_default_timestamp, parse_row, Row};
 
 use super::{ArgError, JobArgs};
-use crate::api::{AggregateFunction, JobBuilder, JobGraph, WatermarkStrategy, WindowResult};
+use crate::api::{AggregateFunction, JobBuilder, JobGraph, Key, WatermarkStrategy, WindowResult};
 use crate::connectors::csv_source::{CsvSourceConfig, RecordParser};
 use crate::connectors::file_sink::LineEncoder;
 use crate::connectors::kafka::format::{csv_record, payload, Deserializer};
-use crate::connectors::kafka::KafkaSource;
+use crate::connectors::kafka::{KafkaSink, KafkaSource, Serializer};
 use crate::connectors::{CsvSource, FileSink};
 
 /// The registry name of this job.
@@ -160,11 +168,6 @@ fn kafka_rows(args: Arc<Args>, format: RecordFormat) -> Deserializer<Row> {
 /// [`ArgError`] from [`parse_args`].
 pub fn build(job_args: &JobArgs) -> Result<JobGraph, ArgError> {
     let args = Arc::new(parse_args(job_args)?);
-    let enc_args = args.clone();
-    let encode: LineEncoder<WindowResult<Vec<u8>, Acc>> =
-        Arc::new(move |r, out| encode_result(&enc_args, r, out));
-    let sink = FileSink::new(args.output.clone(), encode)
-        .with_max_records_per_second(args.sink_max_records_per_second);
     let mut watermarks =
         WatermarkStrategy::bounded_out_of_orderness(args.out_of_orderness_ms, |r: &Row| r.ts);
     if let Some(ms) = args.idle_timeout_ms {
@@ -192,11 +195,33 @@ pub fn build(job_args: &JobArgs) -> Result<JobGraph, ArgError> {
             job.source("kafka-source", source, watermarks)
         }
     };
-    rows.key_by(|r: &Row| r.key.clone())
+    let results = rows
+        .key_by(|r: &Row| r.key.clone())
         .tumbling_window(args.window_ms)
-        .aggregate("window-aggregate", RowAggregate)
-        .sink("file-sink", sink);
-    job.set_output(args.output.display().to_string());
+        .aggregate("window-aggregate", RowAggregate);
+    let enc_args = args.clone();
+    match &args.output {
+        Output::Directory(dir) => {
+            let encode: LineEncoder<WindowResult<Vec<u8>, Acc>> =
+                Arc::new(move |r, out| encode_result(&enc_args, r, out));
+            let sink = FileSink::new(dir.clone(), encode)
+                .with_max_records_per_second(args.sink_max_records_per_second);
+            results.sink("file-sink", sink);
+        }
+        Output::Kafka(config) => {
+            // Key: the key columns (comma-separated); value: the result line.
+            let serialize: Serializer<WindowResult<Vec<u8>, Acc>> =
+                Arc::new(move |r, key, value| {
+                    let parts = <Vec<String> as Key>::decode(&r.key).unwrap_or_default();
+                    key.extend_from_slice(parts.join(",").as_bytes());
+                    encode_result(&enc_args, r, value);
+                });
+            let sink = KafkaSink::new(config.clone(), serialize)
+                .map_err(|e| ArgError::new(&e.field, e.message))?;
+            results.sink("kafka-sink", sink);
+        }
+    }
+    job.set_output(args.output.to_string());
     job.build()
         .map_err(|e| ArgError::new("(job graph)", e.to_string()))
 }
