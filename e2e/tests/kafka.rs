@@ -1,9 +1,13 @@
-//! The Kafka source against a real broker (Apache Kafka 4, one KRaft node started by the
-//! test): the built-in aggregate job reading `kafka://` input, killed with SIGKILL at random
-//! points and resumed, commits exactly the output of an uninterrupted run; rescaled 2 -> 3 ->
-//! 1 through savepoints, no offset is lost or read twice; records that do not parse reach the
+//! Kafka against a real broker (Apache Kafka 4, one KRaft node started by the test), through
+//! the built-in aggregate job: reading `kafka://` input, killed with SIGKILL at random points
+//! and resumed, it commits exactly the output of an uninterrupted run; rescaled 2 -> 3 -> 1
+//! through savepoints, no offset is lost or read twice; records that do not parse reach the
 //! dead-letter topic with their partition and offset and are counted; a partition added
-//! while the job runs is discovered and read.
+//! while the job runs is discovered and read. Writing `kafka://` output exactly once, killed
+//! mid-checkpoint, a `read_committed` consumer sees the uninterrupted run's results and a
+//! `read_uncommitted` one the aborted ones too; the broker killed during a checkpoint and
+//! restarted fails that checkpoint only; a transaction timeout shorter than a checkpoint is
+//! rejected before the job runs.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -156,7 +160,7 @@ fn dead_letter_positions(broker: &KafkaBroker, topic: &str) -> Vec<(i32, i64)> {
     out
 }
 
-fn summary(path: &Path) -> serde_json::Value {
+fn summary_of(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).expect("summary")).expect("summary JSON")
 }
 
@@ -186,7 +190,7 @@ fn killed_and_resumed_kafka_input_gives_exactly_once_output_and_bad_records_reac
     assert_success(&clean.run(&["--summary-json", summary_path.to_str().unwrap()]));
     let uninterrupted = clean.output_lines();
     assert_eq!(totals(&uninterrupted), expected, "uninterrupted run");
-    let s = summary(&summary_path);
+    let s = summary_of(&summary_path);
     let bad = RECORDS / BAD_EVERY;
     assert_eq!(s["invalidRecords"].as_u64(), Some(bad as u64), "{s}");
     assert_eq!(s["recordsIn"].as_u64(), Some((RECORDS - bad) as u64), "{s}");
@@ -492,4 +496,72 @@ spec:
     ] {
         assert!(stderr.contains(field), "{field} not named: {stderr}");
     }
+}
+
+#[test]
+fn the_broker_stopped_mid_checkpoint_and_restarted_leaves_the_output_exactly_once() {
+    const RECORDS: usize = 20_000;
+    let mut broker = KafkaBroker::start();
+    broker.create_topic("ticks", 2);
+    broker.create_topic("ticks-clean", 2);
+    broker.create_topic("ticks-out", 2);
+    produce(&broker, "ticks", 0..RECORDS, 2, 0);
+    let out = |topic: &str| format!("kafka://{}/{topic}", broker.bootstrap());
+    let clean = kafka_job(
+        &broker,
+        "ticks",
+        2,
+        &[
+            ("stoppingOffsets", "latest"),
+            ("window", "1s"),
+            ("output", &out("ticks-clean")),
+        ],
+    );
+    assert_success(&clean.run(&[]));
+    let uninterrupted = topic_lines(&broker, "ticks-clean", Isolation::ReadCommitted);
+
+    let job = kafka_job(
+        &broker,
+        "ticks",
+        2,
+        &[
+            ("stoppingOffsets", "latest"),
+            ("window", "1s"),
+            ("output", &out("ticks-out")),
+            ("maxRecordsPerSecond", "1000"),
+        ],
+    );
+    // A checkpoint in flight while the broker is down times out (3 s) and is aborted; the
+    // job goes on, and its next checkpoint commits what the failed one pre-committed.
+    job.edit(|d| d["spec"]["checkpointing"]["timeout"] = "3s".into());
+    let summary = job.dir.path().join("summary.json");
+    let mut child = std::process::Command::new(weir_bin())
+        .arg("run")
+        .arg(&job.manifest)
+        .args(["--progress-interval", "0s", "--summary-json"])
+        .arg(&summary)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn weir");
+    job.wait_for_a_new_checkpoint();
+    std::thread::sleep(Duration::from_millis(100));
+    broker.kill();
+    std::thread::sleep(Duration::from_secs(6));
+    broker.restart();
+    let status = child.wait().expect("wait for the job");
+    assert!(
+        status.success(),
+        "the job did not ride out the broker restart: {status}"
+    );
+    let s = summary_of(&summary);
+    assert!(
+        s["checkpointsFailed"].as_u64() >= Some(1),
+        "no checkpoint failed while the broker was down: {s}"
+    );
+    assert_eq!(
+        topic_lines(&broker, "ticks-out", Isolation::ReadCommitted),
+        uninterrupted,
+        "after the broker restart"
+    );
 }
