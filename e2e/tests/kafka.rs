@@ -565,3 +565,53 @@ fn the_broker_stopped_mid_checkpoint_and_restarted_leaves_the_output_exactly_onc
         "after the broker restart"
     );
 }
+
+#[test]
+fn kafka_to_kafka_resumed_at_3_then_1_subtasks_commits_each_result_once() {
+    const RECORDS: usize = 20_000;
+    let broker = KafkaBroker::start();
+    broker.create_topic("quotes", 4);
+    broker.create_topic("quotes-out", 3);
+    produce(&broker, "quotes", 0..RECORDS, 4, 0);
+    let job = kafka_job(
+        &broker,
+        "quotes",
+        2,
+        &[
+            ("stoppingOffsets", "latest"),
+            ("window", "1s"),
+            (
+                "output",
+                &format!("kafka://{}/quotes-out", broker.bootstrap()),
+            ),
+            ("maxRecordsPerSecond", "800"),
+        ],
+    );
+    // 2 subtasks, killed after a checkpoint; 3 (their transactions recovered by other
+    // subtasks), killed; then 1 to the end.
+    for parallelism in [2, 3] {
+        job.edit(|d| d["spec"]["job"]["parallelism"] = parallelism.into());
+        let (mut child, _lines) = job.spawn();
+        job.wait_for_a_new_checkpoint();
+        job.wait_for_a_new_checkpoint();
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+    }
+    job.edit(|d| {
+        d["spec"]["job"]["parallelism"] = 1.into();
+        d["spec"]["job"]["args"]
+            .as_mapping_mut()
+            .unwrap()
+            .remove("maxRecordsPerSecond");
+    });
+    assert_success(&job.run(&[]));
+    let lines = topic_lines(&broker, "quotes-out", Isolation::ReadCommitted);
+    let mut unique = lines.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), lines.len(), "a result was committed twice");
+    assert_eq!(
+        totals(&lines),
+        reference(0..RECORDS, 0),
+        "rescaled 2 -> 3 -> 1"
+    );
+}
