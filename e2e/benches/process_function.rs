@@ -105,6 +105,7 @@ fn child(backend: &str, data: &std::path::Path) {
             has_header: false,
             delimiter: b',',
             max_records_per_second: None,
+            dead_letter: None,
         },
         parse,
     );

@@ -176,3 +176,60 @@ fn files_of_one_subtask_are_splits_with_their_own_watermarks() {
     assert_eq!(counted, 10_000);
     assert_eq!(lines.len(), expected.len());
 }
+
+#[test]
+fn records_that_do_not_parse_are_counted_and_set_aside_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = "k,v,ts\n\
+               a,1,2024-01-01 00:00:01\n\
+               a,oops,2024-01-01 00:00:02\n\
+               b,2,yesterday\n\
+               b,3,2024-01-01 00:00:03\n\
+               a,4,2024-01-01 00:00:04\n\
+               c,5,\n";
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, csv).unwrap();
+    let dead = dir.path().join("dead.jsonl");
+    let m = manifest(
+        dir.path(),
+        &[
+            ("input", input.to_str().unwrap()),
+            ("timestamp", "ts"),
+            ("key", "k"),
+            ("value", "v"),
+            ("window", "10s"),
+            ("aggregates", "count,sum"),
+            ("deadLetterFile", dead.to_str().unwrap()),
+        ],
+    );
+    let summary = run(&m, dir.path());
+    assert_eq!(summary["invalidRecords"], 3, "{summary}");
+    assert_eq!(summary["recordsIn"], 3, "{summary}");
+    assert_eq!(
+        read_output(&dir.path().join("out")),
+        vec![
+            "a,2024-01-01 00:00:00,2024-01-01 00:00:10,2,5",
+            "b,2024-01-01 00:00:00,2024-01-01 00:00:10,1,3",
+        ]
+    );
+    // Subtask 0's dead letters: each bad record with its line and what is wrong.
+    let letters: Vec<serde_json::Value> = std::fs::read_to_string(format!("{}.0", dead.display()))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let lines: Vec<u64> = letters
+        .iter()
+        .map(|l| l["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, vec![3, 4, 7], "{letters:?}");
+    assert!(
+        letters[0]["error"].as_str().unwrap().contains("oops"),
+        "{letters:?}"
+    );
+    assert!(
+        letters[1]["error"].as_str().unwrap().contains("timestamp"),
+        "{letters:?}"
+    );
+    assert_eq!(letters[2]["fields"], serde_json::json!(["c", "5", ""]));
+}

@@ -5,7 +5,9 @@
 //! timestamps lag another's is not dropped as late. Its position per file (bytes of
 //! decompressed input consumed) is operator state, union redistributed, so a restored job
 //! resumes each file exactly after the last checkpointed record: plain files by seeking, gzip
-//! files by decompressing and skipping.
+//! files by decompressing and skipping. A record that does not parse is counted (the
+//! `invalid records` metric) and set aside in the dead-letter file, if one is configured; it
+//! never fails the job.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -31,6 +33,12 @@ pub struct CsvSourceConfig {
     pub delimiter: u8,
     /// Upper bound on records per second per subtask (None = unbounded).
     pub max_records_per_second: Option<u64>,
+    /// A file that receives each record that does not parse, as a JSON line (`file`,
+    /// `record` number, `line`, `error`, `fields`), written before each checkpoint (at least
+    /// once: a restored job appends the bad records it reads again). Subtask `i` writes
+    /// `<file>.<i>`. Without it, such records are counted and dropped; either way they never
+    /// fail the job.
+    pub dead_letter: Option<PathBuf>,
 }
 
 /// Reads records of type `T` from CSV files.
@@ -133,6 +141,13 @@ impl<T: Send + 'static> Source<T> for CsvSource<T> {
             last: None,
             record: csv::ByteRecord::new(),
             throttle: Throttle::new(self.config.max_records_per_second),
+            invalid: 0,
+            dead_letters: Vec::new(),
+            dead_letter_path: self
+                .config
+                .dead_letter
+                .as_ref()
+                .map(|p| PathBuf::from(format!("{}.{}", p.display(), ctx.subtask))),
         }))
     }
 }
@@ -154,6 +169,11 @@ struct CsvReader<T> {
     open: Vec<Option<OpenFile>>,
     record: csv::ByteRecord,
     throttle: Throttle,
+    /// Records that did not parse since the last report.
+    invalid: u64,
+    /// Dead letters (JSON lines) not yet written.
+    dead_letters: Vec<u8>,
+    dead_letter_path: Option<PathBuf>,
 }
 
 impl<T> CsvReader<T> {
@@ -233,18 +253,68 @@ impl<T: Send> SourceReader<T> for CsvReader<T> {
             }
             pos.offset = open.base_offset + open.reader.position().byte();
             pos.records += 1;
-            let line = self.record.position().map(|p| p.line()).unwrap_or(0);
-            let value = (self.parse)(&self.record).map_err(|msg| {
-                TaskError::Data(format!(
-                    "{} record {} (line {line} after the resume point): {msg}",
-                    pos.file, pos.records
-                ))
-            })?;
-            out.push(value);
+            match (self.parse)(&self.record) {
+                Ok(value) => out.push(value),
+                Err(error) => {
+                    // Counted and set aside; it never fails the job.
+                    self.invalid += 1;
+                    let line = self.record.position().map(|p| p.line()).unwrap_or(0);
+                    if self.dead_letter_path.is_some() {
+                        let fields: Vec<String> = self
+                            .record
+                            .iter()
+                            .map(|f| String::from_utf8_lossy(f).into_owned())
+                            .collect();
+                        let entry = serde_json::json!({
+                            "file": pos.file,
+                            "record": pos.records,
+                            "line": line,
+                            "error": error,
+                            "fields": fields,
+                        });
+                        serde_json::to_writer(&mut self.dead_letters, &entry)
+                            .expect("invariant: a JSON value serializes");
+                        self.dead_letters.push(b'\n');
+                    } else if self.invalid <= 10 || self.invalid.is_power_of_two() {
+                        tracing::warn!(file = %pos.file, record = pos.records, error, invalid = self.invalid, "CSV record does not parse; dropped (no dead-letter file)");
+                    }
+                }
+            }
         }
         self.current = (current + 1) % n;
         self.throttle((out.len() - start_len) as u64);
         Ok(self.files.iter().any(|f| !f.done))
+    }
+
+    fn prepare_checkpoint(&mut self, _checkpoint_id: u64) -> Result<(), TaskError> {
+        let Some(path) = &self.dead_letter_path else {
+            return Ok(());
+        };
+        if self.dead_letters.is_empty() {
+            return Ok(());
+        }
+        let io = |action| {
+            let path = path.display().to_string();
+            move |source| TaskError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io("open dead-letter file"))?;
+        std::io::Write::write_all(&mut f, &self.dead_letters)
+            .map_err(io("write dead-letter file"))?;
+        f.sync_all().map_err(io("sync dead-letter file"))?;
+        self.dead_letters.clear();
+        Ok(())
+    }
+
+    fn take_invalid_records(&mut self) -> u64 {
+        std::mem::take(&mut self.invalid)
     }
 
     fn positions(&self) -> Vec<serde_json::Value> {

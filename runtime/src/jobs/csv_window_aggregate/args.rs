@@ -28,6 +28,7 @@ const KNOWN: &[&str] = &[
     "maxRecordsPerSecond",
     "sinkMaxRecordsPerSecond",
     "idleTimeout",
+    "deadLetterFile",
     "format",
     "topicPattern",
     "startingOffsets",
@@ -166,6 +167,8 @@ pub struct Args {
     /// A source split (file, partition) that gives no record for this long (ms) does not
     /// hold back event time.
     pub idle_timeout_ms: Option<u64>,
+    /// File input: where records that do not parse go.
+    pub dead_letter_file: Option<PathBuf>,
 }
 
 fn required<'a>(args: &'a JobArgs, name: &str) -> Result<&'a str, ArgError> {
@@ -429,6 +432,12 @@ fn parse_kafka_args(args: &JobArgs, input: &str) -> Result<Args, ArgError> {
         .get("timestamp")
         .map(|t| column_index(&columns, "timestamp", t))
         .transpose()?;
+    if args.contains_key("deadLetterFile") {
+        return Err(ArgError::new(
+            "deadLetterFile",
+            "applies to file input; a Kafka input sends such records to `deadLetterTopic`",
+        ));
+    }
     let mut parsed = common_args(args, columns, timestamp, false, delimiter)?;
     config.max_records_per_second = parsed.max_records_per_second;
     parsed.input = Input::Kafka { config, format };
@@ -599,6 +608,7 @@ fn common_args(
         max_records_per_second: number("maxRecordsPerSecond")?.filter(|r| *r > 0),
         sink_max_records_per_second: number("sinkMaxRecordsPerSecond")?.filter(|r| *r > 0),
         idle_timeout_ms,
+        dead_letter_file: args.get("deadLetterFile").map(|f| PathBuf::from(f.trim())),
         columns,
     })
 }

@@ -24,6 +24,7 @@
 //! | `decimals` | digits after the point for sum/min/max/avg | shortest exact form |
 //! | `maxRecordsPerSecond` | throttle per source subtask (demos, tests) | unbounded |
 //! | `sinkMaxRecordsPerSecond` | throttle per sink subtask: a slow consumer (tests, benchmarks) | unbounded |
+//! | `deadLetterFile` | file input: records that do not parse are written here as JSON lines (subtask `i` appends to `<file>.<i>`, at least once) | none: counted and dropped |
 //! | `idleTimeout` | a split (file, partition) without records for this long stops holding back event time | none; Kafka `10s` |
 //!
 //! With a Kafka input also (see [`crate::connectors::kafka`]):
@@ -184,6 +185,7 @@ pub fn build(job_args: &JobArgs) -> Result<JobGraph, ArgError> {
                     has_header: args.has_header,
                     delimiter: args.delimiter,
                     max_records_per_second: args.max_records_per_second,
+                    dead_letter: args.dead_letter_file.clone(),
                 },
                 parse,
             );
