@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::io_err;
 use super::throttle::Throttle;
 use crate::api::{Source, SourceReader, SplitStatus, TaskContext, TaskError};
 
@@ -72,14 +73,7 @@ struct FilePosition {
 /// # Errors
 /// [`TaskError::Io`] when the file cannot be opened or is shorter than `offset`.
 pub fn open_at(path: &Path, offset: u64) -> Result<Box<dyn BufRead + Send>, TaskError> {
-    let io = |action| {
-        let path = path.display().to_string();
-        move |source| TaskError::Io {
-            action,
-            path,
-            source,
-        }
-    };
+    let io = |action| io_err(action, path);
     let mut file = File::open(path).map_err(io("open input"))?;
     if path.extension().is_some_and(|e| e == "gz") {
         let mut r: Box<dyn BufRead + Send> = Box::new(BufReader::with_capacity(
@@ -293,14 +287,7 @@ impl<T: Send> SourceReader<T> for CsvReader<T> {
         if self.dead_letters.is_empty() {
             return Ok(());
         }
-        let io = |action| {
-            let path = path.display().to_string();
-            move |source| TaskError::Io {
-                action,
-                path,
-                source,
-            }
-        };
+        let io = |action| io_err(action, path);
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

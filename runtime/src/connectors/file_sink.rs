@@ -26,6 +26,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
+use super::io_err;
 use super::throttle::Throttle;
 use crate::api::{
     CheckpointBarrier, Collector, OperatorListState, OperatorSnapshot, OperatorStateMap,
@@ -105,15 +106,6 @@ fn parse_part_name(name: &str) -> Option<(u32, u64)> {
         })?;
     let (owner, seq) = body.split_once('-')?;
     Some((owner.parse().ok()?, seq.parse().ok()?))
-}
-
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TaskError {
-    let path = path.display().to_string();
-    move |source| TaskError::Io {
-        action,
-        path,
-        source,
-    }
 }
 
 impl<T: Send + 'static> Sink<T> for FileSink<T> {

@@ -29,16 +29,6 @@ const KNOWN: &[&str] = &[
     "sinkMaxRecordsPerSecond",
     "idleTimeout",
     "deadLetterFile",
-    "format",
-    "topicPattern",
-    "startingOffsets",
-    "stoppingOffsets",
-    "groupId",
-    "partitionDiscoveryInterval",
-    "deadLetterTopic",
-    "deliveryGuarantee",
-    "transactionalIdPrefix",
-    "transactionTimeout",
 ];
 
 /// Arguments that only apply to a `kafka://` output.
@@ -245,15 +235,16 @@ fn peek(file: &Path, delimiter: u8, n: usize) -> Result<Vec<csv::ByteRecord>, Ar
 /// (listing the known ones), malformed durations, numbers or aggregates, and a first row whose
 /// timestamp or value does not parse.
 pub fn parse_args(args: &JobArgs) -> Result<Args, ArgError> {
+    let known: Vec<&str> = [KNOWN, KAFKA_ONLY, KAFKA_OUTPUT_ONLY].concat();
     if let Some(unknown) = args
         .keys()
-        .find(|k| !KNOWN.contains(&k.as_str()) && !k.starts_with("kafka."))
+        .find(|k| !known.contains(&k.as_str()) && !k.starts_with("kafka."))
     {
         return Err(ArgError::new(
             unknown,
             format!(
                 "unknown argument; known: {}, and kafka.<librdkafka setting>",
-                KNOWN.join(", ")
+                known.join(", ")
             ),
         ));
     }
