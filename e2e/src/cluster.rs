@@ -2,7 +2,6 @@
 //! processes on 127.0.0.1, which the test can SIGKILL and start again.
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -28,19 +27,12 @@ pub struct Cluster {
     pub admin: String,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 impl Cluster {
     /// Starts a coordinator of `job` waiting for `workers` workers (extra flags in
     /// `coordinator_args`) and `workers` workers.
     pub fn start(job: &TestJob, workers: usize, coordinator_args: &[&str]) -> Self {
-        let control = format!("127.0.0.1:{}", free_port());
-        let admin_port = free_port();
+        let [control_port, admin_port] = crate::free_ports();
+        let control = format!("127.0.0.1:{control_port}");
         let mut args: Vec<String> = vec![
             "--bind".into(),
             control.clone(),

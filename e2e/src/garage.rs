@@ -3,7 +3,7 @@
 //! data in a temporary directory. Region `garage`; Garage ignores conditional writes and
 //! rejects unexpected multipart checksums, which Weir's S3 client does not send.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,13 +31,6 @@ pub fn garage_bin() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 /// A running single-node Garage with one bucket, `checkpoints`.
 pub struct Garage {
     child: Child,
@@ -53,7 +46,7 @@ impl Garage {
     /// Starts Garage, lays out its single node, imports the test key and creates the bucket.
     pub fn start(bin: PathBuf) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (s3, rpc, admin) = (free_port(), free_port(), free_port());
+        let [s3, rpc, admin] = crate::free_ports();
         let secret: String = (0..32)
             .map(|_| format!("{:02x}", fastrand::u8(..)))
             .collect();
@@ -76,10 +69,10 @@ impl Garage {
             .arg("server")
             .env("RUST_LOG", "garage=warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("garage.log")).expect("garage log"))
             .spawn()
             .expect("start garage");
-        let g = Garage {
+        let mut g = Garage {
             child,
             dir,
             bin,
@@ -88,10 +81,14 @@ impl Garage {
         };
         let start = Instant::now();
         while !g.cli(&["status"]).status.success() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "garage did not start"
-            );
+            let exited = g.child.try_wait().expect("garage status");
+            if exited.is_some() || start.elapsed() > Duration::from_secs(60) {
+                let log = std::fs::read_to_string(g.dir.path().join("garage.log"));
+                panic!(
+                    "garage did not start (exit: {exited:?}); its log:\n{}",
+                    log.unwrap_or_default()
+                );
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
         let id = String::from_utf8(g.cli(&["node", "id", "-q"]).stdout).expect("node id");

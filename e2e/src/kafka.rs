@@ -5,7 +5,7 @@
 //! the test's own Kafka client work: topics, producing input, reading output as a
 //! `read_committed` or `read_uncommitted` consumer.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -76,13 +76,6 @@ pub struct KafkaBroker {
     pub port: u16,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 impl KafkaBroker {
     /// Formats a log directory and starts the broker; returns once it answers metadata
     /// requests.
@@ -92,7 +85,7 @@ impl KafkaBroker {
     /// log is in the message).
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (port, controller) = (free_port(), free_port());
+        let [port, controller] = crate::free_ports();
         let properties = format!(
             "process.roles=broker,controller
 node.id=1

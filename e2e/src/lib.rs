@@ -37,12 +37,30 @@ pub fn weir_bin() -> PathBuf {
     bin
 }
 
-/// The repository root.
+/// The repository root: the parent of this crate's directory, taken from `CARGO_MANIFEST_DIR`
+/// at run time (`cargo test` and `cargo bench` set it) and only otherwise from the path it was
+/// compiled at. Reading it at run time matters because a shared `CARGO_TARGET_DIR` reuses a
+/// test binary built from another checkout of the same sources.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
         .parent()
         .expect("repo root")
         .to_path_buf()
+}
+
+/// `N` distinct free TCP ports on 127.0.0.1. All `N` listeners are held until every port is
+/// chosen, so the kernel cannot hand the same port out twice within one call (it may after the
+/// call returns, which is why a process should get all its ports from one call).
+///
+/// # Panics
+/// When no port can be bound.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("free port"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("free port").port())
 }
 
 /// The shared retail data file: `$WEIR_RETAIL_CSV`, or `../shared/data/` next to the
@@ -229,6 +247,20 @@ pub fn kill_at_random_points(job: &TestJob, rounds: usize, seed: u64) -> Kills {
 }
 
 impl TestJob {
+    /// [`TestJob::run`] with `--summary-json`: the process output and, when the run succeeded,
+    /// its summary (`restoredFrom`, `skippedCheckpoints`, `recordsIn`, ...; see `RunSummary`).
+    /// Panics, with weir's stderr, when the run fails.
+    pub fn run_summarized(&self, extra: &[&str]) -> (Output, serde_json::Value) {
+        let path = self.dir.path().join("summary.json");
+        let _ = std::fs::remove_file(&path);
+        let mut args = vec!["--summary-json", path.to_str().expect("UTF-8 path")];
+        args.extend_from_slice(extra);
+        let out = self.run(&args);
+        assert_success(&out);
+        let json = std::fs::read(&path).expect("summary file");
+        (out, serde_json::from_slice(&json).expect("summary JSON"))
+    }
+
     /// `weir run <manifest> <extra>` to completion.
     pub fn run(&self, extra: &[&str]) -> Output {
         Command::new(&self.bin)

@@ -5,7 +5,6 @@
 //! the same admin API the Kubernetes shell reads.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -45,13 +44,6 @@ struct Running {
 enum Check {
     Running(Child, PathBuf),
     Done(CheckOutcome),
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 impl ProcessShell {
@@ -228,8 +220,8 @@ impl ProcessShell {
         self.deployments += 1;
         let n = self.deployments;
         let manifest = self.write_manifest(&format!("deploy-{n}.yaml"), spec);
-        let control = format!("127.0.0.1:{}", free_port());
-        let admin_port = free_port();
+        let [control_port, admin_port] = crate::free_ports();
+        let control = format!("127.0.0.1:{control_port}");
         let workers = spec.workers.replicas.unwrap_or(spec.job.parallelism) as usize;
         let log = self.dir.join(format!("coordinator-{n}.log"));
         let mut cmd = Command::new(weir_bin());

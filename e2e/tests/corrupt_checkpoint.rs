@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use weir_e2e::{assert_success, example_job, reference_retail_revenue, TestJob};
+use weir_e2e::{example_job, reference_retail_revenue, TestJob};
 
 fn interrupted_job() -> TestJob {
     let job = example_job(|d| {
@@ -45,19 +45,15 @@ fn flipped_byte_in_a_state_file_falls_back_to_the_previous_checkpoint() {
     bytes[i] ^= 0x40;
     std::fs::write(&file, bytes).unwrap();
 
-    let out = job.run(&[]);
-    assert_success(&out);
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        log.contains(&format!("checkpoint {latest} is not restorable"))
-            && log.contains("checksum mismatch"),
-        "log does not report the corrupt checkpoint:\n{log}"
+    let (_, summary) = job.run_summarized(&[]);
+    let skipped = &summary["skippedCheckpoints"];
+    assert_eq!(skipped[0]["id"], latest, "{summary}");
+    assert_eq!(
+        skipped[0]["reason"]["kind"], "checksumMismatch",
+        "{summary}"
     );
     let previous = ids[ids.len() - 2];
-    assert!(
-        log.contains(&format!("restoring from checkpoint {previous}")),
-        "did not fall back to {previous}:\n{log}"
-    );
+    assert_eq!(summary["restoredFrom"], previous, "{summary}");
     assert_eq!(job.output_lines(), reference_retail_revenue());
 }
 
@@ -68,17 +64,11 @@ fn checkpoint_without_metadata_is_never_restored() {
     let latest = *ids.last().unwrap();
     std::fs::remove_file(job.checkpoint_dir(latest).join("_metadata")).unwrap();
 
-    let out = job.run(&[]);
-    assert_success(&out);
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        log.contains(&format!("checkpoint {latest} has no _metadata")),
-        "log does not report the incomplete checkpoint:\n{log}"
-    );
+    let (_, summary) = job.run_summarized(&[]);
+    let skipped = &summary["skippedCheckpoints"];
+    assert_eq!(skipped[0]["id"], latest, "{summary}");
+    assert_eq!(skipped[0]["reason"]["kind"], "noMetadata", "{summary}");
     let previous = ids[ids.len() - 2];
-    assert!(
-        log.contains(&format!("restoring from checkpoint {previous}")),
-        "did not fall back to {previous}:\n{log}"
-    );
+    assert_eq!(summary["restoredFrom"], previous, "{summary}");
     assert_eq!(job.output_lines(), reference_retail_revenue());
 }

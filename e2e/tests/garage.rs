@@ -6,9 +6,7 @@
 
 use weir_crds::S3Location;
 use weir_e2e::garage::{garage_bin, Garage};
-use weir_e2e::{
-    assert_success, example_job_on_endpoint, kill_at_random_points, reference_retail_revenue,
-};
+use weir_e2e::{example_job_on_endpoint, kill_at_random_points, reference_retail_revenue};
 use weir_runtime::storage::{CheckpointStorage, S3Storage};
 
 #[test]
@@ -61,8 +59,7 @@ fn multipart_uploads_and_exactly_once_recovery_on_garage() {
     );
     let kills = kill_at_random_points(&job, 4, fastrand::u64(..));
     assert!(kills.total >= 4, "{kills:?}");
-    let out = job.run(&[]);
-    assert_success(&out);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("restoring from checkpoint"));
+    let (_, summary) = job.run_summarized(&[]);
+    assert_eq!(summary["restoredKind"], "checkpoint", "{summary}");
     assert_eq!(job.output_lines(), reference_retail_revenue());
 }

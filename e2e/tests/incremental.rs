@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use weir_e2e::s3::S3Server;
-use weir_e2e::{assert_success, example_job_on_s3, reference_retail_revenue, TestJob};
+use weir_e2e::{example_job_on_s3, reference_retail_revenue, TestJob};
 
 fn incremental(d: &mut serde_yaml::Value) {
     d["spec"]["stateBackend"] = "rocksdb".into();
@@ -61,11 +61,12 @@ fn run_for_checkpoints(job: &TestJob, n: usize) {
 fn shared_files_are_exactly_those_the_retained_checkpoints_reference() {
     let server = S3Server::start();
     let job = example_job_on_s3(&server, "gc", incremental);
-    let out = job.run(&[]);
-    assert_success(&out);
-    let log = String::from_utf8_lossy(&out.stderr);
-    let checkpoints = log.matches("complete checkpoint=").count();
-    assert!(checkpoints >= 10, "only {checkpoints} checkpoints:\n{log}");
+    let (_, summary) = job.run_summarized(&[]);
+    let checkpoints = summary["checkpointsCompleted"].as_u64().unwrap_or(0);
+    assert!(
+        checkpoints >= 10,
+        "only {checkpoints} checkpoints: {summary}"
+    );
     assert_eq!(job.complete_checkpoints().len(), 2, "retained: 2");
     let referenced = referenced_shared(&job);
     assert!(
@@ -102,9 +103,8 @@ fn incremental_checkpoints_restore_exactly_once_across_rescales_and_into_heap() 
         d["spec"]["stateBackend"] = "heap".into();
         d["spec"]["checkpointing"]["incremental"] = false.into();
     });
-    let out = job.run(&[]);
-    assert_success(&out);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("restoring from checkpoint"));
+    let (_, summary) = job.run_summarized(&[]);
+    assert_eq!(summary["restoredKind"], "checkpoint", "{summary}");
     assert_eq!(job.output_lines(), reference_retail_revenue());
     // An orphan is reported, not deleted.
     let stray = server

@@ -4,9 +4,7 @@
 use std::time::{Duration, Instant};
 
 use weir_e2e::s3::S3Server;
-use weir_e2e::{
-    assert_success, example_job_on_s3, kill_at_random_points, reference_retail_revenue,
-};
+use weir_e2e::{example_job_on_s3, kill_at_random_points, reference_retail_revenue};
 
 #[test]
 fn sigkill_at_random_points_with_checkpoints_on_s3_gives_exactly_once_output() {
@@ -19,10 +17,8 @@ fn sigkill_at_random_points_with_checkpoints_on_s3_gives_exactly_once_output() {
     eprintln!("kill schedule seed: {seed}");
     let kills = kill_at_random_points(&job, 5, seed);
     assert!(kills.total >= 5, "{kills:?}");
-    let out = job.run(&[]);
-    assert_success(&out);
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("restoring from checkpoint"), "{log}");
+    let (_, summary) = job.run_summarized(&[]);
+    assert_eq!(summary["restoredKind"], "checkpoint", "{summary}");
     assert!(
         !server.objects("eo/retail-revenue/checkpoints").is_empty(),
         "checkpoints are in the bucket"
@@ -128,8 +124,11 @@ fn a_savepoint_copied_to_another_bucket_restores() {
 
     let restored = example_job_on_s3(&server, "dst", |_| {});
     weir_e2e::copy_dir(&job.output, &restored.output);
-    let out = restored.run(&["--from-savepoint", "s3://archive/moved/sp"]);
-    assert_success(&out);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("restoring from savepoint"));
+    let (_, summary) = restored.run_summarized(&["--from-savepoint", "s3://archive/moved/sp"]);
+    assert_eq!(summary["restoredKind"], "savepoint", "{summary}");
+    assert_eq!(
+        summary["restoredLocation"], "s3://archive/moved/sp",
+        "{summary}"
+    );
     assert_eq!(restored.output_lines(), reference_retail_revenue());
 }

@@ -29,10 +29,8 @@ fn restored_job(
 
 fn run_restored(job: &TestJob, args: &[String]) {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = job.run(&args);
-    assert_success(&out);
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("restoring from savepoint"), "{log}");
+    let (_, summary) = job.run_summarized(&args);
+    assert_eq!(summary["restoredKind"], "savepoint", "{summary}");
     assert_eq!(
         job.output_lines(),
         reference_retail_revenue(),

@@ -4,7 +4,6 @@
 //! TLS, a CA of the test's own, service-account signing keys and an admin kubeconfig, and
 //! stopped when dropped.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -58,14 +57,6 @@ pub struct ControlPlane {
     apiserver: Option<Child>,
     others: Vec<Child>,
     etcd_url: String,
-}
-
-/// A free TCP port on the host.
-pub fn free_port() -> u16 {
-    TcpListener::bind("0.0.0.0:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 fn write(path: &Path, text: &str) {
@@ -176,8 +167,7 @@ impl ControlPlane {
     pub fn start(dir: &Path, host_ip: &str) -> Self {
         std::fs::create_dir_all(dir).expect("control-plane dir");
         write_pki(dir, host_ip);
-        let apiserver_port = free_port();
-        let (client_port, peer_port) = (free_port(), free_port());
+        let [apiserver_port, client_port, peer_port] = weir_e2e::free_ports();
         let etcd_url = format!("http://127.0.0.1:{client_port}");
         let kubeconfig_path = dir.join("admin.kubeconfig");
         write(

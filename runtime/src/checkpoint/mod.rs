@@ -16,5 +16,8 @@ pub use metadata::{
     CheckpointMetadata, KeyedStateFile, NativeFile, NativeState, OperatorMetadata, SnapshotKind,
     SubtaskMetadata,
 };
-pub use restore::{find_latest_checkpoint, load_snapshot, LoadedCheckpoint, RestorePlan};
+pub use restore::{
+    find_latest_checkpoint, load_snapshot, LoadedCheckpoint, RestorePlan, SkippedCheckpoint,
+    Unrestorable,
+};
 pub use restore_point::{RestoreChoice, RestoreDecision, RestoreRequest};

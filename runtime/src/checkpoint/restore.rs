@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde::Serialize;
 use tracing::warn;
 
 use super::compat::{incompatibilities, JobShape};
@@ -49,27 +50,103 @@ pub fn list_checkpoint_ids(
     Ok(ids)
 }
 
-/// The newest checkpoint that is complete and intact, loaded; `None` when there is none.
-/// Incomplete (no `_metadata`) and corrupt checkpoints are skipped with a warning naming the
-/// reason, falling back to the previous one.
+/// Why a checkpoint or savepoint cannot be restored. Serialized (in the run summary's
+/// `skippedCheckpoints`) as `{"kind": "checksumMismatch", "file": ..., ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum Unrestorable {
+    /// No `_metadata`: the checkpoint never completed.
+    #[error("it has no _metadata (incomplete)")]
+    NoMetadata,
+    /// `_metadata` exists but does not decode or verify.
+    #[error("_metadata is corrupt: {reason}")]
+    CorruptMetadata {
+        /// The decoder's error.
+        reason: String,
+    },
+    /// A state file the metadata names is not in storage.
+    #[error("state file {file} is missing")]
+    MissingFile {
+        /// File name (or path under the job's shared directory).
+        file: String,
+    },
+    /// A state file is not as long as the metadata records.
+    #[error("state file {file} has {actual} bytes, expected {expected}")]
+    WrongSize {
+        /// File name.
+        file: String,
+        /// Bytes found.
+        actual: u64,
+        /// Bytes recorded.
+        expected: u64,
+    },
+    /// A state file (or one key group's section of it) does not match its CRC-32C.
+    #[error("state file {file} is corrupt: checksum mismatch{} (expected {expected:08x}, got {actual:08x})", key_group.map(|kg| format!(" in key group {kg}")).unwrap_or_default())]
+    ChecksumMismatch {
+        /// File name.
+        file: String,
+        /// The key group whose section was read, when only some were.
+        key_group: Option<u16>,
+        /// Recorded CRC-32C.
+        expected: u32,
+        /// CRC-32C of the bytes read.
+        actual: u32,
+    },
+    /// A keyed state file's offset table does not cover the key groups asked for.
+    #[error("state file {file}: bad offset table")]
+    BadOffsetTable {
+        /// File name.
+        file: String,
+    },
+    /// A snapshot outside a job's `checkpoints/` directory references the job's shared files.
+    #[error("{dir} references shared file {file} but is not in a job's checkpoints directory")]
+    SharedOutsideJob {
+        /// The snapshot's directory.
+        dir: String,
+        /// The shared file.
+        file: String,
+    },
+}
+
+/// A checkpoint a run did not restore because it is damaged or incomplete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SkippedCheckpoint {
+    /// Checkpoint id.
+    pub id: u64,
+    /// Why.
+    pub reason: Unrestorable,
+}
+
+/// The newest checkpoint that is complete and intact, loaded (`None` when there is none), and
+/// the newer ones skipped on the way. Incomplete (no `_metadata`) and corrupt checkpoints are
+/// skipped with a warning naming the reason, falling back to the previous one.
 ///
 /// # Errors
 /// [`StorageError`] when storage cannot be read at all.
 pub fn find_latest_checkpoint(
     storage: &dyn CheckpointStorage,
     paths: &JobPaths,
-) -> Result<Option<LoadedCheckpoint>, StorageError> {
+) -> Result<(Option<LoadedCheckpoint>, Vec<SkippedCheckpoint>), StorageError> {
+    let mut skipped = Vec::new();
     for id in list_checkpoint_ids(storage, paths)?.into_iter().rev() {
         match load_snapshot(storage, &paths.checkpoint(id))? {
-            Ok(c) => return Ok(Some(c)),
-            Err(reason) => warn!(
-                checkpoint = id,
-                location = %storage.uri(&paths.checkpoint(id)),
-                "checkpoint {id} is not restorable: {reason}; falling back to an earlier checkpoint"
-            ),
+            Ok(c) => return Ok((Some(c), skipped)),
+            Err(reason) => {
+                warn!(
+                    checkpoint = id,
+                    location = %storage.uri(&paths.checkpoint(id)),
+                    "checkpoint {id} is not restorable: {reason}; falling back to an earlier checkpoint"
+                );
+                skipped.push(SkippedCheckpoint { id, reason });
+            }
         }
     }
-    Ok(None)
+    Ok((None, skipped))
 }
 
 /// Loads and verifies the checkpoint or savepoint in directory `dir` of `storage` (`""` = the
@@ -80,7 +157,7 @@ pub fn find_latest_checkpoint(
 pub fn load_snapshot(
     storage: &dyn CheckpointStorage,
     dir: &str,
-) -> Result<Result<LoadedCheckpoint, String>, StorageError> {
+) -> Result<Result<LoadedCheckpoint, Unrestorable>, StorageError> {
     load_snapshot_for(storage, dir, &[])
 }
 
@@ -94,15 +171,19 @@ pub fn load_snapshot_for(
     storage: &dyn CheckpointStorage,
     dir: &str,
     ranges: &[KeyGroupRange],
-) -> Result<Result<LoadedCheckpoint, String>, StorageError> {
+) -> Result<Result<LoadedCheckpoint, Unrestorable>, StorageError> {
     let needed =
         |r: &KeyGroupRange| ranges.is_empty() || ranges.iter().any(|o| o.intersect(r).is_some());
     let Some(bytes) = storage.read(&join(dir, METADATA))? else {
-        return Ok(Err("it has no _metadata (incomplete)".into()));
+        return Ok(Err(Unrestorable::NoMetadata));
     };
     let metadata = match CheckpointMetadata::decode(&bytes) {
         Ok(m) => m,
-        Err(e) => return Ok(Err(format!("_metadata is corrupt: {e}"))),
+        Err(e) => {
+            return Ok(Err(Unrestorable::CorruptMetadata {
+                reason: e.to_string(),
+            }))
+        }
     };
     let mut files = HashMap::new();
     let mut file_bases = HashMap::new();
@@ -124,22 +205,25 @@ pub fn load_snapshot_for(
             }
         }
         let Some(bytes) = storage.read(&join(dir, &file.file))? else {
-            return Ok(Err(format!("state file {} is missing", file.file)));
+            return Ok(Err(Unrestorable::MissingFile {
+                file: file.file.clone(),
+            }));
         };
         if bytes.len() as u64 != file.size {
-            return Ok(Err(format!(
-                "state file {} has {} bytes, expected {}",
-                file.file,
-                bytes.len(),
-                file.size
-            )));
+            return Ok(Err(Unrestorable::WrongSize {
+                file: file.file.clone(),
+                actual: bytes.len() as u64,
+                expected: file.size,
+            }));
         }
         let crc = crc32c::crc32c(&bytes);
         if crc != file.crc32c {
-            return Ok(Err(format!(
-                "state file {} is corrupt: checksum mismatch (expected {:08x}, got {crc:08x})",
-                file.file, file.crc32c
-            )));
+            return Ok(Err(Unrestorable::ChecksumMismatch {
+                file: file.file.clone(),
+                key_group: None,
+                expected: file.crc32c,
+                actual: crc,
+            }));
         }
         files.insert(file.file.clone(), bytes);
     }
@@ -157,21 +241,32 @@ pub fn load_snapshot_for(
             (false, _) => join(dir, &file.path),
             (true, Some(root)) => join(root, &file.path),
             (true, None) => {
-                return Ok(Err(format!(
-                    "{} references shared file {} but is not in a job's checkpoints directory",
-                    dir, file.path
-                )))
+                return Ok(Err(Unrestorable::SharedOutsideJob {
+                    dir: dir.to_string(),
+                    file: file.path.clone(),
+                }))
             }
         };
         let Some(bytes) = storage.read(&object)? else {
-            return Ok(Err(format!("state file {} is missing", file.path)));
+            return Ok(Err(Unrestorable::MissingFile {
+                file: file.path.clone(),
+            }));
         };
+        if bytes.len() as u64 != file.size {
+            return Ok(Err(Unrestorable::WrongSize {
+                file: file.path.clone(),
+                actual: bytes.len() as u64,
+                expected: file.size,
+            }));
+        }
         let crc = crc32c::crc32c(&bytes);
-        if bytes.len() as u64 != file.size || crc != file.crc32c {
-            return Ok(Err(format!(
-                "state file {} is corrupt: checksum mismatch (expected {:08x}, got {crc:08x})",
-                file.path, file.crc32c
-            )));
+        if crc != file.crc32c {
+            return Ok(Err(Unrestorable::ChecksumMismatch {
+                file: file.path.clone(),
+                key_group: None,
+                expected: file.crc32c,
+                actual: crc,
+            }));
         }
         files.insert(file.path.clone(), bytes);
     }
@@ -205,32 +300,39 @@ fn read_sections(
     dir: &str,
     file: &KeyedStateFile,
     span: KeyGroupRange,
-) -> Result<Result<(u64, Vec<u8>), String>, StorageError> {
+) -> Result<Result<(u64, Vec<u8>), Unrestorable>, StorageError> {
     let at = |kg: u16| (kg - file.key_group_range.start) as usize;
     let offsets = &file.key_group_offsets;
     let (Some(&from), Some(&to)) = (offsets.get(at(span.start)), offsets.get(at(span.end) + 1))
     else {
-        return Ok(Err(format!("state file {}: bad offset table", file.file)));
+        return Ok(Err(Unrestorable::BadOffsetTable {
+            file: file.file.clone(),
+        }));
     };
     let Some(bytes) = storage.read_range(&join(dir, &file.file), from, to.saturating_sub(from))?
     else {
-        return Ok(Err(format!("state file {} is missing", file.file)));
+        return Ok(Err(Unrestorable::MissingFile {
+            file: file.file.clone(),
+        }));
     };
     if bytes.len() as u64 != to.saturating_sub(from) {
-        return Ok(Err(format!(
-            "state file {} is shorter than its offset table says",
-            file.file
-        )));
+        return Ok(Err(Unrestorable::WrongSize {
+            file: file.file.clone(),
+            actual: bytes.len() as u64,
+            expected: to.saturating_sub(from),
+        }));
     }
     for kg in span.start..=span.end {
         let (a, b) = (offsets[at(kg)] - from, offsets[at(kg) + 1] - from);
         let actual = crc32c::crc32c(&bytes[a as usize..b as usize]);
         match file.key_group_crc32c.get(at(kg)) {
-            Some(expected) if *expected != actual => {
-                return Ok(Err(format!(
-                    "state file {} is corrupt: key group {kg} checksum mismatch (expected {expected:08x}, got {actual:08x})",
-                    file.file
-                )))
+            Some(&expected) if expected != actual => {
+                return Ok(Err(Unrestorable::ChecksumMismatch {
+                    file: file.file.clone(),
+                    key_group: Some(kg),
+                    expected,
+                    actual,
+                }))
             }
             _ => {}
         }
@@ -512,12 +614,30 @@ mod tests {
         let part = [KeyGroupRange { start: 2, end: 3 }];
         assert!(load_snapshot_for(&storage, "chk-4", &part).unwrap().is_ok());
         let err = load_snapshot(&storage, "chk-4").unwrap().unwrap_err();
-        assert!(err.contains("corrupt"), "{err}");
+        assert!(
+            matches!(
+                err,
+                Unrestorable::ChecksumMismatch {
+                    key_group: None,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         bytes[offsets[3] as usize] ^= 1; // key group 3
         std::fs::write(&path, &bytes).unwrap();
         let err = load_snapshot_for(&storage, "chk-4", &part)
             .unwrap()
             .unwrap_err();
-        assert!(err.contains("key group 3"), "{err}");
+        assert!(
+            matches!(
+                err,
+                Unrestorable::ChecksumMismatch {
+                    key_group: Some(3),
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

@@ -263,7 +263,7 @@ impl Job<'_> {
                 .map_err(RunError::Incompatible)
             };
             let plan = if attempt == 0 {
-                let (plan, first_id) =
+                let (plan, _, first_id) =
                     choose_restore(self.storage.as_ref(), &self.paths, &request, s3, check)?;
                 next_id = first_id;
                 plan

@@ -31,7 +31,7 @@ use crate::checkpoint::restore::list_checkpoint_ids;
 use crate::checkpoint::writer::SnapshotWriter;
 use crate::checkpoint::{
     find_latest_checkpoint, LoadedCheckpoint, RestoreChoice, RestorePlan, RestoreRequest,
-    SnapshotKind,
+    SkippedCheckpoint, SnapshotKind, Unrestorable,
 };
 use crate::metrics::JobMetrics;
 use crate::net::NetworkContext;
@@ -199,19 +199,20 @@ pub fn run_job(
         fresh: options.fresh,
     };
     let shape = graph.shape(spec.max_parallelism, spec.spec.job.allow_non_restored_state);
-    let (restore, next_id) = choose_restore(storage.as_ref(), &paths, &request, s3, |c| {
-        RestorePlan::new(c.loaded, shape)
-            .map(Arc::new)
-            .map_err(RunError::Incompatible)
-    })?;
+    let (restore, skipped, next_id) =
+        choose_restore(storage.as_ref(), &paths, &request, s3, |c| {
+            RestorePlan::new(c.loaded, shape)
+                .map(Arc::new)
+                .map_err(RunError::Incompatible)
+        })?;
     log_restore(restore.as_deref());
     let restored = restore
         .as_ref()
-        .map(|r| (r.checkpoint_id(), r.location().to_string()));
+        .map(|r| (r.checkpoint_id(), r.location().to_string(), r.kind()));
     let info = RunInfo {
         job_id: new_job_id(&manifest.name),
         start_time: chrono::Utc::now().to_rfc3339(),
-        restored_from: restored.as_ref().map(|(_, location)| location.clone()),
+        restored_from: restored.as_ref().map(|(_, location, _)| location.clone()),
         restarts: 0,
         failure: None,
     };
@@ -268,6 +269,7 @@ pub fn run_job(
         &manifest.name,
         &operator_uids,
         restored,
+        skipped,
         &metrics,
         &stats,
         stats.last.map(|(id, _)| storage.uri(&paths.checkpoint(id))),
@@ -385,19 +387,29 @@ pub(crate) fn seed_writer(
     }
 }
 
+/// What [`prepare_storage`] found.
+struct PreparedStorage {
+    /// The newest restorable checkpoint.
+    latest: Option<LoadedCheckpoint>,
+    /// Checkpoints passed over (incomplete or damaged), newest first.
+    skipped: Vec<SkippedCheckpoint>,
+    /// The highest checkpoint id found, incomplete ones included.
+    highest: Option<u64>,
+}
+
 /// Prepares checkpoint storage for a run: `--fresh` deletes the job's checkpoints; incomplete
-/// checkpoints (no `_metadata`), which can never complete, are deleted; returns the newest
-/// restorable checkpoint and the highest checkpoint id found (incomplete ones included).
+/// checkpoints (no `_metadata`), which can never complete, are deleted.
 fn prepare_storage(
     storage: &dyn CheckpointStorage,
     paths: &JobPaths,
     fresh: bool,
-) -> Result<(Option<LoadedCheckpoint>, Option<u64>), RunError> {
+) -> Result<PreparedStorage, RunError> {
     if fresh {
         info!(location = %storage.uri(&paths.checkpoints()), "--fresh: deleting the job's checkpoints (savepoints are kept)");
         storage.delete_all(&paths.checkpoints())?;
     }
     let ids = list_checkpoint_ids(storage, paths)?;
+    let mut incomplete = Vec::new();
     for &id in &ids {
         if storage.read(&paths.metadata(id))?.is_none() {
             warn!(
@@ -405,9 +417,20 @@ fn prepare_storage(
                 "checkpoint {id} has no _metadata (incomplete); it is never restored, deleting it"
             );
             storage.delete_all(&paths.checkpoint(id))?;
+            incomplete.push(SkippedCheckpoint {
+                id,
+                reason: Unrestorable::NoMetadata,
+            });
         }
     }
-    Ok((find_latest_checkpoint(storage, paths)?, ids.last().copied()))
+    let (latest, mut skipped) = find_latest_checkpoint(storage, paths)?;
+    skipped.extend(incomplete);
+    skipped.sort_by_key(|s| std::cmp::Reverse(s.id));
+    Ok(PreparedStorage {
+        latest,
+        skipped,
+        highest: ids.last().copied(),
+    })
 }
 
 /// A snapshot chosen for restore: where it is, and its loaded metadata and state.
@@ -445,8 +468,9 @@ impl ChosenRestore {
 /// stored lineage, hands the chosen snapshot to `check` (which turns it into a restore plan,
 /// refusing one that does not fit the job), and only then deletes the checkpoints of a
 /// lineage a savepoint replaces, so a refused savepoint loses nothing. Returns `check`'s
-/// result (if anything is restored) and the id the job's next checkpoint gets (above every id
-/// the job has used, so ids never repeat).
+/// result (if anything is restored), the checkpoints skipped as incomplete or damaged (newest
+/// first) and the id the job's next checkpoint gets (above every id the job has used, so ids
+/// never repeat).
 ///
 /// # Errors
 /// [`RunError::Storage`] when storage fails; [`RunError::Savepoint`] when the chosen savepoint
@@ -457,7 +481,7 @@ pub(crate) fn choose_restore<T>(
     request: &RestoreRequest,
     s3: Option<&weir_crds::S3Spec>,
     check: impl FnOnce(ChosenRestore) -> Result<T, RunError>,
-) -> Result<(Option<T>, u64), RunError> {
+) -> Result<(Option<T>, Vec<SkippedCheckpoint>, u64), RunError> {
     let read_lineage = || -> Result<Option<String>, RunError> {
         Ok(storage
             .read(&paths.lineage())?
@@ -469,7 +493,11 @@ pub(crate) fn choose_restore<T>(
         storage.delete_all(&paths.lineage())?;
         stored = None;
     }
-    let (latest, highest) = prepare_storage(storage, paths, wipe)?;
+    let PreparedStorage {
+        latest,
+        skipped,
+        highest,
+    } = prepare_storage(storage, paths, wipe)?;
     let decision = request.decide(stored.as_deref(), latest.is_some());
     if let Some(l) = &decision.store_lineage {
         info!(lineage = %l, previous = ?stored, "new lineage {l}");
@@ -491,7 +519,7 @@ pub(crate) fn choose_restore<T>(
     } else if decision.clear_lineage {
         storage.delete_all(&paths.lineage())?;
     }
-    Ok((checked, highest.unwrap_or(0).max(restored) + 1))
+    Ok((checked, skipped, highest.unwrap_or(0).max(restored) + 1))
 }
 
 /// What a restart after a failure restores: the latest checkpoint of the lineage, else the
@@ -505,7 +533,7 @@ pub(crate) fn restart_restore(
     request: &RestoreRequest,
     s3: Option<&weir_crds::S3Spec>,
 ) -> Result<Option<ChosenRestore>, RunError> {
-    let latest = find_latest_checkpoint(storage, paths)?;
+    let (latest, _) = find_latest_checkpoint(storage, paths)?;
     ChosenRestore::load(request.restart(latest.is_some()), latest, s3)
 }
 
@@ -538,7 +566,8 @@ pub(crate) fn load_savepoint_for(
     };
     let location = StorageLocation::parse_with(uri, s3).map_err(bad)?;
     let storage = open_storage(&location)?;
-    crate::checkpoint::restore::load_snapshot_for(storage.as_ref(), "", ranges)?.map_err(bad)
+    crate::checkpoint::restore::load_snapshot_for(storage.as_ref(), "", ranges)?
+        .map_err(|reason| bad(reason.to_string()))
 }
 
 /// Deletes the savepoint in directory `uri` (every object under it); `s3` settings apply to

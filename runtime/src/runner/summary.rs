@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::RunEnd;
 use crate::checkpoint::coordinator::CheckpointStats;
+use crate::checkpoint::{SkippedCheckpoint, SnapshotKind};
 use crate::metrics::JobMetrics;
 use crate::storage::StorageStats;
 
@@ -15,11 +16,17 @@ use crate::storage::StorageStats;
 pub struct RunSummary {
     /// Job name.
     pub job: String,
-    /// Checkpoint the run restored from, if any.
+    /// Checkpoint the run restored from, if any (a savepoint's is the id of the checkpoint
+    /// it was taken as).
     pub restored_from: Option<u64>,
+    /// Whether that was a checkpoint or a savepoint; set exactly when `restored_from` is.
+    pub restored_kind: Option<SnapshotKind>,
     /// Where that checkpoint (or savepoint) is: its directory URI; set exactly when
     /// `restored_from` is.
     pub restored_location: Option<String>,
+    /// Checkpoints passed over when choosing what to restore, newest first: incomplete ones
+    /// (deleted) and damaged ones (kept for inspection), each with the reason.
+    pub skipped_checkpoints: Vec<SkippedCheckpoint>,
     /// Records read by sources in this run.
     pub records_in: u64,
     /// Records written by sinks in this run.
@@ -85,7 +92,8 @@ impl RunSummary {
     pub(super) fn new(
         job: &str,
         operators: &[String],
-        restored: Option<(u64, String)>,
+        restored: Option<(u64, String, SnapshotKind)>,
+        skipped_checkpoints: Vec<SkippedCheckpoint>,
         metrics: &JobMetrics,
         stats: &CheckpointStats,
         last_checkpoint_location: Option<String>,
@@ -98,8 +106,10 @@ impl RunSummary {
         let d = &stats.durations_ms;
         RunSummary {
             job: job.to_string(),
-            restored_from: restored.as_ref().map(|(id, _)| *id),
-            restored_location: restored.map(|(_, location)| location),
+            restored_from: restored.as_ref().map(|(id, _, _)| *id),
+            restored_kind: restored.as_ref().map(|(_, _, kind)| *kind),
+            restored_location: restored.map(|(_, location, _)| location),
+            skipped_checkpoints,
             records_in: metrics.records_in(),
             records_out: metrics.records_out(),
             late_records: metrics.late_records(),
