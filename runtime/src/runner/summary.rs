@@ -47,6 +47,12 @@ pub struct RunSummary {
     pub checkpoint_duration_mean_ms: f64,
     /// Longest checkpoint duration, ms.
     pub checkpoint_duration_max_ms: f64,
+    /// Most checkpoints (and savepoints) in flight at once (`maxConcurrent` bounds it).
+    pub checkpoints_in_flight_max: u64,
+    /// Shortest pause between the end of one checkpoint and the trigger of the next periodic
+    /// one, ms (`minPause` bounds it; the final checkpoint does not wait); `None` with fewer
+    /// than two checkpoints.
+    pub checkpoint_pause_min_ms: Option<f64>,
     /// Size of the last completed checkpoint's state files, bytes.
     pub last_checkpoint_size_bytes: u64,
     /// Size of the largest checkpoint of the run, bytes.
@@ -124,6 +130,8 @@ impl RunSummary {
                 d.iter().sum::<f64>() / d.len() as f64
             },
             checkpoint_duration_max_ms: d.iter().copied().fold(0.0, f64::max),
+            checkpoints_in_flight_max: stats.max_in_flight,
+            checkpoint_pause_min_ms: stats.min_pause_ms,
             last_checkpoint_size_bytes: stats.last.map(|(_, s)| s).unwrap_or(0),
             checkpoint_size_max_bytes: stats.max_size,
             elapsed_seconds: elapsed,

@@ -57,6 +57,11 @@ pub(crate) struct CheckpointStats {
     pub last_storage: StorageStats,
     /// Last completed checkpoint's details, for the admin API.
     pub last_info: Option<CheckpointInfo>,
+    /// Most snapshots (checkpoints and savepoints) in flight at once.
+    pub max_in_flight: u64,
+    /// Shortest time between the end of a snapshot and the trigger of the next periodic,
+    /// non-final checkpoint, ms (what `minPause` bounds); `None` before there is one.
+    pub min_pause_ms: Option<f64>,
 }
 
 /// Where a snapshot goes.
@@ -253,6 +258,11 @@ impl<'a> Coordinator<'a> {
                 }
                 Next::Checkpoint { is_final } => {
                     schedule.periodic_triggered(now);
+                    if let Some(pause) = schedule.since_last_end(now).filter(|_| !is_final) {
+                        let ms = pause.as_secs_f64() * 1000.0;
+                        let min = &mut self.history.stats.min_pause_ms;
+                        *min = Some(min.map_or(ms, |m| m.min(ms)));
+                    }
                     let target = Target {
                         storage: self.storage.clone(),
                         dir: String::new(),
@@ -419,6 +429,8 @@ impl<'a> Coordinator<'a> {
                 target,
             },
         );
+        let stats = &mut self.history.stats;
+        stats.max_in_flight = stats.max_in_flight.max(self.pending.len() as u64);
         tasks.trigger(CheckpointBarrier { id, kind }, &snapshot_target);
     }
 

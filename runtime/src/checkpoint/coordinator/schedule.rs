@@ -123,6 +123,11 @@ impl Schedule {
         self.last_trigger = now;
     }
 
+    /// Time since the last snapshot ended (completed or aborted), if one has.
+    pub fn since_last_end(&self, now: Instant) -> Option<Duration> {
+        self.last_end.map(|end| now.duration_since(end))
+    }
+
     /// A snapshot completed or was aborted at `now`: the minimum pause counts from here.
     pub fn ended(&mut self, now: Instant) {
         self.last_end = Some(now);
