@@ -15,9 +15,9 @@ mod validate;
 pub use duration::{parse_duration, DurationError};
 pub use load::{load_manifest, LoadedManifest, ManifestError};
 pub use spec::{
-    CheckpointingMode, CheckpointingSpec, ImagePullPolicy, JobSpec, JobState, PodOverrides, S3Spec,
-    SavepointsSpec, SecretCredentials, StateBackend, StreamJob, StreamJobSpec, UpgradeMode,
-    UpgradeSpec, DEFAULT_MAX_PARALLELISM, MAX_MAX_PARALLELISM,
+    secret_arg_env, CheckpointingMode, CheckpointingSpec, ImagePullPolicy, JobSpec, JobState,
+    PodOverrides, S3Spec, SavepointsSpec, SecretCredentials, SecretKeyRef, StateBackend, StreamJob,
+    StreamJobSpec, UpgradeMode, UpgradeSpec, DEFAULT_MAX_PARALLELISM, MAX_MAX_PARALLELISM,
 };
 pub use status::{
     CheckpointInfo, DeployedSpec, JobRunState, JobStatus, LifecycleState, PendingSavepoint,
@@ -26,7 +26,7 @@ pub use status::{
 };
 pub use storage::{S3Location, StorageLocation, SUPPORTED_STORAGE_SCHEMES};
 pub use validate::{
-    validate_spec, CheckpointSettings, FieldError, LifecycleSettings, ValidatedSpec,
+    resolved_args, validate_spec, CheckpointSettings, FieldError, LifecycleSettings, ValidatedSpec,
 };
 
 /// Cross-field rules the API server enforces (CEL, `x-kubernetes-validations`), as

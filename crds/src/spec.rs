@@ -199,6 +199,14 @@ pub struct JobSpec {
     /// arguments; an unknown or malformed argument is rejected before the job starts.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub args: BTreeMap<String, String>,
+    /// Job arguments whose values come from a Secret in the job's namespace (passwords,
+    /// tokens), by argument name, for example
+    /// `kafka.sasl.password: {name: kafka-credentials, key: password}`. The operator hands
+    /// each to the job's pods as a reference to the Secret (never the value) in the
+    /// environment variable [`secret_arg_env`] names (`WEIR_ARG_KAFKA_SASL_PASSWORD`); `weir
+    /// run` reads the same variable. An argument is either here or in `args`, not both.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub args_from_secrets: BTreeMap<String, SecretKeyRef>,
     /// Number of parallel subtasks of every operator. At least 1, at most `maxParallelism`.
     #[serde(default = "default_parallelism")]
     pub parallelism: i32,
@@ -335,6 +343,33 @@ pub struct S3Spec {
     /// always uses the standard chain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<SecretCredentials>,
+}
+
+/// One key of a Secret in the job's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    pub name: String,
+    /// The key within it.
+    pub key: String,
+}
+
+/// The environment variable that carries job argument `arg` from `spec.job.argsFromSecrets`:
+/// `WEIR_ARG_` and the argument's name in upper case with every character other than an ASCII
+/// letter or digit replaced by `_` (`kafka.sasl.password` -> `WEIR_ARG_KAFKA_SASL_PASSWORD`).
+pub fn secret_arg_env(arg: &str) -> String {
+    let name: String = arg
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("WEIR_ARG_{name}")
 }
 
 /// A Secret holding S3 credentials.

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::duration::parse_duration;
-use crate::spec::{StreamJobSpec, MAX_MAX_PARALLELISM};
+use crate::spec::{secret_arg_env, JobSpec, StreamJobSpec, MAX_MAX_PARALLELISM};
 use crate::storage::StorageLocation;
 
 /// One invalid field: its path in the manifest (`spec.job.parallelism`) and what is wrong,
@@ -84,6 +84,48 @@ pub fn validate_spec(spec: &StreamJobSpec) -> Result<ValidatedSpec, Vec<FieldErr
             "spec.job.entry",
             "must name a job of the runtime's registry, for example csv-window-aggregate".into(),
         );
+    }
+    let mut env_vars: std::collections::BTreeMap<String, &str> = Default::default();
+    for (arg, secret) in &spec.job.args_from_secrets {
+        let field = format!("spec.job.argsFromSecrets.{arg}");
+        if spec.job.args.contains_key(arg) {
+            err(
+                &field,
+                format!("`{arg}` is also in spec.job.args; keep it in one of the two"),
+            );
+        }
+        if !is_dns_subdomain(&secret.name) {
+            err(
+                &format!("{field}.name"),
+                format!(
+                    "`{}` is not a Secret name (lowercase letters, digits, '-' and '.', at most 253)",
+                    secret.name
+                ),
+            );
+        }
+        if secret.key.is_empty()
+            || !secret
+                .key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            err(
+                &format!("{field}.key"),
+                format!(
+                    "`{}` is not a Secret key (letters, digits, '-', '_' and '.')",
+                    secret.key
+                ),
+            );
+        }
+        if let Some(other) = env_vars.insert(secret_arg_env(arg), arg) {
+            err(
+                &field,
+                format!(
+                    "`{arg}` and `{other}` share the environment variable {}; rename one",
+                    secret_arg_env(arg)
+                ),
+            );
+        }
     }
     let p = spec.job.parallelism;
     let mp = spec.job.max_parallelism;
@@ -247,4 +289,43 @@ pub fn validate_spec(spec: &StreamJobSpec) -> Result<ValidatedSpec, Vec<FieldErr
         }
         _ => Err(errors),
     }
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// `job.args` with the values of `job.argsFromSecrets` added, each read through `env` from
+/// the variable [`secret_arg_env`] names (the operator sets it from the Secret; for `weir run`,
+/// set it yourself). Reads nothing else.
+///
+/// # Errors
+/// A [`FieldError`] for `spec.job.argsFromSecrets.<arg>` naming the variable to set when it is
+/// missing.
+pub fn resolved_args(
+    job: &JobSpec,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<std::collections::BTreeMap<String, String>, FieldError> {
+    let mut args = job.args.clone();
+    for (arg, secret) in &job.args_from_secrets {
+        let var = secret_arg_env(arg);
+        let value = env(&var).ok_or_else(|| FieldError {
+            field: format!("spec.job.argsFromSecrets.{arg}"),
+            message: format!(
+                "environment variable {var} is not set; in Kubernetes the operator sets it from key `{}` of Secret `{}`, elsewhere set it to the value",
+                secret.key, secret.name
+            ),
+        })?;
+        args.insert(arg.clone(), value);
+    }
+    Ok(args)
 }

@@ -68,13 +68,23 @@ pub struct ReadRecord {
     pub headers: Vec<(String, String)>,
 }
 
-/// A running single-node Kafka.
+/// A running single-node Kafka. Time-based retention is off (`log.retention.ms=-1`): the test
+/// records carry 2024 timestamps, which the default 7-day retention deletes about 30 s after
+/// the broker starts, when its first retention check runs.
 pub struct KafkaBroker {
     child: Option<Child>,
     dir: tempfile::TempDir,
-    /// The client port.
+    /// The client port (PLAINTEXT, no authentication).
     pub port: u16,
+    /// The port of the SASL_PLAINTEXT listener: mechanism PLAIN, user [`SASL_USER`] with
+    /// password [`SASL_PASSWORD`].
+    pub sasl_port: u16,
 }
+
+/// The user the SASL listener knows.
+pub const SASL_USER: &str = "weir";
+/// Its password.
+pub const SASL_PASSWORD: &str = "weir-kafka-secret";
 
 impl KafkaBroker {
     /// Formats a log directory and starts the broker; returns once it answers metadata
@@ -85,15 +95,17 @@ impl KafkaBroker {
     /// log is in the message).
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let [port, controller] = crate::free_ports();
+        let [port, controller, sasl_port] = crate::free_ports();
         let properties = format!(
             "process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller},SASL_PLAINTEXT://127.0.0.1:{sasl_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"{SASL_USER}\" password=\"{SASL_PASSWORD}\" user_{SASL_USER}=\"{SASL_PASSWORD}\";
 inter.broker.listener.name=PLAINTEXT
 log.dirs={logs}
 num.partitions=1
@@ -105,6 +117,7 @@ transaction.state.log.min.isr=1
 transaction.state.log.num.partitions=4
 group.initial.rebalance.delay.ms=0
 transaction.max.timeout.ms=900000
+log.retention.ms=-1
 ",
             logs = dir.path().join("logs").display()
         );
@@ -127,6 +140,7 @@ transaction.max.timeout.ms=900000
             child: None,
             dir,
             port,
+            sasl_port,
         };
         broker.launch();
         broker
@@ -194,6 +208,11 @@ transaction.max.timeout.ms=900000
         let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    /// `127.0.0.1:<sasl_port>`: the listener that wants SASL PLAIN credentials.
+    pub fn sasl_bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.sasl_port)
     }
 
     /// `127.0.0.1:<port>`.

@@ -7,13 +7,15 @@
 //! mid-checkpoint, a `read_committed` consumer sees the uninterrupted run's results and a
 //! `read_uncommitted` one the aborted ones too; the broker killed during a checkpoint and
 //! restarted fails that checkpoint only; a transaction timeout shorter than a checkpoint is
-//! rejected before the job runs.
+//! rejected before the job runs; a password from `argsFromSecrets` (the variable the operator
+//! fills from a Secret) authenticates the source on a SASL listener, and a wrong or missing one
+//! does not.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use weir_e2e::kafka::{Isolation, KafkaBroker};
+use weir_e2e::kafka::{Isolation, KafkaBroker, SASL_PASSWORD, SASL_USER};
 use weir_e2e::{assert_success, kill_at_random_points, manifest_job, weir_bin, TestJob};
 
 /// Event time of record 0 (2024-01-01 00:00:00 UTC), ms.
@@ -614,4 +616,55 @@ fn kafka_to_kafka_resumed_at_3_then_1_subtasks_commits_each_result_once() {
         reference(0..RECORDS, 0),
         "rescaled 2 -> 3 -> 1"
     );
+}
+
+#[test]
+fn a_password_from_a_secret_authenticates_the_source_and_its_absence_is_named() {
+    const RECORDS: usize = 4_000;
+    let broker = KafkaBroker::start();
+    broker.create_topic("secured", 2);
+    produce(&broker, "secured", 0..RECORDS, 2, 0);
+    let input = format!("kafka://{}/secured", broker.sasl_bootstrap());
+    let mut job = kafka_job(
+        &broker,
+        "secured",
+        2,
+        &[
+            ("input", &input),
+            ("stoppingOffsets", "latest"),
+            ("kafka.security.protocol", "SASL_PLAINTEXT"),
+            ("kafka.sasl.mechanism", "PLAIN"),
+            ("kafka.sasl.username", SASL_USER),
+        ],
+    );
+    job.edit(|d| {
+        d["spec"]["job"]["argsFromSecrets"]["kafka.sasl.password"] =
+            serde_yaml::from_str("{name: kafka-credentials, key: password}").unwrap();
+    });
+
+    // Without the variable the operator would set from the Secret: refused before it runs.
+    let out = std::process::Command::new(weir_bin())
+        .arg("validate")
+        .arg(&job.manifest)
+        .output()
+        .expect("weir validate");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("spec.job.argsFromSecrets.kafka.sasl.password")
+            && stderr.contains("WEIR_ARG_KAFKA_SASL_PASSWORD"),
+        "{stderr}"
+    );
+
+    // A wrong password: the broker refuses it and the job fails instead of reading.
+    let var = weir_crds::secret_arg_env("kafka.sasl.password");
+    job.env.push((var.clone(), "wrong".into()));
+    assert!(!job.run(&[]).status.success(), "read with a wrong password");
+    assert!(job.output_lines().is_empty());
+
+    job.env.retain(|(k, _)| *k != var);
+    job.env.push((var, SASL_PASSWORD.into()));
+    let (_, summary) = job.run_summarized(&[]);
+    assert_eq!(summary["recordsIn"], RECORDS as u64, "{summary}");
+    assert_eq!(totals(&job.output_lines()), reference(0..RECORDS, 0));
 }

@@ -48,9 +48,9 @@ pub fn container_security_context() -> SecurityContext {
     }
 }
 
-/// Environment of the job's containers: `TMPDIR` on the scratch volume, S3 credentials as
-/// references to their Secret (never the values), the component's `extra` settings, then the
-/// user's `env` (which wins).
+/// Environment of the job's containers: `TMPDIR` on the scratch volume, S3 credentials and
+/// the `job.argsFromSecrets` arguments as references to their Secret (never the values), the
+/// component's `extra` settings, then the user's `env` (which wins).
 pub(super) fn env(
     spec: &StreamJobSpec,
     overrides: &PodOverrides,
@@ -84,6 +84,20 @@ pub(super) fn env(
                 ..Default::default()
             });
         }
+    }
+    for (arg, secret) in &spec.job.args_from_secrets {
+        env.push(EnvVar {
+            name: weir_crds::secret_arg_env(arg),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.name.clone(),
+                    key: secret.key.clone(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
     }
     env.extend(extra);
     for user in &overrides.env {

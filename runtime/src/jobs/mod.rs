@@ -111,15 +111,20 @@ impl Registry {
     }
 
     /// Parses and validates a manifest and builds its job graph (no work starts), and checks
-    /// its sinks against the checkpoint timing.
+    /// its sinks against the checkpoint timing. The job is built from `job.args` plus the
+    /// `job.argsFromSecrets` values, read from this process's environment
+    /// ([`weir_crds::secret_arg_env`]); the returned manifest holds only the references.
     ///
     /// # Errors
     /// A message naming the invalid field: the manifest's, `spec.job.entry`, a job argument,
-    /// or the checkpoint settings a sink cannot work with.
+    /// an argument from a Secret whose environment variable is not set, or the checkpoint
+    /// settings a sink cannot work with.
     pub fn load(&self, yaml: &str) -> Result<(weir_crds::LoadedManifest, JobGraph), String> {
         let loaded = weir_crds::load_manifest(yaml).map_err(|e| e.to_string())?;
         let entry = self.get(&loaded.spec.spec.job.entry)?;
-        let graph = (entry.build)(&loaded.spec.spec.job.args).map_err(|e| e.to_string())?;
+        let args = weir_crds::resolved_args(&loaded.spec.spec.job, |var| std::env::var(var).ok())
+            .map_err(|e| e.to_string())?;
+        let graph = (entry.build)(&args).map_err(|e| e.to_string())?;
         let checkpointing = &loaded.spec.spec.checkpointing;
         let ms = |field: &str, text: &str| {
             weir_crds::parse_duration(text)

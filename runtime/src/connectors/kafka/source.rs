@@ -178,7 +178,7 @@ impl<T: Send + 'static> Source<T> for KafkaSource<T> {
         reader.schedule_discovery();
         tracing::info!(
             subtask = ctx.subtask,
-            partitions = ?reader.splits.iter().map(|s| &s.id).collect::<Vec<_>>(),
+            partitions = ?reader.splits.iter().map(|s| (&s.id, s.offset, s.stop)).collect::<Vec<_>>(),
             "kafka source assigned"
         );
         Ok(Box::new(reader))
