@@ -24,7 +24,10 @@
 //!
 //! | arg | meaning | default |
 //! | --- | --- | --- |
-//! | `output` | directory of the alerts (`account,timestamp ms,amount cents` per line) | required |
+//! | `input` | `kafka://host:port/topic`: read the transactions from Kafka (JSON objects with `id`, `account`, `timestamp`, `amount`, keyed by account so each account's transactions stay in order) instead of generating them | generated |
+//! | `stoppingOffsets` | with a Kafka input: `latest` (the end offsets at the first start) or `timestamp:<ms>` to stop there | unbounded |
+//! | `output` | directory of the alerts (`account,timestamp ms,amount cents` per line), or `kafka://host:port/topic` to write them exactly once to Kafka (JSON, keyed by account) | required |
+//! | `kafka.<setting>` | a librdkafka setting for the Kafka input and output (`kafka.security.protocol`, ...) | |
 //! | `rejectedOutput` | directory of the rejected transactions | `<output>-rejected` |
 //! | `transactions` | number of transactions | `200000` |
 //! | `accounts` | number of accounts | `100` |
@@ -41,6 +44,11 @@ use weir_runtime::api::{
     WatermarkStrategy,
 };
 use weir_runtime::connectors::file_sink::LineEncoder;
+use weir_runtime::connectors::kafka::config::parse_stopping_offsets;
+use weir_runtime::connectors::kafka::{
+    format, KafkaAddress, KafkaConfigError, KafkaSink, KafkaSinkConfig, KafkaSource,
+    KafkaSourceConfig, Serializer, Topics,
+};
 use weir_runtime::connectors::throttle::Throttle;
 use weir_runtime::connectors::FileSink;
 use weir_runtime::jobs::{optional_arg, ArgError, JobArgs, JobEntry, Registry};
@@ -356,12 +364,12 @@ pub fn build(args: &JobArgs) -> Result<JobGraph, ArgError> {
             ))
         }
     };
-    let source = TransactionSource {
-        seed: optional_arg(args, "seed")?.unwrap_or(42),
-        accounts: optional_arg(args, "accounts")?.unwrap_or(100).max(1),
-        count: optional_arg(args, "transactions")?.unwrap_or(200_000),
-        max_records_per_second: optional_arg(args, "maxRecordsPerSecond")?,
-    };
+    let max_records_per_second = optional_arg(args, "maxRecordsPerSecond")?;
+    let kafka_properties: std::collections::BTreeMap<String, String> = args
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("kafka.")?.to_string(), v.clone())))
+        .collect();
+    let kafka_err = |e: KafkaConfigError| ArgError::new(&e.field, e.message);
     let alert_encoder: LineEncoder<Alert> = Arc::new(|a: &Alert, out: &mut Vec<u8>| {
         out.extend_from_slice(alert_line(a).as_bytes());
     });
@@ -371,18 +379,57 @@ pub fn build(args: &JobArgs) -> Result<JobGraph, ArgError> {
         });
 
     let job = JobBuilder::new();
-    let alerts = job
-        .source(
-            "transactions",
-            source,
-            WatermarkStrategy::bounded_out_of_orderness(0, |t: &Transaction| t.timestamp),
-        )
+    let watermarks = WatermarkStrategy::bounded_out_of_orderness(0, |t: &Transaction| t.timestamp);
+    let transactions = match args.get("input") {
+        Some(input) => {
+            let address = KafkaAddress::parse(input, "input", false).map_err(kafka_err)?;
+            let mut config =
+                KafkaSourceConfig::new(address.bootstrap_servers, Topics::List(address.topics));
+            if let Some(s) = args.get("stoppingOffsets") {
+                config.stopping_offsets =
+                    parse_stopping_offsets(s, "stoppingOffsets").map_err(kafka_err)?;
+            }
+            config.properties = kafka_properties.clone();
+            config.max_records_per_second = max_records_per_second;
+            let source =
+                KafkaSource::new(config, format::json::<Transaction>()).map_err(kafka_err)?;
+            job.source("transactions", source, watermarks)
+        }
+        None => {
+            let source = TransactionSource {
+                seed: optional_arg(args, "seed")?.unwrap_or(42),
+                accounts: optional_arg(args, "accounts")?.unwrap_or(100).max(1),
+                count: optional_arg(args, "transactions")?.unwrap_or(200_000),
+                max_records_per_second,
+            };
+            job.source("transactions", source, watermarks)
+        }
+    };
+    let alerts = transactions
         .key_by(|t: &Transaction| t.account)
         .process("fraud-detector", FraudDetector { time_domain });
     alerts
         .side_output(&REJECTED)
         .sink("rejected-sink", FileSink::new(&rejected, rejected_encoder));
-    alerts.sink("alerts-sink", FileSink::new(&output, alert_encoder));
+    if KafkaAddress::is_kafka(&output) {
+        let address = KafkaAddress::parse(&output, "output", false).map_err(kafka_err)?;
+        let [topic] = address.topics.as_slice() else {
+            return Err(ArgError::new("output", "name exactly one topic to write"));
+        };
+        let mut config = KafkaSinkConfig::new(address.bootstrap_servers, topic.as_str());
+        config.properties = kafka_properties;
+        let serialize: Serializer<Alert> =
+            Arc::new(|a: &Alert, key: &mut Vec<u8>, value: &mut Vec<u8>| {
+                key.extend_from_slice(a.account.to_string().as_bytes());
+                serde_json::to_writer(value, a).expect("invariant: an alert serializes");
+            });
+        alerts.sink(
+            "alerts-sink",
+            KafkaSink::new(config, serialize).map_err(kafka_err)?,
+        );
+    } else {
+        alerts.sink("alerts-sink", FileSink::new(&output, alert_encoder));
+    }
     job.set_output(output);
     job.build()
         .map_err(|e| ArgError::new("(job graph)", e.to_string()))

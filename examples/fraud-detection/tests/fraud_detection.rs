@@ -1,15 +1,18 @@
 //! The fraud-detection example through its own binary (`weir run` of a user's crate): its
 //! alerts and rejected transactions equal a reference computed here, after SIGKILLs at random
 //! points, and across rescales 2 -> 3 -> 1 that switch the state backend (keyed state and
-//! event-time timers redistributed by key group).
+//! event-time timers redistributed by key group). Reading its transactions from a Kafka topic
+//! and writing its alerts to another through the job API's `KafkaSource` and `KafkaSink`,
+//! killed and resumed, a `read_committed` consumer sees exactly the reference alerts.
 
 use std::path::{Path, PathBuf};
 
+use weir_e2e::kafka::{Isolation, KafkaBroker};
 use weir_e2e::{
     assert_success, kill_at_random_points, manifest_job, read_output, test_seed, TestJob,
 };
 use weir_example_fraud_detection::{
-    alert_line, reference_alerts, rejected_line, transaction, Transaction,
+    alert_line, reference_alerts, rejected_line, transaction, Alert, Transaction,
 };
 
 const TRANSACTIONS: u64 = 120_000;
@@ -122,6 +125,81 @@ fn state_and_timers_survive_rescales_that_switch_the_backend() {
     assert_success(&job.run(&[]));
     assert_eq!(job.output_lines(), alerts, "rescaled alerts differ");
     assert_eq!(rejected_lines(&job), rejected, "rescaled rejected differ");
+}
+
+#[test]
+fn transactions_from_kafka_give_the_reference_alerts_in_kafka_exactly_once_after_sigkills() {
+    const N: u64 = 40_000;
+    const PARTITIONS: u64 = 3;
+    let broker = KafkaBroker::start();
+    broker.create_topic("transactions", PARTITIONS as i32);
+    broker.create_topic("alerts", 2);
+    // Keyed by account: each account's transactions stay in order on one partition.
+    let txs: Vec<Transaction> = (0..N).map(|n| transaction(42, 100, n)).collect();
+    let encoded: Vec<(i32, String, String, i64)> = txs
+        .iter()
+        .map(|t| {
+            (
+                (t.account % PARTITIONS) as i32,
+                t.account.to_string(),
+                serde_json::to_string(t).unwrap(),
+                t.timestamp,
+            )
+        })
+        .collect();
+    let records: Vec<(i32, Option<&str>, &str, i64)> = encoded
+        .iter()
+        .map(|(p, k, v, ts)| (*p, Some(k.as_str()), v.as_str(), *ts))
+        .collect();
+    broker.produce("transactions", &records);
+    let mut expected: Vec<String> = reference_alerts(&txs).iter().map(alert_line).collect();
+    expected.sort();
+    assert!(
+        expected.len() > 20,
+        "only {} reference alerts",
+        expected.len()
+    );
+
+    let job = job(|d| {
+        let args = &mut d["spec"]["job"]["args"];
+        args["input"] = format!("kafka://{}/transactions", broker.bootstrap()).into();
+        args["output"] = format!("kafka://{}/alerts", broker.bootstrap()).into();
+        args["stoppingOffsets"] = "latest".into();
+        args["maxRecordsPerSecond"] = "4000".into();
+        d["spec"]["checkpointing"]["interval"] = "300ms".into();
+    });
+    let kills = kill_at_random_points(&job, 4, test_seed());
+    assert!(kills.total >= 3, "only {} kills landed", kills.total);
+    job.edit(|d| {
+        d["spec"]["job"]["args"]
+            .as_mapping_mut()
+            .unwrap()
+            .remove("maxRecordsPerSecond");
+    });
+    let (_, summary) = job.run_summarized(&[]);
+    assert_eq!(summary["restoredKind"], "checkpoint", "{summary}");
+
+    let alerts = |isolation| -> Vec<String> {
+        let mut lines: Vec<String> = broker
+            .read_all("alerts", isolation)
+            .iter()
+            .map(|r| {
+                let a: Alert = serde_json::from_str(r.value.as_deref().unwrap()).unwrap();
+                assert_eq!(r.key.as_deref(), Some(a.account.to_string().as_str()));
+                alert_line(&a)
+            })
+            .collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(alerts(Isolation::ReadCommitted), expected);
+    let mut rejected: Vec<String> = txs
+        .iter()
+        .filter(|t| t.amount <= 0)
+        .map(rejected_line)
+        .collect();
+    rejected.sort();
+    assert_eq!(rejected_lines(&job), rejected);
 }
 
 #[test]
