@@ -44,34 +44,13 @@ fn main() {
         let summary = work.path().join("summary.json");
         std::fs::write(
             &manifest,
-            format!(
-                r#"apiVersion: weir.dev/v1alpha1
-kind: StreamJob
-metadata:
-  name: bench-bids-{backend}
-spec:
-  job:
-    entry: csv-window-aggregate
-    parallelism: 2
-    args:
-      input: {input}
-      header: "false"
-      columns: auction,bidder,price,ts
-      timestamp: ts
-      key: auction
-      window: 10s
-      aggregates: count
-      outOfOrderness: 5s
-      output: {out}
-  checkpointing:
-    interval: 10s
-    mode: exactly-once
-    storage: file://{ckpt}
-  stateBackend: {backend}
-"#,
-                input = data.display(),
-                out = work.path().join("out").display(),
-                ckpt = work.path().join("ckpt").display(),
+            weir_e2e::bids::window_job_yaml(
+                &format!("bench-bids-{backend}"),
+                &data.display().to_string(),
+                &work.path().join("out").display().to_string(),
+                backend,
+                &work.path().join("ckpt"),
+                "      header: \"false\"\n",
             ),
         )
         .unwrap();

@@ -80,3 +80,44 @@ pub fn generate(dir: &Path, rows: u64, files: u64) {
         o.flush().unwrap();
     }
 }
+
+/// The benchmarks' window job over bids as a manifest: `csv-window-aggregate` counting bids per
+/// auction per 10 s tumbling event-time window (5 s out-of-orderness), parallelism 2,
+/// exactly-once checkpoints every 10 s into `checkpoints`, on `backend`; `input` and `output`
+/// as the job takes them (paths or `kafka://` addresses), `extra_args` further argument lines
+/// (`      name: value\n` each).
+pub fn window_job_yaml(
+    name: &str,
+    input: &str,
+    output: &str,
+    backend: &str,
+    checkpoints: &Path,
+    extra_args: &str,
+) -> String {
+    format!(
+        r#"apiVersion: weir.dev/v1alpha1
+kind: StreamJob
+metadata:
+  name: {name}
+spec:
+  job:
+    entry: csv-window-aggregate
+    parallelism: 2
+    args:
+      input: {input}
+      columns: auction,bidder,price,ts
+      timestamp: ts
+      key: auction
+      window: 10s
+      aggregates: count
+      outOfOrderness: 5s
+      output: {output}
+{extra_args}  checkpointing:
+    interval: 10s
+    mode: exactly-once
+    storage: file://{checkpoints}
+  stateBackend: {backend}
+"#,
+        checkpoints = checkpoints.display()
+    )
+}

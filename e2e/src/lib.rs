@@ -6,6 +6,7 @@ pub mod bids;
 pub mod cluster;
 pub mod console_doc;
 pub mod doc_session;
+pub mod flink;
 pub mod garage;
 pub mod kafka;
 pub mod processes;
@@ -259,6 +260,17 @@ impl TestJob {
         assert_success(&out);
         let json = std::fs::read(&path).expect("summary file");
         (out, serde_json::from_slice(&json).expect("summary JSON"))
+    }
+
+    /// `weir validate <manifest>` (with the job's environment): exit code 2 and the invalid
+    /// fields on stderr when the manifest or its arguments are refused.
+    pub fn validate(&self) -> Output {
+        Command::new(&self.bin)
+            .arg("validate")
+            .arg(&self.manifest)
+            .envs(self.env.iter().cloned())
+            .output()
+            .expect("weir validate")
     }
 
     /// `weir run <manifest> <extra>` to completion.

@@ -484,11 +484,7 @@ spec:
             d["spec"]["job"]["args"]["output"] = "kafka://127.0.0.1:9/out".into();
         })
     };
-    let out = std::process::Command::new(weir_bin())
-        .arg("validate")
-        .arg(&job.manifest)
-        .output()
-        .expect("weir validate");
+    let out = job.validate();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     for field in [
@@ -643,11 +639,7 @@ fn a_password_from_a_secret_authenticates_the_source_and_its_absence_is_named() 
     });
 
     // Without the variable the operator would set from the Secret: refused before it runs.
-    let out = std::process::Command::new(weir_bin())
-        .arg("validate")
-        .arg(&job.manifest)
-        .output()
-        .expect("weir validate");
+    let out = job.validate();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
