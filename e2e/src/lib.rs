@@ -38,17 +38,21 @@ pub fn weir_bin() -> PathBuf {
     bin
 }
 
-/// The repository root: the parent of this crate's directory, taken from `CARGO_MANIFEST_DIR`
-/// at run time (`cargo test` and `cargo bench` set it) and only otherwise from the path it was
-/// compiled at. Reading it at run time matters because a shared `CARGO_TARGET_DIR` reuses a
-/// test binary built from another checkout of the same sources.
+/// The repository root: the nearest directory holding `Cargo.lock` at or above the running
+/// test's crate (`CARGO_MANIFEST_DIR` at run time, which `cargo test` and `cargo bench` set to
+/// the crate whose test runs), else above the path this crate was compiled at. Reading it at run
+/// time matters because a shared `CARGO_TARGET_DIR` reuses a test binary built from another
+/// checkout of the same sources.
 pub fn repo_root() -> PathBuf {
+    let workspace_of = |dir: PathBuf| {
+        dir.ancestors()
+            .find(|d| d.join("Cargo.lock").exists())
+            .map(Path::to_path_buf)
+    };
     std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
+        .and_then(|d| workspace_of(PathBuf::from(d)))
+        .or_else(|| workspace_of(PathBuf::from(env!("CARGO_MANIFEST_DIR"))))
+        .expect("a Cargo.lock above the crate: the repository root")
 }
 
 /// `N` distinct free TCP ports on 127.0.0.1. All `N` listeners are held until every port is
