@@ -36,19 +36,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use weir_e2e::bids::env_or;
 use weir_e2e::flink::{flink_python, process_tree, run_watched, Watched};
 use weir_e2e::kafka::KafkaBroker;
 use weir_e2e::{bids, timed_run, weir_bin};
 
 const CONNECTOR: &str = "org.apache.flink:flink-sql-connector-kafka:5.0.0-2.2";
 const PARTITIONS: i32 = 2;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

@@ -29,18 +29,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use weir_e2e::bids::env_or;
 use weir_e2e::flink::{flink_python, run_watched, Watched};
 use weir_e2e::{bids::bench_dir, timed_run, weir_bin};
 use weir_runtime::connectors::file_sink::committed_lines;
 use weir_runtime::jobs::nexmark::queries::QUERIES;
 use weir_runtime::jobs::nexmark::results::result_rows;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The events of `events` at `rate`, written once by `weir nexmark generate`.
 fn generated(events: u64, rate: u64) -> PathBuf {

@@ -16,7 +16,13 @@ pub fn bench_dir() -> PathBuf {
 
 /// Rows of bids a benchmark uses: `WEIR_BENCH_ROWS`, else `default`.
 pub fn rows_from_env(default: u64) -> u64 {
-    std::env::var("WEIR_BENCH_ROWS")
+    env_or("WEIR_BENCH_ROWS", default)
+}
+
+/// Environment variable `name` parsed as a `T`, or `default` when it is unset or does not
+/// parse (the benchmarks' settings).
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(default)

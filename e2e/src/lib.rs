@@ -252,10 +252,9 @@ pub fn kill_at_random_points(job: &TestJob, rounds: usize, seed: u64) -> Kills {
 }
 
 impl TestJob {
-    /// [`TestJob::run`] with `--summary-json`: the process output and, when the run succeeded,
-    /// its summary (`restoredFrom`, `skippedCheckpoints`, `recordsIn`, ...; see `RunSummary`).
+    /// [`TestJob::run`] with `--summary-json`: the run's summary (`restoredFrom`, `skippedCheckpoints`, `recordsIn`, ...; see `RunSummary`).
     /// Panics, with weir's stderr, when the run fails.
-    pub fn run_summarized(&self, extra: &[&str]) -> (Output, serde_json::Value) {
+    pub fn run_summarized(&self, extra: &[&str]) -> serde_json::Value {
         let path = self.dir.path().join("summary.json");
         let _ = std::fs::remove_file(&path);
         let mut args = vec!["--summary-json", path.to_str().expect("UTF-8 path")];
@@ -263,7 +262,7 @@ impl TestJob {
         let out = self.run(&args);
         assert_success(&out);
         let json = std::fs::read(&path).expect("summary file");
-        (out, serde_json::from_slice(&json).expect("summary JSON"))
+        serde_json::from_slice(&json).expect("summary JSON")
     }
 
     /// `weir validate <manifest>` (with the job's environment): exit code 2 and the invalid

@@ -11,7 +11,7 @@ fn max_concurrent_checkpoints_overlap_and_stay_exactly_once() {
         d["spec"]["checkpointing"]["maxConcurrent"] = 3.into();
         d["spec"]["job"]["args"]["maxRecordsPerSecond"] = "200000".into();
     });
-    let (_, summary) = job.run_summarized(&[]);
+    let summary = job.run_summarized(&[]);
     let in_flight = summary["checkpointsInFlightMax"].as_u64().unwrap_or(0);
     assert!(
         (2..=3).contains(&in_flight),
@@ -23,7 +23,7 @@ fn max_concurrent_checkpoints_overlap_and_stay_exactly_once() {
         d["spec"]["checkpointing"]["interval"] = "10ms".into();
         d["spec"]["job"]["args"]["maxRecordsPerSecond"] = "200000".into();
     });
-    let (_, summary) = serial.run_summarized(&[]);
+    let summary = serial.run_summarized(&[]);
     assert_eq!(summary["checkpointsInFlightMax"], 1, "{summary}");
     assert!(
         summary["checkpointsCompleted"].as_u64() > Some(2),
@@ -39,7 +39,7 @@ fn min_pause_separates_checkpoints() {
         d["spec"]["checkpointing"]["maxConcurrent"] = 3.into();
         d["spec"]["job"]["args"]["maxRecordsPerSecond"] = "200000".into();
     });
-    let (_, summary) = job.run_summarized(&[]);
+    let summary = job.run_summarized(&[]);
     // The first checkpoint has no pause before it and the final one (input exhausted) does
     // not wait: at least three make at least one paced gap.
     assert!(

@@ -45,7 +45,7 @@ fn flipped_byte_in_a_state_file_falls_back_to_the_previous_checkpoint() {
     bytes[i] ^= 0x40;
     std::fs::write(&file, bytes).unwrap();
 
-    let (_, summary) = job.run_summarized(&[]);
+    let summary = job.run_summarized(&[]);
     let skipped = &summary["skippedCheckpoints"];
     assert_eq!(skipped[0]["id"], latest, "{summary}");
     assert_eq!(
@@ -64,7 +64,7 @@ fn checkpoint_without_metadata_is_never_restored() {
     let latest = *ids.last().unwrap();
     std::fs::remove_file(job.checkpoint_dir(latest).join("_metadata")).unwrap();
 
-    let (_, summary) = job.run_summarized(&[]);
+    let summary = job.run_summarized(&[]);
     let skipped = &summary["skippedCheckpoints"];
     assert_eq!(skipped[0]["id"], latest, "{summary}");
     assert_eq!(skipped[0]["reason"]["kind"], "noMetadata", "{summary}");

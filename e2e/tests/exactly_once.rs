@@ -46,7 +46,7 @@ fn sigkill_at_random_points_then_resume_gives_exactly_once_output() {
         kills.during_checkpoint
     );
 
-    let (_, summary) = job.run_summarized(&[]);
+    let summary = job.run_summarized(&[]);
     assert_eq!(
         summary["restoredKind"], "checkpoint",
         "final run did not restore: {summary}"
@@ -90,7 +90,7 @@ fn resuming_with_another_parallelism_redistributes_key_groups() {
         );
     }
     set_parallelism(1);
-    let (_, summary) = job.run_summarized(&[]);
+    let summary = job.run_summarized(&[]);
     assert_eq!(summary["restoredKind"], "checkpoint", "{summary}");
     assert_eq!(job.output_lines(), reference_retail_revenue());
 }

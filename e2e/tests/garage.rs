@@ -59,7 +59,7 @@ fn multipart_uploads_and_exactly_once_recovery_on_garage() {
     );
     let kills = kill_at_random_points(&job, 4, fastrand::u64(..));
     assert!(kills.total >= 4, "{kills:?}");
-    let (_, summary) = job.run_summarized(&[]);
+    let summary = job.run_summarized(&[]);
     assert_eq!(summary["restoredKind"], "checkpoint", "{summary}");
     assert_eq!(job.output_lines(), reference_retail_revenue());
 }

@@ -61,7 +61,7 @@ fn run_for_checkpoints(job: &TestJob, n: usize) {
 fn shared_files_are_exactly_those_the_retained_checkpoints_reference() {
     let server = S3Server::start();
     let job = example_job_on_s3(&server, "gc", incremental);
-    let (_, summary) = job.run_summarized(&[]);
+    let summary = job.run_summarized(&[]);
     let checkpoints = summary["checkpointsCompleted"].as_u64().unwrap_or(0);
     assert!(
         checkpoints >= 10,
@@ -103,7 +103,7 @@ fn incremental_checkpoints_restore_exactly_once_across_rescales_and_into_heap() 
         d["spec"]["stateBackend"] = "heap".into();
         d["spec"]["checkpointing"]["incremental"] = false.into();
     });
-    let (_, summary) = job.run_summarized(&[]);
+    let summary = job.run_summarized(&[]);
     assert_eq!(summary["restoredKind"], "checkpoint", "{summary}");
     assert_eq!(job.output_lines(), reference_retail_revenue());
     // An orphan is reported, not deleted.

@@ -656,7 +656,7 @@ fn a_password_from_a_secret_authenticates_the_source_and_its_absence_is_named() 
 
     job.env.retain(|(k, _)| *k != var);
     job.env.push((var, SASL_PASSWORD.into()));
-    let (_, summary) = job.run_summarized(&[]);
+    let summary = job.run_summarized(&[]);
     assert_eq!(summary["recordsIn"], RECORDS as u64, "{summary}");
     assert_eq!(totals(&job.output_lines()), reference(0..RECORDS, 0));
 }

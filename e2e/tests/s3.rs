@@ -17,7 +17,7 @@ fn sigkill_at_random_points_with_checkpoints_on_s3_gives_exactly_once_output() {
     eprintln!("kill schedule seed: {seed}");
     let kills = kill_at_random_points(&job, 5, seed);
     assert!(kills.total >= 5, "{kills:?}");
-    let (_, summary) = job.run_summarized(&[]);
+    let summary = job.run_summarized(&[]);
     assert_eq!(summary["restoredKind"], "checkpoint", "{summary}");
     assert!(
         !server.objects("eo/retail-revenue/checkpoints").is_empty(),
@@ -124,7 +124,7 @@ fn a_savepoint_copied_to_another_bucket_restores() {
 
     let restored = example_job_on_s3(&server, "dst", |_| {});
     weir_e2e::copy_dir(&job.output, &restored.output);
-    let (_, summary) = restored.run_summarized(&["--from-savepoint", "s3://archive/moved/sp"]);
+    let summary = restored.run_summarized(&["--from-savepoint", "s3://archive/moved/sp"]);
     assert_eq!(summary["restoredKind"], "savepoint", "{summary}");
     assert_eq!(
         summary["restoredLocation"], "s3://archive/moved/sp",

@@ -29,7 +29,7 @@ fn restored_job(
 
 fn run_restored(job: &TestJob, args: &[String]) {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (_, summary) = job.run_summarized(&args);
+    let summary = job.run_summarized(&args);
     assert_eq!(summary["restoredKind"], "savepoint", "{summary}");
     assert_eq!(
         job.output_lines(),

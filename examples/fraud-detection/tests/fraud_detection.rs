@@ -180,7 +180,7 @@ fn transactions_from_kafka_give_the_reference_alerts_in_kafka_exactly_once_after
             .unwrap()
             .remove("maxRecordsPerSecond");
     });
-    let (_, summary) = job.run_summarized(&[]);
+    let summary = job.run_summarized(&[]);
     assert_eq!(summary["restoredKind"], "checkpoint", "{summary}");
 
     let alerts = |isolation| -> Vec<String> {

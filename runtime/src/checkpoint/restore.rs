@@ -204,27 +204,15 @@ pub fn load_snapshot_for(
                 Err(reason) => return Ok(Err(reason)),
             }
         }
-        let Some(bytes) = storage.read(&join(dir, &file.file))? else {
-            return Ok(Err(Unrestorable::MissingFile {
-                file: file.file.clone(),
-            }));
+        let bytes = match verified(
+            storage.read(&join(dir, &file.file))?,
+            &file.file,
+            file.size,
+            file.crc32c,
+        ) {
+            Ok(bytes) => bytes,
+            Err(reason) => return Ok(Err(reason)),
         };
-        if bytes.len() as u64 != file.size {
-            return Ok(Err(Unrestorable::WrongSize {
-                file: file.file.clone(),
-                actual: bytes.len() as u64,
-                expected: file.size,
-            }));
-        }
-        let crc = crc32c::crc32c(&bytes);
-        if crc != file.crc32c {
-            return Ok(Err(Unrestorable::ChecksumMismatch {
-                file: file.file.clone(),
-                key_group: None,
-                expected: file.crc32c,
-                actual: crc,
-            }));
-        }
         files.insert(file.file.clone(), bytes);
     }
     let shared_root = checkpoint_job_root(dir);
@@ -247,27 +235,10 @@ pub fn load_snapshot_for(
                 }))
             }
         };
-        let Some(bytes) = storage.read(&object)? else {
-            return Ok(Err(Unrestorable::MissingFile {
-                file: file.path.clone(),
-            }));
+        let bytes = match verified(storage.read(&object)?, &file.path, file.size, file.crc32c) {
+            Ok(bytes) => bytes,
+            Err(reason) => return Ok(Err(reason)),
         };
-        if bytes.len() as u64 != file.size {
-            return Ok(Err(Unrestorable::WrongSize {
-                file: file.path.clone(),
-                actual: bytes.len() as u64,
-                expected: file.size,
-            }));
-        }
-        let crc = crc32c::crc32c(&bytes);
-        if crc != file.crc32c {
-            return Ok(Err(Unrestorable::ChecksumMismatch {
-                file: file.path.clone(),
-                key_group: None,
-                expected: file.crc32c,
-                actual: crc,
-            }));
-        }
         files.insert(file.path.clone(), bytes);
     }
     Ok(Ok(LoadedCheckpoint {
@@ -276,6 +247,35 @@ pub fn load_snapshot_for(
         files,
         file_bases,
     }))
+}
+
+/// `bytes` read from state file `name` when they are present and match the recorded `size`
+/// (bytes) and CRC-32C; else why the file cannot be restored.
+fn verified(
+    bytes: Option<Vec<u8>>,
+    name: &str,
+    size: u64,
+    crc32c: u32,
+) -> Result<Vec<u8>, Unrestorable> {
+    let file = || name.to_string();
+    let bytes = bytes.ok_or_else(|| Unrestorable::MissingFile { file: file() })?;
+    if bytes.len() as u64 != size {
+        return Err(Unrestorable::WrongSize {
+            file: file(),
+            actual: bytes.len() as u64,
+            expected: size,
+        });
+    }
+    let actual = crc32c::crc32c(&bytes);
+    if actual != crc32c {
+        return Err(Unrestorable::ChecksumMismatch {
+            file: file(),
+            key_group: None,
+            expected: crc32c,
+            actual,
+        });
+    }
+    Ok(bytes)
 }
 
 /// The key groups of `file` that `ranges` need, when that is less than the whole file: the
