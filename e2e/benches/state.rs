@@ -76,6 +76,7 @@ fn shape<'a>(
     weir_runtime::checkpoint::JobShape {
         uids,
         keyed_states,
+        fixed_states: &[],
         max_parallelism: MAX_PARALLELISM,
         allow_non_restored_state: false,
     }

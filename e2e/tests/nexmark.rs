@@ -2,8 +2,9 @@
 //! q7 (highest bid), q8 (window join) and q11 (session windows) SIGKILLed at random points
 //! (half of them right after a checkpoint trigger) and resumed commit exactly the output of an
 //! uninterrupted run (q10 too: its partitioned sink restores pending files in bucket
-//! directories); q11's sessions, merged across checkpoints, also survive a rescale
-//! 2 -> 3 -> 1 through savepoints that switch the state backend.
+//! directories); q11's sessions, merged across checkpoints, and q5's sliced sliding windows
+//! (slices outlive the windows that fired) also survive a rescale 2 -> 3 -> 1 through
+//! savepoints that switch the state backend.
 
 use weir_e2e::{assert_success, kill_at_random_points, manifest_job, repo_root, weir_bin, TestJob};
 
@@ -67,10 +68,11 @@ fn windowed_queries_are_exactly_once_after_sigkills_at_random_points() {
     }
 }
 
-#[test]
-fn merged_sessions_survive_rescales_through_savepoints_that_switch_backends() {
-    let expected = uninterrupted("q11");
-    let job = job("q11", |d| {
+/// Runs `query` at parallelism 2 on RocksDB and 3 on heap, a savepoint taken mid-run from
+/// each, then to the end at 1 on RocksDB: its output equals an uninterrupted run's.
+fn rescaled_through_savepoints(query: &str) {
+    let expected = uninterrupted(query);
+    let job = job(query, |d| {
         d["spec"]["job"]["args"]["maxEventsPerSecond"] = "30000".into();
     });
     let mut savepoint: Option<String> = None;
@@ -106,5 +108,19 @@ fn merged_sessions_survive_rescales_through_savepoints_that_switch_backends() {
     });
     let sp = savepoint.expect("two savepoints taken");
     assert_success(&job.run(&["--from-savepoint", &sp]));
-    assert_eq!(job.output_lines(), expected, "rescaled 2 -> 3 -> 1");
+    assert_eq!(
+        job.output_lines(),
+        expected,
+        "{query}: rescaled 2 -> 3 -> 1"
+    );
+}
+
+#[test]
+fn merged_sessions_survive_rescales_through_savepoints_that_switch_backends() {
+    rescaled_through_savepoints("q11");
+}
+
+#[test]
+fn sliced_sliding_windows_survive_rescales_through_savepoints_that_switch_backends() {
+    rescaled_through_savepoints("q5");
 }

@@ -134,7 +134,8 @@ fn result_line<O: std::fmt::Display>(r: &WindowResult<u64, O>) -> String {
 
 const TUMBLE: i64 = 1_000;
 const SLIDE_SIZE: i64 = 3_000;
-const SLIDE: i64 = 1_000;
+/// Does not divide [`SLIDE_SIZE`]: sliced into 600 ms slices.
+const SLIDE: i64 = 1_200;
 const GAP: i64 = 500;
 const OUT_OF_ORDERNESS: i64 = 400;
 

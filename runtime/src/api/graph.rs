@@ -37,7 +37,8 @@ pub enum OperatorKind {
     KeyedProcess,
     /// A keyed broadcast process function: keyed state and timers, and broadcast state.
     KeyedBroadcastProcess,
-    /// Event-time tumbling window aggregation over keyed state (the fast path).
+    /// Event-time tumbling or sliding window aggregation over keyed state (the fast path,
+    /// sliding windows sliced).
     WindowAggregate,
     /// Windows of any assigner and window function over keyed state and timers.
     Window,
@@ -46,6 +47,13 @@ pub enum OperatorKind {
 }
 
 impl OperatorKind {
+    /// True for the kinds whose keyed states are all Weir's and declared when the graph is
+    /// built (windows): a state of theirs in a snapshot that they no longer declare was
+    /// written by another kind of window (see [`crate::checkpoint::incompatibilities`]).
+    pub fn declares_all_states(self) -> bool {
+        matches!(self, OperatorKind::WindowAggregate | OperatorKind::Window)
+    }
+
     /// True for the kinds without state (map, filter, flat_map): the builder names them
     /// after their kind and position, and they never appear in snapshots.
     pub fn is_stateless(self) -> bool {

@@ -45,7 +45,9 @@ use crate::operators::keyed_process::KeyedProcessOperator;
 use crate::operators::stateless::{Filter, FlatMap, Map};
 use crate::operators::window::contents::{Aggregated, Elements, Reduced, WindowContents};
 use crate::operators::window::operator::{sessions_info, WindowOperator, WindowSettings};
-use crate::operators::window::tumbling_aggregate::{TumblingAggregateOperator, WINDOW_STATE};
+use crate::operators::window::sliced_aggregate::{
+    SlicedAggregateOperator, SlicedAggregateSetup, Slicing, WINDOW_STATE,
+};
 use crate::state::heap::HeapBackend;
 use crate::state::timers::TimeDomain;
 use crate::state::typed::{system_clock, KeyedStateStore};
@@ -1007,18 +1009,26 @@ impl<K: Key, T: Clone + Send + Serialize + DeserializeOwned + 'static> WindowedS
         self
     }
 
-    /// True when the fast path runs this window: event-time tumbling windows at offset 0
-    /// without lateness and late side output.
-    fn is_plain_tumbling(&self) -> bool {
-        matches!(
-            self.settings.assigner,
+    /// The slicing of this window when the fast path runs it: event-time tumbling or sliding
+    /// windows at offset 0, without lateness and late side output.
+    fn slicing(&self) -> Option<Slicing> {
+        if self.settings.allowed_lateness_ms != 0 || self.settings.late_tag.is_some() {
+            return None;
+        }
+        match self.settings.assigner {
             WindowAssigner::Tumbling {
+                size_ms,
                 offset_ms: 0,
                 domain: TimeDomain::EventTime,
-                ..
-            }
-        ) && self.settings.allowed_lateness_ms == 0
-            && self.settings.late_tag.is_none()
+            } => Some(Slicing::new(size_ms, size_ms)),
+            WindowAssigner::Sliding {
+                size_ms,
+                slide_ms,
+                offset_ms: 0,
+                domain: TimeDomain::EventTime,
+            } => Some(Slicing::new(size_ms, slide_ms)),
+            _ => None,
+        }
     }
 
     /// Aggregates each key's records per window with `function`; the accumulators are keyed
@@ -1030,10 +1040,8 @@ impl<K: Key, T: Clone + Send + Serialize + DeserializeOwned + 'static> WindowedS
         A::Out: Clone,
     {
         let function = Arc::new(function);
-        if let (true, WindowAssigner::Tumbling { size_ms, .. }) =
-            (self.is_plain_tumbling(), self.settings.assigner)
-        {
-            return self.tumbling_aggregate(uid, function, size_ms.max(1));
+        if let Some(slicing) = self.slicing() {
+            return self.sliced_aggregate(uid, function, slicing);
         }
         self.add_window_operator(uid, vec![Aggregated::<A>::info()], move |store| {
             Aggregated::open(store, function.clone())
@@ -1083,12 +1091,12 @@ impl<K: Key, T: Clone + Send + Serialize + DeserializeOwned + 'static> WindowedS
     }
 
     /// The fast path of [`WindowedStream::aggregate`] (see
-    /// [`crate::operators::window::tumbling_aggregate`]).
-    fn tumbling_aggregate<A>(
+    /// [`crate::operators::window::sliced_aggregate`]).
+    fn sliced_aggregate<A>(
         self,
         uid: &str,
         function: Arc<A>,
-        size: i64,
+        slicing: Slicing,
     ) -> Stream<WindowResult<K, A::Out>>
     where
         A: AggregateFunction<In = T>,
@@ -1097,15 +1105,15 @@ impl<K: Key, T: Clone + Send + Serialize + DeserializeOwned + 'static> WindowedS
         let uid_owned = uid.to_string();
         let create = move |ctx: &TaskContext, mut outs: super::plan::Outputs| {
             let store = ctx.keyed_state(&uid_owned)?;
-            let op = TumblingAggregateOperator::new(
-                &uid_owned,
-                store,
-                function.clone(),
-                size,
-                outs.main::<WindowResult<K, A::Out>>(),
-                ctx.metrics.clone(),
-                ctx.subtask as usize,
-            )?;
+            let setup = SlicedAggregateSetup {
+                slicing,
+                key_groups: ctx.key_group_range,
+                restored: ctx.operator_state(&uid_owned),
+                next: outs.main::<WindowResult<K, A::Out>>(),
+                metrics: ctx.metrics.clone(),
+                subtask: ctx.subtask as usize,
+            };
+            let op = SlicedAggregateOperator::new(&uid_owned, store, function.clone(), setup)?;
             Ok(Typed::<KeyedRecord<K, T>>::erase(Box::new(op)))
         };
         self.keyed
@@ -1172,6 +1180,7 @@ pub struct JobGraph {
     pub(crate) graph: StreamGraph,
     uids: Vec<String>,
     keyed_states: BTreeMap<String, Vec<StateInfo>>,
+    fixed_states: Vec<String>,
     chains: Vec<String>,
     output: Option<String>,
     timing_checks: Vec<TimingCheck>,
@@ -1202,6 +1211,12 @@ impl JobGraph {
             .filter(|n| !n.states.is_empty())
             .map(|n| (n.uid.clone(), n.states.clone()))
             .collect();
+        let fixed_states = graph
+            .nodes()
+            .iter()
+            .filter(|n| n.kind.declares_all_states())
+            .map(|n| n.uid.clone())
+            .collect();
         let chains = graph
             .task_heads()
             .into_iter()
@@ -1211,6 +1226,7 @@ impl JobGraph {
             graph,
             uids,
             keyed_states,
+            fixed_states,
             chains,
             output,
             timing_checks: Vec::new(),
@@ -1266,6 +1282,7 @@ impl JobGraph {
         JobShape {
             uids: &self.uids,
             keyed_states: &self.keyed_states,
+            fixed_states: &self.fixed_states,
             max_parallelism,
             allow_non_restored_state,
         }

@@ -15,6 +15,9 @@ pub struct JobShape<'a> {
     pub uids: &'a [String],
     /// Keyed states by operator uid (those the job's operators declare when built).
     pub keyed_states: &'a BTreeMap<String, Vec<StateInfo>>,
+    /// Uids whose `keyed_states` are all the keyed states they keep (window operators; a
+    /// process function declares more of its own when it opens).
+    pub fixed_states: &'a [String],
     /// `spec.job.maxParallelism`.
     pub max_parallelism: u32,
     /// `spec.job.allowNonRestoredState`.
@@ -25,7 +28,10 @@ pub struct JobShape<'a> {
 /// the fix; empty when it can. The rules are Flink's: the max parallelism of existing state
 /// never changes, state is matched to operators by uid (state of a uid the job lost fails
 /// unless `allowNonRestoredState`), and a state keeps its kind; a state whose descriptor
-/// names its value type keeps that type and its version.
+/// names its value type keeps that type and its version. Weir's own: a window operator that no
+/// longer declares a state of the snapshot stores its windows differently now (its assigner,
+/// offset, allowed lateness or late side output changed which window operator runs it), so its
+/// open windows would restore empty: refused unless `allowNonRestoredState`.
 pub fn incompatibilities(snapshot: &CheckpointMetadata, job: JobShape<'_>) -> Vec<String> {
     let id = snapshot.checkpoint_id;
     let mut reasons = Vec::new();
@@ -57,6 +63,15 @@ pub fn incompatibilities(snapshot: &CheckpointMetadata, job: JobShape<'_>) -> Ve
         });
         for old in stored {
             let Some(new) = declared.iter().find(|d| d.name == old.name) else {
+                if job.fixed_states.contains(uid) && !job.allow_non_restored_state {
+                    let reason = format!(
+                        "operator `{uid}` holds window state `{}` in snapshot {id} that its window no longer keeps: its window assigner, offset, allowed lateness or late side output changed how the window stores its contents, so the windows open in the snapshot would restore empty; restore with the window settings the snapshot was taken with (and change them after its windows have fired), or set spec.job.allowNonRestoredState: true to drop their contents",
+                        old.name
+                    );
+                    if !reasons.contains(&reason) {
+                        reasons.push(reason);
+                    }
+                }
                 continue;
             };
             let reason = if new.kind != old.kind {
@@ -157,6 +172,7 @@ mod tests {
             JobShape {
                 uids: &uids,
                 keyed_states: &keyed,
+                fixed_states: &[],
                 max_parallelism: max,
                 allow_non_restored_state: allow,
             },
@@ -194,6 +210,48 @@ mod tests {
     }
 
     #[test]
+    fn a_window_that_stores_its_contents_differently_now_is_refused() {
+        // Taken by the general window operator; the job now runs the window on the fast path.
+        let s = snapshot(128, &[("window", Some(StateKind::Aggregating))]);
+        let mut s2 = s.clone();
+        s2.operators.get_mut("window").unwrap().subtasks[0]
+            .keyed_state
+            .as_mut()
+            .unwrap()
+            .states = vec![StateInfo::new(
+            "window-accumulators",
+            StateKind::Aggregating,
+        )];
+        let uids = vec!["window".to_string()];
+        let keyed = BTreeMap::from([(
+            "window".to_string(),
+            vec![StateInfo::new("window-contents", StateKind::Aggregating)],
+        )]);
+        let run = |snap: &CheckpointMetadata, fixed: &[String], allow: bool| {
+            incompatibilities(
+                snap,
+                JobShape {
+                    uids: &uids,
+                    keyed_states: &keyed,
+                    fixed_states: fixed,
+                    max_parallelism: 128,
+                    allow_non_restored_state: allow,
+                },
+            )
+        };
+        let r = run(&s2, &uids, false);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(
+            r[0].contains("`window-accumulators`") && r[0].contains("allowNonRestoredState"),
+            "{r:?}"
+        );
+        assert!(run(&s2, &uids, true).is_empty());
+        assert!(run(&s, &uids, false).is_empty(), "the same layout restores");
+        // A process function declares more states when it opens: not refused.
+        assert!(run(&s2, &[], false).is_empty());
+    }
+
+    #[test]
     fn a_declared_type_or_version_change_is_refused_naming_the_state() {
         let mut s = snapshot(128, &[("fn", Some(StateKind::Value))]);
         let typed =
@@ -210,6 +268,7 @@ mod tests {
                 JobShape {
                     uids: &uids,
                     keyed_states: keyed,
+                    fixed_states: &[],
                     max_parallelism: 128,
                     allow_non_restored_state: false,
                 },

@@ -544,6 +544,7 @@ mod tests {
         JobShape {
             uids,
             keyed_states: NONE.get_or_init(BTreeMap::new),
+            fixed_states: &[],
             max_parallelism,
             allow_non_restored_state: allow,
         }

@@ -837,6 +837,19 @@ impl<A: AggregateFunction> AggregatingState<A> {
             .map(|acc| self.function.get_result(&acc)))
     }
 
+    /// The current key's accumulator in `ns`, if it has one (to merge with others before
+    /// taking a result, as sliced windows do).
+    ///
+    /// # Errors
+    /// Backend or codec failures.
+    pub fn accumulator(
+        &self,
+        s: &mut KeyedStateStore,
+        ns: &[u8],
+    ) -> Result<Option<A::Acc>, StateError> {
+        self.cell.get::<A::Acc>(s, ns)
+    }
+
     /// Removes the current key's accumulator in `ns`.
     ///
     /// # Errors

@@ -144,7 +144,12 @@ pub fn build(
         "q19" => bids(&events)
             .key_by(|b: &Bid| b.auction)
             .process("q19-top-bids", TopBids)
-            .map(|(rank, b): (usize, Bid)| format!("{},{rank}", bid_columns(&b))),
+            .map(|(rank, b): (usize, Bid)| {
+                let mut line = bid_columns(&b);
+                line.push(',');
+                line.push_str(&rank.to_string());
+                line
+            }),
         "q20" => {
             let auctions = auctions(&events).key_by(|a: &Auction| a.id);
             let bids = bids(&events).key_by(|b: &Bid| b.auction);

@@ -4,7 +4,9 @@
 //! the last line per key is the result (Flink's `ROW_NUMBER` queries emit the same updates as
 //! retractions).
 
-use super::model::{sql_timestamp, Bid};
+use std::fmt::Write;
+
+use super::model::{push_sql_timestamp, Bid};
 use crate::api::{
     Context, KeyedProcessFunction, OpenContext, Output, TaskError, ValueStateDescriptor,
 };
@@ -15,16 +17,21 @@ pub const TOP_N: usize = 10;
 /// `auction,bidder,price,channel,url,dateTime,extra`: the bid's columns as q18 and q19 write
 /// them.
 pub fn bid_columns(b: &Bid) -> String {
-    format!(
-        "{},{},{},{},{},{},{}",
-        b.auction,
-        b.bidder,
-        b.price,
-        b.channel,
-        b.url,
-        sql_timestamp(b.date_time),
-        b.extra
-    )
+    let mut s = String::with_capacity(96 + b.channel.len() + b.url.len() + b.extra.len());
+    push_bid_columns(b, &mut s);
+    s
+}
+
+/// Appends [`bid_columns`]`(b)` to `out`.
+pub fn push_bid_columns(b: &Bid, out: &mut String) {
+    let _ = write!(
+        out,
+        "{},{},{},{},{},",
+        b.auction, b.bidder, b.price, b.channel, b.url
+    );
+    push_sql_timestamp(b.date_time, out);
+    out.push(',');
+    out.push_str(&b.extra);
 }
 
 const LATEST: ValueStateDescriptor<i64> = ValueStateDescriptor::new("latest-bid-time");

@@ -4,10 +4,11 @@
 //!   `aggregate` or `process`, allowed lateness, the late side output, merging sessions.
 //! - [`contents`]: what a window keeps in keyed state for each kind of window function.
 //! - [`sessions`]: the pure merge of a record's session window into its key's sessions.
-//! - [`tumbling_aggregate`]: the fast path for event-time tumbling `aggregate` without
-//!   lateness (timers derived from the state instead of stored).
+//! - [`sliced_aggregate`]: the fast path for event-time tumbling and sliding `aggregate`
+//!   without lateness (sliding windows sliced; timers derived from the state instead of
+//!   stored).
 
 pub mod contents;
 pub mod operator;
 pub mod sessions;
-pub mod tumbling_aggregate;
+pub mod sliced_aggregate;
