@@ -13,7 +13,7 @@ use super::{
 };
 
 type Values = AHashMap<Vec<u8>, Vec<u8>>;
-type Maps = AHashMap<Vec<u8>, AHashMap<Vec<u8>, Vec<u8>>>;
+type Maps = AHashMap<Vec<u8>, Values>;
 
 enum Store {
     Values(Vec<Values>),
@@ -71,6 +71,20 @@ impl HeapBackend {
     }
 }
 
+/// Sets `key` to `value` in `map`, reusing the old value's allocation (and allocating the key
+/// only when it is new).
+fn set(map: &mut Values, key: &[u8], value: &[u8]) {
+    match map.get_mut(key) {
+        Some(v) => {
+            v.clear();
+            v.extend_from_slice(value);
+        }
+        None => {
+            map.insert(key.to_vec(), value.to_vec());
+        }
+    }
+}
+
 /// Copies `value` into `out`; false when there is none.
 fn copy_out(value: Option<&Vec<u8>>, out: &mut Vec<u8>) -> bool {
     match value {
@@ -124,15 +138,7 @@ impl KeyedStateBackend for HeapBackend {
         value: &[u8],
     ) -> Result<(), StateError> {
         let (map, c) = self.values(state, key, ns);
-        match map.get_mut(c) {
-            Some(v) => {
-                v.clear();
-                v.extend_from_slice(value);
-            }
-            None => {
-                map.insert(c.to_vec(), value.to_vec());
-            }
-        }
+        set(map, c, value);
         Ok(())
     }
 
@@ -172,15 +178,7 @@ impl KeyedStateBackend for HeapBackend {
             Some(m) => m,
             None => maps.entry(c.to_vec()).or_default(),
         };
-        match m.get_mut(user_key) {
-            Some(v) => {
-                v.clear();
-                v.extend_from_slice(value);
-            }
-            None => {
-                m.insert(user_key.to_vec(), value.to_vec());
-            }
-        }
+        set(m, user_key, value);
         Ok(())
     }
 

@@ -207,14 +207,7 @@ impl<K: Key, A: AggregateFunction> SlicedAggregateOperator<K, A> {
                 });
             }
         }
-        // This subtask has fired what every one of its key groups has: the smallest end
-        // when the restored entries cover them all.
-        let covered: usize = restored.iter().map(|e| e.key_groups.len()).sum();
-        let fired_through = if covered >= setup.key_groups.len() && !restored.is_empty() {
-            restored.iter().map(|e| e.end).min()
-        } else {
-            None
-        };
+        let fired_through = fired_through_of(setup.key_groups, &restored);
         let mut op = Self {
             uid: uid.to_string(),
             store,
@@ -409,6 +402,23 @@ impl<K: Key, T, A: AggregateFunction<In = T>> Collector<KeyedRecord<K, T>>
     }
 }
 
+/// What the subtask owning `key_groups` has fired after a restore: per key group the latest
+/// end an entry gives it, the earliest of those; `None` when a key group has no entry (its old
+/// subtask had fired nothing).
+fn fired_through_of(key_groups: KeyGroupRange, entries: &[FiredThrough]) -> Option<i64> {
+    key_groups
+        .iter()
+        .map(|kg| {
+            entries
+                .iter()
+                .filter(|e| e.key_groups.contains(kg))
+                .map(|e| e.end)
+                .max()
+        })
+        .min()
+        .flatten()
+}
+
 /// True when restored entries say window `end` already fired for the key of `timer` (key
 /// group + key).
 fn fired_before(restored: &[FiredThrough], timer: &[u8], end: i64) -> bool {
@@ -471,6 +481,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_restored_subtask_has_fired_what_all_its_key_groups_have() {
+        let entry = |start, end, fired| FiredThrough {
+            key_groups: KeyGroupRange { start, end },
+            end: fired,
+        };
+        let range = KeyGroupRange { start: 0, end: 9 };
+        // Key groups 5..=9 came from a subtask that had fired nothing.
+        assert_eq!(
+            fired_through_of(range, &[entry(0, 4, 100), entry(0, 4, 120)]),
+            None
+        );
+        assert_eq!(
+            fired_through_of(
+                range,
+                &[entry(0, 4, 100), entry(0, 4, 120), entry(5, 9, 110)]
+            ),
+            Some(110)
+        );
+        assert_eq!(fired_through_of(range, &[entry(0, 20, 90)]), Some(90));
+        let restored = [entry(0, 4, 120)];
+        assert!(fired_before(&restored, &[0, 3, 7], 120));
+        assert!(!fired_before(&restored, &[0, 3, 7], 122));
+        assert!(!fired_before(&restored, &[0, 5, 7], 100));
     }
 
     #[test]
