@@ -41,7 +41,9 @@ use weir_e2e::flink::{flink_python, process_tree, run_watched, Watched};
 use weir_e2e::kafka::KafkaBroker;
 use weir_e2e::{bids, timed_run, weir_bin};
 
-const CONNECTOR: &str = "org.apache.flink:flink-sql-connector-kafka:5.0.0-2.2";
+/// Flink's Kafka SQL connector on Maven Central (the newest; it runs on Flink 2.3).
+const CONNECTOR_ARTIFACT: &str = "flink-sql-connector-kafka";
+const CONNECTOR_VERSION: &str = "5.0.0-2.2";
 const PARTITIONS: i32 = 2;
 
 fn now_ms() -> i64 {
@@ -52,17 +54,17 @@ fn now_ms() -> i64 {
 fn connector_jar() -> Result<PathBuf, String> {
     let home = std::env::var("HOME").map_err(|_| "HOME is not set")?;
     let dir = Path::new(&home).join(".cache/weir-tools/flink-connectors");
-    let name = CONNECTOR.rsplit(':').take(2).collect::<Vec<_>>();
-    let jar = dir.join(format!("flink-sql-connector-kafka-{}.jar", name[0]));
+    let jar = dir.join(format!("{CONNECTOR_ARTIFACT}-{CONNECTOR_VERSION}.jar"));
+    let coordinate = format!("org.apache.flink:{CONNECTOR_ARTIFACT}:{CONNECTOR_VERSION}");
     if !jar.exists() {
         let ok = Command::new("mvn")
             .args(["-q", "-B", "dependency:copy"])
-            .arg(format!("-Dartifact={CONNECTOR}"))
+            .arg(format!("-Dartifact={coordinate}"))
             .arg(format!("-DoutputDirectory={}", dir.display()))
             .status()
             .is_ok_and(|s| s.success());
         if !ok || !jar.exists() {
-            return Err(format!("could not fetch {CONNECTOR} with Maven"));
+            return Err(format!("could not fetch {coordinate} with Maven"));
         }
     }
     Ok(jar)
@@ -78,6 +80,7 @@ fn producer(broker: &KafkaBroker) -> ThreadedProducer<DefaultProducerContext> {
         .expect("producer")
 }
 
+/// Sends `value` to `partition` of `topic` with event time `ts`.
 fn send(
     p: &ThreadedProducer<DefaultProducerContext>,
     topic: &str,
@@ -85,20 +88,11 @@ fn send(
     value: &str,
     ts: i64,
 ) {
-    let mut record = BaseRecord::<(), str>::to(topic)
+    let record = BaseRecord::<(), str>::to(topic)
         .partition(partition)
         .payload(value)
         .timestamp(ts);
-    loop {
-        match p.send(record) {
-            Ok(()) => return,
-            Err((KafkaError::MessageProduction(_), back)) => {
-                record = back;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err((e, _)) => panic!("produce to {topic}: {e}"),
-        }
-    }
+    weir_e2e::kafka::send(p, record);
 }
 
 /// `ms` since the epoch as `YYYY-MM-DD HH:MM:SS.mmm` (UTC), the bids' time format.

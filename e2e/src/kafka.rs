@@ -15,8 +15,10 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::ToBytes;
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 /// The Kafka version `e2e/kafka/pom.xml` fetches.
@@ -310,17 +312,7 @@ log.retention.ms=-1
             if let Some(k) = key {
                 r = r.key(*k);
             }
-            let mut pending = r;
-            loop {
-                match producer.send(pending) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(_), back)) => {
-                        pending = back;
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    Err((e, _)) => panic!("produce to {topic}: {e}"),
-                }
-            }
+            send(&producer, r);
         }
         producer
             .flush(Duration::from_secs(60))
@@ -401,6 +393,26 @@ impl Drop for KafkaBroker {
 }
 
 /// Runs an admin future to completion on a one-thread runtime.
+/// Hands `record` to `producer`, waiting while its local queue is full.
+///
+/// # Panics
+/// On any other produce error, naming the topic.
+pub fn send<K: ToBytes + ?Sized, V: ToBytes + ?Sized>(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    mut record: BaseRecord<'_, K, V>,
+) {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, r)) => panic!("produce to {}: {e}", r.topic),
+        }
+    }
+}
+
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()

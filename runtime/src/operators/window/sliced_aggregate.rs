@@ -19,10 +19,11 @@
 //! slices the merged result at event time `end - 1`; a slice goes once the last window
 //! containing it has fired.
 //!
-//! Sliding windows outlive the windows that fired before a checkpoint in their slices, so the
-//! end of the last window fired is operator state (`fired-through`, per subtask with its
-//! key-group range, union redistributed): a restored job, at any parallelism, never fires a
-//! window twice for a key.
+//! The slices of sliding windows outlive the windows that fired before a checkpoint, so for
+//! them the end of the last window fired is operator state (`fired-through`, per subtask with
+//! its key-group range, union redistributed): a restored job, at any parallelism, never fires a
+//! window twice for a key. Records between windows that slide further than their size are
+//! dropped (counted as late when behind the watermark), as the general operator drops them.
 //!
 //! A record is late when the last window containing it has fired (`end - 1 <= watermark`,
 //! Flink's default allowed lateness of 0): it is dropped and counted. A record some of whose
@@ -93,6 +94,18 @@ impl Slicing {
     pub fn last_window_end(&self, slice_end: i64) -> i64 {
         let start = slice_end - self.slice;
         start - start.rem_euclid(self.slide) + self.size
+    }
+
+    /// True when no window contains the slice ending at `slice_end`: a gap between windows
+    /// that slide further than their size.
+    pub fn in_no_window(&self, slice_end: i64) -> bool {
+        self.first_window_end(slice_end) > self.last_window_end(slice_end)
+    }
+
+    /// True when a slice can outlive a window that fired (it belongs to several windows:
+    /// the size exceeds the slide); tumbling windows' slices go when their window fires.
+    pub fn slices_outlive_windows(&self) -> bool {
+        self.size > self.slide
     }
 
     /// True when the window ending at `window_end` contains the slice ending at `slice_end`.
@@ -313,8 +326,12 @@ impl<K: Key, A: AggregateFunction> SlicedAggregateOperator<K, A> {
         Ok(())
     }
 
-    /// The `fired-through` entries of this subtask's snapshot.
+    /// The `fired-through` entries of this subtask's snapshot (none for tumbling windows: no
+    /// slice outlives its window, so a restore cannot fire one twice).
     fn fired_entries(&self) -> Vec<serde_json::Value> {
+        if !self.slicing.slices_outlive_windows() {
+            return Vec::new();
+        }
         let own = self.fired_through.map(|end| FiredThrough {
             key_groups: self.key_groups,
             end,
@@ -331,6 +348,14 @@ impl<K: Key, T, A: AggregateFunction<In = T>> Collector<KeyedRecord<K, T>>
 {
     fn record(&mut self, ts: Timestamp, rec: KeyedRecord<K, T>) -> Result<(), TaskError> {
         let slice = self.slicing.slice_end(ts);
+        if self.slicing.in_no_window(slice) {
+            // Between windows: dropped, and counted as late once the watermark has passed it
+            // (as the general operator does).
+            if ts <= self.watermark {
+                OperatorCounters::add(&self.counters.late_records, 1);
+            }
+            return Ok(());
+        }
         let last = self.slicing.last_window_end(slice);
         self.key_buf.clear();
         self.key_buf
@@ -475,6 +500,11 @@ mod tests {
                     .filter(|&end| s.contains(end, slice))
                     .collect();
                 assert_eq!(by_slice, expected, "{size}/{slide} at {ts}");
+                assert_eq!(
+                    s.in_no_window(slice),
+                    expected.is_empty(),
+                    "{size}/{slide} at {ts}"
+                );
                 if let (Some(first), Some(last)) = (expected.first(), expected.last()) {
                     assert_eq!(s.first_window_end(slice), *first, "{size}/{slide} at {ts}");
                     assert_eq!(s.last_window_end(slice), *last, "{size}/{slide} at {ts}");
