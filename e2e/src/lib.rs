@@ -367,6 +367,19 @@ impl TestJob {
         }
     }
 
+    /// One more killed run that leaves a checkpoint to restore from: spawns `weir run`,
+    /// waits (up to 30 s) until a checkpoint newer than the newest one completes, sleeps
+    /// `delay`, then kills the run with SIGKILL. Random kill schedules can all land before a
+    /// slow start (a Kafka producer fencing old transactions) completes a checkpoint; a
+    /// test that asserts a restore runs this after them.
+    pub fn kill_after_a_new_checkpoint(&self, delay: Duration) {
+        let (mut child, _lines) = self.spawn();
+        self.wait_for_a_new_checkpoint();
+        std::thread::sleep(delay);
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+    }
+
     /// Committed output lines (all `part-*` files), sorted.
     pub fn output_lines(&self) -> Vec<String> {
         read_output(&self.output)

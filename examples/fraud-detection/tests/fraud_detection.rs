@@ -6,6 +6,7 @@
 //! killed and resumed, a `read_committed` consumer sees exactly the reference alerts.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use weir_e2e::kafka::{Isolation, KafkaBroker};
 use weir_e2e::{
@@ -106,18 +107,7 @@ fn state_and_timers_survive_rescales_that_switch_the_backend() {
             d["spec"]["job"]["parallelism"] = parallelism.into();
             d["spec"]["stateBackend"] = backend.into();
         });
-        let (mut child, _lines) = job.spawn();
-        // Two checkpoints of this run complete (retention keeps only the newest few).
-        let newest = || job.complete_checkpoints().last().copied().unwrap_or(0);
-        let before = newest();
-        let start = std::time::Instant::now();
-        while newest() < before + 2 {
-            assert!(start.elapsed().as_secs() < 30, "no checkpoints completed");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(rng.u64(0..300)));
-        child.kill().expect("SIGKILL");
-        let _ = child.wait();
+        job.kill_after_a_new_checkpoint(Duration::from_millis(rng.u64(0..300)));
     }
     job.edit(|d| {
         d["spec"]["job"]["parallelism"] = 1.into();
@@ -172,8 +162,10 @@ fn transactions_from_kafka_give_the_reference_alerts_in_kafka_exactly_once_after
         args["maxRecordsPerSecond"] = "4000".into();
         d["spec"]["checkpointing"]["interval"] = "300ms".into();
     });
-    let kills = kill_at_random_points(&job, 4, test_seed());
+    let seed = test_seed();
+    let kills = kill_at_random_points(&job, 4, seed);
     assert!(kills.total >= 3, "only {} kills landed", kills.total);
+    job.kill_after_a_new_checkpoint(Duration::from_millis(seed % 300));
     job.edit(|d| {
         d["spec"]["job"]["args"]
             .as_mapping_mut()

@@ -61,7 +61,8 @@ pub trait WindowContents<K, T>: Send + 'static {
     ) -> Result<(), TaskError>;
 }
 
-fn state_err(uid: &str) -> impl FnOnce(StateError) -> TaskError + '_ {
+/// `map_err` adapter: a state backend error of operator `uid` as [`TaskError::State`].
+pub(super) fn state_err(uid: &str) -> impl FnOnce(StateError) -> TaskError + '_ {
     move |source| TaskError::State {
         uid: uid.to_string(),
         source,

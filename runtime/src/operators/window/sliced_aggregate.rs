@@ -35,6 +35,7 @@ use std::sync::Arc;
 use ahash::AHashSet;
 use serde::{Deserialize, Serialize};
 
+use super::contents::state_err;
 use crate::api::{
     AggregateFunction, CheckpointBarrier, Collector, Key, KeyedRecord, OperatorListState,
     OperatorSnapshot, OperatorStateMap, RedistributionMode, TaskError, TimeWindow, Timestamp,
@@ -296,10 +297,10 @@ impl<K: Key, A: AggregateFunction> SlicedAggregateOperator<K, A> {
                 }
                 let ns = s.to_be_bytes();
                 let part = self.acc.accumulator(&mut self.store, &ns);
-                let part = part.map_err(|source| state_err(&self.uid, source))?;
+                let part = part.map_err(state_err(&self.uid))?;
                 if expires {
                     let cleared = self.acc.clear(&mut self.store, &ns);
-                    cleared.map_err(|source| state_err(&self.uid, source))?;
+                    cleared.map_err(state_err(&self.uid))?;
                 }
                 merged = match (merged, part) {
                     (Some(a), Some(b)) => Some(self.function.merge(a, b)),
@@ -380,7 +381,7 @@ impl<K: Key, T, A: AggregateFunction<In = T>> Collector<KeyedRecord<K, T>>
             keys.insert(self.key_buf.as_slice().into());
             self.acc.add_to_new(&mut self.store, &ns, &rec.value)
         };
-        result.map_err(|source| state_err(&self.uid, source))
+        result.map_err(state_err(&self.uid))
     }
 
     fn watermark(&mut self, watermark: Timestamp) -> Result<(), TaskError> {
@@ -454,13 +455,6 @@ fn fired_before(restored: &[FiredThrough], timer: &[u8], end: i64) -> bool {
     restored
         .iter()
         .any(|e| e.end >= end && e.key_groups.contains(kg))
-}
-
-fn state_err(uid: &str, source: crate::state::StateError) -> TaskError {
-    TaskError::State {
-        uid: uid.to_string(),
-        source,
-    }
 }
 
 /// A slice entry: key group (2 bytes, big endian) + key bytes.
