@@ -426,3 +426,110 @@ fn rocksdb_compaction_drops_expired_values_from_disk() {
         "a state without TTL keeps everything"
     );
 }
+
+/// Every entry of a snapshot as (state, key group, composite, user key, value), sorted: the
+/// canonical content, whatever the order within a key group.
+type Row = (String, u16, Vec<u8>, Option<Vec<u8>>, Vec<u8>);
+
+fn rows(snap: &KeyedSnapshot) -> Vec<Row> {
+    let mut rows = Vec::new();
+    KeyedStateInput {
+        range: snap.range,
+        sections: vec![section(snap)],
+    }
+    .for_each_entry(&mut |e| {
+        rows.push((
+            e.state.name.clone(),
+            e.key_group.0,
+            e.composite.to_vec(),
+            e.user_key.map(<[u8]>::to_vec),
+            e.value.to_vec(),
+        ));
+        Ok(())
+    })
+    .unwrap();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn a_deferred_heap_snapshot_holds_its_barrier_state_while_writes_go_on() {
+    // Random writes to value, list and map state on both backends; at random points the heap
+    // snapshot is deferred and serialized (on another thread) only some writes later, or
+    // dropped as an aborted checkpoint's. Its entries equal RocksDB's synchronous snapshot
+    // at the same point, and reads during and after it equal RocksDB's.
+    let seed = fastrand::u64(..);
+    eprintln!("seed {seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut backends = backends(full());
+    let mut stores: Vec<KeyedStateStore> = std::mem::take(&mut backends.list)
+        .into_iter()
+        .map(|(_, b)| KeyedStateStore::new(b, system_clock()))
+        .collect();
+    let (heap, rocks) = (0, 1);
+    let value = |s: &mut KeyedStateStore| s.value_state::<u64>("v", None).unwrap();
+    let list = |s: &mut KeyedStateStore| s.list_state::<u32>("l", None).unwrap();
+    let map = |s: &mut KeyedStateStore| s.map_state::<u8, u64>("m", None).unwrap();
+    let mut pending: Option<(std::thread::JoinHandle<KeyedSnapshot>, Vec<Row>, usize)> = None;
+    let (mut checked, mut aborted) = (0, 0);
+    for step in 0..20_000usize {
+        let key = format!("k{}", rng.u8(0..40));
+        let ns: &[u8] = if rng.bool() { b"a" } else { b"b" };
+        let (op, uk, n) = (rng.u8(0..8), rng.u8(0..6), rng.u64(0..1000));
+        for s in &mut stores {
+            set_key(s, &key);
+            match op {
+                0 => value(s).update(s, ns, &n).unwrap(),
+                1 => value(s).clear(s, ns).unwrap(),
+                2 => list(s).add(s, ns, &(n as u32)).unwrap(),
+                3 => list(s).clear(s, ns).unwrap(),
+                4 | 5 => map(s).put(s, ns, &uk, &n).unwrap(),
+                6 => map(s).remove(s, ns, &uk).unwrap(),
+                _ => map(s).clear(s, ns).unwrap(),
+            }
+        }
+        let reads: Vec<_> = stores
+            .iter_mut()
+            .map(|s| {
+                (
+                    value(s).get(s, ns).unwrap(),
+                    list(s).get(s, ns).unwrap(),
+                    map(s).entries(s, ns).unwrap(),
+                    map(s).get(s, ns, &uk).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(reads[heap], reads[rocks], "step {step}, key {key}");
+
+        if pending.as_ref().is_some_and(|p| p.2 <= step) {
+            let (serializer, expected, _) = pending.take().unwrap();
+            assert_eq!(rows(&serializer.join().unwrap()), expected, "step {step}");
+            checked += 1;
+        }
+        if pending.is_none() && rng.u8(0..50) == 0 {
+            let deferred = stores[heap]
+                .backend()
+                .snapshot_deferred(0)
+                .unwrap()
+                .expect("the heap backend defers");
+            let expected = rows(&stores[rocks].backend().snapshot(0).unwrap());
+            if rng.u8(0..4) == 0 {
+                drop(deferred);
+                aborted += 1;
+            } else {
+                let serializer = std::thread::spawn(move || deferred.serialize());
+                pending = Some((serializer, expected, step + rng.usize(0..300)));
+            }
+        }
+    }
+    assert!(
+        checked >= 40 && aborted >= 8,
+        "{checked} checked, {aborted} aborted"
+    );
+    if let Some((serializer, expected, _)) = pending {
+        assert_eq!(rows(&serializer.join().unwrap()), expected);
+    }
+    let [h, r] = [heap, rocks].map(|i| rows(&stores[i].backend().snapshot(0).unwrap()));
+    assert_eq!(h, r, "after the last snapshot");
+    assert!(!h.is_empty());
+}

@@ -80,7 +80,7 @@ pub struct OperatorListState {
 }
 
 /// What one operator subtask contributes to a checkpoint.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct OperatorSnapshot {
     /// The operator's uid.
     pub uid: String,

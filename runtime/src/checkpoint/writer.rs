@@ -118,6 +118,7 @@ impl SnapshotWriter {
     ) -> Result<(Option<KeyedStateFile>, Option<NativeState>), String> {
         let k = match data {
             KeyedSnapshotData::Canonical(k) => k,
+            KeyedSnapshotData::Deferred(d) => d.serialize(),
             KeyedSnapshotData::Native(n) => {
                 let result = self.upload_native(id, target, uid, subtask, &n);
                 let _ = std::fs::remove_dir_all(&n.dir);

@@ -2,11 +2,23 @@
 //! map state's entries in a hash map of their own per key and namespace: a lookup hashes the
 //! user key once instead of comparing it along a tree path, which over a million user keys
 //! was most of a distinct count's time; [`KeyedStateBackend::map_entries`] sorts what it
-//! returns). In-memory, no I/O; snapshots copy the maps into the canonical format.
+//! returns). In-memory, no I/O.
+//!
+//! Snapshots are copy-on-write, so that a checkpoint does not stop the task while its state
+//! is serialized (Flink's heap backend snapshots its copy-on-write state maps asynchronously
+//! too). [`KeyedStateBackend::snapshot_deferred`] freezes the maps, shared with the returned
+//! [`DeferredSnapshot`], which serializes them later on the uploader thread; until it has,
+//! writes go to a delta (per state and key group: the new value, or `None` for removed) that
+//! reads consult first, and the first access after the serializer let go of the maps merges
+//! the delta into them. A second snapshot, a restore or a new state waits for the first
+//! serialization to finish.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use ahash::AHashMap;
 
-use super::snapshot::SnapshotWriter;
+use super::snapshot::{DeferredSnapshot, SnapshotWriter};
 use super::{
     encode_composite, find_registered, KeyGroup, KeyGroupRange, KeyRef, KeyVisitor, KeyedSnapshot,
     KeyedStateBackend, KeyedStateInput, MapEntries, StateError, StateId, StateInfo,
@@ -15,16 +27,53 @@ use super::{
 type Values = AHashMap<Vec<u8>, Vec<u8>>;
 type Maps = AHashMap<Vec<u8>, Values>;
 
+/// One state's entries, per key group slot.
 enum Store {
     Values(Vec<Values>),
     Maps(Vec<Maps>),
+}
+
+/// Changes to one value map while it is frozen: composite -> new value (`None`: removed).
+type ValueChanges = AHashMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Changes to one map state's map of one (key, namespace) while it is frozen.
+#[derive(Default)]
+struct MapChanges {
+    /// The whole map was removed first (entries below apply to an empty map).
+    cleared: bool,
+    /// User key -> new value (`None`: removed).
+    entries: ValueChanges,
+}
+
+/// One state's changes, per key group slot.
+enum Delta {
+    Values(Vec<ValueChanges>),
+    Maps(Vec<AHashMap<Vec<u8>, MapChanges>>),
+}
+
+impl Delta {
+    fn empty_for(store: &Store, slots: usize) -> Self {
+        match store {
+            Store::Values(_) => Delta::Values((0..slots).map(|_| Default::default()).collect()),
+            Store::Maps(_) => Delta::Maps((0..slots).map(|_| Default::default()).collect()),
+        }
+    }
+}
+
+/// The stores, owned, or frozen for a snapshot that still reads them.
+enum Tables {
+    Owned(Vec<Store>),
+    Frozen {
+        base: Arc<Vec<Store>>,
+        delta: Vec<Delta>,
+    },
 }
 
 /// Keyed state in memory, per key group of one subtask's range.
 pub struct HeapBackend {
     range: KeyGroupRange,
     states: Vec<StateInfo>,
-    stores: Vec<Store>,
+    tables: Tables,
     scratch: Vec<u8>,
 }
 
@@ -34,7 +83,7 @@ impl HeapBackend {
         Self {
             range,
             states: Vec::new(),
-            stores: Vec::new(),
+            tables: Tables::Owned(Vec::new()),
             scratch: Vec::with_capacity(64),
         }
     }
@@ -48,27 +97,119 @@ impl HeapBackend {
         (kg.0 - self.range.start) as usize
     }
 
-    /// The value map of `state` for `key`'s key group, and `key`'s composite with `ns`.
-    fn values(&mut self, state: StateId, key: KeyRef<'_>, ns: &[u8]) -> (&mut Values, &[u8]) {
-        let slot = self.slot(key.key_group);
+    /// Encodes `key`'s composite with `ns` into the scratch buffer; returns the key's slot.
+    fn locate(&mut self, key: KeyRef<'_>, ns: &[u8]) -> usize {
         self.scratch.clear();
         encode_composite(key.key, ns, &mut self.scratch);
-        match &mut self.stores[state.0] {
-            Store::Values(v) => (&mut v[slot], &self.scratch),
-            Store::Maps(_) => panic!("invariant: value operation on a map state"),
+        self.slot(key.key_group)
+    }
+
+    /// Merges the delta into the stores once no snapshot reads them any more; with `wait`,
+    /// waits for that (polling every millisecond) and returns the owned stores.
+    fn thaw(&mut self, wait: bool) -> Option<&mut Vec<Store>> {
+        if let Tables::Frozen { base, .. } = &self.tables {
+            while Arc::strong_count(base) > 1 {
+                if !wait {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let Tables::Frozen { base, delta } =
+                std::mem::replace(&mut self.tables, Tables::Owned(Vec::new()))
+            else {
+                unreachable!("matched above")
+            };
+            let mut stores = Arc::try_unwrap(base)
+                .ok()
+                .expect("invariant: the only reference (no weak ones are made)");
+            merge(&mut stores, delta);
+            self.tables = Tables::Owned(stores);
+        }
+        match &mut self.tables {
+            Tables::Owned(stores) => Some(stores),
+            Tables::Frozen { .. } => None,
         }
     }
 
-    /// The map-state map of `state` for `key`'s key group, and `key`'s composite with `ns`.
-    fn maps(&mut self, state: StateId, key: KeyRef<'_>, ns: &[u8]) -> (&mut Maps, &[u8]) {
-        let slot = self.slot(key.key_group);
-        self.scratch.clear();
-        encode_composite(key.key, ns, &mut self.scratch);
-        match &mut self.stores[state.0] {
-            Store::Maps(v) => (&mut v[slot], &self.scratch),
-            Store::Values(_) => panic!("invariant: map operation on a value state"),
+    /// The owned stores, after any snapshot reading them has finished.
+    fn owned(&mut self) -> &mut Vec<Store> {
+        self.thaw(true)
+            .expect("invariant: thaw(true) always returns the stores")
+    }
+}
+
+/// Applies the changes made while the stores were frozen.
+fn merge(stores: &mut [Store], delta: Vec<Delta>) {
+    for (store, delta) in stores.iter_mut().zip(delta) {
+        match (store, delta) {
+            (Store::Values(maps), Delta::Values(changes)) => {
+                for (map, changes) in maps.iter_mut().zip(changes) {
+                    for (c, v) in changes {
+                        match v {
+                            Some(v) => map.insert(c, v),
+                            None => map.remove(&c),
+                        };
+                    }
+                }
+            }
+            (Store::Maps(maps), Delta::Maps(changes)) => {
+                for (maps, changes) in maps.iter_mut().zip(changes) {
+                    for (c, changes) in changes {
+                        if changes.cleared {
+                            maps.remove(&c);
+                        }
+                        if changes.entries.is_empty() {
+                            continue;
+                        }
+                        let m = match maps.get_mut(&c) {
+                            Some(m) => m,
+                            None => maps.entry(c.clone()).or_default(),
+                        };
+                        for (uk, v) in changes.entries {
+                            match v {
+                                Some(v) => m.insert(uk, v),
+                                None => m.remove(&uk),
+                            };
+                        }
+                        if m.is_empty() {
+                            maps.remove(&c);
+                        }
+                    }
+                }
+            }
+            _ => unreachable!("invariant: a delta has its store's kind"),
         }
     }
+}
+
+/// Writes every entry of `stores` in the canonical format (see [`KeyedSnapshot`]).
+fn serialize(
+    range: KeyGroupRange,
+    states: Vec<StateInfo>,
+    stores: &[Store],
+    now: i64,
+) -> KeyedSnapshot {
+    let mut w = SnapshotWriter::new(range, states);
+    for (slot, kg) in range.iter().enumerate() {
+        w.begin_key_group(kg);
+        for (idx, store) in stores.iter().enumerate() {
+            match store {
+                Store::Values(v) => {
+                    for (c, val) in &v[slot] {
+                        w.live_entry(idx as u16, c, None, val, now);
+                    }
+                }
+                Store::Maps(v) => {
+                    for (c, m) in &v[slot] {
+                        for (uk, val) in m {
+                            w.live_entry(idx as u16, c, Some(uk), val, now);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    w.finish()
 }
 
 /// Sets `key` to `value` in `map`, reusing the old value's allocation (and allocating the key
@@ -85,6 +226,34 @@ fn set(map: &mut Values, key: &[u8], value: &[u8]) {
     }
 }
 
+/// [`set`] into a change map.
+fn set_change(changes: &mut ValueChanges, key: &[u8], value: &[u8]) {
+    match changes.get_mut(key) {
+        Some(Some(v)) => {
+            v.clear();
+            v.extend_from_slice(value);
+        }
+        Some(slot) => *slot = Some(value.to_vec()),
+        None => {
+            changes.insert(key.to_vec(), Some(value.to_vec()));
+        }
+    }
+}
+
+/// Records the removal of `key`: a tombstone when `base_has` it, else just no change.
+fn remove_change<V>(changes: &mut AHashMap<Vec<u8>, V>, key: &[u8], base_has: bool, gone: V) {
+    if base_has {
+        match changes.get_mut(key) {
+            Some(v) => *v = gone,
+            None => {
+                changes.insert(key.to_vec(), gone);
+            }
+        }
+    } else {
+        changes.remove(key);
+    }
+}
+
 /// Copies `value` into `out`; false when there is none.
 fn copy_out(value: Option<&Vec<u8>>, out: &mut Vec<u8>) -> bool {
     match value {
@@ -94,6 +263,34 @@ fn copy_out(value: Option<&Vec<u8>>, out: &mut Vec<u8>) -> bool {
             true
         }
         None => false,
+    }
+}
+
+fn values(store: &Store) -> &[Values] {
+    match store {
+        Store::Values(v) => v,
+        Store::Maps(_) => panic!("invariant: value operation on a map state"),
+    }
+}
+
+fn maps(store: &Store) -> &[Maps] {
+    match store {
+        Store::Maps(v) => v,
+        Store::Values(_) => panic!("invariant: map operation on a value state"),
+    }
+}
+
+fn value_changes(delta: &mut Delta) -> &mut [ValueChanges] {
+    match delta {
+        Delta::Values(v) => v,
+        Delta::Maps(_) => panic!("invariant: value operation on a map state"),
+    }
+}
+
+fn map_changes(delta: &mut Delta) -> &mut [AHashMap<Vec<u8>, MapChanges>] {
+    match delta {
+        Delta::Maps(v) => v,
+        Delta::Values(_) => panic!("invariant: map operation on a value state"),
     }
 }
 
@@ -107,11 +304,12 @@ impl KeyedStateBackend for HeapBackend {
             return Ok(id);
         }
         let n = self.range.len();
-        self.stores.push(if info.kind.is_map() {
+        let store = if info.kind.is_map() {
             Store::Maps((0..n).map(|_| Maps::default()).collect())
         } else {
             Store::Values((0..n).map(|_| Values::default()).collect())
-        });
+        };
+        self.owned().push(store);
         self.states.push(StateInfo {
             migrates_from: None,
             ..info.clone()
@@ -126,8 +324,19 @@ impl KeyedStateBackend for HeapBackend {
         ns: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<bool, StateError> {
-        let (map, c) = self.values(state, key, ns);
-        Ok(copy_out(map.get(c), out))
+        self.thaw(false);
+        let slot = self.locate(key, ns);
+        let c = self.scratch.as_slice();
+        Ok(match &self.tables {
+            Tables::Owned(stores) => copy_out(values(&stores[state.0])[slot].get(c), out),
+            Tables::Frozen { base, delta } => match &delta[state.0] {
+                Delta::Values(d) => match d[slot].get(c) {
+                    Some(v) => copy_out(v.as_ref(), out),
+                    None => copy_out(values(&base[state.0])[slot].get(c), out),
+                },
+                Delta::Maps(_) => panic!("invariant: value operation on a map state"),
+            },
+        })
     }
 
     fn put(
@@ -137,18 +346,48 @@ impl KeyedStateBackend for HeapBackend {
         ns: &[u8],
         value: &[u8],
     ) -> Result<(), StateError> {
-        let (map, c) = self.values(state, key, ns);
-        set(map, c, value);
+        self.thaw(false);
+        let slot = self.locate(key, ns);
+        let c = self.scratch.as_slice();
+        match &mut self.tables {
+            Tables::Owned(stores) => match &mut stores[state.0] {
+                Store::Values(v) => set(&mut v[slot], c, value),
+                Store::Maps(_) => panic!("invariant: value operation on a map state"),
+            },
+            Tables::Frozen { delta, .. } => {
+                set_change(&mut value_changes(&mut delta[state.0])[slot], c, value)
+            }
+        }
         Ok(())
     }
 
     fn remove(&mut self, state: StateId, key: KeyRef<'_>, ns: &[u8]) -> Result<(), StateError> {
-        if self.states[state.0].kind.is_map() {
-            let (maps, c) = self.maps(state, key, ns);
-            maps.remove(c);
-        } else {
-            let (map, c) = self.values(state, key, ns);
-            map.remove(c);
+        self.thaw(false);
+        let slot = self.locate(key, ns);
+        let c = self.scratch.as_slice();
+        match &mut self.tables {
+            Tables::Owned(stores) => match &mut stores[state.0] {
+                Store::Values(v) => {
+                    v[slot].remove(c);
+                }
+                Store::Maps(v) => {
+                    v[slot].remove(c);
+                }
+            },
+            Tables::Frozen { base, delta } => match &mut delta[state.0] {
+                Delta::Values(d) => {
+                    let has = values(&base[state.0])[slot].contains_key(c);
+                    remove_change(&mut d[slot], c, has, None);
+                }
+                Delta::Maps(d) => {
+                    let has = maps(&base[state.0])[slot].contains_key(c);
+                    let cleared = MapChanges {
+                        cleared: true,
+                        entries: ValueChanges::default(),
+                    };
+                    remove_change(&mut d[slot], c, has, cleared);
+                }
+            },
         }
         Ok(())
     }
@@ -161,8 +400,24 @@ impl KeyedStateBackend for HeapBackend {
         user_key: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<bool, StateError> {
-        let (maps, c) = self.maps(state, key, ns);
-        Ok(copy_out(maps.get(c).and_then(|m| m.get(user_key)), out))
+        self.thaw(false);
+        let slot = self.locate(key, ns);
+        let c = self.scratch.as_slice();
+        let base_get = |stores: &[Store], out: &mut Vec<u8>| {
+            let m = maps(&stores[state.0])[slot].get(c);
+            copy_out(m.and_then(|m| m.get(user_key)), out)
+        };
+        Ok(match &mut self.tables {
+            Tables::Owned(stores) => base_get(stores, out),
+            Tables::Frozen { base, delta } => match map_changes(&mut delta[state.0])[slot].get(c) {
+                Some(changes) => match changes.entries.get(user_key) {
+                    Some(v) => copy_out(v.as_ref(), out),
+                    None if changes.cleared => false,
+                    None => base_get(base, out),
+                },
+                None => base_get(base, out),
+            },
+        })
     }
 
     fn map_put(
@@ -173,12 +428,30 @@ impl KeyedStateBackend for HeapBackend {
         user_key: &[u8],
         value: &[u8],
     ) -> Result<(), StateError> {
-        let (maps, c) = self.maps(state, key, ns);
-        let m = match maps.get_mut(c) {
-            Some(m) => m,
-            None => maps.entry(c.to_vec()).or_default(),
-        };
-        set(m, user_key, value);
+        self.thaw(false);
+        let slot = self.locate(key, ns);
+        let c = self.scratch.as_slice();
+        match &mut self.tables {
+            Tables::Owned(stores) => {
+                let maps = match &mut stores[state.0] {
+                    Store::Maps(v) => &mut v[slot],
+                    Store::Values(_) => panic!("invariant: map operation on a value state"),
+                };
+                let m = match maps.get_mut(c) {
+                    Some(m) => m,
+                    None => maps.entry(c.to_vec()).or_default(),
+                };
+                set(m, user_key, value);
+            }
+            Tables::Frozen { delta, .. } => {
+                let d = &mut map_changes(&mut delta[state.0])[slot];
+                let changes = match d.get_mut(c) {
+                    Some(m) => m,
+                    None => d.entry(c.to_vec()).or_default(),
+                };
+                set_change(&mut changes.entries, user_key, value);
+            }
+        }
         Ok(())
     }
 
@@ -189,11 +462,31 @@ impl KeyedStateBackend for HeapBackend {
         ns: &[u8],
         user_key: &[u8],
     ) -> Result<(), StateError> {
-        let (maps, c) = self.maps(state, key, ns);
-        if let Some(m) = maps.get_mut(c) {
-            m.remove(user_key);
-            if m.is_empty() {
-                maps.remove(c);
+        self.thaw(false);
+        let slot = self.locate(key, ns);
+        let c = self.scratch.as_slice();
+        match &mut self.tables {
+            Tables::Owned(stores) => {
+                let maps = match &mut stores[state.0] {
+                    Store::Maps(v) => &mut v[slot],
+                    Store::Values(_) => panic!("invariant: map operation on a value state"),
+                };
+                if let Some(m) = maps.get_mut(c) {
+                    m.remove(user_key);
+                    if m.is_empty() {
+                        maps.remove(c);
+                    }
+                }
+            }
+            Tables::Frozen { base, delta } => {
+                let d = &mut map_changes(&mut delta[state.0])[slot];
+                let base_map = maps(&base[state.0])[slot].get(c);
+                let changes = match d.get_mut(c) {
+                    Some(m) => m,
+                    None => d.entry(c.to_vec()).or_default(),
+                };
+                let has = !changes.cleared && base_map.is_some_and(|m| m.contains_key(user_key));
+                remove_change(&mut changes.entries, user_key, has, None);
             }
         }
         Ok(())
@@ -205,11 +498,41 @@ impl KeyedStateBackend for HeapBackend {
         key: KeyRef<'_>,
         ns: &[u8],
     ) -> Result<MapEntries, StateError> {
-        let (maps, c) = self.maps(state, key, ns);
-        let mut entries: MapEntries = maps
-            .get(c)
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
+        self.thaw(false);
+        let slot = self.locate(key, ns);
+        let c = self.scratch.as_slice();
+        let copy =
+            |m: &Values| -> MapEntries { m.iter().map(|(k, v)| (k.clone(), v.clone())).collect() };
+        let mut entries: MapEntries = match &mut self.tables {
+            Tables::Owned(stores) => maps(&stores[state.0])[slot]
+                .get(c)
+                .map(copy)
+                .unwrap_or_default(),
+            Tables::Frozen { base, delta } => {
+                let base_map = maps(&base[state.0])[slot].get(c);
+                match map_changes(&mut delta[state.0])[slot].get(c) {
+                    None => base_map.map(copy).unwrap_or_default(),
+                    Some(changes) => {
+                        let mut merged: AHashMap<&[u8], &[u8]> = AHashMap::default();
+                        if !changes.cleared {
+                            for (k, v) in base_map.into_iter().flatten() {
+                                merged.insert(k, v);
+                            }
+                        }
+                        for (k, v) in &changes.entries {
+                            match v {
+                                Some(v) => merged.insert(k, v),
+                                None => merged.remove(k.as_slice()),
+                            };
+                        }
+                        merged
+                            .into_iter()
+                            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                            .collect()
+                    }
+                }
+            }
+        };
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Ok(entries)
     }
@@ -221,7 +544,7 @@ impl KeyedStateBackend for HeapBackend {
                 f(KeyGroup(start + slot as u16), k, ns);
             }
         };
-        match &self.stores[state.0] {
+        match &self.owned()[state.0] {
             Store::Values(v) => v
                 .iter()
                 .enumerate()
@@ -235,34 +558,29 @@ impl KeyedStateBackend for HeapBackend {
     }
 
     fn snapshot(&mut self, now: i64) -> Result<KeyedSnapshot, StateError> {
-        let mut w = SnapshotWriter::new(self.range, self.states.clone());
-        for (slot, kg) in self.range.iter().enumerate() {
-            w.begin_key_group(kg);
-            for (idx, store) in self.stores.iter().enumerate() {
-                match store {
-                    Store::Values(v) => {
-                        for (c, val) in &v[slot] {
-                            w.live_entry(idx as u16, c, None, val, now);
-                        }
-                    }
-                    Store::Maps(v) => {
-                        for (c, m) in &v[slot] {
-                            for (uk, val) in m {
-                                w.live_entry(idx as u16, c, Some(uk), val, now);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        Ok(w.finish())
+        let (range, states) = (self.range, self.states.clone());
+        Ok(serialize(range, states, self.owned(), now))
+    }
+
+    fn snapshot_deferred(&mut self, now: i64) -> Result<Option<DeferredSnapshot>, StateError> {
+        let stores = std::mem::take(self.owned());
+        let slots = self.range.len();
+        let delta = stores.iter().map(|s| Delta::empty_for(s, slots)).collect();
+        let base = Arc::new(stores);
+        let frozen = Arc::clone(&base);
+        self.tables = Tables::Frozen { base, delta };
+        let (range, states) = (self.range, self.states.clone());
+        Ok(Some(DeferredSnapshot::new(move || {
+            serialize(range, states, &frozen, now)
+        })))
     }
 
     fn restore(&mut self, input: &KeyedStateInput<'_>) -> Result<(), StateError> {
+        self.owned();
         input.for_each_entry(&mut |e| {
             let id = self.register(e.state)?;
             let slot = self.slot(e.key_group);
-            match (&mut self.stores[id.0], e.user_key) {
+            match (&mut self.owned()[id.0], e.user_key) {
                 (Store::Values(v), None) => {
                     v[slot].insert(e.composite.to_vec(), e.value.to_vec());
                 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub use key_group::{KeyGroup, KeyGroupRange};
 pub use native::{KeyedSnapshotData, NativeSnapshot, NativeSource};
-pub use snapshot::{KeyedSnapshot, KeyedStateInput};
+pub use snapshot::{DeferredSnapshot, KeyedSnapshot, KeyedStateInput};
 pub use typed::{
     KeyedStateStore, ListState, MapState, ReducingState, StateTtl, TtlUpdate, ValueState,
 };
@@ -253,6 +253,17 @@ pub trait KeyedStateBackend: Send {
     /// entries of states with TTL that have expired at processing time `now` (ms) are left
     /// out (list elements one by one).
     fn snapshot(&mut self, now: i64) -> Result<KeyedSnapshot, StateError>;
+    /// [`KeyedStateBackend::snapshot`] as of now, written later by
+    /// [`DeferredSnapshot::serialize`] on another thread, while this backend goes on taking
+    /// reads and writes; `None` for backends without one (RocksDB, whose canonical snapshot
+    /// is a savepoint's, taken synchronously).
+    ///
+    /// # Errors
+    /// As [`KeyedStateBackend::snapshot`].
+    fn snapshot_deferred(&mut self, now: i64) -> Result<Option<DeferredSnapshot>, StateError> {
+        let _ = now;
+        Ok(None)
+    }
     /// Takes a native (RocksDB) checkpoint into the new directory `dir`, for incremental
     /// checkpoints; `None` for backends without one (heap).
     ///

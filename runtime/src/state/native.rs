@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use rocksdb::{Options, ReadOptions, DB};
 
 use super::snapshot::SnapshotWriter;
-use super::{split_composite, KeyGroupRange, KeyedSnapshot, StateError, StateInfo};
+use super::{
+    split_composite, DeferredSnapshot, KeyGroupRange, KeyedSnapshot, StateError, StateInfo,
+};
 
 /// A RocksDB checkpoint of one operator subtask in a local directory.
 #[derive(Debug, Clone)]
@@ -25,12 +27,14 @@ pub struct NativeSnapshot {
     pub states: Vec<StateInfo>,
 }
 
-/// What a keyed operator contributes to a checkpoint: canonical bytes, or a native RocksDB
-/// checkpoint (incremental checkpoints only).
-#[derive(Debug, Clone)]
+/// What a keyed operator contributes to a checkpoint: canonical bytes, written now or later
+/// (heap), or a native RocksDB checkpoint (incremental checkpoints only).
+#[derive(Debug)]
 pub enum KeyedSnapshotData {
     /// The canonical, backend-independent format.
     Canonical(KeyedSnapshot),
+    /// The canonical format, written by the thread that stores it.
+    Deferred(DeferredSnapshot),
     /// A RocksDB checkpoint directory.
     Native(NativeSnapshot),
 }

@@ -49,6 +49,30 @@ impl KeyedSnapshot {
     }
 }
 
+/// A [`KeyedSnapshot`] taken at a barrier but serialized later, off the task thread: the
+/// heap backend's copy-on-write snapshot (see [`super::heap`]). The backend keeps the state
+/// it froze until [`DeferredSnapshot::serialize`] has run or the snapshot is dropped (an
+/// aborted checkpoint), so both must happen, and soon: the backend's next snapshot waits.
+pub struct DeferredSnapshot(Box<dyn FnOnce() -> KeyedSnapshot + Send>);
+
+impl DeferredSnapshot {
+    /// A snapshot that `serialize` writes when called.
+    pub fn new(serialize: impl FnOnce() -> KeyedSnapshot + Send + 'static) -> Self {
+        Self(Box::new(serialize))
+    }
+
+    /// Writes the snapshot (on the calling thread) and releases the frozen state.
+    pub fn serialize(self) -> KeyedSnapshot {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for DeferredSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeferredSnapshot")
+    }
+}
+
 /// Builds a [`KeyedSnapshot`]: call [`SnapshotWriter::begin_key_group`] for every key group of
 /// the range in ascending order, then [`SnapshotWriter::entry`] for its entries.
 pub struct SnapshotWriter {

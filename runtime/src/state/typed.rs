@@ -114,7 +114,8 @@ impl KeyedStateStore {
     }
 
     /// Snapshots the state for checkpoint `id`: natively when enabled and `native` (a
-    /// checkpoint, not a savepoint), otherwise in the canonical format.
+    /// checkpoint, not a savepoint), otherwise in the canonical format, deferred when the
+    /// backend can (heap: copy-on-write, serialized by the uploader thread).
     ///
     /// # Errors
     /// Backend failures.
@@ -127,9 +128,11 @@ impl KeyedStateStore {
                 return Ok(KeyedSnapshotData::Native(n));
             }
         }
-        Ok(KeyedSnapshotData::Canonical(
-            self.backend.snapshot((self.clock)())?,
-        ))
+        let now = (self.clock)();
+        Ok(match self.backend.snapshot_deferred(now)? {
+            Some(deferred) => KeyedSnapshotData::Deferred(deferred),
+            None => KeyedSnapshotData::Canonical(self.backend.snapshot(now)?),
+        })
     }
 
     /// Sets the key that subsequent state accesses apply to.
