@@ -97,8 +97,10 @@ impl HeapBackend {
         (kg.0 - self.range.start) as usize
     }
 
-    /// Encodes `key`'s composite with `ns` into the scratch buffer; returns the key's slot.
+    /// Encodes `key`'s composite with `ns` into the scratch buffer and returns the key's slot,
+    /// after merging the delta if the snapshot that froze the stores is done with them.
     fn locate(&mut self, key: KeyRef<'_>, ns: &[u8]) -> usize {
+        self.thaw(false);
         self.scratch.clear();
         encode_composite(key.key, ns, &mut self.scratch);
         self.slot(key.key_group)
@@ -254,6 +256,14 @@ fn remove_change<V>(changes: &mut AHashMap<Vec<u8>, V>, key: &[u8], base_has: bo
     }
 }
 
+/// The changes recorded for `key`'s map, new and empty when there are none.
+fn changes_of<'d>(d: &'d mut AHashMap<Vec<u8>, MapChanges>, key: &[u8]) -> &'d mut MapChanges {
+    if !d.contains_key(key) {
+        d.insert(key.to_vec(), MapChanges::default());
+    }
+    d.get_mut(key).expect("inserted above")
+}
+
 /// Copies `value` into `out`; false when there is none.
 fn copy_out(value: Option<&Vec<u8>>, out: &mut Vec<u8>) -> bool {
     match value {
@@ -274,6 +284,13 @@ fn values(store: &Store) -> &[Values] {
 }
 
 fn maps(store: &Store) -> &[Maps] {
+    match store {
+        Store::Maps(v) => v,
+        Store::Values(_) => panic!("invariant: map operation on a value state"),
+    }
+}
+
+fn maps_mut(store: &mut Store) -> &mut [Maps] {
     match store {
         Store::Maps(v) => v,
         Store::Values(_) => panic!("invariant: map operation on a value state"),
@@ -324,7 +341,6 @@ impl KeyedStateBackend for HeapBackend {
         ns: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<bool, StateError> {
-        self.thaw(false);
         let slot = self.locate(key, ns);
         let c = self.scratch.as_slice();
         Ok(match &self.tables {
@@ -346,7 +362,6 @@ impl KeyedStateBackend for HeapBackend {
         ns: &[u8],
         value: &[u8],
     ) -> Result<(), StateError> {
-        self.thaw(false);
         let slot = self.locate(key, ns);
         let c = self.scratch.as_slice();
         match &mut self.tables {
@@ -362,7 +377,6 @@ impl KeyedStateBackend for HeapBackend {
     }
 
     fn remove(&mut self, state: StateId, key: KeyRef<'_>, ns: &[u8]) -> Result<(), StateError> {
-        self.thaw(false);
         let slot = self.locate(key, ns);
         let c = self.scratch.as_slice();
         match &mut self.tables {
@@ -400,7 +414,6 @@ impl KeyedStateBackend for HeapBackend {
         user_key: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<bool, StateError> {
-        self.thaw(false);
         let slot = self.locate(key, ns);
         let c = self.scratch.as_slice();
         let base_get = |stores: &[Store], out: &mut Vec<u8>| {
@@ -428,15 +441,11 @@ impl KeyedStateBackend for HeapBackend {
         user_key: &[u8],
         value: &[u8],
     ) -> Result<(), StateError> {
-        self.thaw(false);
         let slot = self.locate(key, ns);
         let c = self.scratch.as_slice();
         match &mut self.tables {
             Tables::Owned(stores) => {
-                let maps = match &mut stores[state.0] {
-                    Store::Maps(v) => &mut v[slot],
-                    Store::Values(_) => panic!("invariant: map operation on a value state"),
-                };
+                let maps = &mut maps_mut(&mut stores[state.0])[slot];
                 let m = match maps.get_mut(c) {
                     Some(m) => m,
                     None => maps.entry(c.to_vec()).or_default(),
@@ -444,11 +453,7 @@ impl KeyedStateBackend for HeapBackend {
                 set(m, user_key, value);
             }
             Tables::Frozen { delta, .. } => {
-                let d = &mut map_changes(&mut delta[state.0])[slot];
-                let changes = match d.get_mut(c) {
-                    Some(m) => m,
-                    None => d.entry(c.to_vec()).or_default(),
-                };
+                let changes = changes_of(&mut map_changes(&mut delta[state.0])[slot], c);
                 set_change(&mut changes.entries, user_key, value);
             }
         }
@@ -462,15 +467,11 @@ impl KeyedStateBackend for HeapBackend {
         ns: &[u8],
         user_key: &[u8],
     ) -> Result<(), StateError> {
-        self.thaw(false);
         let slot = self.locate(key, ns);
         let c = self.scratch.as_slice();
         match &mut self.tables {
             Tables::Owned(stores) => {
-                let maps = match &mut stores[state.0] {
-                    Store::Maps(v) => &mut v[slot],
-                    Store::Values(_) => panic!("invariant: map operation on a value state"),
-                };
+                let maps = &mut maps_mut(&mut stores[state.0])[slot];
                 if let Some(m) = maps.get_mut(c) {
                     m.remove(user_key);
                     if m.is_empty() {
@@ -481,10 +482,7 @@ impl KeyedStateBackend for HeapBackend {
             Tables::Frozen { base, delta } => {
                 let d = &mut map_changes(&mut delta[state.0])[slot];
                 let base_map = maps(&base[state.0])[slot].get(c);
-                let changes = match d.get_mut(c) {
-                    Some(m) => m,
-                    None => d.entry(c.to_vec()).or_default(),
-                };
+                let changes = changes_of(d, c);
                 let has = !changes.cleared && base_map.is_some_and(|m| m.contains_key(user_key));
                 remove_change(&mut changes.entries, user_key, has, None);
             }
@@ -498,7 +496,6 @@ impl KeyedStateBackend for HeapBackend {
         key: KeyRef<'_>,
         ns: &[u8],
     ) -> Result<MapEntries, StateError> {
-        self.thaw(false);
         let slot = self.locate(key, ns);
         let c = self.scratch.as_slice();
         let copy =
