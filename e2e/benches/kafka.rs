@@ -37,7 +37,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use weir_e2e::bids::env_or;
-use weir_e2e::flink::{flink_python, process_tree, run_watched, Watched};
+use weir_e2e::flink::{flink_python, process_tree, run_watched, Limit, Watched};
 use weir_e2e::kafka::KafkaBroker;
 use weir_e2e::{bids, timed_run, weir_bin};
 
@@ -405,7 +405,7 @@ fn main() {
                 let fout = format!("flink-{backend}");
                 broker.create_topic(&fout, PARTITIONS);
                 let cmd = flink_command(f, "bounded", &broker, "bids", &fout, backend, work.path());
-                match run_watched(cmd, flink_timeout, work.path()) {
+                match run_watched(cmd, Limit::total(flink_timeout), work.path()) {
                     Watched::Exited(true, stdout, _, peak) => {
                         let secs = stdout
                             .lines()
@@ -425,7 +425,7 @@ fn main() {
                         );
                         None
                     }
-                    Watched::TimedOut(_) => {
+                    Watched::TimedOut(..) => {
                         println!(
                             "Flink {backend} still running after {} s",
                             flink_timeout.as_secs()

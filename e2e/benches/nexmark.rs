@@ -21,8 +21,12 @@
 //! time rate, default 100000: 10 M events span 100 s), `WEIR_BENCH_CHECK_EVENTS` (default
 //! 200000), `WEIR_BENCH_QUERIES` (comma-separated, default all), `WEIR_BENCH_BACKENDS`
 //! (default `heap,rocksdb`), `WEIR_BENCH_FLINK_BACKENDS` (the backends Flink runs on, default
-//! those of Weir), `WEIR_BENCH_FLINK_TIMEOUT` (s per Flink run, default 900: a run still going
-//! then is stopped and reported as an upper bound `< events/timeout`, its ratio as `> ...`),
+//! those of Weir), `WEIR_BENCH_FLINK_TIMEOUT` (s per Flink process, default 900: a run still
+//! going then is stopped and reported as an upper bound `< events/(s since the job's
+//! submission)`, its ratio as `> ...`),
+//! `WEIR_BENCH_FLINK_CAP` (default 3: a Flink run is stopped once its job has run this many
+//! times as long as Weir's run of the same query and backend, but not before 60 s, and reported
+//! as an upper bound; 0: no cap), `WEIR_BENCH_CHECK_EVENTS=0` (no result comparison),
 //! `WEIR_BENCH_FLINK=0` (Weir alone).
 
 use std::path::{Path, PathBuf};
@@ -30,7 +34,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use weir_e2e::bids::env_or;
-use weir_e2e::flink::{flink_python, run_watched, Watched};
+use weir_e2e::flink::{flink_python, run_watched, Limit, Watched};
 use weir_e2e::{bids::bench_dir, timed_run, weir_bin};
 use weir_runtime::connectors::file_sink::committed_lines;
 use weir_runtime::jobs::nexmark::queries::QUERIES;
@@ -118,11 +122,17 @@ fn flink_script() -> PathBuf {
 enum FlinkRun {
     /// The script's JSON report and the peak memory (MiB) of its processes.
     Done(serde_json::Value, f64),
-    /// Still running at the timeout (s); peak memory (MiB) until then.
-    TimedOut(f64, f64),
+    /// Stopped at its limit: how long its job had run (s, since the script printed
+    /// [`SUBMITTED`]; `None`: not submitted yet) and its peak memory (MiB) until then.
+    TimedOut(Option<f64>, f64),
 }
 
-/// Runs the Flink script, for at most `timeout`.
+/// The line `nexmark_flink.py` prints when it submits the job.
+const SUBMITTED: &str = r#"{"submitted": true}"#;
+
+/// Runs the Flink script, for at most `timeout` in all and `job_limit` after it submitted
+/// the job.
+#[allow(clippy::too_many_arguments)]
 fn run_flink(
     python: &Path,
     mode: &str,
@@ -131,6 +141,7 @@ fn run_flink(
     data: &Path,
     work: &Path,
     timeout: Duration,
+    job_limit: Option<Duration>,
 ) -> Result<FlinkRun, String> {
     let mut cmd = Command::new(python);
     cmd.arg(flink_script())
@@ -149,8 +160,12 @@ fn run_flink(
         .arg("--out")
         .arg(work.join("flink-out"));
     let mib = |bytes: u64| bytes as f64 / 1048576.0;
-    match run_watched(cmd, timeout, work) {
-        Watched::TimedOut(peak) => Ok(FlinkRun::TimedOut(timeout.as_secs_f64(), mib(peak))),
+    let limit = Limit {
+        total: timeout,
+        measured: job_limit.map(|l| (SUBMITTED, l)),
+    };
+    match run_watched(cmd, limit, work) {
+        Watched::TimedOut(peak, job) => Ok(FlinkRun::TimedOut(job, mib(peak))),
         Watched::Exited(false, _, err, _) => Err(err
             .lines()
             .rfind(|l| l.contains("Exception:") || l.contains("Error:"))
@@ -182,9 +197,20 @@ fn compare(python: &Path, query: &str, check_events: u64, timeout: Duration) -> 
     let work = tempfile::tempdir().unwrap();
     let weir = run_weir(query, "heap", check_events, rate, work.path());
     let ours = result_rows(query, &committed_lines(&weir.output).unwrap_or_default());
-    match run_flink(python, "result", query, "heap", &data, work.path(), timeout) {
+    match run_flink(
+        python,
+        "result",
+        query,
+        "heap",
+        &data,
+        work.path(),
+        timeout,
+        None,
+    ) {
         Ok(FlinkRun::Done(..)) => {}
-        Ok(FlinkRun::TimedOut(s, _)) => return format!("Flink still running after {s:.0} s"),
+        Ok(FlinkRun::TimedOut(..)) => {
+            return format!("Flink still running after {} s", timeout.as_secs())
+        }
         Err(e) => return format!("Flink failed: {e}"),
     }
     let theirs: Vec<String> = std::fs::read_to_string(work.path().join("flink-out"))
@@ -218,6 +244,7 @@ fn main() {
         .map(|q| q.split(',').map(str::to_string).collect())
         .unwrap_or_else(|_| backends.clone());
     let flink_timeout = Duration::from_secs(env_or("WEIR_BENCH_FLINK_TIMEOUT", 900));
+    let flink_cap: f64 = env_or("WEIR_BENCH_FLINK_CAP", 3.0);
     let flink = flink_python();
     if let Err(why) = &flink {
         println!("Flink: not run ({why})");
@@ -230,6 +257,7 @@ fn main() {
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     for query in &queries {
         let same = match &flink {
+            Ok(_) if check_events == 0 => "not checked".into(),
             Ok(python) => compare(python, query, check_events, flink_timeout),
             Err(_) => "—".into(),
         };
@@ -242,6 +270,10 @@ fn main() {
             if let (Ok(python), Some(data), true) =
                 (&flink, &data, flink_backends.contains(backend))
             {
+                // Past `flink_cap` times Weir's run, the ratio is known to exceed the cap.
+                let weir_seconds = events as f64 / weir.events_per_second;
+                let job_limit = (flink_cap > 0.0)
+                    .then(|| Duration::from_secs_f64((flink_cap * weir_seconds).max(60.0)));
                 let run = run_flink(
                     python,
                     "throughput",
@@ -250,6 +282,7 @@ fn main() {
                     data,
                     work.path(),
                     flink_timeout,
+                    job_limit,
                 );
                 match run {
                     Ok(FlinkRun::Done(report, mib)) => {
@@ -258,7 +291,8 @@ fn main() {
                             .map(|s| (events as f64 / s, false));
                         flink_mib = Some(mib);
                     }
-                    Ok(FlinkRun::TimedOut(s, mib)) => {
+                    Ok(FlinkRun::TimedOut(job, mib)) => {
+                        let s = job.unwrap_or(flink_timeout.as_secs_f64());
                         flink_eps = Some((events as f64 / s, true));
                         flink_mib = Some(mib);
                     }

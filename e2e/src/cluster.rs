@@ -7,6 +7,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use weir_api_types::{CheckpointsInfo, JobInfo, JobRunState};
+use weir_runtime::cluster::CoordinatorSummary;
+
 use crate::{weir_bin, TestJob};
 
 /// A coordinator and its workers.
@@ -48,6 +51,12 @@ impl Cluster {
             "100ms".into(),
             "--restart-max-backoff".into(),
             "1s".into(),
+            "--summary-json".into(),
+            job.dir
+                .path()
+                .join("coordinator-summary.json")
+                .display()
+                .to_string(),
         ];
         args.extend(coordinator_args.iter().map(|a| a.to_string()));
         let mut c = Cluster {
@@ -136,17 +145,39 @@ impl Cluster {
         self.log.lock().unwrap().clone()
     }
 
-    /// Waits until a coordinator log line contains `text` (at most `timeout`).
-    pub fn wait_for_log(&self, text: &str, timeout: Duration) {
+    /// Waits until the admin API reports `n` checkpoints completed by the running coordinator
+    /// (at most `timeout`).
+    pub fn wait_checkpoints(&self, n: u64, timeout: Duration) {
         let start = Instant::now();
-        while !self.log().iter().any(|l| l.contains(text)) {
+        while self.checkpoints().is_none_or(|c| c.completed < n) {
             assert!(
                 start.elapsed() < timeout,
-                "no coordinator log line with {text:?} within {timeout:?}:\n{}",
-                self.log().join("\n")
+                "not {n} checkpoints within {timeout:?}: {:?}",
+                self.checkpoints()
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// `GET /v1/checkpoints` of the running coordinator; `None` while it does not answer.
+    pub fn checkpoints(&self) -> Option<CheckpointsInfo> {
+        let (status, body) = http("GET", &format!("{}/v1/checkpoints", self.admin), None);
+        (status == 200).then(|| serde_json::from_str(&body).ok())?
+    }
+
+    /// `GET /v1/job` of the running coordinator; `None` while it does not answer.
+    pub fn job_info(&self) -> Option<JobInfo> {
+        let (status, body) = http("GET", &format!("{}/v1/job", self.admin), None);
+        (status == 200).then(|| serde_json::from_str(&body).ok())?
+    }
+
+    /// What the last coordinator that ended wrote with `--summary-json` (a killed one
+    /// writes nothing).
+    pub fn summary(&self) -> CoordinatorSummary {
+        let path = self.dir.join("coordinator-summary.json");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}\n{}", path.display(), self.log().join("\n")));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}: {text}", path.display()))
     }
 
     /// Waits until the admin API reports the job RUNNING.
@@ -159,14 +190,15 @@ impl Cluster {
     pub fn wait_running_after(&self, restarts: Option<u32>) {
         let start = Instant::now();
         loop {
-            let (status, body) = http("GET", &format!("{}/v1/job", self.admin), None);
-            let restarts_ok = restarts.is_none_or(|n| body.contains(&format!("\"restarts\":{n},")));
-            if status == 200 && body.contains("\"state\":\"RUNNING\"") && restarts_ok {
+            let info = self.job_info();
+            if info.as_ref().is_some_and(|i| {
+                i.state == JobRunState::Running && restarts.is_none_or(|n| i.restarts == n)
+            }) {
                 return;
             }
             assert!(
                 start.elapsed() < Duration::from_secs(30),
-                "job not RUNNING: {status} {body}"
+                "job not RUNNING: {info:?}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -201,18 +233,6 @@ impl Cluster {
             }
         }
         (status, out)
-    }
-
-    /// Logs of every worker started so far, concatenated.
-    pub fn worker_logs(&self) -> String {
-        (1..=self.started_workers)
-            .map(|n| self.worker_log(n))
-            .collect()
-    }
-
-    /// Log of worker `n` (1-based, in start order).
-    pub fn worker_log(&self, n: usize) -> String {
-        std::fs::read_to_string(self.dir.join(format!("worker-{n}.log"))).unwrap_or_default()
     }
 }
 

@@ -87,13 +87,35 @@ pub fn tree_rss(root: u32) -> u64 {
 pub enum Watched {
     /// Exited: success, stdout, stderr, peak memory of its tree (bytes).
     Exited(bool, String, String, u64),
-    /// Killed (with its descendants) after the timeout; peak memory until then.
-    TimedOut(u64),
+    /// Killed (with its descendants) at its [`Limit`]; peak memory until then (bytes) and, when
+    /// the limit has a measured part that had started, how long that part had run (s).
+    TimedOut(u64, Option<f64>),
+}
+
+/// How long a watched process may run.
+pub struct Limit {
+    /// From spawn to exit.
+    pub total: Duration,
+    /// A line the process prints on stdout when the part it measures starts (after its
+    /// startup), and how long that part may run.
+    pub measured: Option<(&'static str, Duration)>,
+}
+
+impl Limit {
+    /// At most `total` from spawn to exit, nothing measured apart.
+    pub fn total(total: Duration) -> Self {
+        Self {
+            total,
+            measured: None,
+        }
+    }
 }
 
 /// Runs `cmd` with its stdout and stderr in files under `work`, sampling its process tree's
-/// memory, for at most `timeout` (then it and its descendants get SIGKILL).
-pub fn run_watched(mut cmd: Command, timeout: Duration, work: &Path) -> Watched {
+/// memory, within `limit` (then it and its descendants get SIGKILL). The measured part of the
+/// limit counts from the moment its marker line is seen (polled every 200 ms, so it may
+/// start up to 200 ms late: a rate computed from it is an upper bound).
+pub fn run_watched(mut cmd: Command, limit: Limit, work: &Path) -> Watched {
     let (out_path, err_path) = (work.join("stdout"), work.join("stderr"));
     let mut child = cmd
         .stdout(std::fs::File::create(&out_path).expect("stdout file"))
@@ -101,10 +123,11 @@ pub fn run_watched(mut cmd: Command, timeout: Duration, work: &Path) -> Watched 
         .spawn()
         .expect("spawn");
     let rss = TreeRss::watch(child.id());
-    let deadline = Instant::now() + timeout;
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let deadline = Instant::now() + limit.total;
+    let mut measured_since: Option<Instant> = None;
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
-            let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
             return Watched::Exited(
                 status.success(),
                 read(&out_path),
@@ -112,12 +135,23 @@ pub fn run_watched(mut cmd: Command, timeout: Duration, work: &Path) -> Watched 
                 rss.peak(),
             );
         }
-        if Instant::now() > deadline {
+        let now = Instant::now();
+        if let (Some((marker, _)), None) = (limit.measured, measured_since) {
+            if read(&out_path).lines().any(|l| l.trim() == marker) {
+                measured_since = Some(now);
+            }
+        }
+        let measured_over = match (limit.measured, measured_since) {
+            (Some((_, most)), Some(since)) => now.duration_since(since) > most,
+            _ => false,
+        };
+        if now > deadline || measured_over {
             for pid in process_tree(child.id()).iter().rev() {
                 let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
             }
             let _ = child.wait();
-            return Watched::TimedOut(rss.peak());
+            let measured = measured_since.map(|s| now.duration_since(s).as_secs_f64());
+            return Watched::TimedOut(rss.peak(), measured);
         }
         std::thread::sleep(Duration::from_millis(200));
     }

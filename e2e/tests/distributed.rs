@@ -7,9 +7,13 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use weir_api_types::JobRunState;
 use weir_e2e::cluster::{http, Cluster};
 use weir_e2e::s3::S3Server;
 use weir_e2e::{example_job_on_s3, reference_retail_revenue, weir_bin, TestJob};
+use weir_runtime::checkpoint::SnapshotKind;
+use weir_runtime::cluster::summary::{AttemptFailure, CoordinatorSummary, WorkerLoss};
+use weir_runtime::runner::RunEnd;
 
 const LONG: Duration = Duration::from_secs(240);
 
@@ -23,8 +27,8 @@ fn job(server: &S3Server, prefix: &str) -> TestJob {
     })
 }
 
-/// Waits until the coordinator triggered a checkpoint (even rounds) or for a random time
-/// (odd rounds) after the job is running.
+/// Waits a random time after the job is running, then (even rounds) until the admin API
+/// reports a checkpoint in flight (at most 5 s more).
 fn wait_for_kill_point(
     cluster: &Cluster,
     round: usize,
@@ -32,16 +36,24 @@ fn wait_for_kill_point(
     rng: &mut fastrand::Rng,
 ) {
     cluster.wait_running_after(restarts);
-    let deadline = Instant::now() + Duration::from_millis(rng.u64(300..1500));
-    let seen = cluster.log().len();
-    while Instant::now() < deadline
-        || (round.is_multiple_of(2)
-            && !cluster.log()[seen..]
-                .iter()
-                .any(|l| l.contains("triggering checkpoint")))
+    std::thread::sleep(Duration::from_millis(rng.u64(300..1500)));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while round.is_multiple_of(2)
+        && Instant::now() < deadline
+        && cluster
+            .checkpoints()
+            .is_none_or(|c| c.in_progress.is_none())
     {
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// Whether an attempt of `summary` restored a snapshot of `kind`.
+fn restored(summary: &CoordinatorSummary, kind: SnapshotKind) -> bool {
+    summary
+        .attempts
+        .iter()
+        .any(|a| a.restored.as_ref().is_some_and(|r| r.kind == kind))
 }
 
 #[test]
@@ -58,20 +70,33 @@ fn sigkill_of_workers_at_random_points_gives_exactly_once_output() {
         cluster.kill_worker(victim);
         cluster.start_worker();
     }
-    let (status, stdout) = cluster.wait(LONG);
-    let log = cluster.log().join("\n");
-    assert!(status.success(), "{log}");
-    assert!(stdout.contains("finished"), "{stdout}");
-    assert!(log.contains("worker lost"), "{log}");
-    assert!(log.contains("restart 3 of at most"), "{log}");
-    assert!(log.contains("restoring from checkpoint"), "{log}");
-    // Each worker read only the state of its own subtask (1 of the window's 3).
-    let workers = cluster.worker_logs();
+    let (status, _) = cluster.wait(LONG);
+    assert!(status.success(), "{}", cluster.log().join("\n"));
+    let summary = cluster.summary();
+    assert_eq!(summary.end, Some(RunEnd::Finished), "{summary:#?}");
+    assert!(summary.restarts >= 3, "{summary:#?}");
     assert!(
-        workers.contains("restore: read the keyed state of 1 of 3 operator subtasks"),
-        "{workers}"
+        summary
+            .workers_lost
+            .iter()
+            .any(|l| l.had_subtasks && l.reason == WorkerLoss::ConnectionClosed),
+        "{summary:#?}"
     );
-    assert!(!workers.contains("of 3 of 3"), "{workers}");
+    assert!(restored(&summary, SnapshotKind::Checkpoint), "{summary:#?}");
+    // Each worker read only the state of its own subtask (1 of the window's 3).
+    let shares: Vec<_> = summary
+        .attempts
+        .iter()
+        .flat_map(|a| &a.workers)
+        .filter_map(|w| w.restore)
+        .collect();
+    assert!(!shares.is_empty(), "{summary:#?}");
+    assert!(
+        shares
+            .iter()
+            .all(|s| (s.keyed_subtasks_read, s.keyed_subtasks) == (1, 3)),
+        "{summary:#?}"
+    );
     assert_eq!(job.output_lines(), reference_retail_revenue());
 }
 
@@ -80,18 +105,24 @@ fn a_worker_that_stops_sending_heartbeats_is_replaced() {
     let server = S3Server::start();
     let job = job(&server, "silent");
     let mut cluster = Cluster::start(&job, 3, &[]);
-    cluster.wait_for_log("checkpoint 1 complete", Duration::from_secs(60));
+    cluster.wait_checkpoints(1, Duration::from_secs(60));
     // SIGSTOP: the connection stays open, but heartbeats stop.
     let pid = cluster.workers[1].id().to_string();
     let stop = Command::new("kill").args(["-STOP", &pid]).status().unwrap();
     assert!(stop.success());
     cluster.start_worker();
-    cluster.wait_for_log("no heartbeat for", Duration::from_secs(30));
     let (status, _) = cluster.wait(LONG);
     let _ = Command::new("kill").args(["-KILL", &pid]).status();
-    let log = cluster.log().join("\n");
-    assert!(status.success(), "{log}");
-    assert!(log.contains("restoring from checkpoint"), "{log}");
+    assert!(status.success(), "{}", cluster.log().join("\n"));
+    let summary = cluster.summary();
+    // Lost for its silence (the cluster's --heartbeat-timeout is 3 s), not a closed
+    // connection; the job went on from a checkpoint.
+    assert!(
+        summary.workers_lost.iter().any(|l| l.had_subtasks
+            && matches!(l.reason, WorkerLoss::HeartbeatTimeout { silent_ms } if silent_ms >= 3000)),
+        "{summary:#?}"
+    );
+    assert!(restored(&summary, SnapshotKind::Checkpoint), "{summary:#?}");
     assert_eq!(job.output_lines(), reference_retail_revenue());
 }
 
@@ -107,13 +138,13 @@ fn incremental_checkpoints_from_workers_restore_exactly_once_and_leave_no_orphan
         d["spec"]["job"]["args"]["maxRecordsPerSecond"] = "30000".into();
     });
     let mut cluster = Cluster::start(&job, 3, &[]);
-    cluster.wait_for_log("checkpoint 3 complete", Duration::from_secs(60));
+    cluster.wait_checkpoints(3, Duration::from_secs(60));
     cluster.kill_worker(2);
     cluster.start_worker();
     let (status, _) = cluster.wait(LONG);
-    let log = cluster.log().join("\n");
-    assert!(status.success(), "{log}");
-    assert!(log.contains("restoring from checkpoint"), "{log}");
+    assert!(status.success(), "{}", cluster.log().join("\n"));
+    let summary = cluster.summary();
+    assert!(restored(&summary, SnapshotKind::Checkpoint), "{summary:#?}");
     assert!(
         !server
             .objects("incremental/retail-revenue/shared")
@@ -133,20 +164,29 @@ fn sigkill_of_the_coordinator_at_random_points_gives_exactly_once_output() {
     let seed = fastrand::u64(..);
     eprintln!("kill schedule seed: {seed}");
     let mut rng = fastrand::Rng::with_seed(seed);
+    // What each coordinator restored, as its admin API reports it.
+    let mut restored_from = Vec::new();
     for round in 0..3 {
         wait_for_kill_point(&cluster, round, None, &mut rng);
+        restored_from.push(cluster.job_info().and_then(|i| i.restored_from));
         cluster.kill_coordinator();
         cluster.start_coordinator();
     }
     let (status, _) = cluster.wait(LONG);
-    let log = cluster.log().join("\n");
-    assert!(status.success(), "{log}");
+    assert!(status.success(), "{}", cluster.log().join("\n"));
+    let summary = cluster.summary();
+    assert_eq!(summary.end, Some(RunEnd::Finished), "{summary:#?}");
     // The restarted coordinators found the latest checkpoint in storage.
-    assert!(log.contains("restoring from checkpoint"), "{log}");
     assert!(
-        cluster.worker_log(1).contains("reconnecting"),
-        "{}",
-        cluster.worker_log(1)
+        restored_from.iter().any(Option::is_some) || restored(&summary, SnapshotKind::Checkpoint),
+        "{restored_from:?} {summary:#?}"
+    );
+    // The same worker processes served the last coordinator: they reconnected.
+    let first = &summary.attempts[0];
+    assert_eq!(first.workers.len(), 3, "{summary:#?}");
+    assert!(
+        first.workers.iter().all(|w| w.registrations >= 2),
+        "{summary:#?}"
     );
     assert_eq!(job.output_lines(), reference_retail_revenue());
 }
@@ -182,7 +222,7 @@ fn a_savepoint_through_the_api_restores_with_other_numbers_of_workers_and_subtas
     let job = job(&server, "rescale");
     let mut cluster = Cluster::start(&job, 3, &[]);
     cluster.wait_running();
-    cluster.wait_for_log("checkpoint 2 complete", Duration::from_secs(60));
+    cluster.wait_checkpoints(2, Duration::from_secs(60));
     // A savepoint while running, then a stop with savepoint.
     let directory = format!("s3://{}/savepoints", server.bucket);
     let (status, body) = http(
@@ -237,26 +277,28 @@ fn a_savepoint_through_the_api_restores_with_other_numbers_of_workers_and_subtas
         )),
     );
     assert_eq!(status, 202, "{body}");
-    let (status, stdout) = cluster.wait(LONG);
+    let (status, _) = cluster.wait(LONG);
     assert!(status.success(), "{}", cluster.log().join("\n"));
-    let savepoint = stdout
-        .split("stopped with savepoint ")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no savepoint in {stdout}"))
-        .trim()
-        .to_string();
+    let savepoint = match cluster.summary().end {
+        Some(RunEnd::Stopped { savepoint }) => savepoint,
+        end => panic!("not stopped with a savepoint: {end:?}"),
+    };
     assert!(savepoint.starts_with(&directory), "{savepoint}");
     drop(cluster);
     // Restore on 2 workers with 5 subtasks: the key groups are redistributed.
     job.edit(|d| d["spec"]["job"]["parallelism"] = 5.into());
     let mut cluster = Cluster::start(&job, 2, &["--from-savepoint", &savepoint]);
     let (status, _) = cluster.wait(LONG);
-    let log = cluster.log().join("\n");
-    assert!(status.success(), "{log}");
-    assert!(log.contains("restoring from savepoint"), "{log}");
-    // Workers take subtasks in registration order: one runs 0, 2, 4, the other 1, 3.
-    let logs = [cluster.worker_log(1), cluster.worker_log(2)];
-    // Each read only the key-group sections it owns (ranged reads), not the whole savepoint.
+    assert!(status.success(), "{}", cluster.log().join("\n"));
+    let summary = cluster.summary();
+    let first = &summary.attempts[0];
+    assert_eq!(
+        first.restored.as_ref().map(|r| r.kind),
+        Some(SnapshotKind::Savepoint),
+        "{summary:#?}"
+    );
+    // Each worker read only the key-group sections it owns (ranged reads), not the whole
+    // savepoint.
     let key = savepoint
         .strip_prefix(&format!("s3://{}/", server.bucket))
         .unwrap()
@@ -268,19 +310,17 @@ fn a_savepoint_through_the_api_restores_with_other_numbers_of_workers_and_subtas
         .map(|e| e.metadata().unwrap().len())
         .sum();
     assert!(state_bytes > 0);
-    for log in &logs {
-        let read: u64 = log
-            .split("operator subtasks (")
-            .nth(1)
-            .and_then(|r| r.split(' ').next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no restore line in {log}"));
-        assert!(read < state_bytes, "read {read} of {state_bytes} bytes");
+    for w in &first.workers {
+        let read = w.restore.map(|r| r.bytes);
+        assert!(
+            read.is_some_and(|r| r > 0 && r < state_bytes),
+            "read {read:?} of {state_bytes} bytes: {summary:#?}"
+        );
     }
-    assert!(
-        logs.iter().any(|l| l.contains("subtasks=[0, 2, 4]"))
-            && logs.iter().any(|l| l.contains("subtasks=[1, 3]")),
-        "{logs:?}"
-    );
+    // Subtask i runs on worker i % 2: one runs 0, 2, 4, the other 1, 3.
+    let mut subtasks: Vec<&[u32]> = first.workers.iter().map(|w| &w.subtasks[..]).collect();
+    subtasks.sort();
+    assert_eq!(subtasks, [&[0, 2, 4][..], &[1, 3][..]], "{summary:#?}");
     assert_eq!(job.output_lines(), reference_retail_revenue());
 }
 
@@ -374,9 +414,10 @@ fn bad_admin_input_gets_a_json_error_and_the_job_keeps_running() {
         409,
         "stop_in_progress",
     );
-    let (status, stdout) = cluster.wait(LONG);
+    let (status, _) = cluster.wait(LONG);
     assert!(status.success(), "{}", cluster.log().join("\n"));
-    assert!(stdout.contains("stopped with savepoint"), "{stdout}");
+    let end = cluster.summary().end;
+    assert!(matches!(end, Some(RunEnd::Stopped { .. })), "{end:?}");
     // Nothing the bad requests did disturbed the job: resume it to the end.
     let mut cluster = Cluster::start(&job, 3, &[]);
     let (status, _) = cluster.wait(LONG);
@@ -397,18 +438,15 @@ fn a_job_that_keeps_failing_is_failed_once_the_restart_limit_is_reached() {
     }
     let start = Instant::now();
     let info = loop {
-        let (_, body) = http("GET", &format!("{}/v1/job", cluster.admin), None);
-        if body.contains("\"FAILED\"") {
-            break json(&body);
+        let info = cluster.job_info();
+        if let Some(i) = info.as_ref().filter(|i| i.state == JobRunState::Failed) {
+            break i.clone();
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "{body}");
+        assert!(start.elapsed() < Duration::from_secs(30), "{info:?}");
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(info["restarts"], 1, "{info}");
-    assert!(
-        info["failure"].as_str().is_some_and(|f| f.contains("lost")),
-        "{info}"
-    );
+    assert_eq!(info.restarts, 1, "{info:?}");
+    assert!(info.failure.is_some(), "{info:?}");
     let (status, body) = http(
         "POST",
         &format!("{}/v1/job/stop", cluster.admin),
@@ -417,6 +455,21 @@ fn a_job_that_keeps_failing_is_failed_once_the_restart_limit_is_reached() {
     assert_eq!(status, 202, "{body}\n{}", cluster.log().join("\n"));
     let (status, _) = cluster.wait(LONG);
     assert_eq!(status.code(), Some(1), "a FAILED job exits with 1");
+    // The summary says why: the last attempt lost its only worker, the restart limit was
+    // reached.
+    let summary = cluster.summary();
+    assert_eq!(
+        (summary.end.as_ref(), summary.restarts),
+        (None, 1),
+        "{summary:#?}"
+    );
+    assert!(
+        matches!(
+            summary.attempts.last().and_then(|a| a.failure.as_ref()),
+            Some(AttemptFailure::WorkerLost { .. })
+        ),
+        "{summary:#?}"
+    );
 }
 
 #[test]

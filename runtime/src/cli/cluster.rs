@@ -63,6 +63,11 @@ pub(super) struct CoordinatorArgs {
     /// Write the admin URL and control address as JSON to this file once listening.
     #[arg(long)]
     address_file: Option<PathBuf>,
+    /// When the coordinator ends, write its attempts (restored snapshot, workers and their
+    /// subtasks, what each read to restore, why the attempt ended), restarts, lost workers
+    /// and how the job ended as JSON to this file.
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
 }
 
 /// Flags of `weir worker`.
@@ -127,7 +132,15 @@ pub(super) fn coordinator(registry: &Registry, a: CoordinatorArgs) -> i32 {
         Ok(x) => x,
         Err(msg) => return usage(&msg),
     };
-    match run_coordinator(&loaded, &text, graph, &options) {
+    let (result, summary) = run_coordinator(&loaded, &text, graph, &options);
+    if let Some(path) = &a.summary_json {
+        let json = serde_json::to_string_pretty(&summary).expect("invariant: summary serializes");
+        if let Err(e) = std::fs::write(path, json) {
+            eprintln!("error: write {}: {e}", path.display());
+            return 1;
+        }
+    }
+    match result {
         Ok(end) => {
             match end {
                 RunEnd::Finished => println!("job {} finished", loaded.name),

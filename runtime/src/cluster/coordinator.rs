@@ -16,6 +16,10 @@ use weir_crds::LoadedManifest;
 use super::members::Members;
 use super::protocol::{Deployment, RestoreSource, ToWorker, WireControl};
 use super::restart::RestartStrategy;
+use super::summary::{
+    AttemptFailure, AttemptSummary, CoordinatorSummary, RestoreShare, RestoredSnapshot,
+    WorkerAssignment,
+};
 use crate::admin::AdminRequest;
 use crate::api::{CheckpointBarrier, JobGraph};
 use crate::checkpoint::writer::SnapshotTarget;
@@ -159,7 +163,8 @@ enum IdleEnd {
 
 /// Runs the job of `manifest` (`yaml` is its text, for the workers) on workers until it
 /// ends: input exhausted, stopped with a savepoint, cancelled, or failed beyond the restart
-/// strategy (then the admin API keeps reporting FAILED until the job is cancelled).
+/// strategy (then the admin API keeps reporting FAILED until the job is cancelled). Returns
+/// how it ended and the [`CoordinatorSummary`] of its attempts (whatever the outcome).
 ///
 /// # Errors
 /// [`RunError`] when storage or the listening sockets cannot be set up, the restored
@@ -169,6 +174,25 @@ pub fn run_coordinator(
     yaml: &str,
     graph: JobGraph,
     options: &CoordinatorOptions,
+) -> (Result<RunEnd, RunError>, CoordinatorSummary) {
+    let mut summary = CoordinatorSummary {
+        job: manifest.name.clone(),
+        end: None,
+        restarts: 0,
+        attempts: Vec::new(),
+        workers_lost: Vec::new(),
+    };
+    let result = coordinate(manifest, yaml, graph, options, &mut summary);
+    summary.end = result.as_ref().ok().cloned();
+    (result, summary)
+}
+
+fn coordinate(
+    manifest: &LoadedManifest,
+    yaml: &str,
+    graph: JobGraph,
+    options: &CoordinatorOptions,
+    summary: &mut CoordinatorSummary,
 ) -> Result<RunEnd, RunError> {
     let spec = &manifest.spec;
     let storage = open_storage(&spec.checkpointing.storage)?;
@@ -212,10 +236,18 @@ pub fn run_coordinator(
         job_id: new_job_id(&manifest.name),
         start_time: chrono::Utc::now().to_rfc3339(),
     };
-    let result = job.run(&admin, &admin_rx);
+    let result = job.run(&admin, &admin_rx, summary);
+    summary.workers_lost = job.members.lost();
     job.members.shutdown();
     job.members.wait_disconnected(Duration::from_secs(5));
     result
+}
+
+/// Fills in what each worker of an attempt said it read of the restored snapshot.
+fn record_restores(attempt: Option<&mut AttemptSummary>, shares: HashMap<String, RestoreShare>) {
+    for w in attempt.into_iter().flat_map(|a| a.workers.iter_mut()) {
+        w.restore = shares.get(&w.worker).copied();
+    }
 }
 
 impl Job<'_> {
@@ -223,6 +255,7 @@ impl Job<'_> {
         &self,
         admin: &crate::admin::AdminServer,
         admin_rx: &Receiver<AdminRequest>,
+        summary: &mut CoordinatorSummary,
     ) -> Result<RunEnd, RunError> {
         let mut history = History::default();
         let mut restarts = 0u32;
@@ -283,8 +316,19 @@ impl Job<'_> {
             let restored_from = info.restored_from.clone();
             info!(attempt, "deploying attempt {attempt}");
             log_restore(plan.as_ref().map(|(_, p)| p));
+            let restored = plan.as_ref().map(|(_, p)| RestoredSnapshot {
+                checkpoint_id: p.checkpoint_id(),
+                kind: p.kind(),
+                location: p.location().to_string(),
+            });
             let source = plan.map(|(s, _)| s);
-            let (tasks, metrics) = self.deploy(attempt, source);
+            let (tasks, metrics, workers) = self.deploy(attempt, source);
+            summary.attempts.push(AttemptSummary {
+                attempt,
+                restored,
+                workers,
+                failure: None,
+            });
             let settings = &self.manifest.spec.checkpointing;
             let mut coordinator = Coordinator::new(
                 self.storage.clone(),
@@ -304,7 +348,8 @@ impl Job<'_> {
             next_id = coordinator.next_id();
             match result {
                 Ok(end) => {
-                    self.members.end_attempt(attempt);
+                    let shares = self.members.end_attempt(attempt);
+                    record_restores(summary.attempts.last_mut(), shares);
                     info!(attempt, "job ended: {end:?}");
                     if self.options.linger {
                         admin.set_not_ready();
@@ -330,11 +375,16 @@ impl Job<'_> {
                     admin.set_not_ready();
                     let cause = error_chain(&e);
                     history = coordinator.into_history(&cause);
-                    self.members.end_attempt(attempt);
+                    let shares = self.members.end_attempt(attempt);
+                    record_restores(summary.attempts.last_mut(), shares);
+                    if let Some(a) = summary.attempts.last_mut() {
+                        a.failure = Some(AttemptFailure::of(&e, cause.clone()));
+                    }
                     failure = Some(cause.clone());
                     match self.options.restart.delay(restarts) {
                         Some(delay) => {
                             restarts += 1;
+                            summary.restarts = restarts;
                             warn!(
                                 attempt,
                                 restarts,
@@ -390,12 +440,13 @@ impl Job<'_> {
         }
     }
 
-    /// Assigns the subtasks to the first `workers` registered workers and deploys them.
+    /// Assigns the subtasks to the first `workers` registered workers and deploys them;
+    /// returns the tasks, their metrics and the assignment.
     fn deploy(
         &self,
         attempt: u64,
         restore: Option<RestoreSource>,
-    ) -> (RemoteTasks, Arc<JobMetrics>) {
+    ) -> (RemoteTasks, Arc<JobMetrics>, Vec<WorkerAssignment>) {
         let p = self.manifest.spec.parallelism;
         let n = self.options.workers.max(1) as usize;
         let chains = self.graph.chains();
@@ -422,8 +473,15 @@ impl Job<'_> {
         self.members
             .start_attempt(attempt, events_tx, index, metrics.clone());
         let state = self.members.lock();
+        let mut assignment = Vec::new();
         for m in state.members.iter().filter(|m| !m.subtasks.is_empty()) {
             info!(attempt, worker = %m.id, subtasks = ?m.subtasks, "deploying");
+            assignment.push(WorkerAssignment {
+                worker: m.id.clone(),
+                registrations: m.registrations,
+                subtasks: m.subtasks.clone(),
+                restore: None,
+            });
             m.send(ToWorker::Deploy(Deployment {
                 attempt,
                 manifest: self.yaml.to_string(),
@@ -442,6 +500,7 @@ impl Job<'_> {
                 events,
             },
             metrics,
+            assignment,
         )
     }
 }

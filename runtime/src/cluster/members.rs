@@ -12,6 +12,7 @@ use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use tracing::{info, warn};
 
 use super::protocol::{receive, send, ToCoordinator, ToWorker, WireEvent, PROTOCOL_VERSION};
+use super::summary::{LostWorker, RestoreShare, WorkerLoss};
 use crate::metrics::JobMetrics;
 use crate::runner::JobEvent;
 
@@ -21,6 +22,8 @@ pub(crate) struct Member {
     pub id: String,
     /// Where peers reach its data server.
     pub data_addr: SocketAddr,
+    /// Registrations of the worker process with a coordinator, this one included.
+    pub registrations: u32,
     conn: u64,
     tx: Sender<ToWorker>,
     last_seen: Instant,
@@ -42,6 +45,8 @@ struct Attempt {
     /// `uid#subtask` -> task index.
     tasks: HashMap<String, usize>,
     metrics: Arc<JobMetrics>,
+    /// What each worker (by id) read of the snapshot the attempt restores.
+    restores: HashMap<String, RestoreShare>,
 }
 
 #[derive(Default)]
@@ -51,6 +56,8 @@ pub(crate) struct State {
     current: Option<Attempt>,
     /// The job ended: disconnecting workers are expected.
     closing: bool,
+    /// Workers lost while the job ran, in order.
+    lost: Vec<LostWorker>,
 }
 
 /// The workers of a coordinator, shared by the control server, the relay and the job loop.
@@ -63,6 +70,7 @@ enum Incoming {
     Registered {
         id: String,
         data_addr: SocketAddr,
+        registrations: u32,
         conn: u64,
         tx: Sender<ToWorker>,
     },
@@ -72,7 +80,7 @@ enum Incoming {
     },
     Closed {
         conn: u64,
-        cause: String,
+        cause: WorkerLoss,
     },
 }
 
@@ -133,17 +141,25 @@ impl Members {
             events,
             tasks,
             metrics,
+            restores: HashMap::new(),
         });
     }
 
-    /// Cancels `attempt` on every worker and stops forwarding its events.
-    pub fn end_attempt(&self, attempt: u64) {
+    /// Cancels `attempt` on every worker and stops forwarding its events. Returns what each
+    /// worker (by id) reported it read of the snapshot the attempt restored.
+    pub fn end_attempt(&self, attempt: u64) -> HashMap<String, RestoreShare> {
         let mut s = self.lock();
-        s.current = None;
+        let restores = s.current.take().map(|c| c.restores).unwrap_or_default();
         for m in &mut s.members {
             m.subtasks.clear();
             m.send(ToWorker::Cancel { attempt });
         }
+        restores
+    }
+
+    /// The workers lost so far, in order.
+    pub fn lost(&self) -> Vec<LostWorker> {
+        self.lock().lost.clone()
     }
 
     /// Tells every worker the job ended.
@@ -171,13 +187,15 @@ impl Members {
                 Ok(Incoming::Registered {
                     id,
                     data_addr,
+                    registrations,
                     conn,
                     tx,
                 }) => {
-                    info!(worker = %id, %data_addr, "worker registered");
+                    info!(worker = %id, %data_addr, registrations, "worker registered");
                     self.lock().members.push(Member {
                         id,
                         data_addr,
+                        registrations,
                         conn,
                         tx,
                         last_seen: Instant::now(),
@@ -197,7 +215,8 @@ impl Members {
                 .map(|m| (m.conn, m.last_seen.elapsed()))
                 .collect();
             for (conn, since) in silent {
-                self.remove(conn, format!("no heartbeat for {since:.1?}"));
+                let silent_ms = since.as_millis() as u64;
+                self.remove(conn, WorkerLoss::HeartbeatTimeout { silent_ms });
             }
         }
     }
@@ -211,7 +230,7 @@ impl Members {
             return;
         };
         member.last_seen = Instant::now();
-        let Some(cur) = current.as_ref() else { return };
+        let Some(cur) = current.as_mut() else { return };
         match msg {
             ToCoordinator::Heartbeat { figures } => cur.metrics.set_figures(&figures),
             ToCoordinator::Event { attempt, event } if attempt == cur.attempt => {
@@ -232,6 +251,10 @@ impl Members {
                     WireEvent::Declined { checkpoint, cause } => {
                         JobEvent::Declined { checkpoint, cause }
                     }
+                    WireEvent::Restored(share) => {
+                        cur.restores.insert(member.id.clone(), share);
+                        return;
+                    }
                     WireEvent::SourceExhausted => JobEvent::SourceExhausted,
                     WireEvent::Finished => JobEvent::Finished,
                     WireEvent::Failed {
@@ -250,7 +273,7 @@ impl Members {
         }
     }
 
-    fn remove(&self, conn: u64, cause: String) {
+    fn remove(&self, conn: u64, cause: WorkerLoss) {
         let mut s = self.lock();
         let Some(i) = s.members.iter().position(|m| m.conn == conn) else {
             return;
@@ -261,14 +284,22 @@ impl Members {
             return;
         }
         warn!(worker = %m.id, "worker lost: {cause}");
-        if !m.subtasks.is_empty() {
+        let had_subtasks = !m.subtasks.is_empty();
+        let attempt = s.current.as_ref().map(|c| c.attempt);
+        if had_subtasks {
             if let Some(cur) = &s.current {
                 let _ = cur.events.send(JobEvent::WorkerLost {
                     worker: m.id.clone(),
-                    cause,
+                    cause: cause.to_string(),
                 });
             }
         }
+        s.lost.push(LostWorker {
+            worker: m.id.clone(),
+            attempt,
+            had_subtasks,
+            reason: cause,
+        });
         // Dropping its sender ends the writer thread, which closes the connection.
     }
 }
@@ -280,12 +311,13 @@ fn serve_worker(conn: u64, stream: TcpStream, incoming: Sender<Incoming>) {
     };
     let mut reader = BufReader::new(stream);
     let first = receive::<ToCoordinator>(&mut reader);
-    let (id, data_addr) = match first {
+    let (id, data_addr, registrations) = match first {
         Ok(Some(ToCoordinator::Register {
             protocol,
             worker,
             data_addr,
-        })) if protocol == PROTOCOL_VERSION => (worker, data_addr),
+            registrations,
+        })) if protocol == PROTOCOL_VERSION => (worker, data_addr, registrations),
         Ok(Some(ToCoordinator::Register { protocol, .. })) => {
             warn!(
                 "refused a worker speaking protocol {protocol} (this coordinator speaks {PROTOCOL_VERSION})"
@@ -298,6 +330,7 @@ fn serve_worker(conn: u64, stream: TcpStream, incoming: Sender<Incoming>) {
     let _ = incoming.send(Incoming::Registered {
         id,
         data_addr,
+        registrations,
         conn,
         tx,
     });
@@ -322,14 +355,16 @@ fn serve_worker(conn: u64, stream: TcpStream, incoming: Sender<Incoming>) {
             Ok(None) => {
                 let _ = incoming.send(Incoming::Closed {
                     conn,
-                    cause: "connection closed".into(),
+                    cause: WorkerLoss::ConnectionClosed,
                 });
                 return;
             }
             Err(e) => {
                 let _ = incoming.send(Incoming::Closed {
                     conn,
-                    cause: format!("connection failed: {e}"),
+                    cause: WorkerLoss::ConnectionFailed {
+                        error: e.to_string(),
+                    },
                 });
                 return;
             }

@@ -13,8 +13,10 @@ pub mod coordinator;
 mod members;
 pub mod protocol;
 pub mod restart;
+pub mod summary;
 pub mod worker;
 
 pub use coordinator::{run_coordinator, CoordinatorOptions};
 pub use restart::RestartStrategy;
+pub use summary::CoordinatorSummary;
 pub use worker::{run_worker, WorkerError, WorkerOptions};

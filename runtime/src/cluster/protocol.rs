@@ -7,12 +7,13 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::summary::RestoreShare;
 use crate::checkpoint::{SnapshotKind, SubtaskMetadata};
 use crate::metrics::SubtaskFigures;
 use crate::net::{read_frame, write_frame};
 
 /// Version of this protocol; a coordinator refuses workers of another.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A worker's message to the coordinator.
 #[derive(Debug, Serialize, Deserialize)]
@@ -25,13 +26,16 @@ pub enum ToCoordinator {
         worker: String,
         /// Where peers reach the worker's data server.
         data_addr: SocketAddr,
+        /// Registrations of this worker process with a coordinator, this one included (1 for
+        /// the first; more after it lost earlier coordinators and reconnected).
+        registrations: u32,
     },
     /// Sent every heartbeat interval, with the counters of the worker's subtasks.
     Heartbeat {
         /// Counters of the subtasks of the current attempt.
         figures: Vec<SubtaskFigures>,
     },
-    /// A task event of deployment `attempt`.
+    /// A task event of deployment `attempt`, or the worker's restore of it.
     Event {
         /// The deployment attempt.
         attempt: u64,
@@ -59,6 +63,9 @@ pub enum WireEvent {
         /// Why.
         cause: String,
     },
+    /// The worker read its share of the snapshot the deployment restores (sent once per
+    /// deployment that restores one, before its tasks start).
+    Restored(RestoreShare),
     /// A source task read all its input.
     SourceExhausted,
     /// A task ended normally.

@@ -16,6 +16,7 @@ use super::protocol::{
     receive, send, Deployment, RestoreSource, ToCoordinator, ToWorker, WireControl, WireEvent,
     PROTOCOL_VERSION,
 };
+use super::summary::RestoreShare;
 use crate::api::CheckpointBarrier;
 use crate::checkpoint::restore::load_snapshot_for;
 use crate::checkpoint::writer::{SnapshotTarget, SnapshotWriter};
@@ -142,6 +143,7 @@ pub fn run_worker(registry: &Registry, options: &WorkerOptions) -> Result<(), Wo
     info!(worker = %worker_id, data = %data.addr, "worker started");
     // Sessions in a row that ended before the coordinator said anything.
     let mut silent_sessions = 0u32;
+    let mut registrations = 0u32;
     loop {
         let stream = connect(&options.coordinator, options)?;
         let advertised = SocketAddr::new(
@@ -154,10 +156,12 @@ pub fn run_worker(registry: &Registry, options: &WorkerOptions) -> Result<(), Wo
         let link = Link(Arc::new(Mutex::new(
             stream.try_clone().expect("invariant: sockets clone"),
         )));
+        registrations += 1;
         link.send(&ToCoordinator::Register {
             protocol: PROTOCOL_VERSION,
             worker: worker_id.clone(),
             data_addr: advertised,
+            registrations,
         });
         info!(coordinator = %options.coordinator, "registered with the coordinator");
         let figures: Figures = Arc::default();
@@ -367,7 +371,18 @@ fn deploy(
         ),
     };
     if let Some(l) = &loaded {
-        log_share(l, &ranges);
+        let share = restore_share(l, &ranges);
+        info!(
+            checkpoint = l.metadata.checkpoint_id,
+            "restore: read the keyed state of {} of {} operator subtasks ({} bytes)",
+            share.keyed_subtasks_read,
+            share.keyed_subtasks,
+            share.bytes
+        );
+        link.send(&ToCoordinator::Event {
+            attempt: d.attempt,
+            event: WireEvent::Restored(share),
+        });
     }
     let restore = loaded
         .map(|l| {
@@ -471,9 +486,9 @@ fn deploy(
     ))
 }
 
-/// Logs which share of the snapshot's keyed state this worker read (a worker reads only the
+/// Which share of the snapshot's keyed state this worker read (a worker reads only the
 /// state files of operator subtasks whose key groups meet its own).
-fn log_share(loaded: &LoadedCheckpoint, ranges: &[KeyGroupRange]) {
+fn restore_share(loaded: &LoadedCheckpoint, ranges: &[KeyGroupRange]) -> RestoreShare {
     let keyed: Vec<KeyGroupRange> = loaded
         .metadata
         .operators
@@ -490,12 +505,11 @@ fn log_share(loaded: &LoadedCheckpoint, ranges: &[KeyGroupRange]) {
         .iter()
         .filter(|r| ranges.iter().any(|o| o.intersect(r).is_some()))
         .count();
-    let bytes: usize = loaded.files.values().map(Vec::len).sum();
-    info!(
-        checkpoint = loaded.metadata.checkpoint_id,
-        "restore: read the keyed state of {read} of {} operator subtasks ({bytes} bytes)",
-        keyed.len()
-    );
+    RestoreShare {
+        keyed_subtasks_read: read as u32,
+        keyed_subtasks: keyed.len() as u32,
+        bytes: loaded.files.values().map(|f| f.len() as u64).sum(),
+    }
 }
 
 /// Starts snapshot `id`: registers its target with the uploader, then tells the sources.

@@ -134,7 +134,7 @@ pub enum RunError {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "state")]
 pub enum RunEnd {
     /// The input ended and the final checkpoint completed.

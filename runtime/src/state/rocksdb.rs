@@ -38,6 +38,8 @@ pub struct RocksDbBackend {
     /// (their compaction filters) until it closes: dropped after `db`.
     created_cf_opts: Vec<Options>,
     write_opts: WriteOptions,
+    /// Options of point reads, made once (each `ReadOptions` is a C++ allocation).
+    read_opts: ReadOptions,
     scratch: Vec<u8>,
     /// Processing time for the TTL compaction filter.
     clock: Clock,
@@ -87,6 +89,7 @@ impl RocksDbBackend {
             cf_opts,
             created_cf_opts: Vec::new(),
             write_opts,
+            read_opts: ReadOptions::default(),
             scratch: Vec::with_capacity(64),
             clock,
         }
@@ -163,7 +166,7 @@ impl RocksDbBackend {
         let cf = self.cf(state);
         match self
             .db
-            .get_pinned_cf(cf, &self.scratch)
+            .get_pinned_cf_opt(cf, &self.scratch, &self.read_opts)
             .map_err(rerr("get"))?
         {
             Some(v) => {
