@@ -96,10 +96,13 @@ spec:
     interval: 10s
     mode: exactly-once
     storage: file://{ckpt}
+    incremental: {incremental}
   stateBackend: {backend}
 "#,
             out = output.display(),
             ckpt = work.join("checkpoints").display(),
+            // as the Flink side (`execution.checkpointing.incremental`); heap has no such mode
+            incremental = backend == "rocksdb",
         ),
     )
     .unwrap();
@@ -291,9 +294,15 @@ fn main() {
                             .map(|s| (events as f64 / s, false));
                         flink_mib = Some(mib);
                     }
-                    Ok(FlinkRun::TimedOut(job, mib)) => {
-                        let s = job.unwrap_or(flink_timeout.as_secs_f64());
+                    Ok(FlinkRun::TimedOut(Some(s), mib)) => {
                         flink_eps = Some((events as f64 / s, true));
+                        flink_mib = Some(mib);
+                    }
+                    Ok(FlinkRun::TimedOut(None, mib)) => {
+                        // no bound: the job never started, so nothing tells its rate
+                        eprintln!(
+                            "Flink {query} on {backend}: stopped after {flink_timeout:?} before its job was submitted"
+                        );
                         flink_mib = Some(mib);
                     }
                     Err(e) => eprintln!("Flink {query} on {backend}: {e}"),

@@ -533,3 +533,75 @@ fn a_deferred_heap_snapshot_holds_its_barrier_state_while_writes_go_on() {
     assert_eq!(h, r, "after the last snapshot");
     assert!(!h.is_empty());
 }
+
+#[test]
+fn rocksdb_reads_iterates_and_checkpoints_every_write_beyond_its_row_cache() {
+    // 30,000 keys of values and maps are several times the RocksDB backend's 4 MiB row
+    // cache, so rows go through it, are written back when it fills, and are read back from
+    // RocksDB; every third key is deleted after it was written.
+    let keys: Vec<String> = (0..30_000)
+        .map(|i| format!("key-{i:05}-{}", "x".repeat(40)))
+        .collect();
+    let write = |backend: Box<dyn KeyedStateBackend>| {
+        let (_now, clock) = manual_clock();
+        let mut s = KeyedStateStore::new(backend, clock);
+        let value = s.value_state::<u64>("v", None).unwrap();
+        let map = s.map_state::<u64, String>("m", None).unwrap();
+        for round in 0..2u64 {
+            for (i, k) in keys.iter().enumerate() {
+                set_key(&mut s, k);
+                let seen = value.get(&mut s, b"").unwrap().unwrap_or(0);
+                value.update(&mut s, b"", &(seen + i as u64)).unwrap();
+                map.put(&mut s, b"", &round, k).unwrap();
+                if round == 1 && i % 3 == 0 {
+                    value.clear(&mut s, b"").unwrap();
+                    map.remove(&mut s, b"", &0).unwrap();
+                }
+            }
+        }
+        set_key(&mut s, &keys[1]);
+        assert_eq!(value.get(&mut s, b"").unwrap(), Some(2));
+        assert_eq!(
+            map.entries(&mut s, b"").unwrap(),
+            vec![(0, keys[1].clone()), (1, keys[1].clone())]
+        );
+        set_key(&mut s, &keys[3]);
+        assert_eq!(value.get(&mut s, b"").unwrap(), None, "deleted");
+        assert_eq!(
+            map.entries(&mut s, b"").unwrap(),
+            vec![(1, keys[3].clone())]
+        );
+        s
+    };
+    let mut backends = backends(full());
+    let mut stores: Vec<KeyedStateStore> = std::mem::take(&mut backends.list)
+        .into_iter()
+        .map(|(_, b)| write(b))
+        .collect();
+    let heap = stores[0].backend().snapshot(0).unwrap();
+    let rocks = stores[1].backend().snapshot(0).unwrap();
+    assert_eq!(heap.entries, 20_000 * 3 + 10_000);
+    assert_eq!(heap.entries, rocks.entries);
+    assert_eq!(heap.key_group_offsets, rocks.key_group_offsets);
+
+    // A native checkpoint holds the cached writes too: reopened, it reads the same.
+    let dir = tempfile::tempdir().unwrap();
+    let mut rocks = stores.pop().unwrap();
+    let key = &keys[4];
+    set_key(&mut rocks, key);
+    let value = rocks.value_state::<u64>("v", None).unwrap();
+    value.update(&mut rocks, b"", &77).unwrap();
+    let native = rocks
+        .backend()
+        .native_snapshot(&dir.path().join("ckpt"))
+        .unwrap()
+        .expect("rocksdb takes native checkpoints");
+    drop(rocks);
+    let reopened =
+        RocksDbBackend::open_restored(&native.dir, full(), &native.states, system_clock()).unwrap();
+    let mut s = KeyedStateStore::new(Box::new(reopened), system_clock());
+    let value = s.value_state::<u64>("v", None).unwrap();
+    set_key(&mut s, key);
+    assert_eq!(value.get(&mut s, b"").unwrap(), Some(77));
+    assert_eq!(s.backend().snapshot(0).unwrap().entries, heap.entries);
+}

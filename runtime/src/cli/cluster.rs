@@ -133,12 +133,9 @@ pub(super) fn coordinator(registry: &Registry, a: CoordinatorArgs) -> i32 {
         Err(msg) => return usage(&msg),
     };
     let (result, summary) = run_coordinator(&loaded, &text, graph, &options);
-    if let Some(path) = &a.summary_json {
-        let json = serde_json::to_string_pretty(&summary).expect("invariant: summary serializes");
-        if let Err(e) = std::fs::write(path, json) {
-            eprintln!("error: write {}: {e}", path.display());
-            return 1;
-        }
+    if let Err(msg) = super::write_summary_json(a.summary_json.as_deref(), &summary) {
+        eprintln!("error: {msg}");
+        return 1;
     }
     match result {
         Ok(end) => {

@@ -244,15 +244,13 @@ pub fn main(registry: Registry) -> i32 {
             match run_job(&loaded, graph, &options) {
                 Ok(summary) => {
                     print_summary(&summary);
-                    if let Some(path) = summary_json {
-                        let json = serde_json::to_string_pretty(&summary)
-                            .expect("invariant: summary serializes");
-                        if let Err(e) = std::fs::write(&path, json) {
-                            eprintln!("error: write {}: {e}", path.display());
-                            return 1;
+                    match write_summary_json(summary_json.as_deref(), &summary) {
+                        Ok(()) => 0,
+                        Err(msg) => {
+                            eprintln!("error: {msg}");
+                            1
                         }
                     }
-                    0
                 }
                 Err(e) => {
                     error!("job failed: {}", error_chain(&e));
@@ -274,6 +272,18 @@ fn load(
     registry
         .load(&text)
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Writes `summary` as pretty JSON to `path` when one was given (`--summary-json`).
+///
+/// # Errors
+/// A message naming the file when it cannot be written.
+fn write_summary_json(path: Option<&Path>, summary: &impl serde::Serialize) -> Result<(), String> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let json = serde_json::to_string_pretty(summary).expect("invariant: summary serializes");
+    std::fs::write(path, json).map_err(|e| format!("write {}: {e}", path.display()))
 }
 
 fn print_summary(s: &RunSummary) {

@@ -243,14 +243,24 @@ fn coordinate(
     result
 }
 
-/// Fills in what each worker of an attempt said it read of the restored snapshot.
-fn record_restores(attempt: Option<&mut AttemptSummary>, shares: HashMap<String, RestoreShare>) {
-    for w in attempt.into_iter().flat_map(|a| a.workers.iter_mut()) {
-        w.restore = shares.get(&w.worker).copied();
-    }
-}
-
 impl Job<'_> {
+    /// Ends `attempt` with the workers and completes its summary (the last of `summary`):
+    /// what each worker said it read of the restored snapshot, and `failure` when it failed.
+    fn close_attempt(
+        &self,
+        summary: &mut CoordinatorSummary,
+        attempt: u64,
+        failure: Option<AttemptFailure>,
+    ) {
+        let shares: HashMap<String, RestoreShare> = self.members.end_attempt(attempt);
+        if let Some(a) = summary.attempts.last_mut() {
+            for w in &mut a.workers {
+                w.restore = shares.get(&w.worker).copied();
+            }
+            a.failure = failure;
+        }
+    }
+
     fn run(
         &self,
         admin: &crate::admin::AdminServer,
@@ -348,8 +358,7 @@ impl Job<'_> {
             next_id = coordinator.next_id();
             match result {
                 Ok(end) => {
-                    let shares = self.members.end_attempt(attempt);
-                    record_restores(summary.attempts.last_mut(), shares);
+                    self.close_attempt(summary, attempt, None);
                     info!(attempt, "job ended: {end:?}");
                     if self.options.linger {
                         admin.set_not_ready();
@@ -375,11 +384,11 @@ impl Job<'_> {
                     admin.set_not_ready();
                     let cause = error_chain(&e);
                     history = coordinator.into_history(&cause);
-                    let shares = self.members.end_attempt(attempt);
-                    record_restores(summary.attempts.last_mut(), shares);
-                    if let Some(a) = summary.attempts.last_mut() {
-                        a.failure = Some(AttemptFailure::of(&e, cause.clone()));
-                    }
+                    self.close_attempt(
+                        summary,
+                        attempt,
+                        Some(AttemptFailure::of(&e, cause.clone())),
+                    );
                     failure = Some(cause.clone());
                     match self.options.restart.delay(restarts) {
                         Some(delay) => {

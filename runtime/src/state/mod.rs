@@ -10,6 +10,7 @@ pub mod heap;
 pub mod key_group;
 pub mod native;
 pub mod rocksdb;
+mod row_cache;
 pub mod snapshot;
 pub mod timers;
 pub mod typed;
