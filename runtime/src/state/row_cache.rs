@@ -136,12 +136,7 @@ impl RowCache {
 
     /// Calls `f(state, row, value)` for every dirty row of `state` whose key starts with
     /// `prefix` (every state when `state` is `None`), and marks them clean.
-    pub(crate) fn take_dirty(
-        &mut self,
-        state: Option<usize>,
-        prefix: &[u8],
-        f: RowVisitor<'_>,
-    ) {
+    pub(crate) fn take_dirty(&mut self, state: Option<usize>, prefix: &[u8], f: RowVisitor<'_>) {
         if self.dirty == 0 {
             return;
         }
