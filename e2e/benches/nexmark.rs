@@ -1,7 +1,8 @@
 //! Nexmark side by side with Apache Flink 2.3: every query of the built-in `nexmark` job over
 //! the same generated events, parallelism 2, exactly-once checkpoints every 10 s (incremental
-//! on RocksDB, as on Flink's side), on the heap and RocksDB backends; when `java` is on the PATH, the same queries on Flink (PyFlink
-//! `apache-flink==2.3.0` in a virtual environment this benchmark creates under
+//! on RocksDB, as on Flink's side), on the heap and RocksDB backends; when `java` is on the
+//! PATH, the same queries on Flink (PyFlink `apache-flink==2.3.0` in a virtual environment
+//! this benchmark creates under
 //! `~/.cache/weir-tools/flink-venv`, Flink SQL, local MiniCluster) over the files
 //! `weir nexmark generate` writes (`nexmark_flink.py` next to this file holds the SQL).
 //!

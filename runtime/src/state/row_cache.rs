@@ -73,7 +73,6 @@ impl RowCache {
 
     /// Caches what RocksDB holds for a row that missed (clean).
     pub(crate) fn fill(&mut self, state: usize, row: &[u8], value: Option<&[u8]>) {
-        let added = row.len() + value.map_or(0, <[u8]>::len) + ROW_OVERHEAD;
         let map = self.state_mut(state);
         if map.contains_key(row) {
             return;
@@ -85,7 +84,7 @@ impl RowCache {
                 dirty: false,
             },
         );
-        self.bytes += added;
+        self.bytes += row.len() + value.map_or(0, <[u8]>::len) + ROW_OVERHEAD;
     }
 
     /// Writes a row (`None`: deletes it) into the cache only; it is dirty until taken.
