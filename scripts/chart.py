@@ -6,7 +6,8 @@ Usage: scripts/chart.py OUT_DIR
 
 Lints the chart strictly (warnings fail), then renders it offline for two value sets and
 writes each, CRDs first, as one multi-document YAML file into OUT_DIR: `cluster-wide.yaml` (default
-values) and `namespaced.yaml` (watchNamespaces: [team-a, team-b], 2 replicas). Exits 1 on any
+values) and `namespaced.yaml` (watchNamespaces: [team-a, team-b], 2 replicas, the admission
+policy on). Exits 1 on any
 lint message of severity warning or error.
 
 With --values, renders the chart once as `helm template weir charts/weir-operator -f VALUES_JSON
@@ -24,7 +25,16 @@ CHART = pathlib.Path(__file__).resolve().parent.parent / "charts" / "weir-operat
 
 VALUE_SETS = {
     "cluster-wide": {},
-    "namespaced": {"watchNamespaces": ["team-a", "team-b"], "replicas": 2},
+    "namespaced": {
+        "watchNamespaces": ["team-a", "team-b"],
+        "replicas": 2,
+        "admissionPolicy": {
+            "enabled": True,
+            "allowedImagePrefixes": ["registry.example.com/team-a/"],
+            "allowedServiceAccounts": ["jobs"],
+            "namespaceSelector": {"matchLabels": {"weir.dev/admission": "on"}},
+        },
+    },
 }
 
 

@@ -41,10 +41,10 @@ if [ "$GARAGE" = 1 ]; then
 fi
 # Debian packages: clang and libclang for the build, make for librdkafka's bundled build; with
 # --test also Lua, which runs the Argo CD health check in its test, iproute2, with which the
-# node agent gives pods their networks, and (when missing) Java 17 and Maven for the Kafka
-# broker of the Kafka tests.
+# node agent gives pods their networks, curl (the cluster test's pod of another workload), and
+# (when missing) Java 17 and Maven for the Kafka broker of the Kafka tests.
 PACKAGES="clang libclang-dev make"
-[ "$TEST" = 1 ] && PACKAGES="$PACKAGES lua5.4 iproute2"
+[ "$TEST" = 1 ] && PACKAGES="$PACKAGES lua5.4 iproute2 curl"
 if [ "$TEST" = 1 ] && ! command -v java >/dev/null 2>&1; then
   PACKAGES="$PACKAGES openjdk-17-jre-headless"
 fi

@@ -15,14 +15,15 @@ mod validate;
 pub use duration::{parse_duration, DurationError};
 pub use load::{load_manifest, LoadedManifest, ManifestError};
 pub use spec::{
-    secret_arg_env, CheckpointingMode, CheckpointingSpec, ImagePullPolicy, JobSpec, JobState,
-    PodOverrides, S3Spec, SavepointsSpec, SecretCredentials, SecretKeyRef, StateBackend, StreamJob,
-    StreamJobSpec, UpgradeMode, UpgradeSpec, DEFAULT_MAX_PARALLELISM, MAX_MAX_PARALLELISM,
+    secret_arg_env, CheckpointingMode, CheckpointingSpec, ImagePullPolicy, InitialRestore, JobSpec,
+    JobState, PodOverrides, S3Spec, SavepointsSpec, SecretCredentials, SecretKeyRef, StateBackend,
+    StreamJob, StreamJobSpec, UpgradeMode, UpgradeSpec, DEFAULT_MAX_PARALLELISM,
+    MAX_MAX_PARALLELISM,
 };
 pub use status::{
     CheckpointInfo, DeployedSpec, JobRunState, JobStatus, LifecycleState, PendingSavepoint,
-    Rejection, Restore, SavepointInfo, SavepointKind, SavepointsStatus, StreamJobStatus,
-    UpgradePhase, UpgradeStatus,
+    Rejection, Restore, SavepointInfo, SavepointKind, SavepointsStatus, StorageLayout,
+    StreamJobStatus, UpgradePhase, UpgradeStatus,
 };
 pub use storage::{S3Location, StorageLocation, SUPPORTED_STORAGE_SCHEMES};
 pub use validate::{

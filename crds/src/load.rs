@@ -9,6 +9,12 @@ use crate::validate::{validate_spec, FieldError, ValidatedSpec};
 pub struct LoadedManifest {
     /// `metadata.name`: names the job's directory in checkpoint storage.
     pub name: String,
+    /// `metadata.namespace`: set in the manifests the operator hands its pods, where the
+    /// job's storage root is `<namespace>/<name>`; absent for `weir run` (root `<name>`).
+    pub namespace: Option<String>,
+    /// `metadata.uid`: the StreamJob's UID, recorded in the job's lineage so a StreamJob
+    /// re-created under the same name never restores its predecessor's state by accident.
+    pub uid: Option<String>,
     /// The validated spec.
     pub spec: ValidatedSpec,
 }
@@ -38,6 +44,9 @@ pub enum ManifestError {
     /// `metadata.name` is missing or not a DNS-1123 label.
     #[error("metadata.name: {0}")]
     Name(String),
+    /// `metadata.namespace` is not a DNS-1123 label (it names a directory in storage).
+    #[error("metadata.namespace: {0}")]
+    Namespace(String),
     /// Fields with invalid values.
     #[error("invalid manifest:\n{}", .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<FieldError>),
@@ -76,7 +85,20 @@ pub fn load_manifest(yaml: &str) -> Result<LoadedManifest, ManifestError> {
         )));
     }
     let spec = validate_spec(&job.spec).map_err(ManifestError::Invalid)?;
-    Ok(LoadedManifest { name, spec })
+    let namespace = job.metadata.namespace.clone();
+    if let Some(ns) = &namespace {
+        if !is_dns_label(ns) {
+            return Err(ManifestError::Namespace(format!(
+                "`{ns}` must be lowercase letters, digits and '-', start and end with a letter or digit, at most 63 characters"
+            )));
+        }
+    }
+    Ok(LoadedManifest {
+        name,
+        namespace,
+        uid: job.metadata.uid.clone().filter(|u| !u.is_empty()),
+        spec,
+    })
 }
 
 fn check_type_meta(yaml: &str) -> Result<(), ManifestError> {

@@ -45,6 +45,16 @@ pub struct StreamJobSpec {
     pub service_account: Option<String>,
     /// The job to run and how.
     pub job: JobSpec,
+    /// What a new StreamJob starts from, as Flink's `initialSavepointPath`: a savepoint (or
+    /// retained checkpoint) directory URI, or `latest-checkpoint` for the latest checkpoint
+    /// already in the job's storage root (`<storage>/<namespace>/<name>/`) even if another
+    /// StreamJob of the same name (another UID, deleted since) wrote it. Without it a new
+    /// StreamJob starts empty and never restores a predecessor's state; the predecessor's
+    /// objects stay (`weir checkpoints gc --dry-run` lists them). Read only when this
+    /// StreamJob deploys for the first time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub restore: Option<InitialRestore>,
     /// Checkpointing: how often, with which guarantee, and where checkpoints are stored.
     pub checkpointing: CheckpointingSpec,
     /// Where keyed state lives while the job runs: `rocksdb` (on local disk, state larger than
@@ -68,6 +78,64 @@ pub struct StreamJobSpec {
     /// The worker pods.
     #[serde(default)]
     pub workers: PodOverrides,
+}
+
+/// `spec.restore`: what a new StreamJob starts from. In YAML `latest-checkpoint` or a
+/// savepoint directory URI (`s3://...` or `file:///...`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(try_from = "String", into = "String")]
+pub enum InitialRestore {
+    /// The latest complete checkpoint in the job's storage root, whoever wrote it.
+    LatestCheckpoint,
+    /// The savepoint (or retained checkpoint) in this directory.
+    Savepoint(String),
+}
+
+impl InitialRestore {
+    /// The YAML form: `latest-checkpoint` or the URI.
+    pub fn as_str(&self) -> &str {
+        match self {
+            InitialRestore::LatestCheckpoint => "latest-checkpoint",
+            InitialRestore::Savepoint(uri) => uri,
+        }
+    }
+}
+
+impl StreamJobSpec {
+    /// The savepoint a new StreamJob starts from: `spec.restore` when it names one, else
+    /// `job.initialSavepointPath`.
+    pub fn initial_savepoint(&self) -> Option<&str> {
+        match &self.restore {
+            Some(InitialRestore::Savepoint(uri)) => Some(uri),
+            _ => self.job.initial_savepoint_path.as_deref(),
+        }
+    }
+
+    /// `spec.restore: latest-checkpoint`: a new StreamJob takes over the latest checkpoint in
+    /// its storage root even when another StreamJob (another UID) wrote it.
+    pub fn adopts_latest_checkpoint(&self) -> bool {
+        self.restore == Some(InitialRestore::LatestCheckpoint)
+    }
+}
+
+impl TryFrom<String> for InitialRestore {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        if s == "latest-checkpoint" {
+            return Ok(InitialRestore::LatestCheckpoint);
+        }
+        crate::StorageLocation::parse(&s).map_err(|e| {
+            format!("must be `latest-checkpoint` or a savepoint directory URI: {e}")
+        })?;
+        Ok(InitialRestore::Savepoint(s))
+    }
+}
+
+impl From<InitialRestore> for String {
+    fn from(r: InitialRestore) -> String {
+        r.as_str().to_string()
+    }
 }
 
 /// Savepoints taken by the operator (before upgrades, on `savepointTriggerNonce`,
@@ -165,10 +233,10 @@ pub struct PodOverrides {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
     /// Extra volumes of the pods, as in a Pod (for example a PersistentVolumeClaim for a file
-    /// sink's output). The names `manifest` and `scratch` are the operator's own. The CRD's
-    /// schema leaves the items open (the full Volume schema would take the CRD past the size
-    /// `kubectl apply` accepts); the API server validates them when the operator creates the
-    /// pods.
+    /// sink's output). The names `manifest`, `scratch` and `admin-token` are the operator's
+    /// own. The CRD's schema leaves the items open (the full Volume schema would take the CRD
+    /// past the size `kubectl apply` accepts); the API server validates them when the operator
+    /// creates the pods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "open_objects")]
     pub volumes: Vec<Volume>,
@@ -314,7 +382,8 @@ pub struct CheckpointingSpec {
     #[serde(default = "default_retained")]
     pub retained: i32,
     /// Where checkpoints are written: `s3://bucket/prefix` or `file:///absolute/dir`. The
-    /// job's files go under `<storage>/<job name>/`.
+    /// job's files go under `<storage>/<namespace>/<name>/` on Kubernetes (two StreamJobs of
+    /// one name in two namespaces never share them), `<storage>/<name>/` under `weir run`.
     pub storage: String,
     /// Settings of `s3://` storage (endpoint, region, addressing, credentials).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -154,6 +154,30 @@ pub struct DeployedSpec {
     pub restore: Restore,
     /// When it was deployed, RFC 3339.
     pub time: String,
+    /// Where its state lives: `per-namespace` (`<storage>/<namespace>/<name>/`, lineage with
+    /// the StreamJob's UID); absent (`legacy`) for a deployment made by an operator before
+    /// roots were per namespace (`<storage>/<name>/`), whose state the next deployment
+    /// migrates once.
+    #[serde(default, skip_serializing_if = "StorageLayout::is_legacy")]
+    pub storage_layout: StorageLayout,
+}
+
+/// The storage layout a deployment's coordinator used.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum StorageLayout {
+    /// `<storage>/<name>/`: operators before roots were per namespace.
+    #[default]
+    Legacy,
+    /// `<storage>/<namespace>/<name>/`.
+    PerNamespace,
+}
+
+impl StorageLayout {
+    /// True for [`StorageLayout::Legacy`].
+    pub fn is_legacy(&self) -> bool {
+        *self == StorageLayout::Legacy
+    }
 }
 
 /// What a deployment restores; in the status, `none`, `latest-checkpoint` or the savepoint's

@@ -85,6 +85,13 @@ pub fn validate_spec(spec: &StreamJobSpec) -> Result<ValidatedSpec, Vec<FieldErr
             "must name a job of the runtime's registry, for example csv-window-aggregate".into(),
         );
     }
+    if spec.restore.is_some() && spec.job.initial_savepoint_path.is_some() {
+        err(
+            "spec.restore",
+            "spec.job.initialSavepointPath says the same; keep one of the two (spec.restore)"
+                .into(),
+        );
+    }
     let mut env_vars: std::collections::BTreeMap<String, &str> = Default::default();
     for (arg, secret) in &spec.job.args_from_secrets {
         let field = format!("spec.job.argsFromSecrets.{arg}");

@@ -22,7 +22,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use weir_e2e::cluster::{http, Cluster};
+use weir_e2e::cluster::Cluster;
 use weir_e2e::{retail_data, weir_bin, TestJob};
 
 /// A job in a fresh directory: bids (`Some(dir)`) or the retail example (`None`).
@@ -193,7 +193,7 @@ fn main() {
             Duration::from_secs(1)
                 .saturating_sub(started.elapsed().saturating_sub(Duration::from_secs(t - 1))),
         );
-        let (_, m) = http("GET", &format!("{}/metrics", cluster.admin), None);
+        let (_, m) = cluster.admin_call("GET", "/metrics", None);
         let rss = pids.iter().map(|p| rss_kib(*p)).max().unwrap_or(0) / 1024;
         samples.push(rss);
         if t % 4 == 0 {
@@ -205,11 +205,8 @@ fn main() {
             );
         }
     }
-    let (status, _) = http(
-        "POST",
-        &format!("{}/v1/job/stop", cluster.admin),
-        Some(r#"{"withSavepoint":false}"#),
-    );
+    let (status, _) =
+        cluster.admin_call("POST", "/v1/job/stop", Some(r#"{"withSavepoint":false}"#));
     assert_eq!(status, 202);
     let _ = cluster.wait(Duration::from_secs(60));
     let (first, last) = (samples[4], *samples.last().unwrap());

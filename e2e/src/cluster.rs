@@ -2,12 +2,12 @@
 //! processes on 127.0.0.1, which the test can SIGKILL and start again.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use weir_api_types::{CheckpointsInfo, JobInfo, JobRunState};
+use weir_api_types::{AdminToken, CheckpointsInfo, JobInfo, JobRunState};
 use weir_runtime::cluster::CoordinatorSummary;
 
 use crate::{weir_bin, TestJob};
@@ -28,6 +28,10 @@ pub struct Cluster {
     pub control: String,
     /// Base URL of the admin API (fixed across restarts).
     pub admin: String,
+    /// The job's admin token (its file, `admin-token` in the job's directory, is handed to the
+    /// coordinator and every worker with `--admin-token-file`).
+    pub token: AdminToken,
+    token_file: PathBuf,
 }
 
 impl Cluster {
@@ -59,6 +63,13 @@ impl Cluster {
                 .to_string(),
         ];
         args.extend(coordinator_args.iter().map(|a| a.to_string()));
+        let token = AdminToken::generate();
+        let token_file = job.dir.path().join("admin-token");
+        std::fs::write(&token_file, token.expose()).expect("token file");
+        args.extend([
+            "--admin-token-file".into(),
+            token_file.display().to_string(),
+        ]);
         let mut c = Cluster {
             manifest: job.manifest.clone(),
             env: job.env.clone(),
@@ -76,6 +87,8 @@ impl Cluster {
             started_workers: 0,
             control,
             admin: format!("http://127.0.0.1:{admin_port}"),
+            token,
+            token_file,
         };
         c.start_coordinator();
         for _ in 0..workers {
@@ -105,24 +118,45 @@ impl Cluster {
         self.coordinator = Some(child);
     }
 
-    /// Starts one more worker; its log goes to `worker-<n>.log` in the job's directory.
+    /// Starts one more worker with the job's token; its log goes to `worker-<n>.log` in the
+    /// job's directory.
     pub fn start_worker(&mut self) {
+        let token_file = self.token_file.clone();
+        let child = self.spawn_worker(Some(&token_file));
+        self.workers.push(child);
+    }
+
+    /// Spawns a worker process reading its token from `token_file` (none: no token), not
+    /// counted among the cluster's workers.
+    pub fn spawn_worker(&mut self, token_file: Option<&Path>) -> Child {
         self.started_workers += 1;
         let log = std::fs::File::create(
             self.dir
                 .join(format!("worker-{}.log", self.started_workers)),
         )
         .expect("worker log");
-        let child = Command::new(weir_bin())
-            .arg("worker")
+        let mut cmd = Command::new(weir_bin());
+        cmd.arg("worker")
             .args(["--coordinator", &self.control])
-            .args(&self.worker_args)
-            .envs(self.env.iter().cloned())
+            .args(&self.worker_args);
+        if let Some(f) = token_file {
+            cmd.arg("--admin-token-file").arg(f);
+        }
+        cmd.envs(self.env.iter().cloned())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("spawn weir worker");
-        self.workers.push(child);
+            .expect("spawn weir worker")
+    }
+
+    /// An admin API request with the job's token: (status, body).
+    pub fn admin_call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        http_as(
+            Some(self.token.expose()),
+            method,
+            &format!("{}{path}", self.admin),
+            body,
+        )
     }
 
     /// SIGKILLs worker `i` (of the running ones) and forgets it.
@@ -161,13 +195,13 @@ impl Cluster {
 
     /// `GET /v1/checkpoints` of the running coordinator; `None` while it does not answer.
     pub fn checkpoints(&self) -> Option<CheckpointsInfo> {
-        let (status, body) = http("GET", &format!("{}/v1/checkpoints", self.admin), None);
+        let (status, body) = self.admin_call("GET", "/v1/checkpoints", None);
         (status == 200).then(|| serde_json::from_str(&body).ok())?
     }
 
     /// `GET /v1/job` of the running coordinator; `None` while it does not answer.
     pub fn job_info(&self) -> Option<JobInfo> {
-        let (status, body) = http("GET", &format!("{}/v1/job", self.admin), None);
+        let (status, body) = self.admin_call("GET", "/v1/job", None);
         (status == 200).then(|| serde_json::from_str(&body).ok())?
     }
 
@@ -251,17 +285,33 @@ impl Drop for Cluster {
 
 /// (status, body) of an HTTP request, whatever the status.
 pub fn http(method: &str, url: &str, body: Option<&str>) -> (u16, String) {
+    http_as(None, method, url, body)
+}
+
+/// [`http`] with `Authorization: Bearer <token>` when `token` is given.
+pub fn http_as(token: Option<&str>, method: &str, url: &str, body: Option<&str>) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(30)))
         .build()
         .into();
+    let bearer = token.map(|t| format!("Bearer {t}")).unwrap_or_default();
     let resp = match (method, body) {
+        ("GET", _) if token.is_some() => agent.get(url).header("authorization", &bearer).call(),
         ("GET", _) => agent.get(url).call(),
+        (_, Some(b)) if token.is_some() => agent
+            .post(url)
+            .header("content-type", "application/json")
+            .header("authorization", &bearer)
+            .send(b),
         (_, Some(b)) => agent
             .post(url)
             .header("content-type", "application/json")
             .send(b),
+        (_, None) if token.is_some() => agent
+            .post(url)
+            .header("authorization", &bearer)
+            .send_empty(),
         (_, None) => agent.post(url).send_empty(),
     };
     match resp {

@@ -9,20 +9,31 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use weir_api_types::{CheckpointsInfo, CompatibilityReport, JobInfo, SavepointStatus};
+use weir_api_types::{AdminToken, CheckpointsInfo, CompatibilityReport, JobInfo, SavepointStatus};
 use weir_crds::{StreamJobSpec, StreamJobStatus};
+use weir_operator::build::{manifest_yaml, Target};
 use weir_operator::decide::decide;
 use weir_operator::model::{
     Action, CheckOutcome, Desired, Observed, ObservedCheck, ObservedJob, Restore,
 };
 
-use crate::cluster::http;
+use crate::cluster::http_as;
 use crate::weir_bin;
+
+/// The namespace of every StreamJob this shell runs: the job's storage root is
+/// `<storage>/default/<name>/`.
+pub const NAMESPACE: &str = "default";
 
 /// The job's processes and checks.
 pub struct ProcessShell {
     dir: PathBuf,
-    name: String,
+    /// The StreamJob as the Kubernetes shell's builders see it (namespace and UID go into the
+    /// manifest: they give the storage root and the lineage's owner).
+    target: Target,
+    /// The job's admin token, as the operator's Secret holds it, and the file the processes
+    /// read it from (the Secret's mount).
+    token: AdminToken,
+    token_file: PathBuf,
     cluster: Option<Running>,
     checks: BTreeMap<i64, Check>,
     deployments: usize,
@@ -47,11 +58,28 @@ enum Check {
 }
 
 impl ProcessShell {
-    /// A shell for job `name`, writing manifests and logs into `dir`.
+    /// A shell for StreamJob `name` of namespace [`NAMESPACE`] with UID `uid-1`, writing
+    /// manifests and logs into `dir`.
     pub fn new(dir: &Path, name: &str) -> Self {
+        Self::with_uid(dir, name, "uid-1")
+    }
+
+    /// A shell for StreamJob `name` of namespace [`NAMESPACE`] with UID `uid` (another UID:
+    /// the StreamJob deleted and created again).
+    pub fn with_uid(dir: &Path, name: &str, uid: &str) -> Self {
+        let token = AdminToken::generate();
+        let token_file = dir.join(format!("admin-token-{uid}"));
+        std::fs::write(&token_file, token.expose()).expect("token file");
         Self {
+            token,
+            token_file,
             dir: dir.to_path_buf(),
-            name: name.to_string(),
+            target: Target {
+                name: name.to_string(),
+                namespace: NAMESPACE.to_string(),
+                uid: uid.to_string(),
+                default_image: "unused".into(),
+            },
             cluster: None,
             checks: BTreeMap::new(),
             deployments: 0,
@@ -59,6 +87,16 @@ impl ProcessShell {
             finalizer_removed: false,
             deployed: Vec::new(),
         }
+    }
+
+    /// An admin API request with the job's token.
+    fn http(&self, method: &str, url: &str, body: Option<&str>) -> (u16, String) {
+        http_as(Some(self.token.expose()), method, url, body)
+    }
+
+    /// The job's admin token.
+    pub fn token(&self) -> &AdminToken {
+        &self.token
     }
 
     /// Admin API base URL of the running coordinator.
@@ -71,15 +109,10 @@ impl ProcessShell {
         self.cluster.as_ref().map_or(0, |c| c.workers.len())
     }
 
+    /// Writes the manifest the operator's ConfigMap would hold.
     fn write_manifest(&self, file: &str, spec: &StreamJobSpec) -> PathBuf {
-        let doc = serde_json::json!({
-            "apiVersion": "weir.dev/v1alpha1",
-            "kind": "StreamJob",
-            "metadata": {"name": self.name},
-            "spec": spec,
-        });
         let path = self.dir.join(file);
-        std::fs::write(&path, serde_yaml::to_string(&doc).expect("yaml")).expect("manifest");
+        std::fs::write(&path, manifest_yaml(&self.target, spec)).expect("manifest");
         path
     }
 
@@ -92,8 +125,8 @@ impl ProcessShell {
             ..Default::default()
         };
         if let Some(admin) = self.admin().map(str::to_string) {
-            let (code, body) = http("GET", &format!("{admin}/v1/job"), None);
-            let (ccode, cbody) = http("GET", &format!("{admin}/v1/checkpoints"), None);
+            let (code, body) = self.http("GET", &format!("{admin}/v1/job"), None);
+            let (ccode, cbody) = self.http("GET", &format!("{admin}/v1/checkpoints"), None);
             if code == 200 && ccode == 200 {
                 let info: JobInfo = serde_json::from_str(&body).expect("JobInfo");
                 let chk: CheckpointsInfo = serde_json::from_str(&cbody).expect("CheckpointsInfo");
@@ -101,7 +134,7 @@ impl ProcessShell {
             }
             let trigger = Observed::awaited_trigger(status);
             if let Some(id) = trigger {
-                let (code, body) = http("GET", &format!("{admin}/v1/savepoints/{id}"), None);
+                let (code, body) = self.http("GET", &format!("{admin}/v1/savepoints/{id}"), None);
                 if code == 200 {
                     let s: SavepointStatus = serde_json::from_str(&body).expect("SavepointStatus");
                     observed.savepoint = Some(s.into());
@@ -152,7 +185,8 @@ impl ProcessShell {
                     spec,
                     lineage,
                     restore,
-                } => self.deploy(spec, lineage, restore),
+                    migrate_lineage,
+                } => self.deploy(spec, lineage, restore, migrate_lineage.as_deref()),
                 Action::DeleteCluster => self.delete_cluster(),
                 Action::RunCheck {
                     generation,
@@ -188,7 +222,7 @@ impl ProcessShell {
                     let admin = self.admin().expect("disposal while the coordinator runs");
                     let body = serde_json::json!({ "location": location }).to_string();
                     let url = format!("{admin}/v1/savepoint-disposal");
-                    let (code, text) = http("POST", &url, Some(&body));
+                    let (code, text) = self.http("POST", &url, Some(&body));
                     assert_eq!(code, 200, "dispose {location}: {text}");
                 }
                 Action::Event {
@@ -205,14 +239,20 @@ impl ProcessShell {
         if stop {
             body["withSavepoint"] = true.into();
         }
-        let (code, text) = http("POST", &format!("{admin}{path}"), Some(&body.to_string()));
+        let (code, text) = self.http("POST", &format!("{admin}{path}"), Some(&body.to_string()));
         assert!(
             code == 202 || code == 409 || code == 503 || code == 0,
             "{path}: {code} {text}"
         );
     }
 
-    fn deploy(&mut self, spec: &StreamJobSpec, lineage: &str, restore: &Restore) {
+    fn deploy(
+        &mut self,
+        spec: &StreamJobSpec,
+        lineage: &str,
+        restore: &Restore,
+        migrate_lineage: Option<&str>,
+    ) {
         if self.cluster.as_ref().is_some_and(|c| c.lineage == lineage) {
             return;
         }
@@ -241,6 +281,10 @@ impl ProcessShell {
                 cmd.args(["--from-savepoint", uri]);
             }
         }
+        if let Some(l) = migrate_lineage {
+            cmd.args(["--migrate-lineage", l]);
+        }
+        cmd.arg("--admin-token-file").arg(&self.token_file);
         let coordinator = cmd
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("coordinator log"))
@@ -252,6 +296,8 @@ impl ProcessShell {
                 Command::new(weir_bin())
                     .arg("worker")
                     .args(["--coordinator", &control])
+                    .arg("--admin-token-file")
+                    .arg(&self.token_file)
                     .args([
                         "--connect-backoff",
                         "100ms",

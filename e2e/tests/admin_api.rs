@@ -1,28 +1,54 @@
 //! The admin API of a running job: bad input gets a 4xx JSON error with a stable code while
 //! the job keeps running; a second concurrent stop is refused; stop with savepoint ends the
 //! run with a savepoint that restores exactly once; metrics are in the Prometheus format;
-//! cancel ends the run without a savepoint.
+//! cancel ends the run without a savepoint; without the run's token (or with another) every
+//! request but the probes is refused 401 and changes nothing.
 
 use std::time::{Duration, Instant};
 
-use weir_e2e::cluster::http as call;
+use weir_e2e::cluster::http_as;
 use weir_e2e::{assert_success, example_job, reference_retail_revenue, TestJob};
 
-fn admin_url(job: &TestJob) -> String {
-    let uri = format!("file://{}/{}", job.storage.display(), job.name);
-    let file = weir_runtime::admin::discovery_file(&weir_runtime::runner::local_dir_path(
-        None, &job.name, &uri,
-    ));
-    let start = Instant::now();
-    loop {
-        if let Ok(url) = std::fs::read_to_string(&file) {
-            let url = url.trim().to_string();
-            if ureq::get(&format!("{url}/readyz")).call().is_ok() {
-                return url;
+/// The admin API of `weir run` of `job`: its URL and token, as the run publishes them next to
+/// its local state directory.
+struct Admin {
+    url: String,
+    token: String,
+}
+
+impl Admin {
+    /// Waits until the run of `job` is ready.
+    fn of(job: &TestJob) -> Admin {
+        let uri = format!("file://{}/{}", job.storage.display(), job.name);
+        let local = weir_runtime::runner::local_dir_path(None, &job.name, &uri);
+        let file = weir_runtime::admin::discovery_file(&local);
+        let start = Instant::now();
+        loop {
+            if let Ok(url) = std::fs::read_to_string(&file) {
+                let url = url.trim().to_string();
+                if ureq::get(&format!("{url}/readyz")).call().is_ok() {
+                    let token_file = weir_runtime::admin::token_file(&local);
+                    let mode = std::os::unix::fs::PermissionsExt::mode(
+                        &std::fs::metadata(&token_file).unwrap().permissions(),
+                    );
+                    assert_eq!(mode & 0o777, 0o600, "only the run's user reads its token");
+                    let token = std::fs::read_to_string(token_file).unwrap();
+                    return Admin { url, token };
+                }
             }
+            assert!(start.elapsed() < Duration::from_secs(20), "job not ready");
+            std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "job not ready");
-        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    /// A request with the run's token.
+    fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        http_as(
+            Some(&self.token),
+            method,
+            &format!("{}{path}", self.url),
+            body,
+        )
     }
 }
 
@@ -77,7 +103,44 @@ fn throttled() -> TestJob {
 fn bad_requests_are_refused_and_stop_with_savepoint_restores_exactly_once() {
     let job = throttled();
     let child = spawn_with_summary(&job);
-    let url = admin_url(&job);
+    let admin = Admin::of(&job);
+
+    // Without the run's token, or with another, nothing is answered and nothing changes; the
+    // probes carry nothing and answer anyone.
+    let wrong = weir_api_types::AdminToken::generate();
+    for token in [None, Some(wrong.expose())] {
+        for (method, path, body) in [
+            ("GET", "/v1/job", None),
+            ("GET", "/metrics", None),
+            ("POST", "/v1/savepoints", Some("{}")),
+            ("POST", "/v1/job/stop", Some(r#"{"withSavepoint": false}"#)),
+            (
+                "POST",
+                "/v1/savepoint-disposal",
+                Some(r#"{"location": "file:///tmp"}"#),
+            ),
+        ] {
+            let (s, b) = http_as(token, method, &format!("{}{path}", admin.url), body);
+            assert_eq!(
+                (s, code(&b)),
+                (401, "unauthorized".to_string()),
+                "{method} {path}"
+            );
+        }
+    }
+    for probe in ["/healthz", "/readyz"] {
+        assert_eq!(
+            http_as(None, "GET", &format!("{}{probe}", admin.url), None).0,
+            200
+        );
+    }
+    let (_, metrics) = admin.call("GET", "/metrics", None);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == r#"weir_refused_connections_total{port="admin"} 10"#),
+        "{metrics}"
+    );
 
     let cases = [
         (
@@ -125,18 +188,18 @@ fn bad_requests_are_refused_and_stop_with_savepoint_restores_exactly_once() {
         ),
     ];
     for (method, path, body, status, expected) in cases {
-        let (s, b) = call(method, &format!("{url}{path}"), body);
+        let (s, b) = admin.call(method, path, body);
         assert_eq!(s, status, "{method} {path}: {b}");
         assert_eq!(code(&b), expected, "{method} {path}: {b}");
     }
-    let (s, b) = call("GET", &format!("{url}/v1/job"), None);
+    let (s, b) = admin.call("GET", "/v1/job", None);
     assert_eq!(s, 200);
     let info: serde_json::Value = serde_json::from_str(&b).unwrap();
     assert_eq!(
         info["state"], "RUNNING",
         "the job keeps running after bad requests: {b}"
     );
-    let (s, metrics) = call("GET", &format!("{url}/metrics"), None);
+    let (s, metrics) = admin.call("GET", "/metrics", None);
     assert_eq!(s, 200);
     assert!(
         metrics.contains("weir_records_in_total")
@@ -145,8 +208,8 @@ fn bad_requests_are_refused_and_stop_with_savepoint_restores_exactly_once() {
     );
 
     // Two stops back to back: the second is refused while the first is in progress.
-    let (s1, b1) = call("POST", &format!("{url}/v1/job/stop"), Some("{}"));
-    let (s2, b2) = call("POST", &format!("{url}/v1/job/stop"), Some("{}"));
+    let (s1, b1) = admin.call("POST", "/v1/job/stop", Some("{}"));
+    let (s2, b2) = admin.call("POST", "/v1/job/stop", Some("{}"));
     assert_eq!(s1, 202, "{b1}");
     assert_eq!(
         (s2, code(&b2)),
@@ -165,12 +228,20 @@ fn stop_with_drain_and_cancel() {
     // Drain: event time jumps to the end, every window fires, then the savepoint.
     let job = throttled();
     let child = spawn_with_summary(&job);
-    let url = admin_url(&job);
-    let (s, b) = call(
-        "POST",
-        &format!("{url}/v1/job/stop"),
-        Some(r#"{"drain": true}"#),
-    );
+    let admin = Admin::of(&job);
+    // Drain once records flow (a drain before the first record fires nothing).
+    let start = Instant::now();
+    while admin
+        .call("GET", "/v1/job", None)
+        .1
+        .parse::<serde_json::Value>()
+        .map_or(0, |j| j["recordsIn"].as_u64().unwrap_or(0))
+        == 0
+    {
+        assert!(start.elapsed() < Duration::from_secs(20), "no records read");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (s, b) = admin.call("POST", "/v1/job/stop", Some(r#"{"drain": true}"#));
     assert_eq!(s, 202, "{b}");
     // The drained job's final snapshot is the savepoint.
     let savepoint = stopped_with_savepoint(child, &job);
@@ -182,12 +253,8 @@ fn stop_with_drain_and_cancel() {
     // Cancel: no savepoint, the run just ends.
     let job = throttled();
     let child = spawn_with_summary(&job);
-    let url = admin_url(&job);
-    let (s, b) = call(
-        "POST",
-        &format!("{url}/v1/job/stop"),
-        Some(r#"{"withSavepoint": false}"#),
-    );
+    let admin = Admin::of(&job);
+    let (s, b) = admin.call("POST", "/v1/job/stop", Some(r#"{"withSavepoint": false}"#));
     assert_eq!(s, 202, "{b}");
     let end = run_end(child, &job);
     assert_eq!(end["state"], "cancelled", "{end}");

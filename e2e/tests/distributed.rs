@@ -1,14 +1,14 @@
 //! One coordinator and three workers as separate processes on 127.0.0.1, checkpoints on a
 //! real S3-compatible server (s3s-fs): exactly-once output under SIGKILL of workers and of
 //! the coordinator at random points, a worker that stops sending heartbeats, a savepoint through the admin API restored with other
-//! numbers of workers and subtasks, bad admin input, the restart limit, and a worker that
-//! cannot reach its coordinator.
+//! numbers of workers and subtasks, bad admin input, the restart limit, a worker without the
+//! job's token (refused, the job runs on), and a worker that cannot reach its coordinator.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use weir_api_types::JobRunState;
-use weir_e2e::cluster::{http, Cluster};
+use weir_e2e::cluster::{http_as, Cluster};
 use weir_e2e::s3::S3Server;
 use weir_e2e::{example_job_on_s3, reference_retail_revenue, weir_bin, TestJob};
 use weir_runtime::checkpoint::SnapshotKind;
@@ -199,11 +199,7 @@ fn json(body: &str) -> serde_json::Value {
 fn savepoint_location(cluster: &Cluster, trigger: &str) -> String {
     let start = Instant::now();
     loop {
-        let (status, body) = http(
-            "GET",
-            &format!("{}/v1/savepoints/{trigger}", cluster.admin),
-            None,
-        );
+        let (status, body) = cluster.admin_call("GET", &format!("/v1/savepoints/{trigger}"), None);
         assert_eq!(status, 200, "{body}");
         let v = json(&body);
         match v["status"].as_str() {
@@ -225,9 +221,9 @@ fn a_savepoint_through_the_api_restores_with_other_numbers_of_workers_and_subtas
     cluster.wait_checkpoints(2, Duration::from_secs(60));
     // A savepoint while running, then a stop with savepoint.
     let directory = format!("s3://{}/savepoints", server.bucket);
-    let (status, body) = http(
+    let (status, body) = cluster.admin_call(
         "POST",
-        &format!("{}/v1/savepoints", cluster.admin),
+        "/v1/savepoints",
         Some(&format!(r#"{{"directory":"{directory}"}}"#)),
     );
     assert_eq!(status, 202, "{body}");
@@ -243,9 +239,9 @@ fn a_savepoint_through_the_api_restores_with_other_numbers_of_workers_and_subtas
     };
     assert!(on_disk(&first).join("_metadata").exists());
     let dispose = |location: &str| {
-        http(
+        cluster.admin_call(
             "POST",
-            &format!("{}/v1/savepoint-disposal", cluster.admin),
+            "/v1/savepoint-disposal",
             Some(&format!(r#"{{"location":"{location}"}}"#)),
         )
     };
@@ -254,7 +250,7 @@ fn a_savepoint_through_the_api_restores_with_other_numbers_of_workers_and_subtas
         assert_eq!(status, 200, "{body}");
         assert!(!on_disk(&first).join("_metadata").exists(), "{first}");
     }
-    let (_, body) = http("GET", &format!("{}/v1/checkpoints", cluster.admin), None);
+    let (_, body) = cluster.admin_call("GET", "/v1/checkpoints", None);
     let checkpoint = json(&body)["latest"]["location"]
         .as_str()
         .expect("a checkpoint")
@@ -269,9 +265,9 @@ fn a_savepoint_through_the_api_restores_with_other_numbers_of_workers_and_subtas
         on_disk(&checkpoint).join("_metadata").exists(),
         "{checkpoint}"
     );
-    let (status, body) = http(
+    let (status, body) = cluster.admin_call(
         "POST",
-        &format!("{}/v1/job/stop", cluster.admin),
+        "/v1/job/stop",
         Some(&format!(
             r#"{{"withSavepoint":true,"directory":"{directory}"}}"#
         )),
@@ -331,6 +327,10 @@ fn bad_admin_input_gets_a_json_error_and_the_job_keeps_running() {
     let mut cluster = Cluster::start(&job, 3, &[]);
     cluster.wait_running();
     let api = cluster.admin.clone();
+    let token = cluster.token.clone();
+    let http = |method: &str, url: &str, body: Option<&str>| {
+        http_as(Some(token.expose()), method, url, body)
+    };
     let expect = |(status, body): (u16, String), want: u16, code: &str| {
         assert_eq!(status, want, "{body}");
         assert_eq!(json(&body)["code"], code, "{body}");
@@ -447,11 +447,8 @@ fn a_job_that_keeps_failing_is_failed_once_the_restart_limit_is_reached() {
     };
     assert_eq!(info.restarts, 1, "{info:?}");
     assert!(info.failure.is_some(), "{info:?}");
-    let (status, body) = http(
-        "POST",
-        &format!("{}/v1/job/stop", cluster.admin),
-        Some(r#"{"withSavepoint":false}"#),
-    );
+    let (status, body) =
+        cluster.admin_call("POST", "/v1/job/stop", Some(r#"{"withSavepoint":false}"#));
     assert_eq!(status, 202, "{body}\n{}", cluster.log().join("\n"));
     let (status, _) = cluster.wait(LONG);
     assert_eq!(status.code(), Some(1), "a FAILED job exits with 1");
@@ -470,6 +467,40 @@ fn a_job_that_keeps_failing_is_failed_once_the_restart_limit_is_reached() {
         ),
         "{summary:#?}"
     );
+}
+
+#[test]
+fn a_worker_without_the_jobs_token_is_refused_and_the_job_runs_on() {
+    let server = S3Server::start();
+    let job = job(&server, "intruder");
+    let mut cluster = Cluster::start(&job, 3, &[]);
+    cluster.wait_checkpoints(1, Duration::from_secs(60));
+    // Two processes that speak the protocol but hold no token, or another job's.
+    let wrong = job.dir.path().join("wrong-token");
+    std::fs::write(&wrong, weir_api_types::AdminToken::generate().expose()).unwrap();
+    for token in [None, Some(&wrong)] {
+        let mut cmd = Command::new(weir_bin());
+        cmd.args(["worker", "--coordinator", &cluster.control])
+            .args(["--connect-attempts", "2", "--connect-backoff", "50ms"]);
+        if let Some(t) = token {
+            cmd.arg("--admin-token-file").arg(t);
+        }
+        let out = cmd.output().expect("spawn weir worker");
+        assert_eq!(out.status.code(), Some(1), "refused, it gives up");
+    }
+    let (_, metrics) = cluster.admin_call("GET", "/metrics", None);
+    let refused = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"weir_refused_connections_total{port="control"} "#))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(refused.is_some_and(|n| n >= 4), "{metrics}");
+    // The job never noticed: no restart, no lost worker, exactly the reference output.
+    let (status, _) = cluster.wait(LONG);
+    assert!(status.success(), "{}", cluster.log().join("\n"));
+    let summary = cluster.summary();
+    assert_eq!(summary.restarts, 0, "{summary:#?}");
+    assert!(summary.workers_lost.is_empty(), "{summary:#?}");
+    assert_eq!(job.output_lines(), reference_retail_revenue());
 }
 
 #[test]

@@ -102,7 +102,11 @@ fn the_decide_function_drives_a_job_through_rescale_upgrade_block_suspend_and_re
         Some(rescale.location.as_str())
     );
     assert_eq!(shell.workers(), 3);
-    let savepoints_dir = job.storage.join(&job.name).join("savepoints");
+    let savepoints_dir = job
+        .storage
+        .join(weir_e2e::processes::NAMESPACE)
+        .join(&job.name)
+        .join("savepoints");
     assert_eq!(
         std::fs::read_dir(&savepoints_dir).unwrap().count(),
         1,
@@ -230,4 +234,216 @@ fn the_decide_function_drives_a_job_through_rescale_upgrade_block_suspend_and_re
     assert!(shell.finalizer_removed);
     assert!(shell.admin().is_none());
     assert_eq!(st.lifecycle_state, Some(L::Deleting));
+}
+
+/// Triggers a savepoint of the running job (`job.savepointTriggerNonce`) and returns its
+/// location.
+fn manual_savepoint(
+    shell: &mut ProcessShell,
+    spec: &StreamJobSpec,
+    generation: i64,
+    st: &mut StreamJobStatus,
+) -> String {
+    let mut with_nonce = spec.clone();
+    with_nonce.job.savepoint_trigger_nonce = Some(generation);
+    drive(
+        shell,
+        &desired(generation, &with_nonce),
+        st,
+        STEP,
+        |_| false,
+        |st, _| {
+            st.savepoints.pending.is_none()
+                && st
+                    .savepoints
+                    .last
+                    .as_ref()
+                    .is_some_and(|s| s.kind == SavepointKind::Manual)
+        },
+    );
+    st.savepoints.last.clone().unwrap().location
+}
+
+/// Deletes the StreamJob of `shell`: its processes go, then the finalizer.
+fn delete(shell: &mut ProcessShell, spec: &StreamJobSpec, generation: i64, st: &StreamJobStatus) {
+    let gone = Desired {
+        deleting: true,
+        ..desired(generation, spec)
+    };
+    let mut st = st.clone();
+    for _ in 0..3 {
+        let observed = shell.observe(&st);
+        let d = decide(&gone, &st, &observed, k8s_openapi::jiff::Timestamp::now());
+        st = d.status;
+        shell.act(&d.actions);
+    }
+    assert!(shell.finalizer_removed && shell.admin().is_none());
+}
+
+/// Creates StreamJob `uid` with `spec` and drives it until it is stable; its status.
+fn create(shell: &mut ProcessShell, spec: &StreamJobSpec) -> StreamJobStatus {
+    let mut st = StreamJobStatus::default();
+    drive(
+        shell,
+        &desired(1, spec),
+        &mut st,
+        STEP,
+        |_| false,
+        stable_at(1),
+    );
+    st
+}
+
+#[test]
+fn a_re_created_stream_job_starts_empty_unless_it_names_what_to_restore() {
+    let job = example_job(|d| {
+        d["spec"]["job"]["args"]["maxRecordsPerSecond"] = "3000".into();
+        d["spec"]["checkpointing"]["interval"] = "300ms".into();
+        d["spec"]["stateBackend"] = "heap".into();
+    });
+    let text = std::fs::read_to_string(&job.manifest).unwrap();
+    let spec = weir_crds::load_manifest(&text).unwrap().spec.spec;
+    let root = job
+        .storage
+        .join(weir_e2e::processes::NAMESPACE)
+        .join(&job.name);
+
+    // The first StreamJob: checkpoints, a savepoint, then deleted.
+    let mut first = ProcessShell::with_uid(job.dir.path(), &job.name, "uid-first");
+    let mut st = create(&mut first, &spec);
+    let savepoint = manual_savepoint(&mut first, &spec, 2, &mut st);
+    let first_checkpoint = st.last_checkpoint.clone().unwrap();
+    delete(&mut first, &spec, 2, &st);
+
+    // Re-created under the same name (another UID): it starts empty, and the first one's
+    // checkpoints stay, listed as a predecessor's orphans.
+    let mut second = ProcessShell::with_uid(job.dir.path(), &job.name, "uid-second");
+    // Its own output directory: a job that starts over writes the part files the first one's
+    // savepoint still names.
+    let mut elsewhere = spec.clone();
+    elsewhere.job.args.insert(
+        "output".into(),
+        job.dir.path().join("output-second").display().to_string(),
+    );
+    let st = create(&mut second, &elsewhere);
+    let job_status = st.job.clone().unwrap();
+    assert_eq!(job_status.restored_from, None, "{job_status:?}");
+    assert!(
+        st.last_checkpoint.as_ref().unwrap().id > first_checkpoint.id,
+        "new checkpoint ids above the predecessor's"
+    );
+    let chk_path = first_checkpoint.path.strip_prefix("file://").unwrap();
+    assert!(std::path::Path::new(chk_path).join("_metadata").exists());
+    let storage = weir_runtime::storage::LocalStorage::new(root.clone());
+    let orphans = weir_runtime::checkpoint::gc::scan_job(&storage).unwrap();
+    let chk_dir = format!("checkpoints/chk-{}/_metadata", first_checkpoint.id);
+    assert!(
+        orphans
+            .iter()
+            .any(|o| o.path == chk_dir && o.reason.contains("predecessor")),
+        "{orphans:?}"
+    );
+    delete(&mut second, &elsewhere, 1, &st);
+
+    // Re-created naming the first one's savepoint: exactly that is restored.
+    let mut from_savepoint = spec.clone();
+    from_savepoint.restore = Some(weir_crds::InitialRestore::Savepoint(savepoint.clone()));
+    let mut third = ProcessShell::with_uid(job.dir.path(), &job.name, "uid-third");
+    let st = create(&mut third, &from_savepoint);
+    assert_eq!(
+        st.job.as_ref().unwrap().restored_from.as_deref(),
+        Some(savepoint.as_str())
+    );
+    let third_checkpoint = st.last_checkpoint.clone().unwrap();
+    delete(&mut third, &from_savepoint, 1, &st);
+
+    // Re-created with `restore: latest-checkpoint`: the predecessor's latest checkpoint.
+    let mut adopt = spec.clone();
+    adopt.restore = Some(weir_crds::InitialRestore::LatestCheckpoint);
+    let mut fourth = ProcessShell::with_uid(job.dir.path(), &job.name, "uid-fourth");
+    let st = create(&mut fourth, &adopt);
+    let restored = st.job.as_ref().unwrap().restored_from.clone().unwrap();
+    let restored_id: i64 = restored
+        .rsplit("chk-")
+        .next()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("a checkpoint of the root: {restored}"));
+    assert!(restored.starts_with(&format!("file://{}/checkpoints/", root.display())));
+    assert!(restored_id >= third_checkpoint.id, "{restored}");
+    delete(&mut fourth, &adopt, 1, &st);
+}
+
+#[test]
+fn a_job_deployed_before_per_namespace_roots_keeps_its_state() {
+    let job = example_job(|d| {
+        d["spec"]["job"]["args"]["maxRecordsPerSecond"] = "20000".into();
+        d["spec"]["checkpointing"]["interval"] = "300ms".into();
+    });
+    let text = std::fs::read_to_string(&job.manifest).unwrap();
+    let spec = weir_crds::load_manifest(&text).unwrap().spec.spec;
+    // The job as an operator before per-namespace roots deployed it: the manifest's name only
+    // (root `<storage>/<name>/`), deployment 1-100; killed after a checkpoint.
+    let legacy = weir_e2e::cluster::Cluster::start(&job, 1, &["--lineage", "1-100"]);
+    legacy.wait_checkpoints(2, Duration::from_secs(60));
+    drop(legacy);
+    let legacy_root = job.storage.join(&job.name);
+    assert!(legacy_root.join("_lineage").exists());
+
+    // Its status, as that operator wrote it (no storage layout), with its pods gone.
+    let status: StreamJobStatus = serde_json::from_value(serde_json::json!({
+        "observedGeneration": 1,
+        "lifecycleState": "Stable",
+        "deployed": {
+            "generation": 1,
+            "spec": serde_json::to_string(&spec).unwrap(),
+            "lineage": "1-100",
+            "restore": "latest-checkpoint",
+            "time": "2026-12-01T10:00:00Z",
+        },
+    }))
+    .unwrap();
+    let mut st = status;
+    let mut shell = ProcessShell::new(job.dir.path(), &job.name);
+    // The operator re-creates the workloads: the coordinator migrates the legacy root's
+    // latest checkpoint of deployment 1-100 and runs to the end in its own root.
+    let mut migrated = None;
+    drive(
+        &mut shell,
+        &desired(1, &spec),
+        &mut st,
+        Duration::from_secs(300),
+        |actions| {
+            for a in actions {
+                if let Action::Deploy {
+                    migrate_lineage, ..
+                } = a
+                {
+                    migrated = Some(migrate_lineage.clone());
+                }
+            }
+            false
+        },
+        |st, _| {
+            st.job
+                .as_ref()
+                .is_some_and(|j| j.state == JobRunState::Finished)
+        },
+    );
+    assert_eq!(migrated, Some(Some("1-100".to_string())));
+    let restored = st.job.as_ref().unwrap().restored_from.clone().unwrap();
+    assert!(
+        restored.starts_with(&format!(
+            "file://{}/checkpoints/chk-",
+            legacy_root.display()
+        )),
+        "{restored}"
+    );
+    let new_root = job
+        .storage
+        .join(weir_e2e::processes::NAMESPACE)
+        .join(&job.name);
+    assert!(new_root.join("_lineage").exists());
+    assert!(new_root.join("checkpoints").exists());
+    // Exactly once across the kill and the move.
+    assert_eq!(job.output_lines(), reference_retail_revenue());
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder};
@@ -16,8 +17,9 @@ use serde::Serialize;
 use tracing::{info, warn};
 use weir_crds::{StreamJobSpec, StreamJobStatus};
 
+use crate::admin_token::{ensure_admin_token, fetch_admin_token, AdminTokens};
 use crate::build::{self, Target};
-use crate::coordinator_api::CoordinatorApi;
+use crate::coordinator_api::{CoordinatorApi, JobEndpoint};
 use crate::error::{CoordinatorError, Error};
 use crate::model::{Action, EventType, Restore};
 use crate::names;
@@ -34,6 +36,10 @@ pub struct Actor<'a> {
     pub target: Target,
     /// The coordinator's admin API base URL.
     pub admin_url: String,
+    /// The admin tokens the operator knows.
+    pub tokens: &'a AdminTokens,
+    /// The operator's pods, when jobs get NetworkPolicies.
+    pub network_policy: Option<&'a build::OperatorPods>,
     /// The admin API client.
     pub coordinator: &'a Arc<dyn CoordinatorApi>,
     /// Publishes Events.
@@ -212,7 +218,11 @@ impl Actor<'_> {
                 spec,
                 lineage,
                 restore,
-            } => self.deploy(spec, lineage, restore).await,
+                migrate_lineage,
+            } => {
+                self.deploy(spec, lineage, restore, migrate_lineage.as_deref())
+                    .await
+            }
             Action::DeleteCluster => {
                 info!(namespace = ns, name, "deleting the job's workloads");
                 delete_foreground::<Deployment>(self.client, ns, &names::coordinator(name)).await?;
@@ -299,29 +309,42 @@ impl Actor<'_> {
     async fn call(
         &self,
         action: String,
-        f: impl FnOnce(&dyn CoordinatorApi, &str) -> Result<(), CoordinatorError> + Send + 'static,
+        f: impl FnOnce(&dyn CoordinatorApi, &JobEndpoint) -> Result<(), CoordinatorError>
+            + Send
+            + 'static,
     ) -> Result<(), Error> {
-        let (api, base) = (self.coordinator.clone(), self.admin_url.clone());
-        blocking(move || f(api.as_ref(), &base))
+        let endpoint = JobEndpoint {
+            url: self.admin_url.clone(),
+            token: fetch_admin_token(self.client, &self.target, self.tokens).await?,
+        };
+        let api = self.coordinator.clone();
+        blocking(move || f(api.as_ref(), &endpoint))
             .await
             .map_err(|source| Error::Coordinator { action, source })
     }
 
-    /// Applies the ConfigMap, the two Services, the coordinator Deployment and the workers
+    /// Makes sure the job's admin token Secret exists, then applies the ConfigMap, the two
+    /// Services, the NetworkPolicy (when enabled), the coordinator Deployment and the workers
     /// StatefulSet of `spec`: the manifest first, the workloads last.
     async fn deploy(
         &self,
         spec: &StreamJobSpec,
         lineage: &str,
         restore: &Restore,
+        migrate_lineage: Option<&str>,
     ) -> Result<(), Error> {
         let t = &self.target;
+        ensure_admin_token(self.client, t, self.tokens).await?;
         apply_object::<ConfigMap>(self.client, &build::build_config_map(t, spec)).await?;
         apply_object::<Service>(self.client, &build::build_coordinator_service(t)).await?;
         apply_object::<Service>(self.client, &build::build_workers_service(t)).await?;
+        if let Some(operator) = self.network_policy {
+            apply_object::<NetworkPolicy>(self.client, &build::build_network_policy(t, operator))
+                .await?;
+        }
         apply_object::<Deployment>(
             self.client,
-            &build::build_coordinator(t, spec, lineage, restore),
+            &build::build_coordinator(t, spec, lineage, restore, migrate_lineage),
         )
         .await?;
         apply_object::<StatefulSet>(self.client, &build::build_workers(t, spec, lineage)).await

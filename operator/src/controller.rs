@@ -15,8 +15,9 @@ use kube::Api;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 use weir_crds::StreamJobStatus;
 
+use crate::admin_token::AdminTokens;
 use crate::apply::{patch_finalizer, patch_status, Actor};
-use crate::build::Target;
+use crate::build::{OperatorPods, Target};
 use crate::conditions::{set_conditions, Problems};
 use crate::coordinator_api::CoordinatorApi;
 use crate::decide::{after_actions, decide};
@@ -48,6 +49,11 @@ pub struct Context {
     /// The admin API base URL of StreamJob (namespace, name); [`names::admin_url`] in a
     /// cluster.
     pub admin_url: fn(&str, &str) -> String,
+    /// The admin tokens of the StreamJobs, by UID (from the Secrets the operator creates).
+    pub tokens: AdminTokens,
+    /// Give every job a NetworkPolicy admitting these operator pods to its admin port (and
+    /// only its own pods to its control and data ports); `None`: no NetworkPolicies.
+    pub network_policy: Option<OperatorPods>,
 }
 
 /// Reconciles one StreamJob; the span carries namespace, name and generation, the metrics
@@ -106,6 +112,8 @@ async fn reconcile_job(object: &StreamJobObject, ctx: &Context) -> Result<Requeu
             default_image: ctx.default_image.clone(),
         },
         admin_url: (ctx.admin_url)(object.namespace(), object.name()),
+        tokens: &ctx.tokens,
+        network_policy: ctx.network_policy.as_ref(),
         coordinator: &ctx.coordinator,
         recorder: &ctx.recorder,
     };
@@ -138,6 +146,8 @@ async fn reconcile_job(object: &StreamJobObject, ctx: &Context) -> Result<Requeu
         namespace: object.namespace(),
         name: object.name(),
         admin_url: actor.admin_url.clone(),
+        target: &actor.target,
+        tokens: &ctx.tokens,
         coordinator: &ctx.coordinator,
     };
     let observed = observe_job(&scope, &status).await?;

@@ -5,20 +5,34 @@
 use std::time::Duration;
 
 use weir_api_types::{
-    CheckpointsInfo, DisposeRequest, JobInfo, SavepointStatus, StopRequest, TriggerRequest,
+    AdminToken, CheckpointsInfo, DisposeRequest, JobInfo, SavepointStatus, StopRequest,
+    TriggerRequest,
 };
 
 use crate::error::CoordinatorError;
 
-/// The admin API calls the operator makes. `base` is the API's base URL
-/// ([`crate::names::admin_url`]). Every call is idempotent: trigger ids are the caller's.
+/// Where a job's admin API is and the token it requires.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobEndpoint {
+    /// The API's base URL ([`crate::names::admin_url`]).
+    pub url: String,
+    /// The job's admin token (from its Secret), sent as `Authorization: Bearer`; `None` for a
+    /// job deployed before tokens existed, whose coordinator requires none.
+    pub token: Option<AdminToken>,
+}
+
+/// The admin API calls the operator makes, each to the job at `job`. Every call is
+/// idempotent: trigger ids are the caller's.
 pub trait CoordinatorApi: Send + Sync + 'static {
     /// `GET /v1/job` and `GET /v1/checkpoints`; `Ok(None)` when nothing answers (the pod is
     /// starting, gone, or its Service has no endpoint yet).
     ///
     /// # Errors
     /// An answer other than 200 (the coordinator is there but misbehaves).
-    fn job(&self, base: &str) -> Result<Option<(JobInfo, CheckpointsInfo)>, CoordinatorError>;
+    fn job(
+        &self,
+        job: &JobEndpoint,
+    ) -> Result<Option<(JobInfo, CheckpointsInfo)>, CoordinatorError>;
 
     /// `GET /v1/savepoints/{trigger_id}`; `Ok(None)` for an unknown trigger or no answer.
     ///
@@ -26,7 +40,7 @@ pub trait CoordinatorApi: Send + Sync + 'static {
     /// An answer other than 200 or 404.
     fn savepoint(
         &self,
-        base: &str,
+        job: &JobEndpoint,
         trigger_id: &str,
     ) -> Result<Option<SavepointStatus>, CoordinatorError>;
 
@@ -37,7 +51,7 @@ pub trait CoordinatorApi: Send + Sync + 'static {
     /// No answer, or an answer other than 202 or 409.
     fn trigger_savepoint(
         &self,
-        base: &str,
+        job: &JobEndpoint,
         trigger_id: &str,
         directory: Option<&str>,
     ) -> Result<(), CoordinatorError>;
@@ -48,7 +62,7 @@ pub trait CoordinatorApi: Send + Sync + 'static {
     /// As [`CoordinatorApi::trigger_savepoint`].
     fn stop_with_savepoint(
         &self,
-        base: &str,
+        job: &JobEndpoint,
         trigger_id: &str,
         directory: Option<&str>,
     ) -> Result<(), CoordinatorError>;
@@ -58,7 +72,7 @@ pub trait CoordinatorApi: Send + Sync + 'static {
     ///
     /// # Errors
     /// No answer, or an answer other than 200 or 409.
-    fn dispose_savepoint(&self, base: &str, location: &str) -> Result<(), CoordinatorError>;
+    fn dispose_savepoint(&self, job: &JobEndpoint, location: &str) -> Result<(), CoordinatorError>;
 }
 
 /// [`CoordinatorApi`] over HTTP with a 5 s timeout per request.
@@ -83,13 +97,21 @@ impl Default for HttpCoordinatorApi {
 type Answer = Result<(u16, String), CoordinatorError>;
 
 impl HttpCoordinatorApi {
-    fn call(&self, url: &str, body: Option<String>) -> Answer {
-        let sent = match body {
-            None => self.agent.get(url).call(),
-            Some(b) => self
+    fn call(&self, url: &str, token: Option<&AdminToken>, body: Option<String>) -> Answer {
+        let bearer = token.map(AdminToken::authorization);
+        let sent = match (body, bearer) {
+            (None, None) => self.agent.get(url).call(),
+            (None, Some(t)) => self.agent.get(url).header("authorization", &t).call(),
+            (Some(b), None) => self
                 .agent
                 .post(url)
                 .header("content-type", "application/json")
+                .send(b),
+            (Some(b), Some(t)) => self
+                .agent
+                .post(url)
+                .header("content-type", "application/json")
+                .header("authorization", &t)
                 .send(b),
         };
         let mut resp = sent.map_err(|e| CoordinatorError::Unreachable {
@@ -103,9 +125,11 @@ impl HttpCoordinatorApi {
 
     fn get<T: serde::de::DeserializeOwned>(
         &self,
-        url: &str,
+        job: &JobEndpoint,
+        path: &str,
     ) -> Result<Option<T>, CoordinatorError> {
-        match self.call(url, None) {
+        let url = &format!("{}{path}", job.url);
+        match self.call(url, job.token.as_ref(), None) {
             Err(CoordinatorError::Unreachable { .. }) => Ok(None),
             Err(e) => Err(e),
             Ok((200, body)) => {
@@ -126,8 +150,15 @@ impl HttpCoordinatorApi {
         }
     }
 
-    fn post(&self, url: &str, body: String, ok: &[u16]) -> Result<(), CoordinatorError> {
-        match self.call(url, Some(body))? {
+    fn post(
+        &self,
+        job: &JobEndpoint,
+        path: &str,
+        body: String,
+        ok: &[u16],
+    ) -> Result<(), CoordinatorError> {
+        let url = &format!("{}{path}", job.url);
+        match self.call(url, job.token.as_ref(), Some(body))? {
             (status, _) if ok.contains(&status) => Ok(()),
             (status, body) => Err(CoordinatorError::Answer {
                 url: url.to_string(),
@@ -143,26 +174,29 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 }
 
 impl CoordinatorApi for HttpCoordinatorApi {
-    fn job(&self, base: &str) -> Result<Option<(JobInfo, CheckpointsInfo)>, CoordinatorError> {
-        let Some(job) = self.get::<JobInfo>(&format!("{base}/v1/job"))? else {
+    fn job(
+        &self,
+        job: &JobEndpoint,
+    ) -> Result<Option<(JobInfo, CheckpointsInfo)>, CoordinatorError> {
+        let Some(info) = self.get::<JobInfo>(job, "/v1/job")? else {
             return Ok(None);
         };
         Ok(self
-            .get::<CheckpointsInfo>(&format!("{base}/v1/checkpoints"))?
-            .map(|c| (job, c)))
+            .get::<CheckpointsInfo>(job, "/v1/checkpoints")?
+            .map(|c| (info, c)))
     }
 
     fn savepoint(
         &self,
-        base: &str,
+        job: &JobEndpoint,
         trigger_id: &str,
     ) -> Result<Option<SavepointStatus>, CoordinatorError> {
-        self.get(&format!("{base}/v1/savepoints/{trigger_id}"))
+        self.get(job, &format!("/v1/savepoints/{trigger_id}"))
     }
 
     fn trigger_savepoint(
         &self,
-        base: &str,
+        job: &JobEndpoint,
         trigger_id: &str,
         directory: Option<&str>,
     ) -> Result<(), CoordinatorError> {
@@ -170,12 +204,12 @@ impl CoordinatorApi for HttpCoordinatorApi {
             directory: directory.map(str::to_string),
             trigger_id: Some(trigger_id.to_string()),
         };
-        self.post(&format!("{base}/v1/savepoints"), json(&body), &[202, 409])
+        self.post(job, "/v1/savepoints", json(&body), &[202, 409])
     }
 
     fn stop_with_savepoint(
         &self,
-        base: &str,
+        job: &JobEndpoint,
         trigger_id: &str,
         directory: Option<&str>,
     ) -> Result<(), CoordinatorError> {
@@ -185,17 +219,13 @@ impl CoordinatorApi for HttpCoordinatorApi {
             trigger_id: Some(trigger_id.to_string()),
             drain: false,
         };
-        self.post(&format!("{base}/v1/job/stop"), json(&body), &[202, 409])
+        self.post(job, "/v1/job/stop", json(&body), &[202, 409])
     }
 
-    fn dispose_savepoint(&self, base: &str, location: &str) -> Result<(), CoordinatorError> {
+    fn dispose_savepoint(&self, job: &JobEndpoint, location: &str) -> Result<(), CoordinatorError> {
         let body = DisposeRequest {
             location: location.to_string(),
         };
-        self.post(
-            &format!("{base}/v1/savepoint-disposal"),
-            json(&body),
-            &[200, 409],
-        )
+        self.post(job, "/v1/savepoint-disposal", json(&body), &[200, 409])
     }
 }

@@ -20,8 +20,8 @@ use k8s_openapi::jiff::Timestamp;
 use weir_api_types::{JobRunState, SavepointState};
 use weir_crds::{
     DeployedSpec, JobState, JobStatus, LifecycleSettings, LifecycleState, PendingSavepoint,
-    Rejection, SavepointInfo, SavepointKind, StreamJobSpec, StreamJobStatus, UpgradeMode,
-    UpgradePhase, UpgradeStatus,
+    Rejection, SavepointInfo, SavepointKind, StorageLayout, StreamJobSpec, StreamJobStatus,
+    UpgradeMode, UpgradePhase, UpgradeStatus,
 };
 
 use crate::conditions::{self, set_conditions, Problems};
@@ -29,6 +29,15 @@ use crate::diff::{classify, Change};
 use crate::model::{
     Action, CheckOutcome, Decision, Desired, EventType, Observed, ObservedSavepoint, Restore,
 };
+
+/// The lineage of a deployment whose state is in the legacy storage root (made before roots
+/// were per namespace): the next deployment migrates it (`--migrate-lineage`).
+fn legacy_lineage(deployed: &DeployedSpec) -> Option<String> {
+    deployed
+        .storage_layout
+        .is_legacy()
+        .then(|| deployed.lineage.clone())
+}
 
 /// Requeue while something is in progress.
 pub const FAST: Duration = Duration::from_secs(2);
@@ -181,8 +190,11 @@ impl Decider<'_> {
                 self.set_state(LifecycleState::Suspended);
                 return;
             }
-            let restore = match &self.spec().job.initial_savepoint_path {
-                Some(uri) => Restore::Savepoint(uri.clone()),
+            // A new StreamJob: its savepoint if it names one; else its own latest checkpoint
+            // (the coordinator starts empty when the storage root holds another UID's
+            // lineage, unless `spec.restore: latest-checkpoint` adopts it).
+            let restore = match self.spec().initial_savepoint() {
+                Some(uri) => Restore::Savepoint(uri.to_string()),
                 None => Restore::LatestCheckpoint,
             };
             let spec = self.spec().clone();
@@ -221,12 +233,14 @@ impl Decider<'_> {
         state: LifecycleState,
     ) {
         let lineage = format!("{generation}-{}", self.now.as_millisecond());
+        let migrate_lineage = self.st.deployed.as_ref().and_then(legacy_lineage);
         self.st.deployed = Some(DeployedSpec {
             generation,
             spec: spec.clone(),
             lineage: lineage.clone(),
             restore: restore.clone(),
             time: self.now_text(),
+            storage_layout: StorageLayout::PerNamespace,
         });
         self.st.job = None;
         self.set_state(state);
@@ -242,6 +256,7 @@ impl Decider<'_> {
             spec: Box::new(spec.clone()),
             lineage,
             restore,
+            migrate_lineage,
         });
         self.requeue = FAST;
     }
@@ -264,6 +279,7 @@ impl Decider<'_> {
                 spec: Box::new(deployed.spec.clone()),
                 lineage: deployed.lineage.clone(),
                 restore: deployed.restore.clone(),
+                migrate_lineage: legacy_lineage(deployed),
             });
             self.requeue = FAST;
             return;
@@ -628,18 +644,21 @@ impl Decider<'_> {
         let restore = up.restore.clone().unwrap_or_default();
         self.st.upgrade = None;
         if target.job.state == JobState::Suspended {
-            let lineage = self
+            // The pods are gone: the deployment's lineage and layout stay those of the one
+            // that ran (its state is where that one wrote it).
+            let (lineage, storage_layout) = self
                 .st
                 .deployed
                 .as_ref()
-                .map(|d| d.lineage.clone())
-                .unwrap_or_default();
+                .map(|d| (d.lineage.clone(), d.storage_layout))
+                .unwrap_or((String::new(), StorageLayout::PerNamespace));
             self.st.deployed = Some(DeployedSpec {
                 generation: up.target_generation,
                 spec: up.target_spec.clone(),
                 lineage,
                 restore: restore.clone(),
                 time: self.now_text(),
+                storage_layout,
             });
             self.st.job = None;
             self.set_state(LifecycleState::Suspended);

@@ -12,7 +12,7 @@ pub enum Change {
     /// Nothing changed.
     None,
     /// Only fields the operator reads without touching the job (savepoint nonce and
-    /// settings, upgrade settings, `upgradeMode`, `initialSavepointPath`,
+    /// settings, upgrade settings, `upgradeMode`, `restore`, `initialSavepointPath`,
     /// `allowNonRestoredState`): recorded, nothing restarts.
     Ignore,
     /// Parallelism or the number of workers: savepoint, then redeploy with key groups
@@ -42,6 +42,7 @@ pub fn classify(old: &StreamJobSpec, new: &StreamJobSpec) -> Change {
         s.job.savepoint_trigger_nonce = None;
         s.job.upgrade_mode = Default::default();
         s.job.initial_savepoint_path = None;
+        s.restore = None;
         s.job.allow_non_restored_state = false;
         s.savepoints = Default::default();
         s.upgrade = Default::default();

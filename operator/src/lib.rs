@@ -8,6 +8,7 @@
 //! Kubernetes one is [`controller`] ([`observe`], [`apply`], [`coordinator_api`]); the
 //! tests' process driver is in `e2e/`.
 
+pub mod admin_token;
 pub mod apply;
 pub mod build;
 pub mod conditions;

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use kube::runtime::events::{Recorder, Reporter};
 use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{error, info};
+use weir_operator::build::OperatorPods;
 use weir_operator::controller::{self, Context};
 use weir_operator::coordinator_api::HttpCoordinatorApi;
 use weir_operator::metrics::Metrics;
@@ -61,6 +62,37 @@ struct RunArgs {
     /// This replica's identity in the election and in Events (the pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Give every job a NetworkPolicy: its admin port admits only the operator's pods (in
+    /// this pod's namespace, with `--operator-pod-labels`), its control and data ports only
+    /// the job's own pods.
+    #[arg(long, env = "WEIR_NETWORK_POLICIES", default_value_t = false, action = clap::ArgAction::Set)]
+    network_policies: bool,
+    /// Labels of the operator's pods, `k=v,k=v` (the chart's selector labels); required with
+    /// --network-policies.
+    #[arg(long, env = "WEIR_OPERATOR_POD_LABELS", default_value = "")]
+    operator_pod_labels: String,
+}
+
+/// The operator's pods for the jobs' NetworkPolicies: namespace `namespace`, labels `labels`
+/// (`k=v,k=v`).
+fn operator_pods(namespace: &str, labels: &str) -> anyhow::Result<OperatorPods> {
+    let labels = labels
+        .split(',')
+        .filter(|kv| !kv.trim().is_empty())
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .with_context(|| format!("--operator-pod-labels: `{kv}` is not k=v"))
+        })
+        .collect::<anyhow::Result<std::collections::BTreeMap<_, _>>>()?;
+    anyhow::ensure!(
+        !labels.is_empty(),
+        "--network-policies needs --operator-pod-labels (WEIR_OPERATOR_POD_LABELS): the labels of the operator's pods, which alone may reach the jobs' admin ports"
+    );
+    Ok(OperatorPods {
+        namespace: namespace.to_string(),
+        labels,
+    })
 }
 
 #[tokio::main]
@@ -96,6 +128,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     serve_telemetry(args.metrics_bind, metrics.clone(), ready.clone()).await?;
+    let network_policy = args
+        .network_policies
+        .then(|| operator_pods(&args.lease_namespace, &args.operator_pod_labels))
+        .transpose()?;
     let identity = args
         .identity
         .unwrap_or_else(|| format!("weir-operator-{}", std::process::id()));
@@ -112,6 +148,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics,
         default_image: args.default_image,
         admin_url: names::admin_url,
+        tokens: Default::default(),
+        network_policy,
     });
     // Not ready until StreamJobs can be listed (the CRD is installed, RBAC allows it).
     while let Err(e) = controller::preflight(&client, &namespaces).await {

@@ -157,6 +157,10 @@ pub enum Action {
         lineage: String,
         /// What the coordinator restores.
         restore: Restore,
+        /// The deployment whose state is still in the legacy storage root (`<name>/`, a
+        /// deployment made before roots were per namespace): `weir coordinator
+        /// --migrate-lineage`.
+        migrate_lineage: Option<String>,
     },
     /// Delete the coordinator and workers (the job, if still running, is cancelled).
     DeleteCluster,

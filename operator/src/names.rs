@@ -27,6 +27,11 @@ pub const CONTROL_PORT: i32 = 6123;
 pub const ADMIN_PORT: i32 = 8081;
 /// Port of a worker's data server (peers connect to it).
 pub const DATA_PORT: i32 = 6124;
+/// Where the job's admin token Secret is mounted in its pods.
+pub const ADMIN_TOKEN_DIR: &str = "/var/run/weir/admin-token";
+/// The environment variable naming the token file (`weir coordinator|worker
+/// --admin-token-file`).
+pub const ADMIN_TOKEN_ENV: &str = "WEIR_ADMIN_TOKEN_FILE";
 /// Where the manifest is mounted in the job's pods.
 pub const MANIFEST_DIR: &str = "/etc/weir";
 /// The manifest's file name in [`MANIFEST_DIR`] and its key in the ConfigMap.
@@ -50,6 +55,21 @@ pub fn workers(job: &str) -> String {
 /// The ConfigMap holding the deployed manifest.
 pub fn config_map(job: &str) -> String {
     format!("{job}-manifest")
+}
+
+/// The job's NetworkPolicy.
+pub fn network_policy(job: &str) -> String {
+    format!("{job}-job")
+}
+
+/// The Secret holding the job's admin token (key [`weir_api_types::ADMIN_TOKEN_KEY`]).
+pub fn admin_token_secret(job: &str) -> String {
+    format!("{job}-admin-token")
+}
+
+/// The token file inside the job's containers.
+pub fn admin_token_file() -> String {
+    format!("{ADMIN_TOKEN_DIR}/{}", weir_api_types::ADMIN_TOKEN_KEY)
 }
 
 /// The pre-flight check Job of `generation`.

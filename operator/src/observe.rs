@@ -11,7 +11,9 @@ use kube::Api;
 use weir_api_types::CompatibilityReport;
 use weir_crds::{StreamJobStatus, UpgradePhase};
 
-use crate::coordinator_api::CoordinatorApi;
+use crate::admin_token::{fetch_admin_token, AdminTokens};
+use crate::build::Target;
+use crate::coordinator_api::{CoordinatorApi, JobEndpoint};
 use crate::error::{CoordinatorError, Error};
 use crate::model::{CheckOutcome, Observed, ObservedCheck, ObservedJob};
 use crate::names;
@@ -26,6 +28,10 @@ pub struct Scope<'a> {
     pub name: &'a str,
     /// The coordinator's admin API base URL.
     pub admin_url: String,
+    /// The StreamJob (for its admin token Secret).
+    pub target: &'a Target,
+    /// The admin tokens the operator knows.
+    pub tokens: &'a AdminTokens,
     /// The admin API client.
     pub coordinator: &'a Arc<dyn CoordinatorApi>,
 }
@@ -59,12 +65,15 @@ pub async fn observe_job(scope: &Scope<'_>, status: &StreamJobStatus) -> Result<
     };
     if coordinator.is_some() {
         let api = scope.coordinator.clone();
-        let base = scope.admin_url.clone();
+        let endpoint = JobEndpoint {
+            url: scope.admin_url.clone(),
+            token: fetch_admin_token(scope.client, scope.target, scope.tokens).await?,
+        };
         let trigger = Observed::awaited_trigger(status);
         let (job, savepoint) = blocking(move || {
-            let job = api.job(&base)?;
+            let job = api.job(&endpoint)?;
             let savepoint = match (&job, trigger) {
-                (Some(_), Some(id)) => api.savepoint(&base, &id)?,
+                (Some(_), Some(id)) => api.savepoint(&endpoint, &id)?,
                 _ => None,
             };
             Ok::<_, CoordinatorError>((job, savepoint))

@@ -6,6 +6,9 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
@@ -22,6 +25,8 @@ struct Rendered {
     cluster_role_bindings: Vec<ClusterRoleBinding>,
     roles: Vec<Role>,
     role_bindings: Vec<RoleBinding>,
+    admission_policies: Vec<ValidatingAdmissionPolicy>,
+    admission_policy_bindings: Vec<ValidatingAdmissionPolicyBinding>,
 }
 
 /// Lints and renders the chart; every rendered document parsed by its kind.
@@ -66,6 +71,8 @@ fn render() -> BTreeMap<String, Rendered> {
                 "ClusterRoleBinding" => typed!(cluster_role_bindings),
                 "Role" => typed!(roles),
                 "RoleBinding" => typed!(role_bindings),
+                "ValidatingAdmissionPolicy" => typed!(admission_policies),
+                "ValidatingAdmissionPolicyBinding" => typed!(admission_policy_bindings),
                 other => panic!("{set}: unexpected kind `{other}`"),
             }
         }
@@ -105,6 +112,12 @@ fn operator_rules() -> Vec<PolicyRule> {
         ),
         rule("", &["pods"], &["list"]),
         rule("", &["configmaps", "services"], &["create", "patch"]),
+        rule("", &["secrets"], &["get", "create", "delete"]),
+        rule(
+            "networking.k8s.io",
+            &["networkpolicies"],
+            &["create", "patch"],
+        ),
         rule("events.k8s.io", &["events"], &["create", "patch"]),
     ]
 }
@@ -147,6 +160,25 @@ fn the_chart_lints_renders_and_parses_as_kubernetes_objects() {
             .map(|e| (e.name.as_str(), e.value.clone()))
             .collect();
         let namespaces = env["WEIR_NAMESPACES"].clone().unwrap_or_default();
+        // NetworkPolicies by default, admitting the pods this Deployment makes.
+        assert_eq!(
+            env["WEIR_NETWORK_POLICIES"].as_deref(),
+            Some("true"),
+            "{set}"
+        );
+        let operator_labels = env["WEIR_OPERATOR_POD_LABELS"].clone().unwrap_or_default();
+        let template_labels = d.spec.template.metadata.as_ref().unwrap().labels.clone();
+        for kv in operator_labels.split(',') {
+            let (k, v) = kv.split_once('=').expect("k=v");
+            assert_eq!(
+                template_labels
+                    .as_ref()
+                    .and_then(|l| l.get(k))
+                    .map(String::as_str),
+                Some(v),
+                "{set}: WEIR_OPERATOR_POD_LABELS names the operator pods' label {k}"
+            );
+        }
         // Leader election: a Role on Leases in the release namespace only.
         let lease = r
             .roles
@@ -196,6 +228,43 @@ fn the_chart_lints_renders_and_parses_as_kubernetes_objects() {
             .iter()
             .filter(|role| role.rules.as_deref() == Some(&operator_rules()[..]))
             .collect();
+        // The admission policy only when asked for, bound with its namespace selector.
+        if set == "cluster-wide" {
+            assert!(r.admission_policies.is_empty() && r.admission_policy_bindings.is_empty());
+        } else {
+            let policy = r.admission_policies[0].spec.as_ref().unwrap();
+            let rules: Vec<String> = policy
+                .validations
+                .iter()
+                .flatten()
+                .map(|v| v.expression.clone())
+                .collect();
+            assert_eq!(rules.len(), 3, "{rules:?}");
+            assert!(
+                rules[0].contains(r#"["registry.example.com/team-a/"]"#),
+                "{rules:?}"
+            );
+            assert!(rules[1].contains(r#"["jobs"]"#), "{rules:?}");
+            assert!(rules[2].contains("hostPath"), "{rules:?}");
+            let binding = &r.admission_policy_bindings[0].spec;
+            assert_eq!(
+                Some(&binding.policy_name),
+                r.admission_policies[0].metadata.name.as_ref()
+            );
+            assert_eq!(binding.validation_actions, ["Deny"]);
+            let selector = binding
+                .match_resources
+                .as_ref()
+                .and_then(|m| m.namespace_selector.as_ref())
+                .and_then(|s| s.match_labels.clone());
+            assert_eq!(
+                selector,
+                Some(BTreeMap::from([(
+                    "weir.dev/admission".to_string(),
+                    "on".to_string()
+                )]))
+            );
+        }
         if set == "cluster-wide" {
             assert_eq!(namespaces, "");
             assert_eq!(r.cluster_roles.len(), 1);
@@ -243,6 +312,7 @@ fn the_kubernetes_example_is_a_valid_stream_job_and_builds_its_objects() {
         spec,
         "1-1",
         &weir_operator::model::Restore::LatestCheckpoint,
+        None,
     );
     let pod = d.spec.template.spec.unwrap();
     assert_eq!(pod.containers[0].image.as_deref(), Some("weir:dev"));

@@ -32,7 +32,8 @@ fn create_deploys_restoring_the_latest_checkpoint_or_the_initial_savepoint() {
         [Action::Deploy {
             spec: Box::new(s.clone()),
             lineage: deployed.lineage.clone(),
-            restore: Restore::LatestCheckpoint
+            restore: Restore::LatestCheckpoint,
+            migrate_lineage: None,
         }]
     );
     assert!(is_true(&d.status, "Reconciling"));

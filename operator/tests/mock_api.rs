@@ -72,6 +72,10 @@ const APPLY_ALL: [&str; 5] = [
     "PATCH /apis/apps/v1/deployments/retail-coordinator",
     "PATCH /apis/apps/v1/statefulsets/retail-workers",
 ];
+/// Before the workloads of a deployment: the admin token Secret is read (and created when
+/// missing).
+const SECRET_GET: &str = "GET /api/v1/secrets/retail-admin-token";
+const SECRET_CREATE: &str = "POST /api/v1/secrets";
 const DELETE_WORKLOADS: [&str; 2] = [
     "DELETE /apis/apps/v1/deployments/retail-coordinator",
     "DELETE /apis/apps/v1/statefulsets/retail-workers",
@@ -144,6 +148,7 @@ async fn create_adds_the_finalizer_writes_status_then_applies_the_objects() {
             &["PATCH /apis/weir.dev/v1alpha1/streamjobs/retail"],
             &GET_WORKLOADS,
             &[STATUS, "EVENT"],
+            &[SECRET_GET, SECRET_CREATE],
             &APPLY_ALL,
         ])
     );
@@ -305,7 +310,12 @@ async fn upgrade_with_savepoint_checks_stops_records_the_location_then_replaces_
     coordinator.set_job(None, None);
     assert_eq!(
         lines(&reconcile_once(&kube, &ctx).await),
-        seq(&[&GET_WORKLOADS, &[STATUS, "EVENT"], &APPLY_ALL])
+        seq(&[
+            &GET_WORKLOADS,
+            &[STATUS, "EVENT"],
+            &[SECRET_GET],
+            &APPLY_ALL
+        ])
     );
     let args = container_args(&stored(&kube, &deployment()));
     assert_eq!(&args[2..4], ["--workers", "3"]);
@@ -481,4 +491,57 @@ async fn a_malformed_stream_job_is_refused_with_a_warning_and_nothing_is_created
     assert!(kube
         .get(&path("apps/v1", NS, "deployments", "other-coordinator"))
         .is_some());
+}
+
+#[tokio::test]
+async fn the_admin_token_secret_is_created_once_mounted_and_sent_to_the_coordinator() {
+    let (kube, coordinator, _ctx) = running_job().await;
+    let secret = stored(&kube, &path("v1", NS, "secrets", "retail-admin-token"));
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["uid"],
+        "uid-retail"
+    );
+    assert_eq!(secret["immutable"], true);
+    let token = weir_operator::build::admin_token_of(
+        &serde_json::from_value(secret.clone()).expect("a Secret"),
+    )
+    .expect("a token under key `token`");
+    // The operator observed the job with the Secret's token.
+    assert_eq!(coordinator.last_token(), Some(token));
+    // Coordinator and workers read it from the mounted Secret.
+    for p in [deployment(), statefulset()] {
+        let pod = &stored(&kube, &p)["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        assert!(
+            container["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["name"] == "WEIR_ADMIN_TOKEN_FILE"
+                    && e["value"] == "/var/run/weir/admin-token/token"),
+            "{p}"
+        );
+        let volume = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "admin-token")
+            .expect("admin token volume");
+        assert_eq!(volume["secret"]["secretName"], "retail-admin-token");
+        assert!(container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "admin-token" && m["readOnly"] == true));
+    }
+    // The manifest names the namespace and the UID: the job's storage root and its owner.
+    let manifest = stored(&kube, &config_map())["data"]["job.yaml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let loaded = weir_operator::crds::load_manifest(&manifest).unwrap();
+    assert_eq!(
+        (loaded.namespace.as_deref(), loaded.uid.as_deref()),
+        (Some(NS), Some("uid-retail"))
+    );
 }

@@ -56,6 +56,7 @@ fn arguments_from_secrets_reach_every_pod_by_reference() {
         spec,
         "1-1",
         &weir_operator::model::Restore::LatestCheckpoint,
+        None,
     )
     .spec
     .template

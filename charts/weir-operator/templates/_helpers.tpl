@@ -33,7 +33,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/*
 The rules the controller needs, and nothing more: StreamJobs (watch, finalizer patch,
 status), the workloads it owns, the check Jobs and their pods (the report), the manifest
-ConfigMaps and Services (server-side apply: create and patch), Events.
+ConfigMaps, Services and NetworkPolicies (server-side apply: create and patch), the jobs'
+admin token Secrets (read, created once, replaced when another StreamJob's), Events.
 */}}
 {{- define "weir-operator.rules" -}}
 - apiGroups: ["weir.dev"]
@@ -56,6 +57,12 @@ ConfigMaps and Services (server-side apply: create and patch), Events.
   verbs: ["list"]
 - apiGroups: [""]
   resources: ["configmaps", "services"]
+  verbs: ["create", "patch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "delete"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
   verbs: ["create", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]

@@ -22,6 +22,8 @@ pub const RUNTIME_IMAGE: &str = "weir:dev";
 /// built as `examples/fraud-detection/Dockerfile` builds it (its binary registers the
 /// `fraud-detection` job next to the built-in ones).
 pub const USER_IMAGE: &str = "fraud-detection:e2e";
+/// An image with `curl` (the host's), for a pod of another workload calling a job's ports.
+pub const CURL_IMAGE: &str = "curlimages/curl:8.11.1";
 /// Image reference of the operator in the test cluster (as `docs/operator.md` builds it).
 pub const OPERATOR_IMAGE: &str = "weir-operator:dev";
 /// Namespace the chart is installed into.
@@ -50,7 +52,7 @@ pub fn target_bin(name: &str) -> PathBuf {
 
 /// The image table: the runtime image runs `weir` from this tree and holds the example's
 /// input at the path the Dockerfile puts it; the user image runs the fraud-detection
-/// example's binary; the operator image runs `weir-operator`.
+/// example's binary; the operator image runs `weir-operator`; the curl image the host's curl.
 pub fn images() -> Images {
     let weir = weir_e2e::weir_bin();
     let operator = target_bin("weir-operator");
@@ -78,6 +80,18 @@ pub fn images() -> Images {
         Image {
             entrypoint: vec!["/usr/local/bin/weir".into()],
             binaries: [("/usr/local/bin/weir".to_string(), user)].into(),
+            ..Default::default()
+        },
+    );
+    table.0.insert(
+        CURL_IMAGE.into(),
+        Image {
+            entrypoint: vec!["/usr/bin/curl".into()],
+            binaries: [
+                ("/usr/bin/curl".to_string(), PathBuf::from("/usr/bin/curl")),
+                ("curl".to_string(), PathBuf::from("/usr/bin/curl")),
+            ]
+            .into(),
             ..Default::default()
         },
     );

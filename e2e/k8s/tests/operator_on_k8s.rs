@@ -10,14 +10,18 @@
 //! Stalled, then fixed), a rolling restart of the operator itself, deletion with a final
 //! savepoint, and a new job restored from that savepoint running to the end through a deleted
 //! worker pod, a deleted coordinator pod and a restarted API server: its committed output is
-//! exactly the reference output.
+//! exactly the reference output. On the way: the job's admin token Secret and NetworkPolicy,
+//! a 401 for a pod of another workload without the token or with another, and the chart's
+//! admission policy refusing a hostPath volume and a foreign image on the real API server.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use weir_e2e::console_doc::steps;
 use weir_e2e::doc_session::DocSession;
-use weir_e2e_k8s::cluster::{TestCluster, BUCKET, OPERATOR_NAMESPACE, RUNTIME_IMAGE, USER_IMAGE};
+use weir_e2e_k8s::cluster::{
+    TestCluster, BUCKET, CURL_IMAGE, OPERATOR_NAMESPACE, RUNTIME_IMAGE, USER_IMAGE,
+};
 use weir_e2e_k8s::control_plane;
 
 const NAME: &str = "retail-revenue";
@@ -159,8 +163,8 @@ fn savepoints(c: &TestCluster) -> Vec<String> {
 /// cluster's kubectl and kubeconfig, and checked against the output the document shows. The
 /// cluster has what the document's setup gives (the chart, images `weir:dev` and
 /// `weir-operator:dev`, Secret `weir-s3`, bucket `weir` at `minio.weir-system.svc:9000`), so
-/// `examples/retail-revenue-k8s.yaml` is applied unchanged. Ends with the store emptied: a
-/// StreamJob created again under the same name resumes the latest checkpoint under that name.
+/// `examples/retail-revenue-k8s.yaml` is applied unchanged. Ends with the store emptied (a
+/// StreamJob created again under the same name would start empty anyway: another UID).
 fn quickstart_kubernetes_step(c: &TestCluster) {
     let doc_path = weir_e2e::repo_root().join("docs/quickstart.md");
     let doc = std::fs::read_to_string(&doc_path).expect("read docs/quickstart.md");
@@ -224,13 +228,134 @@ fn quickstart_kubernetes_step(c: &TestCluster) {
     let _ = std::fs::remove_dir_all(output);
 }
 
+/// Runs a pod of another workload in the job's namespace that calls `path` of the job's admin
+/// API through its Service, sending `token` as a bearer token (none: no header); returns the
+/// JSON answer (curl writes the body to the pod's termination message).
+fn call_from_another_pod(c: &TestCluster, pod: &str, path: &str, token: Option<&str>) -> Value {
+    let url = format!("http://{NAME}-coordinator.default.svc:8081{path}");
+    let mut args = vec!["-s", "-o", "/dev/termination-log", "--max-time", "10"];
+    let header = token.map(|t| format!("Authorization: Bearer {t}"));
+    if let Some(h) = &header {
+        args.extend(["-H", h.as_str()]);
+    }
+    args.push(&url);
+    c.apply(&json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": pod, "namespace": "default"},
+        "spec": {"restartPolicy": "Never", "containers": [{
+            "name": "curl", "image": CURL_IMAGE, "args": args,
+        }]},
+    }));
+    let done = c.wait_json(&[&format!("pod/{pod}")], STEP, |p| {
+        p["status"]["phase"] == "Succeeded" || p["status"]["phase"] == "Failed"
+    });
+    let message = done["status"]["containerStatuses"][0]["state"]["terminated"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    c.kubectl_ok(&["delete", &format!("pod/{pod}"), "--wait=false"]);
+    serde_json::from_str(&message).unwrap_or_else(|e| panic!("{pod}: not JSON ({e}): {message}"))
+}
+
+/// What a shared cluster needs of the running example: its own admin token Secret, a
+/// NetworkPolicy that admits the operator to the admin port and the job's pods to its other
+/// ports, and a 401 for any pod without the token or with another.
+fn another_workload_cannot_reach_the_job(c: &TestCluster) {
+    let secret: Value = serde_json::from_str(&c.kubectl_ok(&[
+        "get",
+        "secret",
+        &format!("{NAME}-admin-token"),
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["kind"],
+        "StreamJob"
+    );
+    let policy: Value = serde_json::from_str(&c.kubectl_ok(&[
+        "get",
+        "networkpolicy",
+        &format!("{NAME}-job"),
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let ports = |rule: &Value| -> Vec<i64> {
+        rule["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["port"].as_i64())
+            .collect()
+    };
+    assert_eq!(ports(&policy["spec"]["ingress"][0]), [8081]);
+    assert_eq!(
+        policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]
+            ["kubernetes.io/metadata.name"],
+        OPERATOR_NAMESPACE
+    );
+    assert_eq!(ports(&policy["spec"]["ingress"][1]), [6123, 6124]);
+    // The test cluster enforces no NetworkPolicy: the token alone keeps the other pod out.
+    let wrong = "another-jobs-token-0123456789abcdef0123456789abcdef";
+    for (pod, token) in [
+        ("intruder-no-token", None),
+        ("intruder-wrong-token", Some(wrong)),
+    ] {
+        for (i, path) in ["/v1/job", "/metrics"].into_iter().enumerate() {
+            let answer = call_from_another_pod(c, &format!("{pod}-{i}"), path, token);
+            assert_eq!(answer["code"], "unauthorized", "{pod} {path}: {answer}");
+        }
+    }
+}
+
+/// The chart's admission policy (installed for namespaces labelled `weir.dev/admission: on`)
+/// refuses a StreamJob with a hostPath volume or an image outside the allowed prefixes,
+/// naming the rule.
+fn the_admission_policy_refuses_what_it_must(c: &TestCluster, example: &serde_yaml::Value) {
+    c.apply(&json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "restricted", "labels": {"weir.dev/admission": "on"}},
+    }));
+    let mut base: Value = serde_json::to_value(example).unwrap();
+    base["metadata"] = json!({"name": "guarded", "namespace": "restricted"});
+    // The example mounts a hostPath: refused.
+    let (ok, text) = c.kubectl(&["apply", "-f", "-"], Some(&base.to_string()));
+    assert!(!ok && text.contains("forbidHostPath"), "{text}");
+    // Without it, but with an image from elsewhere: refused, naming the allowed prefixes.
+    let mut other = base.clone();
+    for part in ["coordinator", "workers"] {
+        other["spec"][part] = json!({});
+    }
+    other["spec"]["image"] = json!("evil.example.com/miner:1");
+    let (ok, text) = c.kubectl(&["apply", "-f", "-"], Some(&other.to_string()));
+    assert!(!ok && text.contains("allowedImagePrefixes"), "{text}");
+    // The same StreamJob on an allowed image is admitted (and deleted again at once).
+    other["spec"]["image"] = json!(RUNTIME_IMAGE);
+    other["spec"]["job"]["state"] = json!("suspended");
+    let (ok, text) = c.kubectl(&["apply", "-f", "-"], Some(&other.to_string()));
+    assert!(ok, "{text}");
+    c.kubectl_ok(&[
+        "-n",
+        "restricted",
+        "delete",
+        "streamjob/guarded",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+}
+
 /// The output directory of `examples/retail-revenue-k8s.yaml` on the node (its hostPath).
 const QUICKSTART_OUTPUT: &str = "/var/lib/weir/output/retail-revenue";
 
 #[test]
 fn the_operator_runs_a_job_through_its_lifecycle_on_a_real_control_plane() {
     let c = TestCluster::start(std::path::Path::new(env!("CARGO_BIN_EXE_weir-node-agent")));
-    c.install_chart(json!({}));
+    c.install_chart(json!({"admissionPolicy": {
+        "enabled": true,
+        "allowedImagePrefixes": ["weir:", "fraud-detection:"],
+        "namespaceSelector": {"matchLabels": {"weir.dev/admission": "on"}},
+    }}));
     c.kubectl_ok(&[
         "create",
         "secret",
@@ -307,6 +432,8 @@ fn the_operator_runs_a_job_through_its_lifecycle_on_a_real_control_plane() {
     );
     assert!(ok, "{text}\n{}", c.diagnostics());
     let first = c.wait_json(&[&sj], STEP, |j| stable_at(j, 1));
+    another_workload_cannot_reach_the_job(&c);
+    the_admission_policy_refuses_what_it_must(&c, &manifest);
     // Checkpoints reach the store through the pods' network.
     let start = Instant::now();
     while c

@@ -70,7 +70,7 @@ pub fn build_check_job(
             env: Vec::new(),
             annotations: BTreeMap::from([(
                 names::ANNOTATION_MANIFEST.to_string(),
-                manifest_yaml(&target.name, spec),
+                manifest_yaml(target, spec),
             )]),
         },
     );

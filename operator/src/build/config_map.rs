@@ -8,13 +8,15 @@ use weir_crds::StreamJobSpec;
 use super::Target;
 use crate::names;
 
-/// The manifest `weir` reads (`apiVersion`, `kind`, `metadata.name`, `spec`) as YAML. Only
-/// the name is kept from the metadata: it names the job's directory in checkpoint storage.
-pub fn manifest_yaml(name: &str, spec: &StreamJobSpec) -> String {
+/// The manifest `weir` reads (`apiVersion`, `kind`, `metadata`, `spec`) as YAML. The metadata
+/// keeps the name and namespace, which give the job's storage root
+/// (`<storage>/<namespace>/<name>/`), and the UID, which the job's lineage records so a
+/// StreamJob re-created under the same name never restores its predecessor's state.
+pub fn manifest_yaml(target: &Target, spec: &StreamJobSpec) -> String {
     let doc = serde_json::json!({
         "apiVersion": "weir.dev/v1alpha1",
         "kind": "StreamJob",
-        "metadata": { "name": name },
+        "metadata": { "name": target.name, "namespace": target.namespace, "uid": target.uid },
         "spec": spec,
     });
     serde_yaml::to_string(&doc).expect("invariant: a spec serializes to YAML")
@@ -26,7 +28,7 @@ pub fn build_config_map(target: &Target, spec: &StreamJobSpec) -> ConfigMap {
         metadata: target.metadata(names::config_map(&target.name), "coordinator"),
         data: Some(BTreeMap::from([(
             names::MANIFEST_FILE.to_string(),
-            manifest_yaml(&target.name, spec),
+            manifest_yaml(target, spec),
         )])),
         ..Default::default()
     }

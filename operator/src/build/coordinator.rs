@@ -19,8 +19,14 @@ pub(super) fn worker_count(spec: &StreamJobSpec) -> i32 {
 
 /// The `weir coordinator` arguments of a deployment: the manifest, the number of workers,
 /// `--lineage` (a restarted coordinator of the same deployment resumes its own checkpoints),
-/// `--linger` (the final savepoint stays readable after a stop) and what to restore.
-pub fn coordinator_args(spec: &StreamJobSpec, lineage: &str, restore: &Restore) -> Vec<String> {
+/// `--linger` (the final savepoint stays readable after a stop), what to restore, and
+/// `--migrate-lineage` when the deployment before it kept its state in the legacy root.
+pub fn coordinator_args(
+    spec: &StreamJobSpec,
+    lineage: &str,
+    restore: &Restore,
+    migrate_lineage: Option<&str>,
+) -> Vec<String> {
     let mut args = vec![
         "coordinator".to_string(),
         pod::manifest_path(),
@@ -35,6 +41,9 @@ pub fn coordinator_args(spec: &StreamJobSpec, lineage: &str, restore: &Restore) 
         Restore::LatestCheckpoint => {}
         Restore::Savepoint(uri) => args.extend(["--from-savepoint".to_string(), uri.clone()]),
     }
+    if let Some(l) = migrate_lineage {
+        args.extend(["--migrate-lineage".to_string(), l.to_string()]);
+    }
     args
 }
 
@@ -45,9 +54,11 @@ pub fn build_coordinator(
     spec: &StreamJobSpec,
     lineage: &str,
     restore: &Restore,
+    migrate_lineage: Option<&str>,
 ) -> Deployment {
     let (scratch, scratch_mount) = pod::scratch();
     let (manifest, manifest_mount) = pod::manifest_volume(target);
+    let (token, token_mount) = pod::admin_token_volume(target);
     let http = |path: &str| HTTPGetAction {
         path: Some(path.into()),
         port: IntOrString::Int(names::ADMIN_PORT),
@@ -55,7 +66,7 @@ pub fn build_coordinator(
     };
     let container = Container {
         name: "coordinator".into(),
-        args: Some(coordinator_args(spec, lineage, restore)),
+        args: Some(coordinator_args(spec, lineage, restore, migrate_lineage)),
         ports: Some(vec![
             ContainerPort {
                 name: Some("control".into()),
@@ -74,7 +85,7 @@ pub fn build_coordinator(
             failure_threshold: Some(6),
             ..Default::default()
         }),
-        volume_mounts: Some(vec![manifest_mount, scratch_mount]),
+        volume_mounts: Some(vec![manifest_mount, scratch_mount, token_mount]),
         ..Default::default()
     };
     let template = pod::template(
@@ -84,8 +95,8 @@ pub fn build_coordinator(
             name: "coordinator",
             overrides: &spec.coordinator,
             container,
-            volumes: vec![manifest, scratch],
-            env: Vec::new(),
+            volumes: vec![manifest, scratch, token],
+            env: vec![pod::admin_token_env()],
             annotations: BTreeMap::from([(
                 names::ANNOTATION_LINEAGE.to_string(),
                 lineage.to_string(),

@@ -1,16 +1,20 @@
 //! Pure builders: the Kubernetes objects of a StreamJob, one file per kind, each a function of
 //! the spec and a [`Target`] (no I/O). The shell applies them with server-side apply.
 
+mod admin_token;
 mod check_job;
 mod config_map;
 mod coordinator;
+mod network_policy;
 mod pod;
 mod services;
 mod workers;
 
+pub use admin_token::{admin_token_of, build_admin_token_secret};
 pub use check_job::build_check_job;
 pub use config_map::{build_config_map, manifest_yaml};
 pub use coordinator::build_coordinator;
+pub use network_policy::{build_network_policy, OperatorPods};
 pub use pod::{container_security_context, pod_security_context};
 pub use services::{build_coordinator_service, build_workers_service};
 pub use workers::build_workers;

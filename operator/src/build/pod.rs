@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecretKeySelector,
-    SecurityContext, Volume, VolumeMount,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use weir_crds::{PodOverrides, StreamJobSpec};
@@ -144,6 +144,38 @@ pub(super) fn manifest_mount() -> VolumeMount {
         name: "manifest".into(),
         mount_path: names::MANIFEST_DIR.into(),
         read_only: Some(true),
+        ..Default::default()
+    }
+}
+
+/// The admin token volume from Secret `<name>-admin-token` (files 0440: readable by the
+/// `fsGroup`, the job's group) and its read-only mount at [`names::ADMIN_TOKEN_DIR`].
+pub(super) fn admin_token_volume(target: &Target) -> (Volume, VolumeMount) {
+    (
+        Volume {
+            name: "admin-token".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(names::admin_token_secret(&target.name)),
+                default_mode: Some(0o440),
+                optional: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "admin-token".into(),
+            mount_path: names::ADMIN_TOKEN_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+    )
+}
+
+/// `WEIR_ADMIN_TOKEN_FILE`: where `weir coordinator` and `weir worker` read the token.
+pub(super) fn admin_token_env() -> EnvVar {
+    EnvVar {
+        name: names::ADMIN_TOKEN_ENV.into(),
+        value: Some(names::admin_token_file()),
         ..Default::default()
     }
 }

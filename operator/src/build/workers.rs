@@ -16,6 +16,7 @@ use crate::names;
 /// annotation starts new pods with each deployment.
 pub fn build_workers(target: &Target, spec: &StreamJobSpec, lineage: &str) -> StatefulSet {
     let (scratch, scratch_mount) = pod::scratch();
+    let (token, token_mount) = pod::admin_token_volume(target);
     let container = Container {
         name: "worker".into(),
         args: Some(vec!["worker".into()]),
@@ -24,7 +25,7 @@ pub fn build_workers(target: &Target, spec: &StreamJobSpec, lineage: &str) -> St
             container_port: names::DATA_PORT,
             ..Default::default()
         }]),
-        volume_mounts: Some(vec![scratch_mount]),
+        volume_mounts: Some(vec![scratch_mount, token_mount]),
         ..Default::default()
     };
     let setting = |name: &str, value: String| EnvVar {
@@ -39,10 +40,11 @@ pub fn build_workers(target: &Target, spec: &StreamJobSpec, lineage: &str) -> St
             name: "worker",
             overrides: &spec.workers,
             container,
-            volumes: vec![scratch],
+            volumes: vec![scratch, token],
             env: vec![
                 setting("WEIR_COORDINATOR", names::control_address(&target.name)),
                 setting("WEIR_DATA_BIND", format!("0.0.0.0:{}", names::DATA_PORT)),
+                pod::admin_token_env(),
             ],
             annotations: BTreeMap::from([(
                 names::ANNOTATION_LINEAGE.to_string(),

@@ -12,7 +12,7 @@ use kube::client::Body;
 use serde_json::{json, Value};
 use weir_api_types::{CheckpointsInfo, JobInfo, SavepointState, SavepointStatus};
 use weir_operator::controller::Context;
-use weir_operator::coordinator_api::CoordinatorApi;
+use weir_operator::coordinator_api::{CoordinatorApi, JobEndpoint};
 use weir_operator::error::CoordinatorError;
 use weir_operator::metrics::Metrics;
 
@@ -285,9 +285,16 @@ struct Coord {
     checkpoint: Option<u64>,
     savepoints: HashMap<String, SavepointStatus>,
     calls: Vec<String>,
+    /// The token the last `GET /v1/job` carried.
+    token: Option<weir_api_types::AdminToken>,
 }
 
 impl FakeCoordinator {
+    /// The admin token the operator sent with its last observation of the job.
+    pub fn last_token(&self) -> Option<weir_api_types::AdminToken> {
+        self.state.lock().unwrap().token.clone()
+    }
+
     /// The coordinator answers with job state `state` (`None`: nothing answers) and
     /// `checkpoint` as its latest completed checkpoint.
     pub fn set_job(&self, state: Option<&str>, checkpoint: Option<u64>) {
@@ -320,8 +327,12 @@ impl FakeCoordinator {
 }
 
 impl CoordinatorApi for FakeCoordinator {
-    fn job(&self, _base: &str) -> Result<Option<(JobInfo, CheckpointsInfo)>, CoordinatorError> {
-        let s = self.state.lock().unwrap();
+    fn job(
+        &self,
+        job: &JobEndpoint,
+    ) -> Result<Option<(JobInfo, CheckpointsInfo)>, CoordinatorError> {
+        let mut s = self.state.lock().unwrap();
+        s.token = job.token.clone();
         let Some(state) = &s.job_state else {
             return Ok(None);
         };
@@ -343,7 +354,7 @@ impl CoordinatorApi for FakeCoordinator {
 
     fn savepoint(
         &self,
-        _base: &str,
+        _: &JobEndpoint,
         id: &str,
     ) -> Result<Option<SavepointStatus>, CoordinatorError> {
         Ok(self.state.lock().unwrap().savepoints.get(id).cloned())
@@ -351,7 +362,7 @@ impl CoordinatorApi for FakeCoordinator {
 
     fn trigger_savepoint(
         &self,
-        _: &str,
+        _: &JobEndpoint,
         id: &str,
         dir: Option<&str>,
     ) -> Result<(), CoordinatorError> {
@@ -361,7 +372,7 @@ impl CoordinatorApi for FakeCoordinator {
 
     fn stop_with_savepoint(
         &self,
-        _: &str,
+        _: &JobEndpoint,
         id: &str,
         dir: Option<&str>,
     ) -> Result<(), CoordinatorError> {
@@ -371,7 +382,7 @@ impl CoordinatorApi for FakeCoordinator {
         Ok(())
     }
 
-    fn dispose_savepoint(&self, _: &str, location: &str) -> Result<(), CoordinatorError> {
+    fn dispose_savepoint(&self, _: &JobEndpoint, location: &str) -> Result<(), CoordinatorError> {
         self.state
             .lock()
             .unwrap()
@@ -396,6 +407,8 @@ pub fn context(kube: &FakeKube, coordinator: Arc<FakeCoordinator>) -> Arc<Contex
         metrics: Arc::new(Metrics::default()),
         default_image: "weir:test".into(),
         admin_url: weir_operator::names::admin_url,
+        tokens: Default::default(),
+        network_policy: None,
     })
 }
 

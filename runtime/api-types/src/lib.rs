@@ -4,6 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+mod token;
+pub use token::{AdminToken, TokenError, ADMIN_TOKEN_KEY};
+
 /// `GET /v1/job`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

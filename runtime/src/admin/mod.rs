@@ -15,6 +15,9 @@
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /readyz` | 200 once the tasks run, else 503 |
 //!
+//! With a token (always on Kubernetes and under `weir run`), every path but `/healthz` and
+//! `/readyz` needs `Authorization: Bearer <token>`, else 401 `unauthorized`.
+//!
 //! The body types live in the `weir-api-types` crate; `runtime/admin-api.yaml` is the
 //! OpenAPI description.
 
@@ -22,8 +25,8 @@ mod request;
 mod server;
 
 pub use request::AdminRequest;
-pub use server::{discovery_file, serve, AdminServer};
+pub use server::{discovery_file, serve, token_file, write_token_file, AdminServer};
 pub use weir_api_types::{
-    ApiError, CheckpointInfo, CheckpointsInfo, JobInfo, JobRunState, SavepointState,
+    AdminToken, ApiError, CheckpointInfo, CheckpointsInfo, JobInfo, JobRunState, SavepointState,
     SavepointStatus, StopRequest, StopResponse, TriggerRequest, TriggerResponse,
 };

@@ -16,7 +16,8 @@ use tokio::sync::oneshot;
 
 use super::request::AdminRequest;
 use weir_api_types::{
-    ApiError, DisposeRequest, StopRequest, StopResponse, TriggerRequest, TriggerResponse,
+    AdminToken, ApiError, DisposeRequest, StopRequest, StopResponse, TriggerRequest,
+    TriggerResponse,
 };
 
 /// A running admin server.
@@ -47,6 +48,7 @@ impl Drop for AdminServer {
     fn drop(&mut self) {
         if let Some(d) = &self.discovery {
             let _ = std::fs::remove_file(d);
+            let _ = std::fs::remove_file(d.with_extension("admin-token"));
         }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -80,17 +82,48 @@ impl IntoResponse for Error {
     }
 }
 
-/// Starts the server on `bind` (port 0 = any free port) and, given `local_dir`, writes its
-/// URL to the discovery file of `local_dir`. `s3` (the job's `checkpointing.s3`) applies to
-/// the `s3://` savepoint URIs of `POST /v1/savepoint-disposal`.
+/// The file in which a run publishes its admin token (mode 0600): `<local dir>.admin-token`.
+pub fn token_file(local_dir: &Path) -> PathBuf {
+    local_dir.with_extension("admin-token")
+}
+
+/// Writes `token` to `path`, readable and writable by its owner only (0600), replacing a
+/// stale file of an earlier run.
 ///
 /// # Errors
-/// I/O errors binding the address or writing the discovery file.
+/// I/O errors creating or writing the file.
+pub fn write_token_file(path: &Path, token: &AdminToken) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(token.expose().as_bytes())
+}
+
+/// Starts the server on `bind` (port 0 = any free port) and, given `local_dir`, writes its
+/// URL to the discovery file of `local_dir` (and `token`, when given, to its token file,
+/// mode 0600). `s3` (the job's `checkpointing.s3`) applies to the `s3://` savepoint URIs of
+/// `POST /v1/savepoint-disposal`.
+///
+/// With a `token`, every request but `GET /healthz` and `GET /readyz` (the kubelet's probes,
+/// which carry nothing and change nothing) needs `Authorization: Bearer <token>`; anything
+/// else is answered 401 `unauthorized` (JSON, `WWW-Authenticate: Bearer`) and changes nothing.
+///
+/// # Errors
+/// I/O errors binding the address or writing the discovery or token file.
 pub fn serve(
     bind: SocketAddr,
     local_dir: Option<&Path>,
     requests: Sender<AdminRequest>,
     s3: Option<weir_crds::S3Spec>,
+    token: Option<AdminToken>,
 ) -> std::io::Result<AdminServer> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -98,9 +131,10 @@ pub fn serve(
     let listener = rt.block_on(tokio::net::TcpListener::bind(bind))?;
     let addr = listener.local_addr()?;
     let ready = Arc::new(AtomicBool::new(false));
-    let app = Router::new()
+    let probes = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz));
+    let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/job", get(job))
         .route("/v1/jobs/{job_id}", get(job_by_id))
@@ -116,6 +150,11 @@ pub fn serve(
                 "no such endpoint; see runtime/admin-api.yaml",
             ))
         })
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(token.clone()),
+            authenticate,
+        ))
+        .merge(probes)
         .with_state(AppState {
             requests,
             ready: ready.clone(),
@@ -139,6 +178,9 @@ pub fn serve(
             let _ = stopped_tx.send(());
         })?;
     let discovery = local_dir.map(discovery_file);
+    if let (Some(dir), Some(t)) = (local_dir, &token) {
+        write_token_file(&token_file(dir), t)?;
+    }
     if let Some(d) = &discovery {
         std::fs::write(d, format!("http://{addr}\n"))?;
     }
@@ -150,6 +192,43 @@ pub fn serve(
         shutdown: Some(shutdown),
         stopped: Some(stopped),
     })
+}
+
+/// Admits a request that carries the job's token (or any request when the server has none);
+/// answers anything else 401 `unauthorized` without running its handler.
+async fn authenticate(
+    State(token): State<Arc<Option<AdminToken>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = token.as_ref() else {
+        return next.run(request).await;
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if token.admits(presented) {
+        return next.run(request).await;
+    }
+    crate::net::auth::count_refused(crate::net::auth::Port::Admin);
+    tracing::warn!(
+        method = %request.method(),
+        path = request.uri().path(),
+        with_credentials = presented.is_some(),
+        "admin request refused: no valid bearer token"
+    );
+    let mut response = Error(ApiError::new(
+        401,
+        "unauthorized",
+        "send the job's admin token as `Authorization: Bearer <token>` (on Kubernetes the Secret <job>-admin-token; under `weir run` the file <local state dir>.admin-token)",
+    ))
+    .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"weir\""),
+    );
+    response
 }
 
 /// Sends a request to the coordinator and waits for its answer.

@@ -5,7 +5,8 @@
 use std::collections::HashSet;
 
 use super::metadata::CheckpointMetadata;
-use crate::storage::paths::{join, LINEAGE, METADATA};
+use super::restore_point::LineageRecord;
+use crate::storage::paths::{join, parse_checkpoint_dir_name, LINEAGE, METADATA};
 use crate::storage::{CheckpointStorage, StorageError};
 
 /// An object nothing references.
@@ -20,14 +21,23 @@ pub struct Orphan {
 }
 
 /// The objects of `objects` (paths relative to the job root, with sizes) that no snapshot of
-/// `snapshots` ((directory relative to the job root, its metadata)) references.
+/// `snapshots` ((directory relative to the job root, its metadata)) references. Checkpoints
+/// with ids below `first_checkpoint` (the lineage's first, see
+/// [`crate::checkpoint::LineageRecord`]) belong to a predecessor, a StreamJob of the same
+/// name with another UID: they reference nothing, and their files are orphans.
 pub fn find_orphans(
     objects: &[(String, u64)],
     snapshots: &[(String, CheckpointMetadata)],
+    first_checkpoint: u64,
 ) -> Vec<Orphan> {
     let mut referenced: HashSet<String> = HashSet::from([LINEAGE.to_string()]);
+    let is_predecessor = |dir: &str| {
+        dir.strip_prefix("checkpoints/")
+            .and_then(parse_checkpoint_dir_name)
+            .is_some_and(|id| id < first_checkpoint)
+    };
     let dirs: HashSet<&str> = snapshots.iter().map(|(d, _)| d.as_str()).collect();
-    for (dir, m) in snapshots {
+    for (dir, m) in snapshots.iter().filter(|(d, _)| !is_predecessor(d)) {
         referenced.insert(join(dir, METADATA));
         for op in m.operators.values() {
             for s in &op.subtasks {
@@ -49,7 +59,9 @@ pub fn find_orphans(
         .filter(|(path, _)| !referenced.contains(path))
         .map(|(path, size)| {
             let parent = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-            let reason = if path.starts_with("shared/") {
+            let reason = if is_predecessor(parent) {
+                "checkpoint of a predecessor (a StreamJob of the same name with another UID)"
+            } else if path.starts_with("shared/") {
                 "shared file that no complete checkpoint references"
             } else if dirs.contains(parent) {
                 "file its checkpoint's _metadata does not list"
@@ -85,7 +97,10 @@ pub fn scan_job(storage: &dyn CheckpointStorage) -> Result<Vec<Orphan>, StorageE
             }
         }
     }
-    Ok(find_orphans(&objects, &snapshots))
+    let first = storage
+        .read(LINEAGE)?
+        .map_or(0, |b| LineageRecord::decode(&b).first_checkpoint);
+    Ok(find_orphans(&objects, &snapshots, first))
 }
 
 #[cfg(test)]
@@ -156,7 +171,7 @@ mod tests {
             "checkpoints/chk-2".to_string(),
             meta(&["shared/a.sst"], &["w-0-MANIFEST"]),
         )];
-        let orphans: Vec<String> = find_orphans(&objects, &snaps)
+        let orphans: Vec<String> = find_orphans(&objects, &snaps, 0)
             .into_iter()
             .map(|o| o.path)
             .collect();
@@ -168,5 +183,42 @@ mod tests {
                 "shared/b.sst"
             ]
         );
+    }
+
+    #[test]
+    fn a_predecessors_checkpoints_and_the_shared_files_only_they_use_are_orphans() {
+        let objects: Vec<(String, u64)> = [
+            "_lineage",
+            "checkpoints/chk-4/_metadata",
+            "checkpoints/chk-4/w-0-MANIFEST",
+            "checkpoints/chk-9/_metadata",
+            "checkpoints/chk-9/w-0-MANIFEST",
+            "shared/old.sst",
+            "shared/new.sst",
+        ]
+        .iter()
+        .map(|p| (p.to_string(), 10))
+        .collect();
+        let snaps = vec![
+            (
+                "checkpoints/chk-4".to_string(),
+                meta(&["shared/old.sst"], &["w-0-MANIFEST"]),
+            ),
+            (
+                "checkpoints/chk-9".to_string(),
+                meta(&["shared/new.sst"], &["w-0-MANIFEST"]),
+            ),
+        ];
+        let orphans = find_orphans(&objects, &snaps, 9);
+        let paths: Vec<&str> = orphans.iter().map(|o| o.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "checkpoints/chk-4/_metadata",
+                "checkpoints/chk-4/w-0-MANIFEST",
+                "shared/old.sst"
+            ]
+        );
+        assert!(orphans[0].reason.contains("predecessor"));
     }
 }

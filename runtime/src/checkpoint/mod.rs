@@ -20,4 +20,4 @@ pub use restore::{
     find_latest_checkpoint, load_snapshot, LoadedCheckpoint, RestorePlan, SkippedCheckpoint,
     Unrestorable,
 };
-pub use restore_point::{RestoreChoice, RestoreDecision, RestoreRequest};
+pub use restore_point::{LineageRecord, RestoreChoice, RestoreDecision, RestoreRequest};

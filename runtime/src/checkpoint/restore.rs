@@ -124,16 +124,23 @@ pub struct SkippedCheckpoint {
 
 /// The newest checkpoint that is complete and intact, loaded (`None` when there is none), and
 /// the newer ones skipped on the way. Incomplete (no `_metadata`) and corrupt checkpoints are
-/// skipped with a warning naming the reason, falling back to the previous one.
+/// skipped with a warning naming the reason, falling back to the previous one. Only ids from
+/// `since` on are considered: the history of the job's lineage
+/// ([`crate::checkpoint::LineageRecord::first_checkpoint`]); lower ids belong to a predecessor.
 ///
 /// # Errors
 /// [`StorageError`] when storage cannot be read at all.
 pub fn find_latest_checkpoint(
     storage: &dyn CheckpointStorage,
     paths: &JobPaths,
+    since: u64,
 ) -> Result<(Option<LoadedCheckpoint>, Vec<SkippedCheckpoint>), StorageError> {
     let mut skipped = Vec::new();
-    for id in list_checkpoint_ids(storage, paths)?.into_iter().rev() {
+    for id in list_checkpoint_ids(storage, paths)?
+        .into_iter()
+        .rev()
+        .take_while(|&id| id >= since)
+    {
         match load_snapshot(storage, &paths.checkpoint(id))? {
             Ok(c) => return Ok((Some(c), skipped)),
             Err(reason) => {

@@ -12,7 +12,7 @@ use clap::Args;
 use weir_api_types::CompatibilityReport;
 
 use crate::checkpoint::restore::list_checkpoint_ids;
-use crate::checkpoint::{incompatibilities, CheckpointMetadata};
+use crate::checkpoint::{incompatibilities, CheckpointMetadata, LineageRecord};
 use crate::jobs::Registry;
 use crate::runner::{error_chain, open_storage};
 use crate::storage::paths::{join, JobPaths, METADATA};
@@ -93,7 +93,10 @@ fn check(registry: &Registry, a: &CheckArgs) -> Result<CompatibilityReport, Fail
         None => {
             let storage =
                 open_storage(&spec.checkpointing.storage).map_err(|e| storage_error(&e))?;
-            latest_metadata(storage.as_ref(), &JobPaths::new(&loaded.name))?
+            latest_metadata(
+                storage.as_ref(),
+                &JobPaths::of_job(&loaded.name, loaded.namespace.as_deref()),
+            )?
         }
     };
     let Some((snapshot, metadata)) = found else {
@@ -116,13 +119,17 @@ fn check(registry: &Registry, a: &CheckArgs) -> Result<CompatibilityReport, Fail
     })
 }
 
-/// The newest complete checkpoint's location and metadata.
+/// The newest complete checkpoint of the job's lineage: its location and metadata.
 fn latest_metadata(
     storage: &dyn CheckpointStorage,
     paths: &JobPaths,
 ) -> Result<Option<(String, CheckpointMetadata)>, Failure> {
+    let since = storage
+        .read(&paths.lineage())
+        .map_err(|e| Failure::Storage(error_chain(&e)))?
+        .map_or(0, |b| LineageRecord::decode(&b).first_checkpoint);
     let ids = list_checkpoint_ids(storage, paths).map_err(|e| Failure::Storage(error_chain(&e)))?;
-    for id in ids.into_iter().rev() {
+    for id in ids.into_iter().rev().take_while(|&id| id >= since) {
         if let Some(m) = read_metadata(storage, &paths.checkpoint(id)).map_err(Failure::Storage)? {
             return Ok(Some((storage.uri(&paths.checkpoint(id)), m)));
         }

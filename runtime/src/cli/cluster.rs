@@ -53,6 +53,17 @@ pub(super) struct CoordinatorArgs {
     /// job's latest checkpoint.
     #[arg(long, env = "WEIR_LINEAGE")]
     lineage: Option<String>,
+    /// One-time migration of a job deployed before storage roots were per namespace (the
+    /// operator sets it): the deployment id whose lineage the legacy root `<storage>/<name>/`
+    /// holds. While the job's own root `<storage>/<namespace>/<name>/` has no checkpoint yet,
+    /// the legacy root's latest checkpoint of that lineage is restored.
+    #[arg(long)]
+    migrate_lineage: Option<String>,
+    /// File holding the job's admin token (the operator mounts its Secret here): every admin
+    /// request but /healthz and /readyz needs `Authorization: Bearer <token>`, and every worker
+    /// must present it when it registers. Without it both admit anyone.
+    #[arg(long, env = "WEIR_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
     /// After the job ends, keep serving the admin API (FINISHED, STOPPED, CANCELED) until
     /// terminated, so the final savepoint can be read.
     #[arg(long, env = "WEIR_LINGER")]
@@ -91,6 +102,19 @@ pub(super) struct WorkerArgs {
     /// Time between heartbeats.
     #[arg(long, default_value = "1s")]
     heartbeat_interval: String,
+    /// File holding the job's admin token (the operator mounts its Secret here): presented to
+    /// the coordinator and to peers, and required of peers opening data channels to this
+    /// worker. It must be the coordinator's.
+    #[arg(long, env = "WEIR_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+}
+
+/// The admin token in `path` (`--admin-token-file`).
+fn read_token_file(path: &std::path::Path) -> Result<weir_api_types::AdminToken, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--admin-token-file {}: {e}", path.display()))?;
+    weir_api_types::AdminToken::parse(&text)
+        .map_err(|e| format!("--admin-token-file {}: {e}", path.display()))
 }
 
 /// Prints a usage error and returns exit code 2.
@@ -119,6 +143,12 @@ pub(super) fn coordinator(registry: &Registry, a: CoordinatorArgs) -> i32 {
             from_savepoint: a.from_savepoint.clone(),
             fresh: a.fresh,
             lineage: a.lineage.clone(),
+            migrate_lineage: a.migrate_lineage.clone(),
+            admin_token: a
+                .admin_token_file
+                .as_deref()
+                .map(read_token_file)
+                .transpose()?,
             linger: a.linger,
             progress_interval: duration_arg("--progress-interval", &a.progress_interval)?,
             address_file: a.address_file.clone(),
@@ -165,6 +195,11 @@ pub(super) fn worker(registry: &Registry, a: WorkerArgs) -> i32 {
             connect_attempts: a.connect_attempts,
             connect_backoff: duration_arg("--connect-backoff", &a.connect_backoff)?,
             heartbeat_interval: duration_arg("--heartbeat-interval", &a.heartbeat_interval)?,
+            token: a
+                .admin_token_file
+                .as_deref()
+                .map(read_token_file)
+                .transpose()?,
         })
     })();
     let options = match options {

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use weir_crds::{S3Spec, StorageLocation};
 
-use crate::admin::{discovery_file, SavepointState, SavepointStatus, TriggerResponse};
+use crate::admin::{
+    discovery_file, token_file, AdminToken, SavepointState, SavepointStatus, TriggerResponse,
+};
 use crate::checkpoint::{load_snapshot, CheckpointMetadata};
 use crate::runner::{error_chain, load_savepoint, local_dir_path, open_storage};
 use crate::storage::paths::{join, JobPaths, METADATA};
@@ -126,8 +128,9 @@ fn create(
     let timeout = weir_crds::parse_duration(timeout).map_err(|e| format!("--timeout: {e}"))?;
     let m = read_manifest(manifest)?;
     let storage = open_storage(&m.spec.checkpointing.storage).map_err(|e| error_chain(&e))?;
-    let job_root = storage.uri(&JobPaths::new(&m.name).job_root());
-    let discovery = discovery_file(&local_dir_path(local_state_dir, &m.name, &job_root));
+    let job_root = storage.uri(&JobPaths::of_job(&m.name, m.namespace.as_deref()).job_root());
+    let local_dir = local_dir_path(local_state_dir, &m.name, &job_root);
+    let discovery = discovery_file(&local_dir);
     let url = std::fs::read_to_string(&discovery).map_err(|_| {
         format!(
             "job {} is not running here (no admin API published at {})",
@@ -136,8 +139,20 @@ fn create(
         )
     })?;
     let url = url.trim();
+    // The run's token, written next to its URL (mode 0600: only its user can read it).
+    let token_path = token_file(&local_dir);
+    let authorization = std::fs::read_to_string(&token_path)
+        .map_err(|e| {
+            format!(
+                "cannot read the job's admin token {}: {e}",
+                token_path.display()
+            )
+        })
+        .and_then(|t| AdminToken::parse(&t).map_err(|e| format!("{}: {e}", token_path.display())))?
+        .authorization();
     let body = serde_json::json!({ "directory": dir });
     let trigger: TriggerResponse = ureq::post(&format!("{url}/v1/savepoints"))
+        .header("authorization", &authorization)
         .send_json(&body)
         .map_err(|e| format!("trigger savepoint at {url}: {e}"))?
         .body_mut()
@@ -148,6 +163,7 @@ fn create(
     loop {
         let status: SavepointStatus =
             ureq::get(&format!("{url}/v1/savepoints/{}", trigger.trigger_id))
+                .header("authorization", &authorization)
                 .call()
                 .map_err(|e| format!("poll savepoint: {e}"))?
                 .body_mut()

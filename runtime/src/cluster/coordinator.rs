@@ -26,8 +26,9 @@ use crate::checkpoint::writer::SnapshotTarget;
 use crate::checkpoint::{RestorePlan, RestoreRequest, SnapshotKind};
 use crate::metrics::JobMetrics;
 use crate::runner::{
-    choose_restore, error_chain, log_restore, new_job_id, open_storage, restart_restore,
-    ChosenRestore, Coordinator, History, JobEvent, RunEnd, RunError, RunInfo, TaskSet,
+    choose_restore, error_chain, legacy_checkpoint, log_restore, new_job_id, open_storage,
+    restart_restore, ChosenRestore, Coordinator, History, JobEvent, RunEnd, RunError, RunInfo,
+    TaskSet,
 };
 use crate::storage::paths::JobPaths;
 use crate::task::Control;
@@ -57,6 +58,13 @@ pub struct CoordinatorOptions {
     /// latest checkpoint. `None`: `from_savepoint` names the lineage, as for `weir run`
     /// ([`crate::checkpoint::restore_point`]).
     pub lineage: Option<String>,
+    /// The deployment whose lineage the legacy root (`<name>/`, before roots were per
+    /// namespace) holds: restored from while the job's own root has no checkpoint yet
+    /// (`weir coordinator --migrate-lineage`; see `runner::legacy_checkpoint`).
+    pub migrate_lineage: Option<String>,
+    /// The job's admin token (`--admin-token-file`): required of every admin request and of
+    /// every worker that registers. `None`: both admit anyone (a warning says so).
+    pub admin_token: Option<weir_api_types::AdminToken>,
     /// After the job ends (finished, stopped with a savepoint, cancelled), go on serving the
     /// admin API (state `FINISHED`, `STOPPED`, `CANCELED`) until the process is terminated,
     /// so that an operator can read the final savepoint; as Flink's
@@ -196,7 +204,7 @@ fn coordinate(
 ) -> Result<RunEnd, RunError> {
     let spec = &manifest.spec;
     let storage = open_storage(&spec.checkpointing.storage)?;
-    let paths = JobPaths::new(&manifest.name);
+    let paths = JobPaths::of_job(&manifest.name, manifest.namespace.as_deref());
     let listen = |what: &'static str, address: SocketAddr| {
         move |source| RunError::Listen {
             what,
@@ -210,10 +218,18 @@ fn coordinate(
         None,
         admin_tx,
         manifest.spec.spec.checkpointing.s3.clone(),
+        options.admin_token.clone(),
     )
     .map_err(listen("admin API", options.admin_bind))?;
-    let (members, control) = Members::serve(options.bind, options.heartbeat_timeout)
-        .map_err(listen("workers", options.bind))?;
+    if options.admin_token.is_none() {
+        warn!("no --admin-token-file: the admin API and the control port admit anyone who reaches them");
+    }
+    let (members, control) = Members::serve(
+        options.bind,
+        options.heartbeat_timeout,
+        options.admin_token.clone(),
+    )
+    .map_err(listen("workers", options.bind))?;
     info!(%control, admin = %admin.addr, workers = options.workers, "coordinator of job {} waiting for {} workers on {control}", manifest.name, options.workers);
     if let Some(f) = &options.address_file {
         let json = serde_json::json!({
@@ -271,11 +287,23 @@ impl Job<'_> {
         let mut restarts = 0u32;
         let mut failure: Option<String> = None;
         let mut attempt = 0u64;
+        let spec = &self.manifest.spec.spec;
+        let legacy = match &self.options.migrate_lineage {
+            Some(deployment) => legacy_checkpoint(
+                self.storage.as_ref(),
+                &self.paths,
+                &JobPaths::of_job(&self.manifest.name, None),
+                deployment,
+            )?,
+            None => None,
+        };
         let request = RestoreRequest {
             savepoint: self.options.from_savepoint.clone(),
-            initial_savepoint: self.manifest.spec.spec.job.initial_savepoint_path.clone(),
+            initial_savepoint: legacy.or_else(|| spec.initial_savepoint().map(str::to_string)),
             lineage: self.options.lineage.clone(),
             fresh: self.options.fresh,
+            owner: self.manifest.uid.clone(),
+            adopt: spec.adopts_latest_checkpoint(),
         };
         let mut next_id = 1u64;
         loop {

@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use tracing::{info, warn};
 
+use weir_api_types::AdminToken;
+
 use super::protocol::{receive, send, ToCoordinator, ToWorker, WireEvent, PROTOCOL_VERSION};
 use super::summary::{LostWorker, RestoreShare, WorkerLoss};
 use crate::metrics::JobMetrics;
+use crate::net::auth;
 use crate::runner::JobEvent;
 
 /// A registered worker.
@@ -94,8 +97,10 @@ impl Members {
     pub fn serve(
         bind: SocketAddr,
         heartbeat_timeout: Duration,
+        token: Option<AdminToken>,
     ) -> std::io::Result<(Self, SocketAddr)> {
         let listener = TcpListener::bind(bind)?;
+        let token = Arc::new(token);
         let addr = listener.local_addr()?;
         let (incoming_tx, incoming) = unbounded();
         std::thread::Builder::new()
@@ -104,9 +109,10 @@ impl Members {
                 for (conn, stream) in (1u64..).zip(listener.incoming()) {
                     let Ok(stream) = stream else { continue };
                     let tx = incoming_tx.clone();
+                    let token = token.clone();
                     let _ = std::thread::Builder::new()
                         .name(format!("worker-{conn}"))
-                        .spawn(move || serve_worker(conn, stream, tx));
+                        .spawn(move || serve_worker(conn, stream, tx, token.as_ref().as_ref()));
                 }
             })?;
         let members = Members {
@@ -304,7 +310,12 @@ impl Members {
     }
 }
 
-fn serve_worker(conn: u64, stream: TcpStream, incoming: Sender<Incoming>) {
+fn serve_worker(
+    conn: u64,
+    stream: TcpStream,
+    incoming: Sender<Incoming>,
+    token: Option<&AdminToken>,
+) {
     let _ = stream.set_nodelay(true);
     let Ok(mut writer) = stream.try_clone() else {
         return;
@@ -317,7 +328,19 @@ fn serve_worker(conn: u64, stream: TcpStream, incoming: Sender<Incoming>) {
             worker,
             data_addr,
             registrations,
-        })) if protocol == PROTOCOL_VERSION => (worker, data_addr, registrations),
+            token: presented,
+        })) if protocol == PROTOCOL_VERSION => {
+            let admitted = token.is_none_or(|t| presented.as_deref().is_some_and(|p| t.matches(p)));
+            if !admitted {
+                auth::count_refused(auth::Port::Control);
+                let peer = reader.get_ref().peer_addr().ok();
+                return warn!(
+                    ?peer,
+                    worker, "refused a worker without the job's token; its connection was closed"
+                );
+            }
+            (worker, data_addr, registrations)
+        }
         Ok(Some(ToCoordinator::Register { protocol, .. })) => {
             warn!(
                 "refused a worker speaking protocol {protocol} (this coordinator speaks {PROTOCOL_VERSION})"

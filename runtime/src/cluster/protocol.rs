@@ -13,7 +13,7 @@ use crate::metrics::SubtaskFigures;
 use crate::net::{read_frame, write_frame};
 
 /// Version of this protocol; a coordinator refuses workers of another.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// A worker's message to the coordinator.
 #[derive(Debug, Serialize, Deserialize)]
@@ -29,6 +29,9 @@ pub enum ToCoordinator {
         /// Registrations of this worker process with a coordinator, this one included (1 for
         /// the first; more after it lost earlier coordinators and reconnected).
         registrations: u32,
+        /// The job's admin token (`--admin-token-file`); a coordinator with a token closes
+        /// the connection of a worker without it.
+        token: Option<String>,
     },
     /// Sent every heartbeat interval, with the counters of the worker's subtasks.
     Heartbeat {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Sender};
 use tracing::{error, info, warn};
+use weir_api_types::AdminToken;
 
 use super::protocol::{
     receive, send, Deployment, RestoreSource, ToCoordinator, ToWorker, WireControl, WireEvent,
@@ -49,6 +50,9 @@ pub struct WorkerOptions {
     pub connect_backoff: Duration,
     /// Time between heartbeats.
     pub heartbeat_interval: Duration,
+    /// The job's admin token (`--admin-token-file`): presented to the coordinator and to
+    /// peers, required of peers that open channels to this worker.
+    pub token: Option<AdminToken>,
 }
 
 /// Why a worker ended.
@@ -65,8 +69,9 @@ pub enum WorkerError {
         cause: String,
     },
     /// The coordinator closed the connection right after registration, again and again (a
-    /// coordinator of another protocol version refuses workers that way).
-    #[error("the coordinator at {address} closed the connection right after registration {sessions} times; is it the same Weir version as this worker (protocol {protocol})?")]
+    /// coordinator of another protocol version refuses workers that way, and one whose job
+    /// token this worker does not present).
+    #[error("the coordinator at {address} closed the connection right after registration {sessions} times; is it the same Weir version as this worker (protocol {protocol}), and does this worker have the job's admin token (--admin-token-file, WEIR_ADMIN_TOKEN_FILE)?")]
     Refused {
         /// The coordinator's address.
         address: String,
@@ -126,9 +131,11 @@ impl WorkerJob {
 /// [`WorkerError`] when the coordinator cannot be reached within the retry limit, refuses
 /// the worker, or the data server cannot start.
 pub fn run_worker(registry: &Registry, options: &WorkerOptions) -> Result<(), WorkerError> {
-    let data = DataServer::start(options.data_bind).map_err(|source| WorkerError::DataServer {
-        address: options.data_bind,
-        source,
+    let data = DataServer::start(options.data_bind, options.token.clone()).map_err(|source| {
+        WorkerError::DataServer {
+            address: options.data_bind,
+            source,
+        }
     })?;
     let worker_id = format!(
         "{}-{}",
@@ -162,6 +169,7 @@ pub fn run_worker(registry: &Registry, options: &WorkerOptions) -> Result<(), Wo
             worker: worker_id.clone(),
             data_addr: advertised,
             registrations,
+            token: options.token.as_ref().map(|t| t.expose().to_string()),
         });
         info!(coordinator = %options.coordinator, "registered with the coordinator");
         let figures: Figures = Arc::default();
@@ -191,7 +199,7 @@ pub fn run_worker(registry: &Registry, options: &WorkerOptions) -> Result<(), Wo
                     }
                     let attempt = d.attempt;
                     let dir = base_dir.join(format!("attempt-{attempt}"));
-                    match deploy(registry, d, &link, &data, dir) {
+                    match deploy(registry, d, &link, &data, dir, options.token.as_ref()) {
                         Ok((j, metrics, subtasks)) => {
                             *figures.lock().expect("invariant: not poisoned") =
                                 Some((metrics, subtasks));
@@ -342,6 +350,7 @@ fn deploy(
     link: &Link,
     data: &DataServer,
     local_dir: PathBuf,
+    token: Option<&AdminToken>,
 ) -> Result<(WorkerJob, Arc<JobMetrics>, Vec<u32>), (String, String)> {
     let fail = |category: &str, cause: String| (category.to_string(), cause);
     let (manifest, graph) = registry
@@ -351,7 +360,7 @@ fn deploy(
     let s3 = spec.spec.checkpointing.s3.clone();
     let storage =
         open_storage(&spec.checkpointing.storage).map_err(|e| fail("storage", error_chain(&e)))?;
-    let paths = JobPaths::new(&manifest.name);
+    let paths = JobPaths::of_job(&manifest.name, manifest.namespace.as_deref());
     // Only the state files of the key groups this worker's subtasks own.
     let ranges: Vec<KeyGroupRange> = d
         .subtasks
@@ -410,6 +419,7 @@ fn deploy(
                 attempt: d.attempt,
                 inlets: data.inlets.clone(),
                 peers: d.peers.clone(),
+                token: token.cloned(),
             }),
         },
         restore.clone(),
@@ -419,7 +429,13 @@ fn deploy(
     .map_err(|e| fail(e.category(), error_chain(&e)))?;
     let mut writer = SnapshotWriter::new(paths.job_root(), run_tag());
     if let Some(plan) = &restore {
-        seed_writer(&mut writer, plan, spec, d.subtasks.iter().copied());
+        seed_writer(
+            &mut writer,
+            plan,
+            spec,
+            d.subtasks.iter().copied(),
+            &storage.uri(&paths.job_root()),
+        );
     }
     drop(restore);
     let (running, events) = RunningTasks::spawn(specs);

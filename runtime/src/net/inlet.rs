@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-use super::{read_frame, ChannelId};
+use weir_api_types::AdminToken;
+
+use super::{auth, read_frame, ChannelId};
 
 /// Where a channel's frames go: decodes a frame and queues it for the consumer task,
 /// blocking while the task's input queue is full.
@@ -82,12 +84,15 @@ pub struct DataServer {
 }
 
 impl DataServer {
-    /// Listens on `bind` (port 0 = any free port) and serves connections on threads.
+    /// Listens on `bind` (port 0 = any free port) and serves connections on threads; with a
+    /// `token`, a connection that does not present it is closed and counted
+    /// ([`auth::Port::Data`]).
     ///
     /// # Errors
     /// I/O errors binding the address.
-    pub fn start(bind: SocketAddr) -> io::Result<Self> {
+    pub fn start(bind: SocketAddr, token: Option<AdminToken>) -> io::Result<Self> {
         let listener = TcpListener::bind(bind)?;
+        let token = Arc::new(token);
         let addr = listener.local_addr()?;
         let inlets = Arc::new(Inlets::default());
         let i = inlets.clone();
@@ -96,10 +101,11 @@ impl DataServer {
             .spawn(move || {
                 for stream in listener.incoming().flatten() {
                     let i = i.clone();
+                    let token = token.clone();
                     let _ = std::thread::Builder::new()
                         .name("data-in".into())
                         .spawn(move || {
-                            if let Err(e) = serve(stream, &i) {
+                            if let Err(e) = serve(stream, &i, token.as_ref().as_ref()) {
                                 debug!("data connection ended: {e}");
                             }
                         });
@@ -109,12 +115,18 @@ impl DataServer {
     }
 }
 
-fn serve(mut stream: TcpStream, inlets: &Inlets) -> io::Result<()> {
+fn serve(mut stream: TcpStream, inlets: &Inlets, token: Option<&AdminToken>) -> io::Result<()> {
     use std::io::Read;
     stream.set_nodelay(true)?;
     let mut hello = [0u8; 20];
     stream.read_exact(&mut hello)?;
     let channel = ChannelId::decode(&hello);
+    if !auth::verify(&mut stream, token)? {
+        auth::count_refused(auth::Port::Data);
+        let peer = stream.peer_addr().ok();
+        warn!(?peer, "refused a data connection without the job's token");
+        return Ok(());
+    }
     let Some((sink, capacity)) = inlets.take(channel, Duration::from_secs(120)) else {
         warn!(
             ?channel,

@@ -13,8 +13,11 @@
 //!
 //! A producer sends only with a credit, so a slow consumer slows its producers: at most
 //! `capacity` frames are queued at the consumer and at most `capacity` more in flight, per
-//! channel. Connections of an earlier attempt (before a failover) are refused.
+//! channel. Connections of an earlier attempt (before a failover) are refused, and so are
+//! connections without the job's token when the job has one ([`auth`]): the handshake carries
+//! it after the channel id.
 
+pub mod auth;
 pub mod inlet;
 pub mod outlet;
 
@@ -107,6 +110,8 @@ pub struct NetworkContext {
     pub inlets: Arc<Inlets>,
     /// Data address of the worker running each subtask (index = subtask).
     pub peers: Vec<SocketAddr>,
+    /// The job's token, presented to the peers' data servers.
+    pub token: Option<weir_api_types::AdminToken>,
 }
 
 #[cfg(test)]
@@ -125,7 +130,7 @@ mod tests {
 
     #[test]
     fn a_consumer_that_does_not_read_stops_its_producer_after_its_credits() {
-        let server = DataServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
+        let server = DataServer::start("127.0.0.1:0".parse().unwrap(), None).unwrap();
         let channel = ChannelId {
             attempt: 1,
             exchange: 0,
@@ -135,7 +140,8 @@ mod tests {
         // The consumer task's input queue holds 2 frames and nobody reads it yet.
         let (tx, rx) = crossbeam_channel::bounded(2);
         server.inlets.register(channel, Box::new(Queue(tx)), 2);
-        let sender = CreditSender::connect(server.addr, channel, Duration::from_secs(5)).unwrap();
+        let sender =
+            CreditSender::connect(server.addr, channel, Duration::from_secs(5), None).unwrap();
         let sent = Arc::new(AtomicUsize::new(0));
         let s = sent.clone();
         let producer = std::thread::spawn(move || {
@@ -159,7 +165,7 @@ mod tests {
 
     #[test]
     fn channels_of_a_cancelled_attempt_are_refused() {
-        let server = DataServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
+        let server = DataServer::start("127.0.0.1:0".parse().unwrap(), None).unwrap();
         let channel = ChannelId {
             attempt: 3,
             exchange: 0,
@@ -167,8 +173,47 @@ mod tests {
             consumer: 1,
         };
         server.inlets.cancel(3);
-        let sender = CreditSender::connect(server.addr, channel, Duration::from_secs(5)).unwrap();
+        let sender =
+            CreditSender::connect(server.addr, channel, Duration::from_secs(5), None).unwrap();
         let err = sender.send(vec![0, 0, 0, 0, 1]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    #[test]
+    fn a_channel_without_the_jobs_token_is_closed_and_counted() {
+        let token = weir_api_types::AdminToken::generate();
+        let server =
+            DataServer::start("127.0.0.1:0".parse().unwrap(), Some(token.clone())).unwrap();
+        let channel = |producer| ChannelId {
+            attempt: 1,
+            exchange: 0,
+            producer,
+            consumer: 1,
+        };
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        server.inlets.register(channel(0), Box::new(Queue(tx)), 4);
+        let before = auth::refused(auth::Port::Data);
+        for presented in [None, Some(weir_api_types::AdminToken::generate())] {
+            let sender = CreditSender::connect(
+                server.addr,
+                channel(0),
+                Duration::from_secs(5),
+                presented.as_ref(),
+            )
+            .unwrap();
+            let err = sender.send(vec![0, 0, 0, 0, 1]).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+        }
+        assert_eq!(auth::refused(auth::Port::Data), before + 2);
+        // The consumer still waits for its producer, which presents the token.
+        let sender = CreditSender::connect(
+            server.addr,
+            channel(0),
+            Duration::from_secs(5),
+            Some(&token),
+        )
+        .unwrap();
+        sender.send(vec![0, 0, 0, 0, 7]).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), vec![7]);
     }
 }

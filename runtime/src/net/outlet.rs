@@ -6,7 +6,9 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::ChannelId;
+use weir_api_types::AdminToken;
+
+use super::{auth, ChannelId};
 
 #[derive(Default)]
 struct Credits {
@@ -23,12 +25,18 @@ pub struct CreditSender {
 }
 
 impl CreditSender {
-    /// Connects to the data server at `peer` for `channel`, retrying for up to `timeout`
-    /// (the peer may still be starting), and starts the thread that reads credits.
+    /// Connects to the data server at `peer` for `channel`, presenting the job's `token`,
+    /// retrying for up to `timeout` (the peer may still be starting), and starts the thread
+    /// that reads credits.
     ///
     /// # Errors
     /// The last connection error once `timeout` has passed.
-    pub fn connect(peer: SocketAddr, channel: ChannelId, timeout: Duration) -> io::Result<Self> {
+    pub fn connect(
+        peer: SocketAddr,
+        channel: ChannelId,
+        timeout: Duration,
+        token: Option<&AdminToken>,
+    ) -> io::Result<Self> {
         let deadline = Instant::now() + timeout;
         let mut stream = loop {
             match TcpStream::connect_timeout(&peer, Duration::from_secs(2)) {
@@ -42,6 +50,7 @@ impl CreditSender {
         };
         stream.set_nodelay(true)?;
         stream.write_all(&channel.encode())?;
+        auth::present(&mut stream, token)?;
         let credits = Arc::new(Credits::default());
         let mut reader = stream.try_clone()?;
         let c = credits.clone();

@@ -30,8 +30,8 @@ pub(crate) use crate::checkpoint::coordinator::{Coordinator, History, RunInfo};
 use crate::checkpoint::restore::list_checkpoint_ids;
 use crate::checkpoint::writer::SnapshotWriter;
 use crate::checkpoint::{
-    find_latest_checkpoint, LoadedCheckpoint, RestoreChoice, RestorePlan, RestoreRequest,
-    SkippedCheckpoint, SnapshotKind, Unrestorable,
+    find_latest_checkpoint, LineageRecord, LoadedCheckpoint, RestoreChoice, RestorePlan,
+    RestoreRequest, SkippedCheckpoint, SnapshotKind, Unrestorable,
 };
 use crate::metrics::JobMetrics;
 use crate::net::NetworkContext;
@@ -174,7 +174,7 @@ pub fn run_job(
     let started = Instant::now();
     let spec = &manifest.spec;
     let storage = open_storage(&spec.checkpointing.storage)?;
-    let paths = JobPaths::new(&manifest.name);
+    let paths = JobPaths::of_job(&manifest.name, manifest.namespace.as_deref());
     let (local_dir, _lock) =
         local_dir::lock_local_dir(options, &manifest.name, &storage.uri(&paths.job_root()))?;
     let (admin_tx, admin_rx) = crossbeam_channel::unbounded();
@@ -184,6 +184,7 @@ pub fn run_job(
         Some(&local_dir),
         admin_tx,
         manifest.spec.spec.checkpointing.s3.clone(),
+        Some(crate::admin::AdminToken::generate()),
     )
     .map_err(|source| RunError::LocalDir {
         path: crate::admin::discovery_file(&local_dir)
@@ -194,9 +195,11 @@ pub fn run_job(
     let s3 = spec.spec.checkpointing.s3.as_ref();
     let request = RestoreRequest {
         savepoint: options.from_savepoint.clone(),
-        initial_savepoint: spec.spec.job.initial_savepoint_path.clone(),
+        initial_savepoint: spec.spec.initial_savepoint().map(str::to_string),
         lineage: None,
         fresh: options.fresh,
+        owner: manifest.uid.clone(),
+        adopt: spec.spec.adopts_latest_checkpoint(),
     };
     let shape = graph.shape(spec.max_parallelism, spec.spec.job.allow_non_restored_state);
     let (restore, skipped, next_id) =
@@ -239,7 +242,13 @@ pub fn run_job(
     })?;
     let mut writer = SnapshotWriter::new(paths.job_root(), run_tag());
     if let Some(plan) = &restore {
-        seed_writer(&mut writer, plan, spec, 0..p);
+        seed_writer(
+            &mut writer,
+            plan,
+            spec,
+            0..p,
+            &storage.uri(&paths.job_root()),
+        );
     }
     let tasks = LocalTasks::spawn(specs, writer);
 
@@ -375,7 +384,13 @@ pub(crate) fn seed_writer(
     plan: &RestorePlan,
     spec: &weir_crds::ValidatedSpec,
     subtasks: impl Iterator<Item = u32> + Clone,
+    root_uri: &str,
 ) {
+    // Shared files are referenced by their path under the job root: those of a snapshot in
+    // another root (a legacy root, another job's retained checkpoint) are uploaded again.
+    if !plan.location().starts_with(&format!("{root_uri}/")) {
+        return;
+    }
     let p = spec.parallelism;
     for (uid, subtask, state) in plan.native_states() {
         let range = key_group_range(subtask, spec.max_parallelism, p);
@@ -403,6 +418,7 @@ fn prepare_storage(
     storage: &dyn CheckpointStorage,
     paths: &JobPaths,
     fresh: bool,
+    since: u64,
 ) -> Result<PreparedStorage, RunError> {
     if fresh {
         info!(location = %storage.uri(&paths.checkpoints()), "--fresh: deleting the job's checkpoints (savepoints are kept)");
@@ -423,7 +439,7 @@ fn prepare_storage(
             });
         }
     }
-    let (latest, mut skipped) = find_latest_checkpoint(storage, paths)?;
+    let (latest, mut skipped) = find_latest_checkpoint(storage, paths, since)?;
     skipped.extend(incomplete);
     skipped.sort_by_key(|s| std::cmp::Reverse(s.id));
     Ok(PreparedStorage {
@@ -482,25 +498,30 @@ pub(crate) fn choose_restore<T>(
     s3: Option<&weir_crds::S3Spec>,
     check: impl FnOnce(ChosenRestore) -> Result<T, RunError>,
 ) -> Result<(Option<T>, Vec<SkippedCheckpoint>, u64), RunError> {
-    let read_lineage = || -> Result<Option<String>, RunError> {
-        Ok(storage
-            .read(&paths.lineage())?
-            .map(|b| String::from_utf8_lossy(&b).trim().to_string()))
-    };
-    let mut stored = read_lineage()?;
-    let wipe = request.wipes(stored.as_deref());
+    let mut stored = read_lineage(storage, paths)?;
+    let wipe = request.wipes(stored.as_ref());
     if wipe && stored.is_some() {
         storage.delete_all(&paths.lineage())?;
         stored = None;
     }
+    let since = stored.as_ref().map_or(0, |s| s.first_checkpoint);
     let PreparedStorage {
         latest,
         skipped,
         highest,
-    } = prepare_storage(storage, paths, wipe)?;
-    let decision = request.decide(stored.as_deref(), latest.is_some());
+    } = prepare_storage(storage, paths, wipe, since)?;
+    let next_id = highest.unwrap_or(0) + 1;
+    let decision = request.decide(stored.as_ref(), latest.is_some(), next_id);
     if let Some(l) = &decision.store_lineage {
-        info!(lineage = %l, previous = ?stored, "new lineage {l}");
+        if request.is_foreign(stored.as_ref(), latest.is_some()) && !request.adopt {
+            warn!(
+                owner = ?l.owner,
+                previous_owner = ?stored.as_ref().and_then(|s| s.owner.clone()),
+                root = %storage.uri(&paths.job_root()),
+                "the job's storage root holds another StreamJob's checkpoints (another UID): starting without them; they stay (weir checkpoints gc --dry-run lists them), and spec.restore: latest-checkpoint would adopt them"
+            );
+        }
+        info!(lineage = %l.deployment, previous = ?stored, "new lineage {}", l.deployment);
     }
     let chosen = ChosenRestore::load(decision.choice, latest, s3)?;
     let restored = chosen
@@ -515,11 +536,24 @@ pub(crate) fn choose_restore<T>(
         storage.delete_all(&paths.checkpoints())?;
     }
     if let Some(l) = &decision.store_lineage {
-        storage.write(&paths.lineage(), l.as_bytes())?;
+        storage.write(&paths.lineage(), &l.encode())?;
     } else if decision.clear_lineage {
         storage.delete_all(&paths.lineage())?;
     }
-    Ok((checked, skipped, highest.unwrap_or(0).max(restored) + 1))
+    Ok((checked, skipped, (next_id - 1).max(restored) + 1))
+}
+
+/// The lineage record stored at the job's root, if any.
+///
+/// # Errors
+/// [`RunError::Storage`] when storage cannot be read.
+pub(crate) fn read_lineage(
+    storage: &dyn CheckpointStorage,
+    paths: &JobPaths,
+) -> Result<Option<LineageRecord>, RunError> {
+    Ok(storage
+        .read(&paths.lineage())?
+        .map(|b| LineageRecord::decode(&b)))
 }
 
 /// What a restart after a failure restores: the latest checkpoint of the lineage, else the
@@ -533,8 +567,56 @@ pub(crate) fn restart_restore(
     request: &RestoreRequest,
     s3: Option<&weir_crds::S3Spec>,
 ) -> Result<Option<ChosenRestore>, RunError> {
-    let (latest, _) = find_latest_checkpoint(storage, paths)?;
+    let since = read_lineage(storage, paths)?.map_or(0, |s| s.first_checkpoint);
+    let (latest, _) = find_latest_checkpoint(storage, paths, since)?;
     ChosenRestore::load(request.restart(latest.is_some()), latest, s3)
+}
+
+/// The one-time migration of a StreamJob deployed before storage roots were per namespace:
+/// its state is under the legacy root `legacy` (`<name>/`) in the lineage of deployment
+/// `deployment` (the operator passes the lineage of the deployment it replaces or restarts,
+/// `weir coordinator --migrate-lineage`). When the legacy root's lineage is that deployment
+/// (proof that the state is this StreamJob's, not another namespace's job of the same name)
+/// and the job's own root has no restorable checkpoint of its lineage yet, returns the URI of
+/// the legacy root's latest complete checkpoint, which the run then restores as the savepoint
+/// it starts from. `None` otherwise.
+///
+/// # Errors
+/// [`RunError::Storage`] when storage cannot be read.
+pub(crate) fn legacy_checkpoint(
+    storage: &dyn CheckpointStorage,
+    paths: &JobPaths,
+    legacy: &JobPaths,
+    deployment: &str,
+) -> Result<Option<String>, RunError> {
+    if legacy.job_root() == paths.job_root() {
+        return Ok(None);
+    }
+    let own_since = read_lineage(storage, paths)?.map_or(0, |s| s.first_checkpoint);
+    if find_latest_checkpoint(storage, paths, own_since)?
+        .0
+        .is_some()
+    {
+        return Ok(None);
+    }
+    let Some(record) = read_lineage(storage, legacy)? else {
+        return Ok(None);
+    };
+    if record.deployment != deployment {
+        warn!(
+            legacy_root = %storage.uri(&legacy.job_root()),
+            found = %record.deployment,
+            expected = deployment,
+            "the legacy storage root holds another deployment's lineage; not migrating it"
+        );
+        return Ok(None);
+    }
+    let (latest, _) = find_latest_checkpoint(storage, legacy, record.first_checkpoint)?;
+    Ok(latest.map(|l| {
+        let uri = storage.uri(&legacy.checkpoint(l.metadata.checkpoint_id));
+        info!(location = %uri, "migrating the job's state from its legacy storage root");
+        uri
+    }))
 }
 
 /// Loads the savepoint (or retained checkpoint) in directory `uri`; `s3` settings apply to an

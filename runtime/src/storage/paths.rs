@@ -1,5 +1,8 @@
 //! Where a job's objects live in checkpoint storage; the only place paths are formatted.
 //!
+//! `<job>` is the job's storage root: `<namespace>/<name>` for a StreamJob the operator runs
+//! (two teams' jobs of one name never share a root), `<name>` under `weir run`.
+//!
 //! ```text
 //! <job>/checkpoints/chk-<n>/_metadata        complete iff present; written last
 //! <job>/checkpoints/chk-<n>/<uid>-<subtask>.state
@@ -20,11 +23,16 @@ pub const METADATA: &str = "_metadata";
 pub const LINEAGE: &str = "_lineage";
 
 impl JobPaths {
-    /// Paths for job `job` (its `metadata.name`).
-    pub fn new(job: &str) -> Self {
+    /// Paths under the storage root `root` (see [`job_root`]).
+    pub fn new(root: &str) -> Self {
         Self {
-            job: job.to_string(),
+            job: root.to_string(),
         }
+    }
+
+    /// Paths of the job `name` of `namespace` (the manifest's metadata): root [`job_root`].
+    pub fn of_job(name: &str, namespace: Option<&str>) -> Self {
+        Self::new(&job_root(name, namespace))
     }
 
     /// The job's root: everything it owns is below.
@@ -65,6 +73,17 @@ impl JobPaths {
     /// A file of checkpoint `id`, by its name inside the checkpoint directory.
     pub fn checkpoint_file(&self, id: u64, name: &str) -> String {
         format!("{}/{name}", self.checkpoint(id))
+    }
+}
+
+/// The storage root of job `name`: `<namespace>/<name>` when the manifest names a namespace
+/// (the operator writes it into the manifests of its pods), else `<name>` (`weir run`, and
+/// every StreamJob deployed before roots were per namespace: see `docs/operator.md`,
+/// "Storage per job").
+pub fn job_root(name: &str, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
     }
 }
 
@@ -112,5 +131,10 @@ mod tests {
             JobPaths::new("j").metadata(3),
             "j/checkpoints/chk-3/_metadata"
         );
+        assert_eq!(
+            JobPaths::of_job("orders", Some("team-a")).lineage(),
+            "team-a/orders/_lineage"
+        );
+        assert_eq!(JobPaths::of_job("orders", None).job_root(), "orders");
     }
 }

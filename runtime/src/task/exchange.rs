@@ -140,13 +140,13 @@ pub(crate) fn build_exchange<T: Send + 'static>(
                 producer,
                 consumer,
             };
-            let conn = CreditSender::connect(peer, channel, Duration::from_secs(30)).map_err(
-                |source| TaskError::Io {
+            let conn =
+                CreditSender::connect(peer, channel, Duration::from_secs(30), net.token.as_ref())
+                    .map_err(|source| TaskError::Io {
                     action: "connect to the worker of a consumer subtask at",
                     path: peer.to_string(),
                     source,
-                },
-            )?;
+                })?;
             outlets[lp][consumer as usize] = Some(Outlet::Remote {
                 conn,
                 encode: codec.encode,

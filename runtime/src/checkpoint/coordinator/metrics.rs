@@ -93,6 +93,20 @@ impl Coordinator<'_> {
             "Records sources read that did not deserialize (sent to a dead-letter output)",
             ConstCounter::new(metrics.invalid_records()),
         );
+        let refused = prometheus_client::metrics::family::Family::<
+            Vec<(&'static str, &'static str)>,
+            prometheus_client::metrics::counter::Counter,
+        >::default();
+        for port in crate::net::auth::Port::ALL {
+            refused
+                .get_or_create(&vec![("port", port.label())])
+                .inc_by(crate::net::auth::refused(port));
+        }
+        r.register(
+            "refused_connections",
+            "Admin requests and worker connections this process refused for want of the job's token, by port (admin, control, data)",
+            refused,
+        );
         r.register(
             "checkpoints_completed",
             "Checkpoints completed",
