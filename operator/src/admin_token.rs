@@ -52,6 +52,21 @@ fn owned_by(secret: &Secret, uid: &str) -> bool {
         .any(|o| o.uid == uid)
 }
 
+/// The Secrets API of `target`'s namespace, the name of its token Secret, and that Secret if
+/// it exists.
+async fn read_secret(
+    client: &kube::Client,
+    target: &Target,
+) -> Result<(Api<Secret>, String, Option<Secret>), Error> {
+    let name = names::admin_token_secret(&target.name);
+    let api: Api<Secret> = Api::namespaced(client.clone(), &target.namespace);
+    let secret = api
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube(format!("get Secret {name}")))?;
+    Ok((api, name, secret))
+}
+
 /// The token of the StreamJob `target`: known, else read from its Secret; `None` when it has no
 /// Secret of its own (pods deployed before admin tokens existed, whose coordinator requires
 /// none).
@@ -66,12 +81,7 @@ pub async fn fetch_admin_token(
     if let Some(t) = tokens.get(&target.uid) {
         return Ok(Some(t));
     }
-    let name = names::admin_token_secret(&target.name);
-    let api: Api<Secret> = Api::namespaced(client.clone(), &target.namespace);
-    let secret = api
-        .get_opt(&name)
-        .await
-        .map_err(Error::kube(format!("get Secret {name}")))?;
+    let (_, _, secret) = read_secret(client, target).await?;
     let token = secret
         .filter(|s| owned_by(s, &target.uid))
         .as_ref()
@@ -93,12 +103,7 @@ pub async fn ensure_admin_token(
     target: &Target,
     tokens: &AdminTokens,
 ) -> Result<AdminToken, Error> {
-    let name = names::admin_token_secret(&target.name);
-    let api: Api<Secret> = Api::namespaced(client.clone(), &target.namespace);
-    let existing = api
-        .get_opt(&name)
-        .await
-        .map_err(Error::kube(format!("get Secret {name}")))?;
+    let (api, name, existing) = read_secret(client, target).await?;
     if let Some(secret) = existing {
         match admin_token_of(&secret) {
             Some(t) if owned_by(&secret, &target.uid) => {
