@@ -144,7 +144,9 @@ impl From<InitialRestore> for String {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SavepointsSpec {
     /// Directory URI (`s3://bucket/prefix` or `file:///dir`) for savepoints. Default:
-    /// `<checkpointing.storage>/<job name>/savepoints`.
+    /// `<checkpointing.storage>/<namespace>/<name>/savepoints`. On Kubernetes a job takes
+    /// savepoints into, and disposes savepoints from, only its own storage root and this
+    /// directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub directory: Option<String>,
     /// Take a savepoint this often while the job runs, for example `6h`. Default: never.

@@ -94,6 +94,13 @@ impl ProcessShell {
         http_as(Some(self.token.expose()), method, url, body)
     }
 
+    /// A request of `path` to the running coordinator's admin API with the job's token:
+    /// (status, body).
+    pub fn admin_call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let admin = self.admin().expect("the coordinator runs");
+        self.http(method, &format!("{admin}{path}"), body)
+    }
+
     /// The job's admin token.
     pub fn token(&self) -> &AdminToken {
         &self.token

@@ -313,6 +313,30 @@ fn a_re_created_stream_job_starts_empty_unless_it_names_what_to_restore() {
     let mut st = create(&mut first, &spec);
     let savepoint = manual_savepoint(&mut first, &spec, 2, &mut st);
     let first_checkpoint = st.last_checkpoint.clone().unwrap();
+    // A StreamJob's savepoints stay in its own storage: a savepoint into, or a disposal of,
+    // another directory is refused (and nothing there is touched).
+    let elsewhere = job.dir.path().join("elsewhere");
+    std::fs::create_dir_all(elsewhere.join("savepoint-1-1")).unwrap();
+    std::fs::write(elsewhere.join("savepoint-1-1/_metadata"), b"not ours").unwrap();
+    for (path, body) in [
+        (
+            "/v1/savepoints",
+            format!(r#"{{"directory": "file://{}"}}"#, elsewhere.display()),
+        ),
+        (
+            "/v1/savepoint-disposal",
+            format!(
+                r#"{{"location": "file://{}/savepoint-1-1"}}"#,
+                elsewhere.display()
+            ),
+        ),
+    ] {
+        let (status, answer) = first.admin_call("POST", path, Some(&body));
+        assert_eq!(status, 403, "{path}: {answer}");
+        let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(answer["code"], "outside_job_storage", "{answer}");
+    }
+    assert!(elsewhere.join("savepoint-1-1/_metadata").exists());
     delete(&mut first, &spec, 2, &st);
 
     // Re-created under the same name (another UID): it starts empty, and the first one's

@@ -70,6 +70,8 @@ struct AppState {
     ready: Arc<AtomicBool>,
     /// S3 settings for savepoint URIs (`checkpointing.s3` of the job).
     s3: Option<weir_crds::S3Spec>,
+    /// Where savepoints may be disposed (URI prefixes); `None`: anywhere.
+    savepoint_prefixes: Option<Vec<String>>,
 }
 
 struct Error(ApiError);
@@ -110,7 +112,8 @@ pub fn write_token_file(path: &Path, token: &AdminToken) -> std::io::Result<()> 
 /// Starts the server on `bind` (port 0 = any free port) and, given `local_dir`, writes its
 /// URL to the discovery file of `local_dir` (and `token`, when given, to its token file,
 /// mode 0600). `s3` (the job's `checkpointing.s3`) applies to the `s3://` savepoint URIs of
-/// `POST /v1/savepoint-disposal`.
+/// `POST /v1/savepoint-disposal`; with `savepoint_prefixes`, only a location below one of them
+/// is disposed (else 403 `outside_job_storage`).
 ///
 /// With a `token`, every request but `GET /healthz` and `GET /readyz` (the kubelet's probes,
 /// which carry nothing and change nothing) needs `Authorization: Bearer <token>`; anything
@@ -124,6 +127,7 @@ pub fn serve(
     requests: Sender<AdminRequest>,
     s3: Option<weir_crds::S3Spec>,
     token: Option<AdminToken>,
+    savepoint_prefixes: Option<Vec<String>>,
 ) -> std::io::Result<AdminServer> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -159,6 +163,7 @@ pub fn serve(
             requests,
             ready: ready.clone(),
             s3,
+            savepoint_prefixes,
         });
     let (shutdown, shutdown_rx) = oneshot::channel::<()>();
     let (stopped_tx, stopped) = crossbeam_channel::bounded(1);
@@ -378,6 +383,9 @@ async fn dispose_savepoint(
             format!("body: {e}; send {{\"location\": \"<savepoint URI>\"}}"),
         ))
     })?;
+    if let Some(prefixes) = &state.savepoint_prefixes {
+        crate::checkpoint::coordinator::check_within(&request.location, prefixes).map_err(Error)?;
+    }
     let (tx, rx) = oneshot::channel();
     let location = request.location.clone();
     std::thread::spawn(move || {

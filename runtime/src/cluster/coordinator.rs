@@ -155,6 +155,8 @@ struct Job<'a> {
     options: &'a CoordinatorOptions,
     job_id: String,
     start_time: String,
+    /// Where savepoints may go ([`savepoint_prefixes`]).
+    savepoint_prefixes: Option<Vec<String>>,
 }
 
 /// The state the admin API reports between attempts.
@@ -195,6 +197,20 @@ pub fn run_coordinator(
     (result, summary)
 }
 
+/// Where a job that belongs to a StreamJob (its manifest has a UID) may take and dispose
+/// savepoints: its storage root and the manifest's `savepoints.directory`. `None` (anywhere)
+/// for a manifest without an owner, as under `weir run`.
+fn savepoint_prefixes(
+    manifest: &LoadedManifest,
+    storage: &dyn crate::storage::CheckpointStorage,
+    paths: &JobPaths,
+) -> Option<Vec<String>> {
+    manifest.uid.as_ref()?;
+    let mut prefixes = vec![storage.uri(&paths.job_root())];
+    prefixes.extend(manifest.spec.spec.savepoints.directory.clone());
+    Some(prefixes)
+}
+
 fn coordinate(
     manifest: &LoadedManifest,
     yaml: &str,
@@ -213,12 +229,14 @@ fn coordinate(
         }
     };
     let (admin_tx, admin_rx) = unbounded();
+    let savepoint_prefixes = savepoint_prefixes(manifest, storage.as_ref(), &paths);
     let admin = crate::admin::serve(
         options.admin_bind,
         None,
         admin_tx,
         manifest.spec.spec.checkpointing.s3.clone(),
         options.admin_token.clone(),
+        savepoint_prefixes.clone(),
     )
     .map_err(listen("admin API", options.admin_bind))?;
     if options.admin_token.is_none() {
@@ -251,6 +269,7 @@ fn coordinate(
         options,
         job_id: new_job_id(&manifest.name),
         start_time: chrono::Utc::now().to_rfc3339(),
+        savepoint_prefixes,
     };
     let result = job.run(&admin, &admin_rx, summary);
     summary.workers_lost = job.members.lost();
@@ -379,7 +398,8 @@ impl Job<'_> {
                 next_id,
                 info,
             )
-            .with_history(std::mem::take(&mut history));
+            .with_history(std::mem::take(&mut history))
+            .confine_savepoints(self.savepoint_prefixes.clone());
             admin.set_ready();
             let result =
                 coordinator.run(&tasks, &metrics, self.options.progress_interval, admin_rx);

@@ -185,6 +185,8 @@ pub fn run_job(
         admin_tx,
         manifest.spec.spec.checkpointing.s3.clone(),
         Some(crate::admin::AdminToken::generate()),
+        // One user's machine: its savepoints go wherever its credentials reach.
+        None,
     )
     .map_err(|source| RunError::LocalDir {
         path: crate::admin::discovery_file(&local_dir)

@@ -87,6 +87,16 @@ pub fn job_root(name: &str, namespace: Option<&str>) -> String {
     }
 }
 
+/// True when `uri` is `prefix` or lies below it (`prefix/...`); trailing slashes are ignored,
+/// so `s3://b/team-a` does not contain `s3://b/team-ab`.
+pub fn within(uri: &str, prefix: &str) -> bool {
+    let (uri, prefix) = (uri.trim_end_matches('/'), prefix.trim_end_matches('/'));
+    uri == prefix
+        || uri
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
 /// `dir/name`, or `name` when `dir` is the root (`""`).
 pub fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
@@ -136,5 +146,12 @@ mod tests {
             "team-a/orders/_lineage"
         );
         assert_eq!(JobPaths::of_job("orders", None).job_root(), "orders");
+        assert!(within(
+            "s3://b/team-a/orders/savepoints/sp-1",
+            "s3://b/team-a/orders/"
+        ));
+        assert!(within("s3://b/team-a/orders", "s3://b/team-a/orders"));
+        assert!(!within("s3://b/team-a/orders-2/sp", "s3://b/team-a/orders"));
+        assert!(!within("s3://b/team-a", "s3://b/team-a/orders"));
     }
 }

@@ -11,6 +11,7 @@
 //! [`CheckpointStorage`](crate::storage::CheckpointStorage).
 
 mod admin;
+pub(crate) use admin::check_within;
 mod metrics;
 pub mod pending;
 pub mod schedule;
@@ -143,6 +144,8 @@ pub(crate) struct Coordinator<'a> {
     complete: BTreeMap<u64, Vec<String>>,
     /// Figures, savepoint triggers and failures, kept across attempts.
     pub history: History,
+    /// Where savepoints may go (URI prefixes); `None`: anywhere the job's credentials reach.
+    savepoint_prefixes: Option<Vec<String>>,
 }
 
 impl<'a> Coordinator<'a> {
@@ -177,7 +180,16 @@ impl<'a> Coordinator<'a> {
             cancelled: false,
             complete: BTreeMap::new(),
             history: History::default(),
+            savepoint_prefixes: None,
         }
+    }
+
+    /// Confines savepoint directories to `prefixes` (URI prefixes: the job's storage root and
+    /// the manifest's `savepoints.directory`); a trigger elsewhere is refused 403
+    /// `outside_job_storage`.
+    pub fn confine_savepoints(mut self, prefixes: Option<Vec<String>>) -> Self {
+        self.savepoint_prefixes = prefixes;
+        self
     }
 
     /// Restores what earlier attempts of the job left: figures, savepoint triggers, failures.
