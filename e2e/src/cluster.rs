@@ -231,8 +231,10 @@ impl Cluster {
                 return;
             }
             assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "job not RUNNING: {info:?}"
+                start.elapsed() < Duration::from_secs(60),
+                "job not RUNNING after 60 s: {info:?}; admin answered {:?}\ncoordinator log:\n{}",
+                self.admin_call("GET", "/v1/job", None),
+                self.log().join("\n")
             );
             std::thread::sleep(Duration::from_millis(20));
         }
