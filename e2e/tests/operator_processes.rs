@@ -367,7 +367,23 @@ fn a_re_created_stream_job_starts_empty_unless_it_names_what_to_restore() {
             .any(|o| o.path == chk_dir && o.reason.contains("predecessor")),
         "{orphans:?}"
     );
-    delete(&mut second, &elsewhere, 1, &st);
+    // Its own upgrades through a savepoint delete its own older checkpoints only.
+    let mut st = st;
+    let mut rescaled = elsewhere.clone();
+    rescaled.job.parallelism += 1;
+    drive(
+        &mut second,
+        &desired(2, &rescaled),
+        &mut st,
+        STEP,
+        |_| false,
+        stable_at(2),
+    );
+    assert!(
+        std::path::Path::new(chk_path).join("_metadata").exists(),
+        "the predecessor's checkpoint outlives the new job's savepoint restore"
+    );
+    delete(&mut second, &rescaled, 2, &st);
 
     // Re-created naming the first one's savepoint: exactly that is restored.
     let mut from_savepoint = spec.clone();

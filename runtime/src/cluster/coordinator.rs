@@ -27,8 +27,8 @@ use crate::checkpoint::{RestorePlan, RestoreRequest, SnapshotKind};
 use crate::metrics::JobMetrics;
 use crate::runner::{
     choose_restore, error_chain, legacy_checkpoint, log_restore, new_job_id, open_storage,
-    restart_restore, ChosenRestore, Coordinator, History, JobEvent, RunEnd, RunError, RunInfo,
-    TaskSet,
+    read_lineage, restart_restore, ChosenRestore, Coordinator, History, JobEvent, RunEnd, RunError,
+    RunInfo, TaskSet,
 };
 use crate::storage::paths::JobPaths;
 use crate::task::Control;
@@ -399,7 +399,10 @@ impl Job<'_> {
                 info,
             )
             .with_history(std::mem::take(&mut history))
-            .confine_savepoints(self.savepoint_prefixes.clone());
+            .confine_savepoints(self.savepoint_prefixes.clone())
+            .with_lineage_start(
+                read_lineage(self.storage.as_ref(), &self.paths)?.map_or(0, |r| r.first_checkpoint),
+            );
             admin.set_ready();
             let result =
                 coordinator.run(&tasks, &metrics, self.options.progress_interval, admin_rx);

@@ -264,7 +264,8 @@ pub fn run_job(
         p,
         next_id,
         info,
-    );
+    )
+    .with_lineage_start(read_lineage(storage.as_ref(), &paths)?.map_or(0, |r| r.first_checkpoint));
     // The restored state now lives in the operators: release the loaded checkpoint.
     drop(restore);
     admin.set_ready();
@@ -424,7 +425,7 @@ fn prepare_storage(
 ) -> Result<PreparedStorage, RunError> {
     if fresh {
         info!(location = %storage.uri(&paths.checkpoints()), "--fresh: deleting the job's checkpoints (savepoints are kept)");
-        storage.delete_all(&paths.checkpoints())?;
+        delete_lineage_checkpoints(storage, paths, since)?;
     }
     let ids = list_checkpoint_ids(storage, paths)?;
     let mut incomplete = Vec::new();
@@ -501,19 +502,24 @@ pub(crate) fn choose_restore<T>(
     check: impl FnOnce(ChosenRestore) -> Result<T, RunError>,
 ) -> Result<(Option<T>, Vec<SkippedCheckpoint>, u64), RunError> {
     let mut stored = read_lineage(storage, paths)?;
+    // The lineage's first checkpoint: below it, a predecessor's checkpoints, which neither
+    // `--fresh` nor a savepoint restore deletes and which no lineage after it takes up.
+    let since = stored.as_ref().map_or(0, |s| s.first_checkpoint);
     let wipe = request.wipes(stored.as_ref());
     if wipe && stored.is_some() {
         storage.delete_all(&paths.lineage())?;
         stored = None;
     }
-    let since = stored.as_ref().map_or(0, |s| s.first_checkpoint);
     let PreparedStorage {
         latest,
         skipped,
         highest,
     } = prepare_storage(storage, paths, wipe, since)?;
     let next_id = highest.unwrap_or(0) + 1;
-    let decision = request.decide(stored.as_ref(), latest.is_some(), next_id);
+    let mut decision = request.decide(stored.as_ref(), latest.is_some(), next_id);
+    if let Some(record) = &mut decision.store_lineage {
+        record.first_checkpoint = record.first_checkpoint.max(since);
+    }
     if let Some(l) = &decision.store_lineage {
         if request.is_foreign(stored.as_ref(), latest.is_some()) && !request.adopt {
             warn!(
@@ -535,7 +541,7 @@ pub(crate) fn choose_restore<T>(
             "restoring from a savepoint: deleting the job's checkpoints of the lineage before it ({})",
             storage.uri(&paths.checkpoints())
         );
-        storage.delete_all(&paths.checkpoints())?;
+        delete_lineage_checkpoints(storage, paths, since)?;
     }
     if let Some(l) = &decision.store_lineage {
         storage.write(&paths.lineage(), &l.encode())?;
@@ -543,6 +549,29 @@ pub(crate) fn choose_restore<T>(
         storage.delete_all(&paths.lineage())?;
     }
     Ok((checked, skipped, (next_id - 1).max(restored) + 1))
+}
+
+/// Deletes the checkpoints of the job's lineage: those from id `since` on (its
+/// `firstCheckpoint`); a predecessor's checkpoints below it stay, as they stayed when this
+/// lineage began (`weir checkpoints gc --dry-run` lists them).
+///
+/// # Errors
+/// [`RunError::Storage`] when storage cannot be listed or deleted from.
+fn delete_lineage_checkpoints(
+    storage: &dyn CheckpointStorage,
+    paths: &JobPaths,
+    since: u64,
+) -> Result<(), RunError> {
+    if since == 0 {
+        storage.delete_all(&paths.checkpoints())?;
+        return Ok(());
+    }
+    for id in list_checkpoint_ids(storage, paths)? {
+        if id >= since {
+            storage.delete_all(&paths.checkpoint(id))?;
+        }
+    }
+    Ok(())
 }
 
 /// The lineage record stored at the job's root, if any.

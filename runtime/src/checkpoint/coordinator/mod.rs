@@ -146,6 +146,9 @@ pub(crate) struct Coordinator<'a> {
     pub history: History,
     /// Where savepoints may go (URI prefixes); `None`: anywhere the job's credentials reach.
     savepoint_prefixes: Option<Vec<String>>,
+    /// The lineage's first checkpoint id: retention never deletes checkpoints below it (a
+    /// predecessor's, see [`crate::checkpoint::LineageRecord`]).
+    lineage_start: u64,
 }
 
 impl<'a> Coordinator<'a> {
@@ -181,7 +184,16 @@ impl<'a> Coordinator<'a> {
             complete: BTreeMap::new(),
             history: History::default(),
             savepoint_prefixes: None,
+            lineage_start: 0,
         }
+    }
+
+    /// Keeps retention off the checkpoints below `first` (the lineage's first checkpoint):
+    /// they belong to a predecessor, which this job neither restores nor deletes. Their shared
+    /// files stay referenced.
+    pub fn with_lineage_start(mut self, first: u64) -> Self {
+        self.lineage_start = first;
+        self
     }
 
     /// Confines savepoint directories to `prefixes` (URI prefixes: the job's storage root and
@@ -576,8 +588,9 @@ impl<'a> Coordinator<'a> {
     }
 
     /// Deletes the checkpoints retention drops: all but the newest `retained` complete ones,
-    /// and incomplete ones older than the newest complete one. Which checkpoints are complete
-    /// is known from [`Coordinator::complete`]; only the listing is read.
+    /// and incomplete ones older than the newest complete one, of the lineage (from
+    /// `lineage_start` on). Which checkpoints are complete is known from
+    /// [`Coordinator::complete`]; only the listing is read.
     fn retain(&mut self) {
         let storage = self.storage.clone();
         let ids = match list_checkpoint_ids(storage.as_ref(), self.paths) {
@@ -586,6 +599,7 @@ impl<'a> Coordinator<'a> {
         };
         let (complete, incomplete): (Vec<u64>, Vec<u64>) = ids
             .into_iter()
+            .filter(|&id| id >= self.lineage_start)
             .partition(|id| self.complete.contains_key(id));
         for id in checkpoints_to_delete(&complete, &incomplete, self.settings.retained) {
             match storage.delete_all(&self.paths.checkpoint(id)) {
