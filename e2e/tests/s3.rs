@@ -1,5 +1,6 @@
-//! Checkpoints on a real S3-compatible server (s3s-fs, started by the test): exactly-once
-//! under SIGKILL, and a server that dies in the middle of a checkpoint and comes back.
+//! Checkpoints and output on a real S3-compatible server (s3s-fs, started by the test):
+//! exactly-once under SIGKILL, output written as multipart uploads exactly once through
+//! SIGKILLs and rescales, and a server that dies in the middle of a checkpoint and comes back.
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,54 @@ fn sigkill_at_random_points_with_checkpoints_on_s3_gives_exactly_once_output() {
     assert!(
         !server.objects("eo/retail-revenue/checkpoints").is_empty(),
         "checkpoints are in the bucket"
+    );
+    assert_eq!(job.output_lines(), reference_retail_revenue());
+}
+
+#[test]
+fn output_on_s3_is_exactly_once_through_sigkills_and_rescales() {
+    let server = S3Server::start();
+    let mut job = example_job_on_s3(&server, "out", |d| {
+        d["spec"]["checkpointing"]["interval"] = "300ms".into();
+        d["spec"]["job"]["args"]["maxRecordsPerSecond"] = "60000".into();
+        d["spec"]["job"]["args"]["output"] = format!("s3://{}/out/output", server.bucket).into();
+    });
+    // s3s-fs keeps a completed object as a file of the bucket's directory.
+    job.output = server.root.path().join(&server.bucket).join("out/output");
+    let seed = fastrand::u64(..);
+    eprintln!("kill schedule seed: {seed}");
+    // 2 subtasks, killed; 3, killed; then 1 to the end.
+    let kills = kill_at_random_points(&job, 3, seed);
+    job.edit(|d| d["spec"]["job"]["parallelism"] = 3.into());
+    let more = kill_at_random_points(&job, 2, seed ^ 1);
+    assert!(kills.total + more.total >= 4, "{kills:?} {more:?}");
+    job.edit(|d| d["spec"]["job"]["parallelism"] = 1.into());
+    let summary = job.run_summarized(&[]);
+    assert_eq!(summary["restoredKind"], "checkpoint", "{summary}");
+    assert_eq!(
+        summary["output"],
+        format!("s3://{}/out/output", server.bucket)
+    );
+    assert_eq!(job.output_lines(), reference_retail_revenue());
+}
+
+#[test]
+fn a_part_larger_than_an_upload_part_goes_up_in_parts_and_reads_back_whole() {
+    let server = S3Server::start();
+    let mut job = example_job_on_s3(&server, "big", |d| {
+        // One subtask and no checkpoint before the final one: one part file of the whole
+        // output, more than one upload part (8 MiB) of it.
+        d["spec"]["job"]["parallelism"] = 1.into();
+        d["spec"]["checkpointing"]["interval"] = "1h".into();
+        d["spec"]["job"]["args"]["output"] = format!("s3://{}/big/output", server.bucket).into();
+    });
+    job.output = server.root.path().join(&server.bucket).join("big/output");
+    job.run_summarized(&[]);
+    let part = job.output.join("part-0-000000.csv");
+    let size = std::fs::metadata(&part).expect("the one part file").len();
+    assert!(
+        size > weir_runtime::storage::s3::PART_SIZE as u64,
+        "{size} bytes fit one upload part"
     );
     assert_eq!(job.output_lines(), reference_retail_revenue());
 }

@@ -503,7 +503,10 @@ fn a_window_without_a_positive_size_is_refused_when_the_job_is_built() {
     .aggregate("counts", Count)
     .sink(
         "counts-sink",
-        FileSink::new("/nonexistent", lines(result_line::<u64>)),
+        FileSink::new(
+            std::path::Path::new("/nonexistent"),
+            lines(result_line::<u64>),
+        ),
     );
     let err = job.build().err().expect("refused").to_string();
     assert!(err.contains("slide must be positive"), "{err}");
@@ -609,7 +612,10 @@ fn an_interval_join_with_its_bounds_reversed_is_refused() {
     let (a, b) = join_inputs(&job, Vec::new(), Vec::new());
     a.interval_join(&b, 10, -10).process("pairs", pair).sink(
         "sink",
-        FileSink::new("/nonexistent", lines(|s: &String| s.clone())),
+        FileSink::new(
+            std::path::Path::new("/nonexistent"),
+            lines(|s: &String| s.clone()),
+        ),
     );
     let err = job.build().err().expect("refused").to_string();
     assert!(

@@ -560,7 +560,7 @@ pub fn graph_with(
     alerts: Alerts,
 ) -> Result<JobGraph, TaskError> {
     let job = JobBuilder::new();
-    let dir = |name: &str| format!("{output}/{name}");
+    let dir = |name: &str| std::path::PathBuf::from(format!("{output}/{name}"));
     let source = |uid: &str, kind: &'static str| {
         job.source(
             uid,

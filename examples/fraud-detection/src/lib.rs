@@ -26,9 +26,9 @@
 //! | --- | --- | --- |
 //! | `input` | `kafka://host:port/topic`: read the transactions from Kafka (JSON objects with `id`, `account`, `timestamp`, `amount`, keyed by account so each account's transactions stay in order) instead of generating them | generated |
 //! | `stoppingOffsets` | with a Kafka input: `latest` (the end offsets at the first start) or `timestamp:<ms>` to stop there | unbounded |
-//! | `output` | directory of the alerts (`account,timestamp ms,amount cents` per line), or `kafka://host:port/topic` to write them exactly once to Kafka (JSON, keyed by account) | required |
+//! | `output` | directory (or `s3://bucket/prefix`) of the alerts (`account,timestamp ms,amount cents` per line), or `kafka://host:port/topic` to write them exactly once to Kafka (JSON, keyed by account) | required |
 //! | `kafka.<setting>` | a librdkafka setting for the Kafka input and output (`kafka.security.protocol`, ...) | |
-//! | `rejectedOutput` | directory of the rejected transactions | `<output>-rejected` |
+//! | `rejectedOutput` | directory (or `s3://bucket/prefix`) of the rejected transactions | `<output>-rejected` |
 //! | `transactions` | number of transactions | `200000` |
 //! | `accounts` | number of accounts | `100` |
 //! | `seed` | generator seed | `42` |
@@ -43,7 +43,7 @@ use weir_runtime::api::{
     SourceReader, TaskContext, TaskError, TimeDomain, Timestamp, ValueStateDescriptor,
     WatermarkStrategy,
 };
-use weir_runtime::connectors::file_sink::LineEncoder;
+use weir_runtime::connectors::file_sink::{LineEncoder, OutputLocation};
 use weir_runtime::connectors::kafka::config::parse_stopping_offsets;
 use weir_runtime::connectors::kafka::{
     format, KafkaAddress, KafkaConfigError, KafkaSink, KafkaSinkConfig, KafkaSource,
@@ -354,6 +354,12 @@ pub fn build(args: &JobArgs) -> Result<JobGraph, ArgError> {
         .get("rejectedOutput")
         .cloned()
         .unwrap_or_else(|| format!("{output}-rejected"));
+    let rejected = OutputLocation::parse(&rejected).map_err(|e| {
+        ArgError::new(
+            "rejectedOutput",
+            format!("{e} (with a Kafka output, name a directory or s3:// location here)"),
+        )
+    })?;
     let time_domain = match args.get("timeDomain").map(String::as_str) {
         None | Some("event-time") => TimeDomain::EventTime,
         Some("processing-time") => TimeDomain::ProcessingTime,
@@ -410,7 +416,7 @@ pub fn build(args: &JobArgs) -> Result<JobGraph, ArgError> {
         .process("fraud-detector", FraudDetector { time_domain });
     alerts
         .side_output(&REJECTED)
-        .sink("rejected-sink", FileSink::new(&rejected, rejected_encoder));
+        .sink("rejected-sink", FileSink::new(rejected, rejected_encoder));
     if KafkaAddress::is_kafka(&output) {
         let address = KafkaAddress::parse(&output, "output", false).map_err(kafka_err)?;
         let [topic] = address.topics.as_slice() else {
@@ -428,7 +434,8 @@ pub fn build(args: &JobArgs) -> Result<JobGraph, ArgError> {
             KafkaSink::new(config, serialize).map_err(kafka_err)?,
         );
     } else {
-        alerts.sink("alerts-sink", FileSink::new(&output, alert_encoder));
+        let location = OutputLocation::parse(&output).map_err(|e| ArgError::new("output", e))?;
+        alerts.sink("alerts-sink", FileSink::new(location, alert_encoder));
     }
     job.set_output(output);
     job.build()

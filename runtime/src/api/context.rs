@@ -42,6 +42,9 @@ pub struct TaskContext {
     pub(crate) clock: Clock,
     /// Checkpoints in the backend's native format (incremental RocksDB checkpoints).
     pub(crate) incremental: bool,
+    /// The job's S3 client settings (`checkpointing.s3`), which sinks writing to `s3://`
+    /// locations use too.
+    pub(crate) s3: Option<weir_crds::S3Spec>,
 }
 
 impl TaskContext {

@@ -35,6 +35,9 @@ pub enum TaskError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// An object store call failed after the client's retries (a sink's multipart upload).
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
     /// The input holds a value the job cannot process.
     #[error("{0}")]
     Data(String),
@@ -56,6 +59,7 @@ impl TaskError {
             TaskError::State { .. } => "state",
             TaskError::Io { .. } => "io",
             TaskError::Kafka { .. } => "kafka",
+            TaskError::Storage(_) => "storage",
             TaskError::Data(_) => "data",
             TaskError::Restore(_) => "restore",
             TaskError::DownstreamGone => "downstream",

@@ -349,6 +349,7 @@ pub(crate) fn instantiate(
                 restore: restore.clone(),
                 clock: system_clock(),
                 incremental: spec.checkpointing.incremental,
+                s3: spec.spec.checkpointing.s3.clone(),
             })
             .collect(),
         parallelism: p,

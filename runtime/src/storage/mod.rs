@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 pub use local::LocalStorage;
 pub use memory::MemoryStorage;
-pub use s3::S3Storage;
+pub use s3::{PendingMultipartUpload, S3Storage};
 
 /// A storage operation failed.
 #[derive(Debug, thiserror::Error)]

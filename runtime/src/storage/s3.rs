@@ -14,6 +14,7 @@ use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
@@ -135,6 +136,25 @@ impl S3Storage {
     }
 
     async fn put_multipart(&self, key: &str, bytes: &[u8]) -> Result<(), BoxError> {
+        let upload_id = self.create_upload_at(key).await?;
+        let parts = async {
+            let mut etags = Vec::new();
+            for (i, chunk) in bytes.chunks(PART_SIZE).enumerate() {
+                etags.push(
+                    self.upload_part_at(key, &upload_id, i as i32 + 1, chunk.to_vec())
+                        .await?,
+                );
+            }
+            self.complete_upload_at(key, &upload_id, &etags).await
+        }
+        .await;
+        if parts.is_err() {
+            let _ = self.abort_upload_at(key, &upload_id).await;
+        }
+        parts
+    }
+
+    async fn create_upload_at(&self, key: &str) -> Result<String, BoxError> {
         self.stats.request(0, 0);
         let upload = self
             .client
@@ -143,60 +163,83 @@ impl S3Storage {
             .key(key)
             .send()
             .await?;
-        let upload_id = upload
+        Ok(upload
             .upload_id()
             .ok_or("S3 returned no upload id")?
-            .to_string();
-        let parts = async {
-            let mut parts = Vec::new();
-            for (i, chunk) in bytes.chunks(PART_SIZE).enumerate() {
-                let number = i as i32 + 1;
-                self.stats.request(chunk.len(), 0);
-                let part = self
-                    .client
-                    .upload_part()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(&upload_id)
-                    .part_number(number)
-                    .body(ByteStream::from(chunk.to_vec()))
-                    .send()
-                    .await?;
-                parts.push(
-                    CompletedPart::builder()
-                        .part_number(number)
-                        .set_e_tag(part.e_tag().map(str::to_string))
-                        .build(),
-                );
-            }
-            self.stats.request(0, 0);
-            self.client
-                .complete_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await?;
-            Ok::<(), BoxError>(())
+            .to_string())
+    }
+
+    async fn upload_part_at(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        bytes: Vec<u8>,
+    ) -> Result<String, BoxError> {
+        self.stats.request(bytes.len(), 0);
+        let part = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await?;
+        Ok(part
+            .e_tag()
+            .ok_or("S3 returned no ETag for a part")?
+            .to_string())
+    }
+
+    async fn complete_upload_at(
+        &self,
+        key: &str,
+        upload_id: &str,
+        etags: &[String],
+    ) -> Result<(), BoxError> {
+        self.stats.request(0, 0);
+        let parts = etags
+            .iter()
+            .enumerate()
+            .map(|(i, etag)| {
+                CompletedPart::builder()
+                    .part_number(i as i32 + 1)
+                    .e_tag(etag)
+                    .build()
+            })
+            .collect();
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    async fn abort_upload_at(&self, key: &str, upload_id: &str) -> Result<(), BoxError> {
+        self.stats.request(0, 0);
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_upload()) => Ok(()),
+            Err(e) => Err(e.into()),
         }
-        .await;
-        if parts.is_err() {
-            self.stats.request(0, 0);
-            let _ = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .send()
-                .await;
-        }
-        parts
     }
 
     /// GETs an object, or with `range` (`bytes=a-b`) part of it.
@@ -280,6 +323,154 @@ impl S3Storage {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// A multipart upload that has not been completed or aborted: invisible to readers until
+/// completed (S3's `CreateMultipartUpload`, `UploadPart`, `CompleteMultipartUpload`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingMultipartUpload {
+    /// The object it will create, relative to the storage root.
+    pub path: String,
+    /// The store's id of the upload.
+    pub upload_id: String,
+}
+
+/// Multipart uploads under the caller's control, for writers that make an object visible only
+/// when a checkpoint completes (the exactly-once file sink, after Flink's S3 recoverable
+/// writer). Every part but the last must be at least 5 MiB (S3's limit).
+impl S3Storage {
+    /// Starts a multipart upload of `path`; returns its upload id.
+    ///
+    /// # Errors
+    /// [`StorageError`] when the store refuses or cannot be reached (after retries).
+    pub fn create_upload(&self, path: &str) -> Result<String, StorageError> {
+        self.rt
+            .block_on(self.create_upload_at(&self.key(path)))
+            .map_err(self.err("start upload of", path))
+    }
+
+    /// Uploads part `number` (1-based) of `upload_id`; returns its ETag, which completion needs.
+    ///
+    /// # Errors
+    /// [`StorageError`] when the upload is unknown or the store cannot be reached.
+    pub fn upload_part(
+        &self,
+        path: &str,
+        upload_id: &str,
+        number: i32,
+        bytes: Vec<u8>,
+    ) -> Result<String, StorageError> {
+        self.rt
+            .block_on(self.upload_part_at(&self.key(path), upload_id, number, bytes))
+            .map_err(self.err("upload part of", path))
+    }
+
+    /// Completes `upload_id` with its parts' ETags in order: the object appears, whole. Not
+    /// idempotent on every store: after an error, [`S3Storage::exists`] tells whether an
+    /// earlier call completed it.
+    ///
+    /// # Errors
+    /// [`StorageError`] when the upload is unknown (completed or aborted before, or expired),
+    /// a part is missing or too small, or the store cannot be reached.
+    pub fn complete_upload(
+        &self,
+        path: &str,
+        upload_id: &str,
+        etags: &[String],
+    ) -> Result<(), StorageError> {
+        self.rt
+            .block_on(self.complete_upload_at(&self.key(path), upload_id, etags))
+            .map_err(self.err("complete upload of", path))
+    }
+
+    /// Aborts `upload_id` and frees its parts; an upload the store no longer knows is not an
+    /// error.
+    ///
+    /// # Errors
+    /// [`StorageError`] when the store cannot be reached or refuses.
+    pub fn abort_upload(&self, path: &str, upload_id: &str) -> Result<(), StorageError> {
+        self.rt
+            .block_on(self.abort_upload_at(&self.key(path), upload_id))
+            .map_err(self.err("abort upload of", path))
+    }
+
+    /// Whether object `path` exists (a `HEAD` request).
+    ///
+    /// # Errors
+    /// [`StorageError`] on failures other than absence.
+    pub fn exists(&self, path: &str) -> Result<bool, StorageError> {
+        let key = self.key(path);
+        self.rt
+            .block_on(async {
+                self.stats.request(0, 0);
+                match self
+                    .client
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
+                    Err(e) => Err(BoxError::from(e)),
+                }
+            })
+            .map_err(self.err("look up", path))
+    }
+
+    /// The multipart uploads in progress below `prefix`, all pages; `None` when the store does
+    /// not list uploads (it answers `NotImplemented`, as s3s-fs does).
+    ///
+    /// # Errors
+    /// [`StorageError`] when the store cannot be reached or refuses otherwise.
+    pub fn list_uploads(
+        &self,
+        prefix: &str,
+    ) -> Result<Option<Vec<PendingMultipartUpload>>, StorageError> {
+        let root = self.dir_key("");
+        let dir = self.dir_key(prefix);
+        self.rt
+            .block_on(async {
+                let mut found = Vec::new();
+                let (mut key_marker, mut id_marker) = (None, None);
+                loop {
+                    self.stats.request(0, 0);
+                    let resp = match self
+                        .client
+                        .list_multipart_uploads()
+                        .bucket(&self.bucket)
+                        .prefix(&dir)
+                        .set_key_marker(key_marker)
+                        .set_upload_id_marker(id_marker)
+                        .send()
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(e)
+                            if e.as_service_error()
+                                .and_then(ProvideErrorMetadata::code)
+                                .is_some_and(|c| c == "NotImplemented") =>
+                        {
+                            return Ok(None);
+                        }
+                        Err(e) => return Err(BoxError::from(e)),
+                    };
+                    found.extend(resp.uploads().iter().filter_map(|u| {
+                        Some(PendingMultipartUpload {
+                            path: u.key()?.strip_prefix(&root)?.to_string(),
+                            upload_id: u.upload_id()?.to_string(),
+                        })
+                    }));
+                    if resp.is_truncated() != Some(true) {
+                        return Ok(Some(found));
+                    }
+                    key_marker = resp.next_key_marker().map(str::to_string);
+                    id_marker = resp.next_upload_id_marker().map(str::to_string);
+                }
+            })
+            .map_err(self.err("list uploads under", prefix))
     }
 }
 

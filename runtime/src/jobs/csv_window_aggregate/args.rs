@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::parse::parse_row;
 use crate::connectors::csv_source::open_at;
+use crate::connectors::file_sink::OutputLocation;
 use crate::connectors::kafka::config::{parse_starting_offsets, parse_stopping_offsets};
 use crate::connectors::kafka::{
     DeliveryGuarantee, KafkaAddress, KafkaConfigError, KafkaSinkConfig, KafkaSourceConfig, Topics,
@@ -66,8 +67,8 @@ pub enum Input {
 /// Where the job writes.
 #[derive(Debug, Clone)]
 pub enum Output {
-    /// A directory owned by the exactly-once file sink.
-    Directory(PathBuf),
+    /// A directory or `s3://bucket/prefix`, owned by the exactly-once file sink.
+    Files(OutputLocation),
     /// A Kafka topic (`output: kafka://host:port/topic`): each result line a record, keyed
     /// by the key columns.
     Kafka(KafkaSinkConfig),
@@ -76,7 +77,7 @@ pub enum Output {
 impl std::fmt::Display for Output {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Output::Directory(d) => write!(f, "{}", d.display()),
+            Output::Files(l) => write!(f, "{l}"),
             Output::Kafka(c) => write!(f, "kafka://{}/{}", c.bootstrap_servers, c.topic),
         }
     }
@@ -451,7 +452,9 @@ fn parse_output(args: &JobArgs) -> Result<Output, ArgError> {
                 "only applies to a Kafka output (output: kafka://host:port/topic)",
             ));
         }
-        return Ok(Output::Directory(PathBuf::from(spec)));
+        return OutputLocation::parse(spec)
+            .map(Output::Files)
+            .map_err(|e| ArgError::new("output", e));
     }
     let kafka_err = |e: KafkaConfigError| ArgError::new(&e.field, e.message);
     let address = KafkaAddress::parse(spec, "output", false).map_err(kafka_err)?;

@@ -203,10 +203,10 @@ pub fn build(job_args: &JobArgs) -> Result<JobGraph, ArgError> {
         .aggregate("window-aggregate", RowAggregate);
     let enc_args = args.clone();
     match &args.output {
-        Output::Directory(dir) => {
+        Output::Files(location) => {
             let encode: LineEncoder<WindowResult<Vec<u8>, Acc>> =
                 Arc::new(move |r, out| encode_result(&enc_args, r, out));
-            let sink = FileSink::new(dir.clone(), encode)
+            let sink = FileSink::new(location.clone(), encode)
                 .with_max_records_per_second(args.sink_max_records_per_second);
             results.sink("file-sink", sink);
         }

@@ -14,7 +14,7 @@
 //! | `eventsPerSecond` | event-time rate: event `n` happens `n / rate` s after the first | `10000` |
 //! | `seed` | seed of the generator | `0` |
 //! | `baseTime` | event time of the first event, ms since the epoch | `1577836800000` (2020-01-01) |
-//! | `output` | output directory (owned by the sink) | required |
+//! | `output` | output directory, or `s3://bucket/prefix` (owned by the sink) | required |
 //! | `maxEventsPerSecond` | throttle per source subtask (demos, tests) | unbounded |
 //! | `sideInput` | q13's side input, a CSV file of `key,value` lines | the one `weir nexmark generate` writes |
 //!
@@ -34,6 +34,7 @@ use std::path::Path;
 
 use super::{optional_arg, ArgError, JobArgs};
 use crate::api::JobGraph;
+use crate::connectors::file_sink::OutputLocation;
 use generator::GeneratorConfig;
 use model::Event;
 
@@ -78,6 +79,7 @@ pub fn build(args: &JobArgs) -> Result<JobGraph, ArgError> {
     let output = args
         .get("output")
         .ok_or_else(|| ArgError::new("output", "required: the output directory"))?;
+    let location = OutputLocation::parse(output).map_err(|e| ArgError::new("output", e))?;
     let rate = optional_arg::<u64>(args, "maxEventsPerSecond")?;
     let side_input = match args.get("sideInput") {
         Some(path) if query == "q13" => Some(std::sync::Arc::new(
@@ -86,7 +88,7 @@ pub fn build(args: &JobArgs) -> Result<JobGraph, ArgError> {
         )),
         _ => None,
     };
-    queries::build(query, config, rate, output, side_input)
+    queries::build(query, config, rate, &location, side_input)
         .map_err(|e| match e {
             queries::QueryError::Unknown(q) => ArgError::new(
                 "query",

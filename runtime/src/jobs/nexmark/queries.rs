@@ -43,7 +43,7 @@ use crate::api::{
     ListStateDescriptor, OpenContext, Output, Stream, TaskError, Timestamp, ValueStateDescriptor,
     WatermarkStrategy, WindowAssigner, WindowResult,
 };
-use crate::connectors::file_sink::LineEncoder;
+use crate::connectors::file_sink::{LineEncoder, OutputLocation};
 use crate::connectors::FileSink;
 
 /// The queries this job runs.
@@ -80,7 +80,7 @@ pub fn build(
     query: &str,
     config: GeneratorConfig,
     max_events_per_second: Option<u64>,
-    output: &str,
+    output: &OutputLocation,
     side_input: Option<Arc<SideInput>>,
 ) -> Result<JobGraph, QueryError> {
     let job = JobBuilder::new();
@@ -105,7 +105,7 @@ pub fn build(
         "q4" => q4(&events),
         "q9" => winning_bids(&events).map(|(a, b)| q9_line(&a, &b)),
         "q10" => {
-            let sink = FileSink::new(output, line_encoder())
+            let sink = FileSink::new(output.clone(), line_encoder())
                 .with_buckets(Arc::new(|l: &Q10Line| l.bucket.clone()));
             bids(&events)
                 .map(|b| {
@@ -169,7 +169,7 @@ pub fn build(
     };
     let encode: LineEncoder<String> =
         Arc::new(|line: &String, out: &mut Vec<u8>| out.extend_from_slice(line.as_bytes()));
-    lines.sink("nexmark-sink", FileSink::new(output, encode));
+    lines.sink("nexmark-sink", FileSink::new(output.clone(), encode));
     Ok(job.build()?)
 }
 

@@ -1,38 +1,52 @@
-//! An exactly-once file sink (two-phase commit, after Flink's `FileSink`).
+//! An exactly-once file sink (two-phase commit, after Flink's `FileSink`), writing to a
+//! directory or to object storage.
 //!
-//! Each subtask writes lines to an in-progress file `.part-<owner>-<seq>.inprogress` in the
-//! output directory. At a checkpoint barrier it pre-commits: flushes, fsyncs and closes the
-//! file and records it as pending in its state. When the checkpoint completes, pending files
-//! are committed by an atomic rename to `part-<owner>-<seq>.csv`. On restore, the pending
-//! files of the restored checkpoint are committed, and every file written after that
-//! checkpoint (`seq` at or beyond the restored counter, committed or not) is deleted, so the
-//! directory holds exactly the output of the restored state. The sink owns its directory: a
-//! run without a checkpoint starts it empty of part files.
+//! Each subtask writes lines to in-progress part files. At a checkpoint barrier it
+//! pre-commits: in a directory it flushes, fsyncs and closes `.part-<owner>-<seq>.inprogress`;
+//! on object storage (`s3://bucket/prefix`) it uploads the last part of the multipart upload
+//! of `part-<owner>-<seq>.csv` (earlier parts went up as records arrived, 8 MiB each). The
+//! part is recorded as pending in the checkpoint, with its upload id and part ETags on
+//! object storage. When the checkpoint completes, pending parts are committed: an atomic
+//! rename to `part-<owner>-<seq>.csv`, or completing the upload, which makes the object
+//! appear whole. Readers never see a part whose checkpoint did not complete.
+//!
+//! On restore, the pending parts of the restored checkpoint are committed (idempotently: a
+//! part committed before the failure stays as it is), and every part written after that
+//! checkpoint (`seq` at or beyond the restored counter, committed or not) is deleted, and its
+//! uploads aborted where the store lists uploads (AWS S3, MinIO, Garage; s3s-fs does not:
+//! there an upload begun after the checkpoint stays invisible until the bucket's
+//! `AbortIncompleteMultipartUpload` lifecycle rule removes it, as Flink's documentation
+//! advises). So the location holds exactly the output of the restored state. The sink owns
+//! its location: a run without a checkpoint starts it empty of part files.
 //!
 //! With [`FileSink::with_buckets`] each record goes to a bucket, a subdirectory such as
 //! `dt=2020-01-01/hm=00:05` (Flink's `BucketAssigner`), which holds its own part files; the
 //! part sequence numbers of an owner run across all its buckets, so restore works the same.
 //!
-//! State (union-redistributed): one entry per owner index that ever wrote here,
-//! `{"owner": j, "nextSeq": k, "pending": [[seq, checkpoint], ...]}`; after a rescale, new
-//! subtask i adopts the owners with `j % parallelism == i`.
+//! State: see `state.rs` (one union-redistributed entry per owner index; after a rescale, new
+//! subtask i adopts the owners with `j % parallelism == i`).
+
+mod parts;
+mod recovery;
+mod state;
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-use tracing::{debug, info};
+use tracing::info;
+use weir_crds::StorageLocation;
 
-use super::io_err;
+use self::parts::{InProgress, PartStore};
+use self::recovery::RecoveryStep;
+use self::state::OwnerState;
 use super::throttle::Throttle;
 use crate::api::{
     CheckpointBarrier, Collector, OperatorListState, OperatorSnapshot, OperatorStateMap,
     RedistributionMode, Sink, TaskContext, TaskError, Timestamp,
 };
 use crate::metrics::JobMetrics;
+use crate::storage::{CheckpointStorage, LocalStorage, StorageError};
 
 const STATE: &str = "owners";
 
@@ -43,19 +57,90 @@ pub type LineEncoder<T> = Arc<dyn Fn(&T, &mut Vec<u8>) + Send + Sync>;
 /// itself), made of normal components only (no `..`, not absolute).
 pub type BucketAssigner<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
 
-/// Writes records as lines to part files in a directory, exactly once.
+/// Where a [`FileSink`] writes. The sink owns the location: it deletes part files there
+/// that its restored state does not account for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputLocation {
+    /// A local or mounted directory, created when missing.
+    Directory(PathBuf),
+    /// `s3://bucket/prefix`: objects reached with the job's `checkpointing.s3` settings
+    /// (endpoint, region, path style) and the standard AWS credential chain, so on
+    /// Kubernetes with the same credentials as the checkpoints.
+    ObjectStore {
+        /// Bucket name.
+        bucket: String,
+        /// Key prefix, without leading or trailing `/`; never empty.
+        prefix: String,
+    },
+}
+
+impl OutputLocation {
+    /// Parses an output argument: `s3://bucket/prefix`, `file:///absolute/dir`, or a path.
+    ///
+    /// # Errors
+    /// A message naming the allowed forms for an unsupported scheme, an invalid bucket name,
+    /// a relative `file://` path, or an `s3://` location without a prefix (the sink owns
+    /// what is under it, so it does not take a whole bucket).
+    pub fn parse(output: &str) -> Result<Self, String> {
+        if !output.contains("://") {
+            return Ok(Self::Directory(PathBuf::from(output)));
+        }
+        match StorageLocation::parse(output)? {
+            StorageLocation::Local(dir) => Ok(Self::Directory(dir)),
+            StorageLocation::S3(l) if l.prefix.is_empty() => Err(format!(
+                "`{output}` names a whole bucket; name a prefix the sink owns, as in s3://{}/output/my-job",
+                l.bucket
+            )),
+            StorageLocation::S3(l) => Ok(Self::ObjectStore {
+                bucket: l.bucket,
+                prefix: l.prefix,
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for OutputLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Directory(d) => write!(f, "{}", d.display()),
+            Self::ObjectStore { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+impl From<PathBuf> for OutputLocation {
+    fn from(dir: PathBuf) -> Self {
+        Self::Directory(dir)
+    }
+}
+
+impl From<&Path> for OutputLocation {
+    fn from(dir: &Path) -> Self {
+        Self::Directory(dir.to_path_buf())
+    }
+}
+
+impl From<&PathBuf> for OutputLocation {
+    fn from(dir: &PathBuf) -> Self {
+        Self::Directory(dir.clone())
+    }
+}
+
+/// Writes records as lines to part files in a directory or under an object store prefix,
+/// exactly once.
 pub struct FileSink<T> {
-    dir: PathBuf,
+    location: OutputLocation,
     encode: LineEncoder<T>,
     buckets: Option<BucketAssigner<T>>,
     max_records_per_second: Option<u64>,
 }
 
 impl<T> FileSink<T> {
-    /// A sink writing to `dir` (created when missing) with `encode` per record.
-    pub fn new(dir: impl Into<PathBuf>, encode: LineEncoder<T>) -> Self {
+    /// A sink writing to `location` (a directory path, or an [`OutputLocation`] parsed from
+    /// `s3://bucket/prefix`) with `encode` per record.
+    pub fn new(location: impl Into<OutputLocation>, encode: LineEncoder<T>) -> Self {
         Self {
-            dir: dir.into(),
+            location: location.into(),
             encode,
             buckets: None,
             max_records_per_second: None,
@@ -75,15 +160,6 @@ impl<T> FileSink<T> {
         self.max_records_per_second = rate;
         self
     }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OwnerState {
-    owner: u32,
-    next_seq: u64,
-    /// (seq, checkpoint id whose barrier closed the file)
-    pending: Vec<(u64, u64)>,
 }
 
 /// Committed part file name of `owner`'s `seq`.
@@ -115,7 +191,7 @@ impl<T: Send + 'static> Sink<T> for FileSink<T> {
         uid: &str,
         mut restored: OperatorStateMap,
     ) -> Result<Box<dyn Collector<T>>, TaskError> {
-        std::fs::create_dir_all(&self.dir).map_err(io_err("create output directory", &self.dir))?;
+        let store = PartStore::open(&self.location, ctx.s3.as_ref())?;
         let mut owners: BTreeMap<u32, OwnerState> = BTreeMap::new();
         for v in restored.remove(STATE).unwrap_or_default() {
             let s: OwnerState = serde_json::from_value(v)
@@ -124,12 +200,11 @@ impl<T: Send + 'static> Sink<T> for FileSink<T> {
                 owners.insert(s.owner, s);
             }
         }
-        owners.entry(ctx.subtask).or_insert_with(|| OwnerState {
-            owner: ctx.subtask,
-            ..Default::default()
-        });
+        owners
+            .entry(ctx.subtask)
+            .or_insert_with(|| OwnerState::empty(ctx.subtask));
         let mut writer = FileWriter {
-            dir: self.dir.clone(),
+            store,
             encode: self.encode.clone(),
             buckets: self.buckets.clone(),
             subtask: ctx.subtask,
@@ -151,19 +226,19 @@ impl<T: Send + 'static> Sink<T> for FileSink<T> {
 /// A part file being written: its sequence number, writer and record count.
 struct OpenPart {
     seq: u64,
-    file: BufWriter<File>,
+    part: InProgress,
     records: u64,
 }
 
 struct FileWriter<T> {
-    dir: PathBuf,
+    store: PartStore,
     encode: LineEncoder<T>,
     buckets: Option<BucketAssigner<T>>,
     subtask: u32,
     /// The sequence number of the next part file this writer opens.
     next_seq: u64,
     owners: BTreeMap<u32, OwnerState>,
-    /// Open part files by bucket (`""`: the directory itself).
+    /// Open part files by bucket (`""`: the location itself).
     open: BTreeMap<String, OpenPart>,
     /// The bucket of each pending part file of this writer, by sequence number.
     located: BTreeMap<u64, String>,
@@ -182,35 +257,30 @@ struct FileWriter<T> {
 /// # Errors
 /// I/O errors listing `dir` or reading a part file.
 pub fn committed_lines(dir: &Path) -> std::io::Result<Vec<String>> {
-    fn walk(
-        dir: &Path,
-        bucket: &str,
-        files: &mut Vec<(String, u32, u64, PathBuf)>,
-    ) -> std::io::Result<()> {
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if entry.file_type()?.is_dir() {
-                let sub = if bucket.is_empty() {
-                    name
-                } else {
-                    format!("{bucket}/{name}")
-                };
-                walk(&entry.path(), &sub, files)?;
-            } else if let (Some((owner, seq)), false) =
-                (parse_part_name(&name), name.starts_with('.'))
-            {
-                files.push((bucket.to_string(), owner, seq, entry.path()));
-            }
-        }
-        Ok(())
-    }
-    let mut files = Vec::new();
-    walk(dir, "", &mut files)?;
+    std::fs::read_dir(dir)?;
+    committed_lines_in(&LocalStorage::new(dir.to_path_buf())).map_err(std::io::Error::other)
+}
+
+/// [`committed_lines`] of a sink's location opened as `storage` (its root: the directory, or
+/// an [`crate::storage::S3Storage`] on the sink's bucket and prefix).
+///
+/// # Errors
+/// [`StorageError`] listing the location or reading a part.
+pub fn committed_lines_in(storage: &dyn CheckpointStorage) -> Result<Vec<String>, StorageError> {
+    let mut files: Vec<(String, u32, u64, String)> = storage
+        .list_objects("")?
+        .into_iter()
+        .filter_map(|(path, _)| {
+            let (bucket, name) = path.rsplit_once('/').unwrap_or(("", &path));
+            let (owner, seq) = parse_part_name(name).filter(|_| !name.starts_with('.'))?;
+            Some((bucket.to_string(), owner, seq, path.clone()))
+        })
+        .collect();
     files.sort();
     let mut lines = Vec::new();
     for (bucket, _, _, path) in files {
-        for line in std::fs::read_to_string(path)?.lines() {
+        let bytes = storage.read(&path)?.unwrap_or_default();
+        for line in String::from_utf8_lossy(&bytes).lines() {
             lines.push(if bucket.is_empty() {
                 line.to_string()
             } else {
@@ -219,25 +289,6 @@ pub fn committed_lines(dir: &Path) -> std::io::Result<Vec<String>> {
         }
     }
     Ok(lines)
-}
-
-/// Every part file under `dir` (recursively): (owner, seq) -> its paths.
-fn scan_parts(dir: &Path, found: &mut BTreeMap<(u32, u64), Vec<PathBuf>>) -> Result<(), TaskError> {
-    let entries = std::fs::read_dir(dir).map_err(io_err("list output directory", dir))?;
-    for entry in entries {
-        let entry = entry.map_err(io_err("list output directory", dir))?;
-        let path = entry.path();
-        if entry
-            .file_type()
-            .map_err(io_err("list output directory", &path))?
-            .is_dir()
-        {
-            scan_parts(&path, found)?;
-        } else if let Some(id) = parse_part_name(&entry.file_name().to_string_lossy()) {
-            found.entry(id).or_default().push(path);
-        }
-    }
-    Ok(())
 }
 
 /// `bucket` checked to be a relative path of normal components.
@@ -255,65 +306,34 @@ fn checked_bucket(bucket: String) -> Result<String, TaskError> {
 }
 
 impl<T> FileWriter<T> {
-    fn commit_in(&self, bucket_dir: &Path, owner: u32, seq: u64) -> Result<(), TaskError> {
-        let from = bucket_dir.join(in_progress_name(owner, seq));
-        let to = bucket_dir.join(part_name(owner, seq));
-        match std::fs::rename(&from, &to) {
-            Ok(()) => Ok(()),
-            Err(_) if to.exists() => Ok(()), // committed before a failure
-            Err(e) => Err(io_err("commit part file", &from)(e)),
-        }
-    }
-
-    /// Commits the restored pending files and deletes every file of the adopted owners (and
+    /// Commits the restored pending parts and removes every part of the adopted owners (and
     /// of owners no checkpoint knows) that the restored state does not account for.
     fn recover(&mut self, parallelism: u32) -> Result<(), TaskError> {
-        let mut found = BTreeMap::new();
-        scan_parts(&self.dir, &mut found)?;
-        for s in self.owners.values() {
-            for (seq, _) in &s.pending {
-                let in_progress = in_progress_name(s.owner, *seq);
-                let file = found.get(&(s.owner, *seq)).and_then(|paths| {
-                    paths
-                        .iter()
-                        .find(|p| p.file_name().is_some_and(|n| *n == *in_progress))
-                });
-                match file {
-                    Some(path) => {
-                        let bucket_dir = path.parent().unwrap_or(&self.dir).to_path_buf();
-                        self.commit_in(&bucket_dir, s.owner, *seq)?;
-                    }
-                    // Committed before the failure, or lost: a lost pending file fails here.
-                    None if found.contains_key(&(s.owner, *seq)) => {}
-                    None => {
-                        let path = self.dir.join(&in_progress);
-                        return Err(io_err("commit part file", &path)(std::io::Error::from(
-                            std::io::ErrorKind::NotFound,
+        let found = self.store.scan()?;
+        for step in recovery::plan(&self.owners, &found, parallelism, self.subtask) {
+            match step {
+                RecoveryStep::Commit { owner, seq, found } => {
+                    let upload = self.owners.get(&owner).and_then(|o| o.upload(seq));
+                    if found.is_none() && upload.is_none() {
+                        // A directory's pending file is neither in progress nor committed.
+                        return Err(TaskError::Restore(format!(
+                            "pending part file {} of sink `{}` is lost from its output location",
+                            in_progress_name(owner, seq),
+                            self.uid
                         )));
                     }
+                    let bucket = found
+                        .as_ref()
+                        .and_then(|f| f.path.rsplit_once('/'))
+                        .map_or("", |(bucket, _)| bucket);
+                    self.store.commit(owner, seq, bucket, upload)?;
                 }
+                RecoveryStep::Remove(part) => self.store.remove(&part)?,
             }
         }
         for o in self.owners.values_mut() {
             o.pending.clear();
-        }
-        found.clear();
-        scan_parts(&self.dir, &mut found)?;
-        for ((owner, seq), paths) in found {
-            if owner % parallelism != self.subtask {
-                continue;
-            }
-            for path in paths {
-                let name = path.file_name().unwrap_or_default().to_string_lossy();
-                let keep = self
-                    .owners
-                    .get(&owner)
-                    .is_some_and(|o| seq < o.next_seq && !name.ends_with(".inprogress"));
-                if !keep {
-                    debug!(file = %path.display(), "removing output written after the restored checkpoint");
-                    std::fs::remove_file(&path).map_err(io_err("remove stale part file", &path))?;
-                }
-            }
+            o.uploads.clear();
         }
         Ok(())
     }
@@ -333,19 +353,14 @@ impl<T: Send> Collector<T> for FileWriter<T> {
         };
         if !self.open.contains_key(&bucket) {
             let bucket = checked_bucket(bucket.clone())?;
-            let bucket_dir = self.dir.join(&bucket);
-            std::fs::create_dir_all(&bucket_dir)
-                .map_err(io_err("create bucket directory", &bucket_dir))?;
             let seq = self.next_seq;
             self.next_seq += 1;
-            let path = bucket_dir.join(in_progress_name(self.subtask, seq));
-            let f = File::create(&path).map_err(io_err("create part file", &path))?;
-            let file = BufWriter::with_capacity(1 << 16, f);
+            let part = self.store.start(&bucket, self.subtask, seq)?;
             self.open.insert(
-                bucket.clone(),
+                bucket,
                 OpenPart {
                     seq,
-                    file,
+                    part,
                     records: 0,
                 },
             );
@@ -353,15 +368,9 @@ impl<T: Send> Collector<T> for FileWriter<T> {
         self.line.clear();
         (self.encode)(&value, &mut self.line);
         self.line.push(b'\n');
-        let part = self.open.get_mut(&bucket).expect("invariant: opened above");
-        part.records += 1;
-        if let Err(e) = part.file.write_all(&self.line) {
-            let path = self
-                .dir
-                .join(&bucket)
-                .join(in_progress_name(self.subtask, part.seq));
-            return Err(io_err("write part file", &path)(e));
-        }
+        let open = self.open.get_mut(&bucket).expect("invariant: opened above");
+        open.records += 1;
+        self.store.write(&mut open.part, &self.line)?;
         self.metrics.add_out(self.subtask, 1);
         self.throttle.pass(1);
         Ok(())
@@ -377,18 +386,12 @@ impl<T: Send> Collector<T> for FileWriter<T> {
         out: &mut Vec<OperatorSnapshot>,
     ) -> Result<(), TaskError> {
         let id = barrier.id;
-        for (bucket, part) in std::mem::take(&mut self.open) {
-            let path = self
-                .dir
-                .join(&bucket)
-                .join(in_progress_name(self.subtask, part.seq));
-            let f = part
-                .file
-                .into_inner()
-                .map_err(|e| io_err("flush part file", &path)(e.into_error()))?;
-            f.sync_all().map_err(io_err("sync part file", &path))?;
-            self.own().pending.push((part.seq, id));
-            self.located.insert(part.seq, bucket);
+        for (bucket, open) in std::mem::take(&mut self.open) {
+            let upload = self.store.close(open.seq, open.part)?;
+            let own = self.own();
+            own.pending.push((open.seq, id));
+            own.uploads.extend(upload);
+            self.located.insert(open.seq, bucket);
         }
         let next_seq = self.next_seq;
         self.own().next_seq = next_seq;
@@ -423,7 +426,8 @@ impl<T: Send> Collector<T> for FileWriter<T> {
             .collect();
         for seq in &ready {
             let bucket = self.located.remove(seq).unwrap_or_default();
-            self.commit_in(&self.dir.join(bucket), own, *seq)?;
+            self.store
+                .commit(own, *seq, &bucket, self.owners[&own].upload(*seq))?;
         }
         if !ready.is_empty() {
             info!(
@@ -433,23 +437,19 @@ impl<T: Send> Collector<T> for FileWriter<T> {
                 "committed part files"
             );
         }
-        self.own().pending.retain(|(_, c)| *c > id);
+        self.own().committed_up_to(id);
         Ok(())
     }
 
     fn end_of_input(&mut self) -> Result<(), TaskError> {
-        // The final checkpoint's barrier follows the last record, so an open file is empty.
-        for (bucket, part) in std::mem::take(&mut self.open) {
-            let path = self
-                .dir
-                .join(&bucket)
-                .join(in_progress_name(self.subtask, part.seq));
-            if part.records == 0 {
-                let _ = std::fs::remove_file(&path);
+        // The final checkpoint's barrier follows the last record, so an open part is empty.
+        for (_, open) in std::mem::take(&mut self.open) {
+            if open.records == 0 {
+                self.store.discard(open.part);
             } else {
                 return Err(TaskError::Data(format!(
                     "{} records reached the sink after the final checkpoint; they are not committed",
-                    part.records
+                    open.records
                 )));
             }
         }
@@ -466,5 +466,33 @@ mod tests {
         assert_eq!(parse_part_name(&part_name(3, 17)), Some((3, 17)));
         assert_eq!(parse_part_name(&in_progress_name(0, 2)), Some((0, 2)));
         assert_eq!(parse_part_name("other.csv"), None);
+    }
+
+    #[test]
+    fn output_locations_parse() {
+        assert_eq!(
+            OutputLocation::parse("/data/out").unwrap(),
+            OutputLocation::Directory("/data/out".into())
+        );
+        assert_eq!(
+            OutputLocation::parse("file:///data/out").unwrap(),
+            OutputLocation::Directory("/data/out".into())
+        );
+        let s3 = OutputLocation::parse("s3://weir/output/job/").unwrap();
+        assert_eq!(
+            s3,
+            OutputLocation::ObjectStore {
+                bucket: "weir".into(),
+                prefix: "output/job".into()
+            }
+        );
+        assert_eq!(s3.to_string(), "s3://weir/output/job");
+        assert!(OutputLocation::parse("s3://weir")
+            .unwrap_err()
+            .contains("prefix"));
+        assert!(OutputLocation::parse("s3://Bad_Bucket/x").is_err());
+        assert!(OutputLocation::parse("gs://b/x")
+            .unwrap_err()
+            .contains("s3://"));
     }
 }
