@@ -125,9 +125,9 @@ fn stable_at(j: &Value, generation: i64) -> bool {
         && j["status"]["deployed"]["generation"] == generation
 }
 
-/// The example manifest on the test cluster's images and S3 store, its output on a hostPath
-/// volume that outlives the pods.
-fn example(c: &TestCluster, output: &std::path::Path) -> serde_yaml::Value {
+/// The example manifest on the test cluster's images and S3 store, where its output goes too
+/// (`s3://weir/output/retail-revenue`, as in the example).
+fn example(c: &TestCluster) -> serde_yaml::Value {
     let text =
         std::fs::read_to_string(weir_e2e::repo_root().join("examples/retail-revenue-k8s.yaml"))
             .unwrap();
@@ -135,17 +135,15 @@ fn example(c: &TestCluster, output: &std::path::Path) -> serde_yaml::Value {
     m["spec"]["image"] = RUNTIME_IMAGE.into();
     m["spec"]["checkpointing"]["s3"]["endpoint"] = c.s3_endpoint().into();
     m["spec"]["checkpointing"]["interval"] = "1s".into();
-    m["spec"]["job"]["args"]["output"] = "/data/output/retail-revenue".into();
     m["spec"]["job"]["args"]["maxRecordsPerSecond"] = "2500".into();
     m["spec"]["savepoints"]["onDeletion"] = true.into();
-    let volumes: serde_yaml::Value = serde_yaml::from_str(&format!(
-        "volumes: [{{name: output, hostPath: {{path: {}, type: DirectoryOrCreate}}}}]\nvolumeMounts: [{{name: output, mountPath: /data/output}}]",
-        output.display()
-    ))
-    .unwrap();
-    m["spec"]["workers"] = volumes.clone();
-    m["spec"]["coordinator"] = volumes;
     m
+}
+
+/// Where the S3 store keeps the objects under `prefix` of bucket `weir` (s3s-fs stores an
+/// object as a file).
+fn store_dir(c: &TestCluster, prefix: &str) -> std::path::PathBuf {
+    c.s3.root.path().join(BUCKET).join(prefix)
 }
 
 fn savepoints(c: &TestCluster) -> Vec<String> {
@@ -193,9 +191,9 @@ fn quickstart_kubernetes_step(c: &TestCluster) {
             c.control_plane.kubeconfig.display().to_string(),
         ),
     ];
-    // The example's output directory, a hostPath: this machine's.
-    let output = std::path::Path::new(QUICKSTART_OUTPUT);
-    let _ = std::fs::remove_dir_all(output);
+    // The example's output, in the S3 store.
+    let output = store_dir(c, EXAMPLE_OUTPUT);
+    let _ = std::fs::remove_dir_all(&output);
     let mut session = DocSession::start(
         &weir_e2e::repo_root(),
         &env,
@@ -219,13 +217,12 @@ fn quickstart_kubernetes_step(c: &TestCluster) {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(
-        std::fs::read_dir(output).is_ok_and(|mut d| d.next().is_some()),
-        "the quickstart's job wrote nothing to {QUICKSTART_OUTPUT}"
+        !weir_e2e::read_output(&output).is_empty(),
+        "the quickstart's job committed nothing to s3://{BUCKET}/{EXAMPLE_OUTPUT}"
     );
-    for prefix in ["checkpoints", "savepoints"] {
-        let _ = std::fs::remove_dir_all(c.s3.root.path().join(BUCKET).join(prefix));
+    for prefix in ["checkpoints", "savepoints", EXAMPLE_OUTPUT] {
+        let _ = std::fs::remove_dir_all(store_dir(c, prefix));
     }
-    let _ = std::fs::remove_dir_all(output);
 }
 
 /// Runs a pod of another workload in the job's namespace that calls `path` of the job's admin
@@ -319,7 +316,11 @@ fn the_admission_policy_refuses_what_it_must(c: &TestCluster, example: &serde_ya
     }));
     let mut base: Value = serde_json::to_value(example).unwrap();
     base["metadata"] = json!({"name": "guarded", "namespace": "restricted"});
-    // The example mounts a hostPath: refused.
+    // A hostPath volume: refused.
+    base["spec"]["workers"] = json!({
+        "volumes": [{"name": "data", "hostPath": {"path": "/var/lib/weir"}}],
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+    });
     let (ok, text) = c.kubectl(&["apply", "-f", "-"], Some(&base.to_string()));
     assert!(!ok && text.contains("forbidHostPath"), "{text}");
     // Without it, but with an image from elsewhere: refused, naming the allowed prefixes.
@@ -345,8 +346,8 @@ fn the_admission_policy_refuses_what_it_must(c: &TestCluster, example: &serde_ya
     ]);
 }
 
-/// The output directory of `examples/retail-revenue-k8s.yaml` on the node (its hostPath).
-const QUICKSTART_OUTPUT: &str = "/var/lib/weir/output/retail-revenue";
+/// The output prefix of `examples/retail-revenue-k8s.yaml` in bucket `weir`.
+const EXAMPLE_OUTPUT: &str = "output/retail-revenue";
 
 #[test]
 fn the_operator_runs_a_job_through_its_lifecycle_on_a_real_control_plane() {
@@ -418,8 +419,7 @@ fn the_operator_runs_a_job_through_its_lifecycle_on_a_real_control_plane() {
         "--timeout=60s",
     ]);
 
-    let output = c.host_dir("output");
-    let manifest = example(&c, &output);
+    let manifest = example(&c);
     let (ok, text) = c.kubectl(
         &["apply", "-f", "-"],
         Some(&serde_yaml::to_string(&manifest).unwrap()),
@@ -596,9 +596,9 @@ fn the_operator_runs_a_job_through_its_lifecycle_on_a_real_control_plane() {
     // Meanwhile, a StreamJob the API server refuses to deploy: a volume with two sources
     // passes the CRD's open schema, but not the StatefulSet's validation. Stalled with the
     // server's message and a Warning Event, retried slowly; fixing the spec deploys it.
-    let mut refused = example(&c, &output);
+    let mut refused = example(&c);
     refused["metadata"]["name"] = "refused".into();
-    refused["spec"]["job"]["args"]["output"] = "/tmp/out".into();
+    refused["spec"]["job"]["args"]["output"] = format!("s3://{BUCKET}/output/refused").into();
     refused["spec"]["savepoints"]["onDeletion"] = false.into();
     refused["spec"]["coordinator"] = serde_yaml::Mapping::new().into();
     refused["spec"]["workers"] =
@@ -694,7 +694,7 @@ fn the_operator_runs_a_job_through_its_lifecycle_on_a_real_control_plane() {
         .into_iter()
         .find(|s| !known.contains(s))
         .unwrap_or_else(|| panic!("no final savepoint: {known:?}"));
-    let mut resumed = example(&c, &output);
+    let mut resumed = example(&c);
     resumed["spec"]["job"]["initialSavepointPath"] =
         format!("s3://{}/{last}", weir_e2e_k8s::cluster::BUCKET).into();
     resumed["spec"]["job"]["args"]["maxRecordsPerSecond"] = "1500".into();
@@ -757,7 +757,7 @@ fn the_operator_runs_a_job_through_its_lifecycle_on_a_real_control_plane() {
         j["status"]["job"]["state"] == "FINISHED"
     });
     assert_eq!(
-        weir_e2e::read_output(&output.join("retail-revenue")),
+        weir_e2e::read_output(&store_dir(&c, EXAMPLE_OUTPUT)),
         weir_e2e::reference_retail_revenue()
     );
 }

@@ -20,7 +20,7 @@
 //! | `window` | window size, e.g. `1h`, `10s` | required |
 //! | `aggregates` | comma-separated from `count`, `sum`, `min`, `max`, `avg` | `count` |
 //! | `outOfOrderness` | bounded out-of-orderness of event time, e.g. `5s` | `0s` |
-//! | `output` | output directory (owned by the sink), or a Kafka topic: `kafka://host:port/topic` (each result line a record keyed by the key columns) | required |
+//! | `output` | output directory or `s3://bucket/prefix` (owned by the exactly-once file sink; S3 settings from `checkpointing.s3`), or a Kafka topic: `kafka://host:port/topic` (each result line a record keyed by the key columns) | required |
 //! | `decimals` | digits after the point for sum/min/max/avg | shortest exact form |
 //! | `maxRecordsPerSecond` | throttle per source subtask (demos, tests) | unbounded |
 //! | `sinkMaxRecordsPerSecond` | throttle per sink subtask: a slow consumer (tests, benchmarks) | unbounded |
