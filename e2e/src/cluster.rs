@@ -297,24 +297,18 @@ pub fn http_as(token: Option<&str>, method: &str, url: &str, body: Option<&str>)
         .timeout_global(Some(Duration::from_secs(30)))
         .build()
         .into();
-    let bearer = token.map(|t| format!("Bearer {t}")).unwrap_or_default();
+    fn authorized<B>(r: ureq::RequestBuilder<B>, token: Option<&str>) -> ureq::RequestBuilder<B> {
+        match token {
+            Some(t) => r.header("authorization", &format!("Bearer {t}")),
+            None => r,
+        }
+    }
     let resp = match (method, body) {
-        ("GET", _) if token.is_some() => agent.get(url).header("authorization", &bearer).call(),
-        ("GET", _) => agent.get(url).call(),
-        (_, Some(b)) if token.is_some() => agent
-            .post(url)
-            .header("content-type", "application/json")
-            .header("authorization", &bearer)
-            .send(b),
-        (_, Some(b)) => agent
-            .post(url)
+        ("GET", _) => authorized(agent.get(url), token).call(),
+        (_, Some(b)) => authorized(agent.post(url), token)
             .header("content-type", "application/json")
             .send(b),
-        (_, None) if token.is_some() => agent
-            .post(url)
-            .header("authorization", &bearer)
-            .send_empty(),
-        (_, None) => agent.post(url).send_empty(),
+        (_, None) => authorized(agent.post(url), token).send_empty(),
     };
     match resp {
         Ok(mut resp) => {

@@ -29,6 +29,9 @@ pub struct Problems {
     /// The operator gave up on the current generation for another reason (rolled back,
     /// savepoint failed repeatedly).
     pub stalled: Option<(String, String)>,
+    /// A container of the job's pods is down for a reason the user must act on (`OOMKilled`):
+    /// `Ready` is false with that reason while it lasts.
+    pub container: Option<(String, String)>,
 }
 
 /// Rewrites `status.conditions` for `generation` at time `now`.
@@ -67,6 +70,7 @@ pub fn set_conditions(
         _ => None,
     };
     let ready = stalled.is_none()
+        && problems.container.is_none()
         && match state {
             L::Running | L::Stable => job_state != Some(JobRunState::Restarting),
             L::Suspended => true,
@@ -79,13 +83,20 @@ pub fn set_conditions(
         (L::Suspended, _) => "Suspended",
         _ => "NotRunning",
     };
+    let (ready_reason, ready_message) = match &problems.container {
+        Some((reason, message)) => (reason.clone(), message.clone()),
+        None => (
+            ready_reason.to_string(),
+            format!("lifecycle state {state:?}"),
+        ),
+    };
     let conditions = &mut status.conditions;
     put(
         conditions,
         READY,
         ready,
-        ready_reason,
-        &format!("lifecycle state {state:?}"),
+        &ready_reason,
+        &ready_message,
         generation,
         now,
     );

@@ -29,6 +29,7 @@ use crate::diff::{classify, Change};
 use crate::model::{
     Action, CheckOutcome, Decision, Desired, EventType, Observed, ObservedSavepoint, Restore,
 };
+use crate::pod_failures::ContainerFailureReason;
 
 /// The lineage of a deployment whose state is in the legacy storage root (made before roots
 /// were per namespace): the next deployment migrates it (`--migrate-lineage`).
@@ -988,7 +989,12 @@ impl Decider<'_> {
     fn finish(mut self) -> Decision {
         let gen = self.gen();
         self.st.observed_generation = Some(gen);
-        update_conditions(&mut self.st, gen, self.blocked.clone(), self.now);
+        let container = self
+            .observed
+            .container_failures
+            .first()
+            .map(|f| (f.reason.as_str().to_string(), f.message.clone()));
+        update_conditions(&mut self.st, gen, self.blocked.clone(), container, self.now);
         Decision {
             status: self.st,
             actions: self.actions,
@@ -999,14 +1005,19 @@ impl Decider<'_> {
 
 /// Rewrites the conditions of `st` for generation `gen`: an upgrade blocked now (`blocked`)
 /// or before (the `UpgradeBlocked` condition of a blocked generation), a generation given up
-/// (`RolledBack`, `UpgradeFailed`), or a request the API server refused (`ApplyRejected`).
+/// (`RolledBack`, `UpgradeFailed`), a request the API server refused (`ApplyRejected`), or a
+/// container of the job that is down (`container`: reason and message, such as `OOMKilled`).
 fn update_conditions(
     st: &mut StreamJobStatus,
     gen: i64,
     blocked: Option<(String, String)>,
+    container: Option<(String, String)>,
     now: Timestamp,
 ) {
-    let mut problems = Problems::default();
+    let mut problems = Problems {
+        container,
+        ..Problems::default()
+    };
     if st.blocked_generation == Some(gen) {
         let still_blocked = conditions::find(st, conditions::UPGRADE_BLOCKED)
             .filter(|c| c.status == "True")
@@ -1061,7 +1072,10 @@ pub fn after_actions(
             }
         }
     }
-    update_conditions(&mut st, generation, None, now);
+    let container = conditions::find(&st, conditions::READY)
+        .filter(|c| c.reason == ContainerFailureReason::OomKilled.as_str())
+        .map(|c| (c.reason.clone(), c.message.clone()));
+    update_conditions(&mut st, generation, None, container, now);
     (st != *status).then_some(st)
 }
 

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod observe;
+pub mod pod_failures;
 pub mod resource;
 
 pub use weir_crds as crds;

@@ -1,6 +1,7 @@
 //! What the decide function reads and returns. Pure data: the shells fill [`Observed`] and
 //! carry out [`Action`]s.
 
+use crate::pod_failures::ContainerFailure;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
@@ -39,6 +40,8 @@ pub struct Observed {
     pub savepoint: Option<ObservedSavepoint>,
     /// The pre-flight check of the generation being upgraded to, if one was started.
     pub check: Option<ObservedCheck>,
+    /// Containers of the job's pods that are down for a reason the user must act on.
+    pub container_failures: Vec<ContainerFailure>,
 }
 
 /// The job as its coordinator reports it.

@@ -1,5 +1,6 @@
-//! I/O: reads what the decide function needs: the job's workload objects, its coordinator's
-//! admin API, the savepoint trigger the status waits for, the pre-flight check's report.
+//! I/O: reads what the decide function needs: the job's workload objects and the failures of
+//! their pods' containers, its coordinator's admin API, the savepoint trigger the status waits
+//! for, the pre-flight check's report.
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use crate::coordinator_api::{CoordinatorApi, JobEndpoint};
 use crate::error::{CoordinatorError, Error};
 use crate::model::{CheckOutcome, Observed, ObservedCheck, ObservedJob};
 use crate::names;
+use crate::pod_failures::container_failures;
 
 /// Where to look: the StreamJob's namespace and name, its coordinator's admin URL.
 pub struct Scope<'a> {
@@ -63,6 +65,18 @@ pub async fn observe_job(scope: &Scope<'_>, status: &StreamJobStatus) -> Result<
         workloads_complete: coordinator.is_some() && workers.is_some(),
         ..Default::default()
     };
+    if observed.pods_present {
+        let pods: Api<Pod> = Api::namespaced(scope.client.clone(), ns);
+        let selector = format!("{}={}", names::LABEL_JOB, scope.name);
+        observed.container_failures = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(Error::kube(format!("list pods of {}", scope.name)))?
+            .items
+            .iter()
+            .flat_map(container_failures)
+            .collect();
+    }
     if coordinator.is_some() {
         let api = scope.coordinator.clone();
         let endpoint = JobEndpoint {

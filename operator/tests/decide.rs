@@ -11,6 +11,7 @@ use weir_crds::{
 };
 use weir_operator::decide::{after_actions, decide};
 use weir_operator::model::{Action, Desired, Observed, Restore};
+use weir_operator::pod_failures::{ContainerFailure, ContainerFailureReason};
 
 #[test]
 fn create_deploys_restoring_the_latest_checkpoint_or_the_initial_savepoint() {
@@ -162,6 +163,34 @@ fn workload_objects_deleted_by_hand_are_applied_again_with_the_same_lineage() {
     assert!(
         matches!(&effects(&d)[..], [Action::Deploy { lineage: l, restore: Restore::LatestCheckpoint, .. }] if *l == lineage)
     );
+}
+
+#[test]
+fn an_oom_killed_worker_makes_the_job_not_ready_naming_the_limit_to_raise() {
+    let st = stable();
+    let message = "container `worker` of pod `j-workers-1` was OOMKilled (memory limit 32Mi, 2 restarts): raise spec.workers.resources.limits.memory";
+    let oom = Observed {
+        container_failures: vec![ContainerFailure {
+            reason: ContainerFailureReason::OomKilled,
+            message: message.into(),
+        }],
+        ..running(Some(3))
+    };
+    let d = decide(&desired(1, &spec(2)), &st, &oom, t(30));
+    assert_eq!(
+        condition(&d.status, "Ready"),
+        ("False".into(), "OOMKilled".into())
+    );
+    let ready = d
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.message, message);
+    // Running again: ready again.
+    let d = decide(&desired(1, &spec(2)), &d.status, &running(Some(4)), t(40));
+    assert!(is_true(&d.status, "Ready"));
 }
 
 #[test]

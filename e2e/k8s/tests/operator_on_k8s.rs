@@ -1,8 +1,10 @@
 //! The operator on a real control plane (etcd, kube-apiserver, kube-controller-manager,
 //! kube-scheduler built from source) with the node agent running pods as processes: the chart
 //! rendered with the Helm SDK and applied with kubectl; the quickstart's Kubernetes step
-//! (`docs/quickstart.md`, its commands extracted from the document, the example unchanged);
-//! then the example driven through its life with kubectl only: create, an argument change (savepoint, pre-flight check Job,
+//! (`docs/quickstart.md`, its commands extracted from the document, the example unchanged, its
+//! output in the S3 store); a worker OOMKilled under a too small memory limit, which the
+//! StreamJob's `Ready` condition names; two StreamJobs of one name in two namespaces against one
+//! bucket, each restoring only its own state after a worker pod is deleted; then the example driven through its life with kubectl only: create, an argument change (savepoint, pre-flight check Job,
 //! redeploy) with the operator's pod killed in each phase, `kubectl scale` (rescale 2 -> 3
 //! through a savepoint), a refused `maxParallelism` change (the CRD's CEL rule), an
 //! incompatible change to the user's own image (UpgradeBlocked, the old job runs on), suspend
@@ -10,7 +12,9 @@
 //! Stalled, then fixed), a rolling restart of the operator itself, deletion with a final
 //! savepoint, and a new job restored from that savepoint running to the end through a deleted
 //! worker pod, a deleted coordinator pod and a restarted API server: its committed output is
-//! exactly the reference output. On the way: the job's admin token Secret and NetworkPolicy,
+//! exactly the reference output. On the way: the job's pods running as uid 65532 on a
+//! read-only root with no_new_privs (the node agent enforces what a kubelet does), the job's
+//! admin token Secret and NetworkPolicy,
 //! a 401 for a pod of another workload without the token or with another, and the chart's
 //! admission policy refusing a hostPath volume and a foreign image on the real API server.
 
@@ -161,8 +165,8 @@ fn savepoints(c: &TestCluster) -> Vec<String> {
 /// cluster's kubectl and kubeconfig, and checked against the output the document shows. The
 /// cluster has what the document's setup gives (the chart, images `weir:dev` and
 /// `weir-operator:dev`, Secret `weir-s3`, bucket `weir` at `minio.weir-system.svc:9000`), so
-/// `examples/retail-revenue-k8s.yaml` is applied unchanged. Ends with the store emptied (a
-/// StreamJob created again under the same name would start empty anyway: another UID).
+/// `examples/retail-revenue-k8s.yaml` is applied unchanged. Ends with its savepoints and
+/// output removed from the store, its checkpoints left in its root.
 fn quickstart_kubernetes_step(c: &TestCluster) {
     let doc_path = weir_e2e::repo_root().join("docs/quickstart.md");
     let doc = std::fs::read_to_string(&doc_path).expect("read docs/quickstart.md");
@@ -220,7 +224,8 @@ fn quickstart_kubernetes_step(c: &TestCluster) {
         !weir_e2e::read_output(&output).is_empty(),
         "the quickstart's job committed nothing to s3://{BUCKET}/{EXAMPLE_OUTPUT}"
     );
-    for prefix in ["checkpoints", "savepoints", EXAMPLE_OUTPUT] {
+    // Its checkpoints stay: the next StreamJob of this name must start empty all the same.
+    for prefix in ["savepoints", EXAMPLE_OUTPUT] {
         let _ = std::fs::remove_dir_all(store_dir(c, prefix));
     }
 }
@@ -306,6 +311,178 @@ fn another_workload_cannot_reach_the_job(c: &TestCluster) {
     }
 }
 
+/// Every container of the job's pods runs as the node agent made it, as a kubelet would: uid
+/// and gid 65532 with fsGroup 65532 among its groups, no_new_privs, and a read-only root.
+fn the_jobs_pods_run_confined(c: &TestCluster) {
+    let pods: Value = serde_json::from_str(&c.kubectl_ok(&[
+        "get",
+        "pods",
+        "-l",
+        &format!("weir.dev/job={NAME}"),
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let items = pods["items"].as_array().unwrap();
+    assert!(items.len() >= 3, "coordinator and 2 workers: {pods}");
+    for pod in items {
+        let status = &pod["status"]["containerStatuses"][0];
+        let pid = status["containerID"]
+            .as_str()
+            .and_then(|id| id.strip_prefix("process://"))
+            .unwrap_or_else(|| panic!("no process: {status}"));
+        let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| -> Vec<String> {
+            proc_status
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(field("Uid"), ["65532"; 4], "{}", pod["metadata"]["name"]);
+        assert_eq!(field("Gid"), ["65532"; 4], "{}", pod["metadata"]["name"]);
+        assert!(field("Groups").contains(&"65532".to_string()));
+        assert_eq!(field("NoNewPrivs"), ["1"]);
+        let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+        let root = mounts
+            .lines()
+            .map(|l| l.split(' ').collect::<Vec<_>>())
+            .find(|f| f.len() > 5 && f[4] == "/")
+            .expect("a root mount");
+        assert!(root[5].starts_with("ro"), "root mounted {}", root[5]);
+    }
+}
+
+/// Secret `weir-s3` in `namespace`, with the S3 store's credentials, as `docs/operator.md`
+/// creates it.
+fn create_s3_secret(c: &TestCluster, namespace: &str) {
+    c.kubectl_ok(&[
+        "-n",
+        namespace,
+        "create",
+        "secret",
+        "generic",
+        "weir-s3",
+        &format!(
+            "--from-literal=AWS_ACCESS_KEY_ID={}",
+            weir_e2e::s3::ACCESS_KEY
+        ),
+        &format!(
+            "--from-literal=AWS_SECRET_ACCESS_KEY={}",
+            weir_e2e::s3::SECRET_KEY
+        ),
+    ]);
+}
+
+/// Two teams, one job name, one bucket: StreamJob `orders` in namespaces `team-a` and `team-b`
+/// with the same checkpoint storage. Each keeps its state under its own root
+/// (`checkpoints/<namespace>/orders/`), restores only its own checkpoint after one of its
+/// worker pods is deleted, and commits exactly the reference output.
+fn two_teams_run_jobs_of_one_name_against_one_bucket(c: &TestCluster) {
+    let teams = ["team-a", "team-b"];
+    for ns in teams {
+        c.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+        create_s3_secret(c, ns);
+        let mut m = example(c);
+        m["metadata"] =
+            serde_yaml::from_str(&format!("{{name: orders, namespace: {ns}}}")).unwrap();
+        m["spec"]["job"]["args"]["output"] = format!("s3://{BUCKET}/output/{ns}/orders").into();
+        m["spec"]["job"]["args"]["maxRecordsPerSecond"] = "12000".into();
+        m["spec"]["savepoints"]["onDeletion"] = false.into();
+        let (ok, text) = c.kubectl(
+            &["apply", "-f", "-"],
+            Some(&serde_yaml::to_string(&m).unwrap()),
+        );
+        assert!(ok, "{text}");
+    }
+    for ns in teams {
+        c.wait_json(&["-n", ns, "streamjob/orders"], STEP, |j| {
+            j["status"]["job"]["state"] == "RUNNING"
+                && j["status"]["lastCheckpoint"]["id"]
+                    .as_i64()
+                    .is_some_and(|id| id >= 1)
+        });
+        c.kubectl_ok(&[
+            "-n",
+            ns,
+            "delete",
+            "pod",
+            "orders-workers-1",
+            "--wait=false",
+        ]);
+    }
+    for ns in teams {
+        let j = c.wait_json(
+            &["-n", ns, "streamjob/orders"],
+            Duration::from_secs(300),
+            |j| j["status"]["job"]["state"] == "FINISHED",
+        );
+        let restored = j["status"]["job"]["restoredFrom"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            restored.starts_with(&format!(
+                "s3://{BUCKET}/checkpoints/{ns}/orders/checkpoints/"
+            )),
+            "{ns} restored {restored:?}"
+        );
+        assert_eq!(
+            weir_e2e::read_output(&store_dir(c, &format!("output/{ns}/orders"))),
+            weir_e2e::reference_retail_revenue(),
+            "{ns}"
+        );
+    }
+    for ns in teams {
+        c.kubectl_ok(&[
+            "-n",
+            ns,
+            "delete",
+            "streamjob/orders",
+            "--wait=true",
+            "--timeout=60s",
+        ]);
+    }
+}
+
+/// A worker whose memory limit is too small is OOMKilled, and the StreamJob says so: `Ready`
+/// false with reason `OOMKilled`, naming the pod and the limit to raise.
+fn a_worker_out_of_memory_shows_in_the_status(c: &TestCluster) {
+    let mut tight = example(c);
+    tight["metadata"]["name"] = "tight".into();
+    tight["spec"]["job"]["parallelism"] = 1.into();
+    tight["spec"]["job"]["args"]["output"] = format!("s3://{BUCKET}/output/tight").into();
+    tight["spec"]["savepoints"]["onDeletion"] = false.into();
+    tight["spec"]["workers"]["resources"] =
+        serde_yaml::from_str("{limits: {memory: 8Mi}, requests: {memory: 8Mi}}").unwrap();
+    let (ok, text) = c.kubectl(
+        &["apply", "-f", "-"],
+        Some(&serde_yaml::to_string(&tight).unwrap()),
+    );
+    assert!(ok, "{text}");
+    let j = c.wait_json(&["streamjob/tight"], STEP, |j| {
+        condition_reason(j, "Ready").0 == "OOMKilled"
+    });
+    let (_, message) = condition_reason(&j, "Ready");
+    assert!(
+        message.contains("tight-workers-0")
+            && message.contains("spec.workers.resources.limits.memory"),
+        "{message}"
+    );
+    assert_eq!(condition(&j, "Ready"), "False");
+    let pod: Value =
+        serde_json::from_str(&c.kubectl_ok(&["get", "pod", "tight-workers-0", "-o", "json"]))
+            .unwrap();
+    let last = &pod["status"]["containerStatuses"][0]["lastState"]["terminated"];
+    let now = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert!(
+        last["reason"] == "OOMKilled" || now["reason"] == "OOMKilled",
+        "{pod}"
+    );
+    c.kubectl_ok(&["delete", "streamjob/tight", "--wait=true", "--timeout=60s"]);
+}
+
 /// The chart's admission policy (installed for namespaces labelled `weir.dev/admission: on`)
 /// refuses a StreamJob with a hostPath volume or an image outside the allowed prefixes,
 /// naming the rule.
@@ -357,21 +534,10 @@ fn the_operator_runs_a_job_through_its_lifecycle_on_a_real_control_plane() {
         "allowedImagePrefixes": ["weir:", "fraud-detection:"],
         "namespaceSelector": {"matchLabels": {"weir.dev/admission": "on"}},
     }}));
-    c.kubectl_ok(&[
-        "create",
-        "secret",
-        "generic",
-        "weir-s3",
-        &format!(
-            "--from-literal=AWS_ACCESS_KEY_ID={}",
-            weir_e2e::s3::ACCESS_KEY
-        ),
-        &format!(
-            "--from-literal=AWS_SECRET_ACCESS_KEY={}",
-            weir_e2e::s3::SECRET_KEY
-        ),
-    ]);
+    create_s3_secret(&c, "default");
     quickstart_kubernetes_step(&c);
+    a_worker_out_of_memory_shows_in_the_status(&c);
+    two_teams_run_jobs_of_one_name_against_one_bucket(&c);
     // Names the API server would refuse for the job's Services or pod labels are refused
     // up front by the CRD's rule.
     for bad in ["1retail", &"a".repeat(45)] {
@@ -419,6 +585,8 @@ fn the_operator_runs_a_job_through_its_lifecycle_on_a_real_control_plane() {
         "--timeout=60s",
     ]);
 
+    let predecessor =
+        c.s3.objects(&format!("checkpoints/default/{NAME}/checkpoints"));
     let manifest = example(&c);
     let (ok, text) = c.kubectl(
         &["apply", "-f", "-"],
@@ -432,6 +600,18 @@ fn the_operator_runs_a_job_through_its_lifecycle_on_a_real_control_plane() {
     );
     assert!(ok, "{text}\n{}", c.diagnostics());
     let first = c.wait_json(&[&sj], STEP, |j| stable_at(j, 1));
+    // Deleted and created again: the quickstart's StreamJob of this name left its checkpoints
+    // in this root, and the new one (another UID) started empty all the same.
+    assert!(
+        predecessor.iter().any(|k| k.ends_with("_metadata")),
+        "{predecessor:?}"
+    );
+    assert!(
+        first["status"]["job"]["restoredFrom"].is_null(),
+        "{}",
+        first["status"]
+    );
+    the_jobs_pods_run_confined(&c);
     another_workload_cannot_reach_the_job(&c);
     the_admission_policy_refuses_what_it_must(&c, &manifest);
     // Checkpoints reach the store through the pods' network.
@@ -440,7 +620,7 @@ fn the_operator_runs_a_job_through_its_lifecycle_on_a_real_control_plane() {
         .s3
         .objects("checkpoints")
         .iter()
-        .all(|k| !k.ends_with("_metadata"))
+        .all(|k| !k.ends_with("_metadata") || predecessor.contains(k))
     {
         assert!(
             start.elapsed() < STEP,

@@ -87,6 +87,21 @@ impl AdminToken {
     }
 }
 
+/// Serialized as the token itself (in the workers' registration message), deserialized
+/// through [`AdminToken::parse`], so a malformed token never becomes a value.
+impl serde::Serialize for AdminToken {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for AdminToken {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        AdminToken::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Debug for AdminToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("AdminToken(..)")
@@ -114,6 +129,15 @@ mod tests {
         assert!(!t.admits(Some(&AdminToken::generate().authorization())));
         assert!(!t.admits(Some("Bearer ")));
         assert!(!format!("{t:?}").contains(t.expose()));
+    }
+
+    #[test]
+    fn tokens_serialize_as_themselves_and_deserialize_only_when_valid() {
+        let t = AdminToken::generate();
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(json, format!("\"{}\"", t.expose()));
+        assert_eq!(serde_json::from_str::<AdminToken>(&json).unwrap(), t);
+        assert!(serde_json::from_str::<AdminToken>("\"short\"").is_err());
     }
 
     #[test]

@@ -3,6 +3,15 @@
 use tokio::sync::oneshot;
 use weir_api_types::{ApiError, CheckpointsInfo, JobInfo, SavepointStatus, StopRequest};
 
+use crate::storage::paths::OutsideStorage;
+
+impl From<OutsideStorage> for ApiError {
+    /// 403 `outside_job_storage`, naming the allowed prefixes.
+    fn from(e: OutsideStorage) -> Self {
+        ApiError::new(403, "outside_job_storage", e.to_string())
+    }
+}
+
 /// A question or command for the coordinator, with the channel for its answer.
 #[derive(Debug)]
 pub enum AdminRequest {

@@ -384,7 +384,8 @@ async fn dispose_savepoint(
         ))
     })?;
     if let Some(prefixes) = &state.savepoint_prefixes {
-        crate::checkpoint::coordinator::check_within(&request.location, prefixes).map_err(Error)?;
+        crate::storage::paths::check_within(&request.location, prefixes)
+            .map_err(|e| Error(e.into()))?;
     }
     let (tx, rx) = oneshot::channel();
     let location = request.location.clone();

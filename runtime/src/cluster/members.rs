@@ -330,7 +330,8 @@ fn serve_worker(
             registrations,
             token: presented,
         })) if protocol == PROTOCOL_VERSION => {
-            let admitted = token.is_none_or(|t| presented.as_deref().is_some_and(|p| t.matches(p)));
+            let admitted =
+                token.is_none_or(|t| presented.as_ref().is_some_and(|p| t.matches(p.expose())));
             if !admitted {
                 auth::count_refused(auth::Port::Control);
                 let peer = reader.get_ref().peer_addr().ok();
@@ -347,7 +348,13 @@ fn serve_worker(
             );
             return;
         }
-        _ => return warn!("a connection that did not register as a worker was closed"),
+        _ => {
+            // Not a registration (or one whose token does not decode): refused as well.
+            if token.is_some() {
+                auth::count_refused(auth::Port::Control);
+            }
+            return warn!("a connection that did not register as a worker was closed");
+        }
     };
     let (tx, rx) = unbounded::<ToWorker>();
     let _ = incoming.send(Incoming::Registered {

@@ -6,6 +6,7 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
+use weir_api_types::AdminToken;
 
 use super::summary::RestoreShare;
 use crate::checkpoint::{SnapshotKind, SubtaskMetadata};
@@ -30,8 +31,9 @@ pub enum ToCoordinator {
         /// the first; more after it lost earlier coordinators and reconnected).
         registrations: u32,
         /// The job's admin token (`--admin-token-file`); a coordinator with a token closes
-        /// the connection of a worker without it.
-        token: Option<String>,
+        /// the connection of a worker without it (a malformed one does not decode: closed
+        /// too).
+        token: Option<AdminToken>,
     },
     /// Sent every heartbeat interval, with the counters of the worker's subtasks.
     Heartbeat {

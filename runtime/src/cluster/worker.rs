@@ -169,7 +169,7 @@ pub fn run_worker(registry: &Registry, options: &WorkerOptions) -> Result<(), Wo
             worker: worker_id.clone(),
             data_addr: advertised,
             registrations,
-            token: options.token.as_ref().map(|t| t.expose().to_string()),
+            token: options.token.clone(),
         });
         info!(coordinator = %options.coordinator, "registered with the coordinator");
         let figures: Figures = Arc::default();

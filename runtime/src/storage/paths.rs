@@ -97,6 +97,31 @@ pub fn within(uri: &str, prefix: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// A savepoint location outside every prefix a job may use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{location} is outside this job's storage ({}); a savepoint goes to, and is disposed from, only these (spec.savepoints.directory adds one)", allowed.join(", "))]
+pub struct OutsideStorage {
+    /// The refused location.
+    pub location: String,
+    /// The prefixes it may lie in.
+    pub allowed: Vec<String>,
+}
+
+/// Checks that `uri` lies [`within`] one of `prefixes`.
+///
+/// # Errors
+/// [`OutsideStorage`] naming the allowed prefixes.
+pub fn check_within(uri: &str, prefixes: &[String]) -> Result<(), OutsideStorage> {
+    if prefixes.iter().any(|p| within(uri, p)) {
+        Ok(())
+    } else {
+        Err(OutsideStorage {
+            location: uri.to_string(),
+            allowed: prefixes.to_vec(),
+        })
+    }
+}
+
 /// `dir/name`, or `name` when `dir` is the root (`""`).
 pub fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {

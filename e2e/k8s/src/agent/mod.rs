@@ -10,6 +10,7 @@ pub mod node;
 pub mod pod;
 pub mod probe;
 pub mod process;
+pub mod security;
 pub mod volumes;
 
 use std::collections::HashMap;

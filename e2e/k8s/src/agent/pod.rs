@@ -4,6 +4,7 @@
 //! delete that lets the API server forget it).
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::process::Child;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use super::images::Image;
 use super::network::PodNet;
 use super::probe::{self, ProbeState};
 use super::process::{self, Bind};
+use super::security::{self, Confinement, MemoryCgroup};
 use super::volumes::{self, Resolver};
 use super::Shared;
 
@@ -45,6 +47,11 @@ struct Run {
     argv: Vec<String>,
     env: Vec<(String, String)>,
     binds: Vec<Bind>,
+    confinement: Confinement,
+    /// Name of the memory cgroups of this container's runs (`weir-agent/<pod uid>/<name>`).
+    cgroup_name: String,
+    /// The memory cgroup of the current run, when the container has a memory limit.
+    cgroup: Option<MemoryCgroup>,
     log: PathBuf,
     message_file: PathBuf,
     child: Option<Child>,
@@ -135,6 +142,19 @@ impl Run {
 
     fn start(&mut self, netns: &str) {
         let _ = std::fs::write(&self.message_file, b"");
+        self.cgroup = None;
+        let cgroup = match self.confinement.memory_limit.map(|limit| {
+            MemoryCgroup::create(&format!("{}-{}", self.cgroup_name, self.restarts), limit)
+        }) {
+            Some(Ok(cgroup)) => Some(cgroup),
+            Some(Err(e)) => {
+                self.waiting = Some(("RunContainerError".into(), format!("{e:#}")));
+                self.retry_at = Some(Instant::now() + self.backoff);
+                return;
+            }
+            None => None,
+        };
+        let procs = cgroup.as_ref().map(MemoryCgroup::procs);
         match process::spawn(&process::Spec {
             argv: &self.argv,
             env: &self.env,
@@ -142,9 +162,12 @@ impl Run {
             netns,
             binds: &self.binds,
             log: &self.log,
+            confinement: &self.confinement,
+            cgroup_procs: procs.as_deref(),
         }) {
             Ok(child) => {
                 self.child = Some(child);
+                self.cgroup = cgroup;
                 self.started = Some((Instant::now(), Time(Timestamp::now())));
                 self.terminated = None;
                 self.waiting = None;
@@ -165,10 +188,16 @@ impl Run {
         let exit_code = status
             .code()
             .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        let oom_killed = self.cgroup.take().is_some_and(|cgroup| cgroup.oom_killed());
+        let reason = match (oom_killed, exit_code) {
+            (true, _) => "OOMKilled",
+            (false, 0) => "Completed",
+            (false, _) => "Error",
+        };
         let t = ContainerStateTerminated {
             exit_code,
             signal: status.signal(),
-            reason: Some(if exit_code == 0 { "Completed" } else { "Error" }.into()),
+            reason: Some(reason.into()),
             message: self.message(exit_code),
             started_at: self.started.as_ref().map(|(_, t)| t.clone()),
             finished_at: Some(Time(Timestamp::now())),
@@ -296,6 +325,15 @@ impl Supervisor {
                 .materialize(v, &dir)
                 .await
                 .with_context(|| format!("volume {:?}", v.name))?;
+            let fs_group = self
+                .spec()
+                .security_context
+                .as_ref()
+                .and_then(|s| s.fs_group);
+            if let (Some(gid), None) = (fs_group, &v.host_path) {
+                security::give_to_fs_group(&dir, gid as u32, v.empty_dir.is_some())
+                    .with_context(|| format!("volume {:?}: fsGroup", v.name))?;
+            }
             volume_dirs.insert(v.name.clone(), dir);
         }
         let mut runs = Vec::new();
@@ -343,8 +381,17 @@ impl Supervisor {
                 })
             };
             let argv = image.argv(expand(&c.command).as_deref(), expand(&c.args).as_deref());
+            let confinement =
+                security::confinement(self.spec(), &c).context("CreateContainerConfigError")?;
+            let cgroup_name = format!(
+                "weir-agent/{}/{}",
+                self.pod.uid().unwrap_or_default(),
+                c.name
+            );
             let message_file = self.dir.join(format!("{}.termination-log", c.name));
             std::fs::write(&message_file, b"")?;
+            // World-writable, as the kubelet makes it: the container's user writes it.
+            std::fs::set_permissions(&message_file, std::fs::Permissions::from_mode(0o666))?;
             let mut binds: Vec<Bind> = image
                 .files
                 .iter()
@@ -397,6 +444,9 @@ impl Supervisor {
                     argv,
                     env,
                     binds,
+                    confinement,
+                    cgroup_name,
+                    cgroup: None,
                     message_file,
                     child: None,
                     started: None,
@@ -564,17 +614,18 @@ impl Supervisor {
                 if !state.due(&probe, started, now) {
                     continue;
                 }
-                let (c, env, binds, log) = (
+                let (c, env, binds, log, confinement) = (
                     r.spec.clone(),
                     r.env.clone(),
                     r.binds.clone(),
                     r.log.clone(),
+                    r.confinement.clone(),
                 );
                 let ns = netns.clone();
                 let p = probe.clone();
                 let ok = tokio::task::spawn_blocking(move || {
                     let exec = |argv: &[String], timeout: Duration| {
-                        exec_probe(argv, &env, &ns, &binds, &log, timeout)
+                        exec_probe(argv, &env, &ns, &binds, &log, &confinement, timeout)
                     };
                     probe::attempt(&p, &c, ip, &exec)
                 })
@@ -805,6 +856,7 @@ fn exec_probe(
     netns: &str,
     binds: &[Bind],
     log: &std::path::Path,
+    confinement: &Confinement,
     timeout: Duration,
 ) -> bool {
     let Ok(mut child) = process::spawn(&process::Spec {
@@ -814,6 +866,8 @@ fn exec_probe(
         netns,
         binds,
         log,
+        confinement,
+        cgroup_procs: None,
     }) else {
         return false;
     };

@@ -1,7 +1,8 @@
 //! A container as a process: joined to its pod's network namespace, in a mount namespace of
 //! its own where the pod's volumes, the image's files and the pod's `resolv.conf` and `hosts`
-//! are bind-mounted at their paths, in a session of its own (so a signal reaches everything
-//! it started), and killed if the agent dies.
+//! are bind-mounted at their paths (over a read-only root when the container asks for one), in
+//! its memory cgroup, in a session of its own (so a signal reaches everything it started),
+//! running as the container's user and groups, and killed if the agent dies.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -16,7 +17,9 @@ use anyhow::Context as _;
 use nix::mount::{mount, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::unistd::{Gid, Pid, Uid};
+
+use super::security::Confinement;
 
 /// One bind mount: host path onto a path inside the container.
 #[derive(Clone, Debug)]
@@ -43,6 +46,10 @@ pub struct Spec<'a> {
     pub binds: &'a [Bind],
     /// stdout and stderr go here (appended).
     pub log: &'a Path,
+    /// User, groups, read-only root, no_new_privs.
+    pub confinement: &'a Confinement,
+    /// The `cgroup.procs` file of the container's memory cgroup, if it has a limit.
+    pub cgroup_procs: Option<&'a Path>,
 }
 
 fn cstr(p: &Path) -> anyhow::Result<CString> {
@@ -113,6 +120,13 @@ pub fn spawn(spec: &Spec) -> anyhow::Result<Child> {
     if let Some(dir) = spec.working_dir {
         cmd.current_dir(dir);
     }
+    let confinement = spec.confinement.clone();
+    let groups: Vec<Gid> = confinement
+        .groups
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    let cgroup_procs = spec.cgroup_procs.map(cstr).transpose()?;
     // Between fork and exec: only system calls, no allocation.
     unsafe {
         cmd.pre_exec(move || {
@@ -148,6 +162,36 @@ pub fn spawn(spec: &Spec) -> anyhow::Result<Child> {
                     )
                     .map_err(err)?;
                 }
+            }
+            if confinement.read_only_root {
+                // This namespace's view of `/` only, after the binds: a bind made from a
+                // read-only mount would be read-only too, and the binds keep their own flags.
+                mount(
+                    None::<&std::ffi::CStr>,
+                    c"/",
+                    None::<&std::ffi::CStr>,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                    None::<&std::ffi::CStr>,
+                )
+                .map_err(err)?;
+            }
+            if let Some(procs) = &cgroup_procs {
+                let fd = nix::fcntl::open(
+                    procs.as_c_str(),
+                    nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(err)?;
+                nix::unistd::write(&fd, b"0").map_err(err)?;
+            }
+            nix::unistd::setgroups(&groups).map_err(err)?;
+            nix::unistd::setgid(Gid::from_raw(confinement.gid)).map_err(err)?;
+            nix::unistd::setuid(Uid::from_raw(confinement.uid)).map_err(err)?;
+            // A change of user makes the process non-dumpable, which gives its /proc entries
+            // to root; the exec below goes through /proc/self/fd.
+            nix::sys::prctl::set_dumpable(true).map_err(err)?;
+            if confinement.no_new_privs {
+                nix::sys::prctl::set_no_new_privs().map_err(err)?;
             }
             Ok(())
         });

@@ -13,27 +13,8 @@ use crate::checkpoint::coordinator::TaskSet;
 use crate::checkpoint::metadata::SnapshotKind;
 use crate::metrics::JobMetrics;
 use crate::runner::{error_chain, open_storage};
-use crate::storage::paths::{join, within};
+use crate::storage::paths::{check_within, join};
 use crate::task::Control;
-
-/// Refuses (403 `outside_job_storage`) a savepoint directory or location outside every one of
-/// `prefixes` (see [`crate::storage::paths::within`]).
-///
-/// # Errors
-/// The 403 [`ApiError`], naming the allowed prefixes.
-pub fn check_within(uri: &str, prefixes: &[String]) -> Result<(), ApiError> {
-    if prefixes.iter().any(|p| within(uri, p)) {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        403,
-        "outside_job_storage",
-        format!(
-            "{uri} is outside this job's storage ({}); a savepoint goes to, and is disposed from, only these (spec.savepoints.directory adds one)",
-            prefixes.join(", ")
-        ),
-    ))
-}
 
 impl Coordinator<'_> {
     /// Answers an admin request.

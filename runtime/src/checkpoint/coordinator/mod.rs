@@ -11,7 +11,6 @@
 //! [`CheckpointStorage`](crate::storage::CheckpointStorage).
 
 mod admin;
-pub(crate) use admin::check_within;
 mod metrics;
 pub mod pending;
 pub mod schedule;
