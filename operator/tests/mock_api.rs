@@ -60,10 +60,15 @@ fn lines(calls: &[Call]) -> Vec<String> {
         .collect()
 }
 
-const GET_WORKLOADS: [&str; 2] = [
+/// What the operator reads first: the workloads, then (when any exists) the job's pods for
+/// containers that are down (OOMKilled).
+const GET_WORKLOADS: [&str; 3] = [
     "GET /apis/apps/v1/deployments/retail-coordinator",
     "GET /apis/apps/v1/statefulsets/retail-workers",
+    "GET /api/v1/pods",
 ];
+/// The same while neither workload exists (no pods to read).
+const GET_ABSENT: [&str; 2] = [GET_WORKLOADS[0], GET_WORKLOADS[1]];
 const STATUS: &str = "PATCH /apis/weir.dev/v1alpha1/streamjobs/retail/status";
 const APPLY_ALL: [&str; 5] = [
     "PATCH /api/v1/configmaps/retail-manifest",
@@ -146,7 +151,7 @@ async fn create_adds_the_finalizer_writes_status_then_applies_the_objects() {
         lines(&calls),
         seq(&[
             &["PATCH /apis/weir.dev/v1alpha1/streamjobs/retail"],
-            &GET_WORKLOADS,
+            &GET_ABSENT,
             &[STATUS, "EVENT"],
             &[SECRET_GET, SECRET_CREATE],
             &APPLY_ALL,
@@ -294,7 +299,7 @@ async fn upgrade_with_savepoint_checks_stops_records_the_location_then_replaces_
         ])
     );
     assert_eq!(
-        calls[4].body["status"]["upgrade"]["triggerId"],
+        calls[5].body["status"]["upgrade"]["triggerId"],
         "upgrade-2-0"
     );
     assert_eq!(coordinator.take_calls(), ["stop upgrade-2-0"]);
@@ -305,17 +310,12 @@ async fn upgrade_with_savepoint_checks_stops_records_the_location_then_replaces_
         seq(&[&GET_WORKLOADS, &[STATUS, "EVENT"], &DELETE_WORKLOADS])
     );
     let location = "s3://bucket/retail/savepoints/savepoint-upgrade-2-0";
-    assert_eq!(calls[2].body["status"]["upgrade"]["restore"], location);
+    assert_eq!(calls[3].body["status"]["upgrade"]["restore"], location);
     // 4. The new spec is deployed from the savepoint.
     coordinator.set_job(None, None);
     assert_eq!(
         lines(&reconcile_once(&kube, &ctx).await),
-        seq(&[
-            &GET_WORKLOADS,
-            &[STATUS, "EVENT"],
-            &[SECRET_GET],
-            &APPLY_ALL
-        ])
+        seq(&[&GET_ABSENT, &[STATUS, "EVENT"], &[SECRET_GET], &APPLY_ALL])
     );
     let args = container_args(&stored(&kube, &deployment()));
     assert_eq!(&args[2..4], ["--workers", "3"]);
@@ -391,12 +391,12 @@ async fn suspend_stops_with_a_savepoint_deletes_the_pods_and_keeps_the_resource(
         seq(&[&GET_WORKLOADS, &[STATUS, "EVENT"], &DELETE_WORKLOADS])
     );
     assert_eq!(
-        calls[2].body["status"]["upgrade"]["restore"],
+        calls[3].body["status"]["upgrade"]["restore"],
         "s3://bucket/retail/savepoints/savepoint-upgrade-2-0"
     );
     assert_eq!(
         lines(&reconcile_once(&kube, &ctx).await),
-        seq(&[&GET_WORKLOADS, &[STATUS, "EVENT"]])
+        seq(&[&GET_ABSENT, &[STATUS, "EVENT"]])
     );
     let status = &stored(&kube, &sj())["status"];
     assert_eq!(status["lifecycleState"], "Suspended");
@@ -406,7 +406,7 @@ async fn suspend_stops_with_a_savepoint_deletes_the_pods_and_keeps_the_resource(
     );
     assert_eq!(
         lines(&reconcile_once(&kube, &ctx).await),
-        seq(&[&GET_WORKLOADS])
+        seq(&[&GET_ABSENT])
     );
     assert!(kube.get(&sj()).is_some() && kube.get(&deployment()).is_none());
 }
@@ -426,7 +426,7 @@ async fn delete_removes_the_workloads_then_the_finalizer() {
     assert_eq!(
         lines(&calls),
         seq(&[
-            &GET_WORKLOADS,
+            &GET_ABSENT,
             &[STATUS, "PATCH /apis/weir.dev/v1alpha1/streamjobs/retail"]
         ])
     );

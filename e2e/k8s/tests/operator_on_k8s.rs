@@ -3,20 +3,22 @@
 //! rendered with the Helm SDK and applied with kubectl; the quickstart's Kubernetes step
 //! (`docs/quickstart.md`, its commands extracted from the document, the example unchanged, its
 //! output in the S3 store); a worker OOMKilled under a too small memory limit, which the
-//! StreamJob's `Ready` condition names; two StreamJobs of one name in two namespaces against one
-//! bucket, each restoring only its own state after a worker pod is deleted; then the example driven through its life with kubectl only: create, an argument change (savepoint, pre-flight check Job,
-//! redeploy) with the operator's pod killed in each phase, `kubectl scale` (rescale 2 -> 3
-//! through a savepoint), a refused `maxParallelism` change (the CRD's CEL rule), an
-//! incompatible change to the user's own image (UpgradeBlocked, the old job runs on), suspend
-//! and resume (and meanwhile another StreamJob whose StatefulSet the API server refuses:
-//! Stalled, then fixed), a rolling restart of the operator itself, deletion with a final
-//! savepoint, and a new job restored from that savepoint running to the end through a deleted
-//! worker pod, a deleted coordinator pod and a restarted API server: its committed output is
-//! exactly the reference output. On the way: the job's pods running as uid 65532 on a
-//! read-only root with no_new_privs (the node agent enforces what a kubelet does), the job's
-//! admin token Secret and NetworkPolicy,
-//! a 401 for a pod of another workload without the token or with another, and the chart's
-//! admission policy refusing a hostPath volume and a foreign image on the real API server.
+//! StreamJob's `Ready` condition names; two StreamJobs of one name in two namespaces against
+//! one bucket, each restoring only its own state after a worker pod is deleted; then the
+//! example driven through its life with kubectl only: created again under the quickstart's
+//! name (it starts empty), an argument change (savepoint, pre-flight check Job, redeploy) with
+//! the operator's pod killed in each phase, `kubectl scale` (rescale 2 -> 3 through a
+//! savepoint), a refused `maxParallelism` change (the CRD's CEL rule), an incompatible change
+//! to the user's own image (UpgradeBlocked, the old job runs on), suspend and resume (and
+//! meanwhile another StreamJob whose StatefulSet the API server refuses: Stalled, then fixed),
+//! a rolling restart of the operator itself, deletion with a final savepoint, and a new job
+//! restored from that savepoint (`spec.restore`) running to the end through a deleted worker
+//! pod, a deleted coordinator pod and a restarted API server: its committed output is exactly
+//! the reference output. On the way: the job's pods running as uid 65532 on a read-only root
+//! with no_new_privs (the node agent enforces what a kubelet does), the job's admin token
+//! Secret and NetworkPolicy, a 401 for a pod of another workload without the token or with
+//! another, and the chart's admission policy refusing a hostPath volume and a foreign image on
+//! the real API server.
 
 use std::time::{Duration, Instant};
 
@@ -874,15 +876,18 @@ fn the_operator_runs_a_job_through_its_lifecycle_on_a_real_control_plane() {
         .into_iter()
         .find(|s| !known.contains(s))
         .unwrap_or_else(|| panic!("no final savepoint: {known:?}"));
+    // Created again (another UID) with `spec.restore` naming that savepoint: it restores
+    // exactly that one.
+    let last = format!("s3://{BUCKET}/{last}");
     let mut resumed = example(&c);
-    resumed["spec"]["job"]["initialSavepointPath"] =
-        format!("s3://{}/{last}", weir_e2e_k8s::cluster::BUCKET).into();
+    resumed["spec"]["restore"] = last.clone().into();
     resumed["spec"]["job"]["args"]["maxRecordsPerSecond"] = "1500".into();
     let (ok, text) = c.kubectl(
         &["apply", "-f", "-"],
         Some(&serde_yaml::to_string(&resumed).unwrap()),
     );
     assert!(ok, "{text}");
+    c.wait_json(&[&sj], STEP, |j| j["status"]["job"]["restoredFrom"] == last);
 
     // Faults while it runs: a worker pod deleted, the coordinator pod deleted, the API server
     // killed and restarted. Each time the job comes back from its latest checkpoint.
