@@ -15,6 +15,7 @@ use super::state::UploadRecord;
 use super::{in_progress_name, parse_part_name, part_name, OutputLocation};
 use crate::api::TaskError;
 use crate::connectors::io_err;
+use crate::storage::paths::join;
 use crate::storage::s3::PART_SIZE;
 use crate::storage::{CheckpointStorage, S3Storage};
 
@@ -47,15 +48,6 @@ pub(super) enum InProgress {
         /// ETags of the uploaded parts, in order.
         etags: Vec<String>,
     },
-}
-
-/// `bucket/name`, or `name` in the location itself.
-fn join(bucket: &str, name: &str) -> String {
-    if bucket.is_empty() {
-        name.to_string()
-    } else {
-        format!("{bucket}/{name}")
-    }
 }
 
 impl PartStore {
